@@ -1,0 +1,49 @@
+"""An agent: a name, a role, the endpoint(s) that think for it, and what it may do."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .errors import ConfigError
+from .llm import DEFAULT_TIMEOUT, LLMClient
+
+DEFAULT_ENDPOINT = "http://localhost:8080/v1/chat/completions"
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+
+
+@dataclass
+class Agent:
+    """One member of the team.
+
+    ``endpoint`` may be a list: the agent fails over to the next URL when one
+    is down. ``tools`` narrows the tools the agent is offered (None: every
+    tool its role allows); only ``can_write`` agents get write_file and
+    run_python. ``root`` is its AgentAZAll folder (default
+    ``<agents_dir>/<name>``). ``api_key`` defaults to $AZCLAW_API_KEY.
+    """
+
+    name: str
+    role: str = ""
+    endpoint: str | list[str] = DEFAULT_ENDPOINT
+    model: str = "default"
+    tools: list[str] | None = None
+    max_tokens: int = 2048
+    temperature: float = 0.7
+    root: str | Path | None = None
+    can_write: bool = False
+    api_key: str | None = field(default=None, repr=False)
+    timeout: float = DEFAULT_TIMEOUT
+    retries: int = 4
+    client: LLMClient = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self):
+        if not isinstance(self.name, str) or not _NAME.match(self.name):
+            raise ConfigError(f"agent name {self.name!r}: use letters, digits, '_', '-' or '.' "
+                              "(up to 64 characters, starting with a letter or digit)")
+        self.client = LLMClient(self.endpoint, self.model, self.api_key, self.timeout, self.retries)
+
+    @property
+    def endpoints(self) -> list[str]:
+        return self.client.endpoints

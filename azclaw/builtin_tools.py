@@ -1,0 +1,126 @@
+"""The six built-in tools every team starts with.
+
+Everyone: recall, remember, read_file, list_files.
+Writers only: write_file, run_python.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from . import sandbox
+from .errors import ToolError
+from .files import write_atomic
+from .tools import ToolContext, ToolRegistry
+
+LIST_LIMIT = 200
+
+
+def _readable_roots(ctx: ToolContext) -> list[Path]:
+    return [*ctx.source_dirs, ctx.output_dir]
+
+
+def _display(path: Path, ctx: ToolContext) -> str:
+    for root in _readable_roots(ctx):
+        root = root.resolve()
+        if path == root or root in path.parents:
+            return str(path.relative_to(root)) or "."
+    return path.name
+
+
+def _approved(ctx: ToolContext, action: str, detail: str) -> None:
+    if ctx.approve is not None and not ctx.approve(action, detail):
+        raise ToolError(f"{action} was refused by the person supervising this run")
+
+
+def build_default_registry() -> ToolRegistry:
+    """A registry with recall, remember, read_file, list_files, write_file
+    and run_python. Add your own tools to it with ``@registry.tool``."""
+    registry = ToolRegistry()
+
+    @registry.tool("recall", "Search the team's persistent memory. An empty query lists the "
+                   "newest memories and counts; words find the best matching memories of every "
+                   "agent. Set agent to one name to search only that agent's memories.",
+                   {"query": "string", "agent": "string"})
+    def recall(query: str = "", agent: str = "", _ctx: ToolContext = None) -> str:
+        names = list(_ctx.memory.roots)
+        if agent and agent not in names:
+            raise ToolError(f"unknown agent {agent!r}; team: {', '.join(names)}")
+        return _ctx.memory.recall(query, agent or None)
+
+    @registry.tool("remember", "Store a decision or fact in persistent memory so that you and your "
+                   "team can recall it in later rounds. Use a short descriptive title; the same "
+                   "title adds to that memory.", {"text": "string", "title": "string"})
+    def remember(text: str, title: str = "", _ctx: ToolContext = None) -> str:
+        if not text.strip():
+            raise ToolError("text is empty; nothing to remember")
+        memory = _ctx.memory.remember(_ctx.agent, text, title)
+        _ctx.memories_stored.append(memory.title)
+        return f"Remembered as {memory.title!r} ({memory.day})."
+
+    @registry.tool("read_file", "Read a text file from the source folders or the output folder.",
+                   {"path": "string", "max_lines": "integer"})
+    def read_file(path: str, max_lines: int = 200, _ctx: ToolContext = None) -> str:
+        real = sandbox.resolve_inside(path, _readable_roots(_ctx))
+        if real.is_dir():
+            raise ToolError(f"{path!r} is a folder; use list_files")
+        max_lines = max(1, min(int(max_lines), 2000))
+        lines: list[str] = []
+        total = 0
+        with open(real, encoding="utf-8", errors="replace") as fh:
+            for total, line in enumerate(fh, 1):
+                if total <= max_lines:
+                    lines.append(line.rstrip("\n"))
+        text = "\n".join(lines)
+        if total > max_lines:
+            text += f"\n[... showing {max_lines} of {total} lines; raise max_lines to see more]"
+        return text or "[empty file]"
+
+    @registry.tool("list_files", "List the files in a folder of the sources or the output. "
+                   "An empty directory lists the top of every folder you may read.",
+                   {"directory": "string"})
+    def list_files(directory: str = "", _ctx: ToolContext = None) -> str:
+        if directory.strip() in ("", "."):
+            folders = [r.resolve() for r in _readable_roots(_ctx) if r.is_dir()]
+        else:
+            folders = [sandbox.resolve_inside(directory, _readable_roots(_ctx))]
+        lines: list[str] = []
+        for folder in folders:
+            if not folder.is_dir():
+                raise ToolError(f"{directory!r} is a file; use read_file")
+            for entry in sorted(folder.rglob("*")):
+                rel = entry.relative_to(folder)
+                if sandbox.is_secret(rel) or any(p.startswith(".") for p in rel.parts):
+                    continue
+                if entry.is_file():
+                    lines.append(f"{_display(entry, _ctx)} ({entry.stat().st_size} bytes)")
+                if len(lines) >= LIST_LIMIT:
+                    lines.append(f"[... more files; list a sub-folder to see them]")
+                    return "\n".join(lines)
+        return "\n".join(lines) or "[no files]"
+
+    @registry.tool("write_file", "Write a text file into the output folder (creates folders; "
+                   "replaces an existing file).", {"path": "string", "content": "string"},
+                   writer_only=True)
+    def write_file(path: str, content: str, _ctx: ToolContext = None) -> str:
+        size = len(content.encode("utf-8"))
+        if size > sandbox.MAX_WRITE_BYTES:
+            raise ToolError(f"content is {size} bytes; the limit is {sandbox.MAX_WRITE_BYTES}")
+        real = sandbox.resolve_inside(path, [_ctx.output_dir], must_exist=False)
+        if real.is_dir() or real == _ctx.output_dir.resolve():
+            raise ToolError(f"{path!r} is a folder; give a file path")
+        _approved(_ctx, "write_file", f"{path} ({size} bytes)")
+        write_atomic(real, content)
+        rel = str(real.relative_to(_ctx.output_dir.resolve()))
+        _ctx.files_written.append(rel)
+        return f"Wrote {size} bytes to {rel}."
+
+    @registry.tool("run_python", "Run Python code in a separate process in the output folder "
+                   "(time-limited) and return its output.", {"code": "string"}, writer_only=True)
+    def run_python(code: str, _ctx: ToolContext = None) -> str:
+        if not _ctx.run_python_enabled:
+            raise ToolError("run_python is turned off for this run")
+        _approved(_ctx, "run_python", code)
+        return sandbox.run_python(code, _ctx.output_dir)
+
+    return registry

@@ -1,0 +1,415 @@
+"""The memory-first round loop.
+
+1. Each round, every agent takes one turn (in order, or all at once with
+   ``parallel=True``).
+2. A turn sends the agent's system prompt and one user message: the initial
+   prompt in round 1, later only what every agent said in the previous round.
+3. The agent may call tools for a bounded number of steps; repeated calls are
+   skipped, and a step of nothing but repeats ends the tool use.
+4. Its final text becomes its message for the next round. Older messages are
+   never sent again: agents keep what matters with remember() and find it
+   with recall().
+5. Every 5 rounds, and whenever the run ends, a checkpoint is written; a STOP
+   file or a signal ends the run after the current round.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .agent import Agent
+from .builtin_tools import build_default_registry
+from .checkpoint import HISTORY_KEEP, Checkpoint
+from .errors import CheckpointError, ConfigError, EndpointError, RunAborted
+from .journal import Journal
+from .llm import Completion
+from .memory import TeamMemory
+from .prompt import MESSAGE_BUDGET, Message, round_message, round_part, stable_part
+from .stats import RunStats
+from .stopping import StopControl
+from .tools import ToolContext, ToolRegistry, ToolResult
+from .topic import Probe, Topic
+
+log = logging.getLogger("azclaw")
+
+DEFAULT_ROUNDS = 10
+ALL_REPEATED = ("Every tool call you just made repeats one you already made in this turn. "
+                "Work with the results you have: give your final message to the team now, without tools.")
+STEPS_USED = ("You have used all your tool steps for this turn. "
+              "Give your final message to the team now, without tools.")
+
+
+@dataclass
+class TurnResult:
+    """What one agent's turn produced; applied to the stats when its round ends."""
+
+    agent: str
+    round: int
+    text: str = ""
+    requests: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    seconds: float = 0.0
+    context_chars: int = 0
+    tool_calls: dict[str, int] = field(default_factory=dict)
+    tool_errors: int = 0
+    memories: list[str] = field(default_factory=list)
+    files: list[str] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+    empty: bool = False
+    truncated: int = 0
+
+    @property
+    def failed(self) -> bool:
+        return bool(self.errors) and not self.text
+
+
+class Orchestrator:
+    """Runs a team of agents on a task, round after round.
+
+    ``source_dirs`` are the folders agents may read (the output folder is
+    always readable); only writers write, and only into ``output_dir``.
+    Memories live in each agent's AgentAZAll root under ``agents_dir``.
+    """
+
+    def __init__(self, agents: list[Agent], topic: Topic | None = None, output_dir="./output",
+                 log_dir="./logs", source_dirs=None, registry: ToolRegistry | None = None,
+                 agents_dir="./agents", *, parallel: bool = False, max_tool_steps: int = 8,
+                 checkpoint_every: int = 5, stop_file="STOP", message_budget: int = MESSAGE_BUDGET,
+                 max_failed_rounds: int = 3, run_python: bool = True, check_health: bool = True,
+                 approve=None, verbose: bool = True):
+        if not agents:
+            raise ConfigError("agents: a team needs at least one agent")
+        names = [a.name for a in agents]
+        duplicated = sorted({n for n in names if names.count(n) > 1})
+        if duplicated:
+            raise ConfigError(f"agents: name {duplicated[0]!r} is used twice")
+        self.agents = list(agents)
+        self.topic = topic or Topic(title="task")
+        self.task = ""
+        self.output_dir = Path(output_dir)
+        self.log_dir = Path(log_dir)
+        self.source_dirs = [Path(d) for d in (source_dirs or [])]
+        for folder in self.source_dirs:
+            if not folder.is_dir():
+                raise ConfigError(f"source folder {folder}: not found")
+        self.registry = registry or build_default_registry()
+        self.agents_dir = Path(agents_dir)
+        self.parallel = parallel
+        self.max_tool_steps = max_tool_steps
+        self.checkpoint_every = checkpoint_every
+        self.message_budget = message_budget
+        self.max_failed_rounds = max_failed_rounds
+        self.run_python = run_python
+        self.check_health = check_health
+        self.approve = approve
+        self.verbose = verbose
+        self.stop = StopControl(Path(stop_file))
+        self.memory = TeamMemory({a.name: Path(a.root) if a.root else self.agents_dir / a.name
+                                  for a in self.agents})
+        self.stats = RunStats()
+        for agent in self.agents:
+            self.stats.agent(agent.name)
+        self.history: list[Message] = []
+        self.written_files: set[str] = set()
+        self.probe_answers: list[dict] = []
+        self.last_round = 0
+        self.stop_reason = ""
+        self.journal: Journal | None = None
+
+    # -- setup --------------------------------------------------------------
+    def set_task(self, text: str) -> None:
+        """The task; it opens round 1 when the topic has no initial prompt."""
+        self.task = text
+        if self.topic.name == "task" and self.topic.title == "task":
+            self.topic = Topic.from_task(text)
+
+    @property
+    def checkpoint_path(self) -> Path:
+        return self.log_dir / f"{self.topic.name}_checkpoint.json"
+
+    @property
+    def journal_path(self) -> Path:
+        return self.log_dir / f"{self.topic.name}_journal.jsonl"
+
+    def _restore(self, resume) -> None:
+        path = self.checkpoint_path if resume is True else Path(resume)
+        checkpoint = Checkpoint.load(path)
+        if (checkpoint.topic_name, checkpoint.topic_title) != (self.topic.name, self.topic.title):
+            raise CheckpointError(f"{path}: checkpoint belongs to topic {checkpoint.topic_name!r} "
+                                  f"({checkpoint.topic_title!r}), not {self.topic.name!r} ({self.topic.title!r})")
+        self.stats = checkpoint.stats
+        for agent in self.agents:
+            self.stats.agent(agent.name)
+        self.history = checkpoint.history
+        self.written_files = set(checkpoint.written_files)
+        self.probe_answers = checkpoint.probe_answers
+        self.last_round = checkpoint.round
+
+    def save_checkpoint(self, max_rounds: int) -> Path:
+        """Write the checkpoint of the last completed round."""
+        checkpoint = Checkpoint(self.topic.name, self.topic.title, self.last_round, max_rounds,
+                                self.stats, self.memory.counts(), sorted(self.written_files),
+                                self.history[-HISTORY_KEEP:], self.probe_answers)
+        path = checkpoint.save(self.checkpoint_path)
+        if self.journal:
+            self.journal.write("checkpoint", round=self.last_round, path=str(path))
+        return path
+
+    # -- the run ------------------------------------------------------------
+    def run(self, max_rounds: int | None = None, resume=None) -> RunStats:
+        """Run until round ``max_rounds`` (default: the topic's last phase, or
+        10), a STOP file, or a signal. ``resume`` is a checkpoint path (or
+        True for this topic's checkpoint in ``log_dir``)."""
+        last = max_rounds or self.topic.last_round or DEFAULT_ROUNDS
+        if resume:
+            self._restore(resume)
+        if self.check_health:
+            for agent in self.agents:
+                agent.client.health_check()
+        self.output_dir.mkdir(parents=True, exist_ok=True)
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        handlers = self._start_logging()
+        self.journal = Journal(self.journal_path)
+        if self.stop.clear_stale():
+            log.info("removed a STOP file left from an earlier run: %s", self.stop.stop_file)
+        self.stop.install()
+        first = self.last_round + 1
+        self.journal.write("run_start", topic=self.topic.name, title=self.topic.title, first_round=first,
+                           last_round=last, agents=[a.name for a in self.agents],
+                           resumed_from=self.last_round if resume else None)
+        log.info("azclaw run %r: rounds %d-%d, agents %s", self.topic.title, first, last,
+                 ", ".join(a.name for a in self.agents))
+        reason = "finished"
+        failed_rounds = 0
+        started = time.monotonic()
+        try:
+            for round_no in range(first, last + 1):
+                results = self._run_round(round_no, last)
+                self._apply(results, round_no)
+                self.last_round = round_no
+                self.stats.rounds = round_no
+                for probe in self.topic.probes_after(round_no):
+                    self._ask_probe(probe, round_no, last)
+                failed_rounds = failed_rounds + 1 if all(r.failed for r in results) else 0
+                if failed_rounds >= self.max_failed_rounds:
+                    reason = "aborted"
+                    break
+                if round_no % self.checkpoint_every == 0 and round_no != last:
+                    self.save_checkpoint(last)
+                if self.stop.should_stop():
+                    reason = "stopped"
+                    break
+        except KeyboardInterrupt:
+            reason = "interrupted"
+            raise
+        finally:
+            self.stop.restore()
+            self.stats.elapsed += time.monotonic() - started
+            self._finish(reason, last, handlers)
+        if reason == "aborted":
+            raise RunAborted(f"stopped after {failed_rounds} rounds in which every turn failed; "
+                             f"last error: {results[-1].errors[-1]}; checkpoint: {self.checkpoint_path}")
+        return self.stats
+
+    def _finish(self, reason: str, last: int, handlers) -> None:
+        self.stop_reason = reason if reason != "stopped" else self.stop.reason
+        path = self.save_checkpoint(last)
+        if reason == "stopped":
+            self.stop.consume_stop_file()
+            self.journal.write("stop", round=self.last_round, reason=self.stop.reason)
+            log.info("stopped after round %d (%s)", self.last_round, self.stop.reason)
+        self.journal.write("run_end", round=self.last_round, reason=reason, stats=self.stats.to_dict())
+        log.info("checkpoint: %s", path)
+        log.info(self.summary())
+        for handler in handlers:
+            log.removeHandler(handler)
+            handler.close()
+
+    def _start_logging(self) -> list[logging.Handler]:
+        log.setLevel(logging.INFO)
+        file_handler = logging.FileHandler(self.log_dir / f"{self.topic.name}.log", encoding="utf-8")
+        file_handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+        handlers: list[logging.Handler] = [file_handler]
+        if self.verbose:
+            console = logging.StreamHandler()
+            console.setFormatter(logging.Formatter("%(message)s"))
+            handlers.append(console)
+        for handler in handlers:
+            log.addHandler(handler)
+        log.propagate = False
+        return handlers
+
+    def summary(self) -> str:
+        s = self.stats
+        lines = [f"Rounds {s.rounds} | tokens {s.prompt_tokens:,} prompt + {s.completion_tokens:,} completion"
+                 f" | memories {s.memories_stored} | files {s.files_written} | tool calls {s.tool_calls}"
+                 f" | errors {s.errors} | {s.elapsed / 60:.1f} min",
+                 f"{'agent':<14}{'tokens':>12}{'tok/s':>8}{'tools':>7}{'memories':>10}{'files':>7}{'errors':>8}"]
+        for name, a in s.agents.items():
+            lines.append(f"{name:<14}{a.prompt_tokens + a.completion_tokens:>12,}{a.tokens_per_second:>8.1f}"
+                         f"{a.tool_calls:>7}{a.memories_stored:>10}{a.files_written:>7}{a.errors:>8}")
+        return "\n".join(lines)
+
+    # -- rounds and turns ---------------------------------------------------
+    def _previous(self, round_no: int) -> list[Message]:
+        return [m for m in self.history if m.round == round_no - 1]
+
+    def _run_round(self, round_no: int, last: int) -> list[TurnResult]:
+        previous = self._previous(round_no)
+        user = round_message(round_no, previous, self.topic.initial_prompt or self.task,
+                             self.message_budget, str(self.journal_path))
+        if self.parallel and len(self.agents) > 1:
+            with ThreadPoolExecutor(max_workers=len(self.agents), thread_name_prefix="azclaw-turn") as pool:
+                futures = [pool.submit(self._turn, a, round_no, last, user) for a in self.agents]
+                return [f.result() for f in futures]
+        return [self._turn(a, round_no, last, user) for a in self.agents]
+
+    def _system_prompt(self, agent: Agent, round_no: int, last: int, tools) -> str:
+        return (stable_part(agent, self.topic, self.task, self.agents, tools) + "\n\n"
+                + round_part(round_no, last, self.topic.phase_for(round_no), self.topic))
+
+    def _turn(self, agent: Agent, round_no: int, last: int, user: str) -> TurnResult:
+        result = self._converse(agent, round_no, last, user, self.registry.allowed(agent.can_write, agent.tools))
+        phase = self.topic.phase_for(round_no)
+        per_s = result.completion_tokens / result.seconds if result.seconds else 0.0
+        tools = ", ".join(f"{n}x{c}" if c > 1 else n for n, c in result.tool_calls.items()) or "no tools"
+        log.info("[round %d/%d] %s: %d+%d tok, %.1f tok/s, %s%s", round_no, last, agent.name,
+                 result.prompt_tokens, result.completion_tokens, per_s, tools,
+                 f", ERROR {result.errors[-1]}" if result.errors else "")
+        self.journal.write("turn", round=round_no, phase=phase.name if phase else None, agent=agent.name,
+                           prompt_tokens=result.prompt_tokens, completion_tokens=result.completion_tokens,
+                           context_chars=result.context_chars, requests=result.requests,
+                           seconds=round(result.seconds, 3), tokens_per_second=round(per_s, 2),
+                           tool_calls=result.tool_calls, memories=result.memories, files=result.files,
+                           errors=result.errors, text=result.text)
+        return result
+
+    def _converse(self, agent: Agent, round_no: int, last: int, user: str, tools) -> TurnResult:
+        """One agent's turn: model calls and tool steps until a final text."""
+        result = TurnResult(agent.name, round_no)
+        ctx = ToolContext(agent=agent.name, can_write=agent.can_write, output_dir=self.output_dir,
+                          source_dirs=self.source_dirs, memory=self.memory, round=round_no,
+                          run_python_enabled=self.run_python, approve=self.approve)
+        messages = [{"role": "system", "content": self._system_prompt(agent, round_no, last, tools)},
+                    {"role": "user", "content": user}]
+        schemas = [t.schema() for t in tools] or None
+        seen: set[str] = set()
+        for step in range(self.max_tool_steps + 1):
+            if step == self.max_tool_steps and schemas:
+                messages.append({"role": "user", "content": STEPS_USED})
+                schemas = None
+            completion = self._call(agent, messages, schemas, result)
+            if completion is None:
+                break
+            if not completion.tool_calls or not schemas:
+                result.text = completion.text
+                break
+            results = []
+            for call in completion.tool_calls:
+                key = f"{call.name}\x00{call.raw_arguments if call.arguments is None else json.dumps(call.arguments, sort_keys=True)}"
+                if key in seen:
+                    results.append(ToolResult(call.id, call.name, "[duplicate call skipped: its result is "
+                                              "already above in this turn]", duplicate=True))
+                    continue
+                seen.add(key)
+                outcome = self.registry.execute(call, ctx, tools)
+                result.tool_calls[call.name] = result.tool_calls.get(call.name, 0) + 1
+                result.tool_errors += not outcome.ok
+                results.append(outcome)
+            _append_tool_round(messages, completion, results)
+            if all(r.duplicate for r in results):
+                messages.append({"role": "user", "content": ALL_REPEATED})
+                schemas = None
+        result.memories = list(ctx.memories_stored)
+        result.files = list(ctx.files_written)
+        if not result.text and not result.errors:
+            result.empty = True
+        return result
+
+    def _call(self, agent: Agent, messages, schemas, result: TurnResult) -> Completion | None:
+        size = sum(len(m.get("content") or "") for m in messages)
+        result.context_chars = max(result.context_chars, size)
+        try:
+            completion = agent.client.chat(messages, schemas, agent.max_tokens, agent.temperature)
+        except EndpointError as exc:
+            result.errors.append(str(exc))
+            return None
+        result.requests += 1
+        result.prompt_tokens += completion.usage.prompt_tokens
+        result.completion_tokens += completion.usage.completion_tokens
+        result.seconds += completion.seconds
+        result.truncated += completion.finish_reason == "length"
+        return completion
+
+    def _apply(self, results: list[TurnResult], round_no: int) -> None:
+        """Fold a finished round into the stats and the history."""
+        s = self.stats
+        for r in results:
+            a = s.agent(r.agent)
+            a.turns += 1
+            a.requests += r.requests
+            a.prompt_tokens += r.prompt_tokens
+            a.completion_tokens += r.completion_tokens
+            a.seconds += r.seconds
+            calls = sum(r.tool_calls.values())
+            a.tool_calls += calls
+            a.tool_errors += r.tool_errors
+            a.memories_stored += len(r.memories)
+            a.errors += len(r.errors)
+            a.empty_replies += r.empty
+            a.truncated_replies += r.truncated
+            new_files = [f for f in r.files if f not in self.written_files]
+            a.files_written += len(set(new_files))
+            self.written_files.update(r.files)
+            s.prompt_tokens += r.prompt_tokens
+            s.completion_tokens += r.completion_tokens
+            s.tool_calls += calls
+            s.memories_stored += len(r.memories)
+            s.errors += len(r.errors)
+            if r.text:
+                self.history.append(Message(round_no, r.agent, r.text))
+        s.files_written = len(self.written_files)
+        del self.history[:-HISTORY_KEEP]
+
+    def _ask_probe(self, probe: Probe, round_no: int, last: int) -> None:
+        """Ask every agent the probe's question; only recall is offered."""
+        question = (f"Coherence check after round {round_no}: {probe.question}\n"
+                    "Answer from what you know; use recall to look it up. Answer in a few sentences.")
+        for agent in self.agents:
+            tools = [t for t in self.registry.allowed(agent.can_write, agent.tools) if t.name == "recall"]
+            result = self._converse(agent, round_no, last, question, tools)
+            correct = probe.score(result.text)
+            answer = {"round": round_no, "agent": agent.name, "question": probe.question,
+                      "answer": result.text, "correct": correct}
+            self.probe_answers.append(answer)
+            a = self.stats.agent(agent.name)
+            a.prompt_tokens += result.prompt_tokens
+            a.completion_tokens += result.completion_tokens
+            self.stats.prompt_tokens += result.prompt_tokens
+            self.stats.completion_tokens += result.completion_tokens
+            self.journal.write("probe", **answer)
+            log.info("[probe after round %d] %s: %s%s", round_no, agent.name, result.text[:200],
+                     "" if correct is None else f" ({'correct' if correct else 'WRONG'})")
+
+
+def _append_tool_round(messages: list[dict], completion: Completion, results: list[ToolResult]) -> None:
+    """Add a tool step to the turn's messages. Calls the model wrote as text
+    get their results as text too: templates that do not know tool calls
+    often reject the ``tool`` role."""
+    if completion.text_calls:
+        messages.append({"role": "assistant", "content": completion.text or "(calling tools)"})
+        body = "\n\n".join(f"Result of {r.name}:\n{r.content}" for r in results)
+        messages.append({"role": "user", "content": body})
+        return
+    messages.append({"role": "assistant", "content": completion.text or None, "tool_calls": [
+        {"id": c.id, "type": "function",
+         "function": {"name": c.name, "arguments": c.raw_arguments or json.dumps(c.arguments or {})}}
+        for c in completion.tool_calls]})
+    for r in results:
+        messages.append({"role": "tool", "tool_call_id": r.call_id, "name": r.name, "content": r.content})

@@ -1,0 +1,96 @@
+"""What an agent is sent each turn: a system prompt and one user message.
+
+The system prompt puts everything that stays the same across rounds first
+(context, role, task, team, tools, rules) and what changes last (round,
+phase), so consecutive prompts of one agent share a long identical prefix
+and the server's prompt cache stays warm. The user message holds the
+initial prompt in round 1 and, after that, only what every agent said in
+the previous round.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .topic import Phase, Topic
+
+MESSAGE_BUDGET = 4000  # characters of one agent's previous-round message
+
+_RULES = """How this team works:
+- The work goes in rounds. In each round every agent speaks once.
+- You are shown only what every agent said in the previous round. Nothing older is shown again.
+- Anything that must last (decisions, designs, file layouts, open problems) goes into memory with remember(text, title). Use recall(query) to find earlier decisions, yours and your teammates'.
+- Do not repeat a tool call you already made in this turn; work with the results you have.
+- End your turn with a short message to the team (under 300 words): what you did, what you decided, what should happen next."""
+
+
+@dataclass
+class Message:
+    """One agent's final message of one round."""
+
+    round: int
+    agent: str
+    text: str
+
+    def to_dict(self) -> dict:
+        return {"round": self.round, "agent": self.agent, "text": self.text}
+
+
+def describe_tools(tools) -> str:
+    return "\n".join(f"- {t.signature()}: {t.description}" for t in tools)
+
+
+def stable_part(agent, topic: Topic, task: str, team: list, tools) -> str:
+    """The part of the system prompt that does not change during a run."""
+    parts = []
+    if topic.system_context:
+        parts.append(topic.system_context.strip())
+    role = "\n".join(r.strip() for r in (agent.role, topic.agent_roles.get(agent.name, "")) if r.strip())
+    parts.append(f"You are {agent.name}." + (f"\nYour role: {role}" if role else ""))
+    parts.append(f"Task: {task.strip() or topic.title}")
+    writers = [a.name for a in team if a.can_write]
+    team_line = "Team, in speaking order: " + ", ".join(a.name for a in team) + "."
+    if agent.can_write:
+        team_line += " You write the files and run the code."
+    elif writers:
+        team_line += f" Only {', '.join(writers)} can write files; ask them to."
+    parts.append(team_line)
+    parts.append(_RULES)
+    parts.append("Your tools:\n" + (describe_tools(tools) or "- none"))
+    return "\n\n".join(parts)
+
+
+def round_part(round_no: int, last_round: int, phase: Phase | None, topic: Topic) -> str:
+    """The part of the system prompt that changes with the round."""
+    lines = [f"Current round: {round_no} of {last_round}."]
+    if phase is not None:
+        number = topic.phases.index(phase) + 1
+        lines.append(f"Phase {number} of {len(topic.phases)}: {phase.name} "
+                     f"(rounds {phase.start}-{phase.end}).")
+        if phase.focus:
+            lines.append(f"Focus: {phase.focus}")
+        if phase.source_files:
+            lines.append("Files to study: " + ", ".join(phase.source_files))
+    elif topic.phases:
+        lines.append("No phase is planned for this round: finish open work, consolidate and review.")
+    return "\n".join(lines)
+
+
+def trim(text: str, budget: int, where: str) -> str:
+    if len(text) <= budget:
+        return text
+    return text[:budget] + f"\n[... {len(text) - budget} more characters; the full text is in {where}]"
+
+
+def round_message(round_no: int, previous: list[Message], initial_prompt: str,
+                  budget: int = MESSAGE_BUDGET, where: str = "the run journal") -> str:
+    """The user message of a turn."""
+    if round_no == 1:
+        return initial_prompt.strip() or "Begin."
+    if not previous:
+        return f"Round {round_no}: no messages came from the previous round. Continue the task."
+    parts = [f"Messages of round {previous[0].round}:"]
+    for message in previous:
+        parts.append(f"[{message.agent}]\n{trim(message.text, budget, where)}")
+    parts.append(f"Round {round_no}: your turn.")
+    return "\n\n".join(parts)

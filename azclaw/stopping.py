@@ -1,0 +1,61 @@
+"""Ending a run cleanly: a STOP file, ``azclaw stop``, SIGINT and SIGTERM.
+
+The first request lets the current round finish; a second SIGINT or SIGTERM
+stops at once (the last completed round's checkpoint is still written).
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+from pathlib import Path
+
+
+class StopControl:
+    """Tells the round loop whether to stop after the current round."""
+
+    def __init__(self, stop_file: Path):
+        self.stop_file = Path(stop_file)
+        self.reason = ""
+        self._requested = threading.Event()
+        self._previous: dict[int, object] = {}
+
+    def clear_stale(self) -> bool:
+        """Remove a STOP file left from an earlier run; True if there was one."""
+        try:
+            self.stop_file.unlink()
+            return True
+        except FileNotFoundError:
+            return False
+
+    def request(self, reason: str) -> None:
+        if not self._requested.is_set():
+            self.reason = reason
+            self._requested.set()
+
+    def should_stop(self) -> bool:
+        if not self._requested.is_set() and self.stop_file.exists():
+            self.request(f"STOP file {self.stop_file}")
+        return self._requested.is_set()
+
+    def consume_stop_file(self) -> None:
+        """A STOP file has done its job once the run stopped for it."""
+        self.clear_stale()
+
+    def _handle(self, signum, frame) -> None:
+        name = signal.Signals(signum).name
+        if self._requested.is_set():
+            raise KeyboardInterrupt(f"second {name}")
+        self.request(f"{name} received")
+
+    def install(self) -> None:
+        """Catch SIGINT and SIGTERM (only possible in the main thread)."""
+        if threading.current_thread() is not threading.main_thread():
+            return
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            self._previous[sig] = signal.signal(sig, self._handle)
+
+    def restore(self) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+        self._previous.clear()

@@ -1,0 +1,200 @@
+"""The tool registry: declaring tools, offering them by role, running calls.
+
+Every mistake a model can make with a tool (an unknown name, a tool it may
+not use, arguments that are not JSON, a missing or mistyped argument, a tool
+that raises) becomes a ``ToolResult`` with ``ok=False`` that the model reads;
+nothing here raises for a model's mistake.
+"""
+
+from __future__ import annotations
+
+import inspect
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from .errors import ConfigError, ToolError
+
+RESULT_LIMIT = 6000
+_JSON_TYPES = {"string": str, "integer": int, "number": (int, float), "boolean": bool,
+               "array": list, "object": dict}
+
+
+@dataclass
+class ToolContext:
+    """What a tool may know about the call: passed as the reserved ``_ctx``."""
+
+    agent: str
+    can_write: bool
+    output_dir: Path
+    source_dirs: list[Path]
+    memory: Any = None  # a TeamMemory
+    round: int = 0
+    run_python_enabled: bool = True
+    approve: Callable[[str, str], bool] | None = None
+    memories_stored: list[str] = field(default_factory=list)
+    files_written: list[str] = field(default_factory=list)
+
+
+@dataclass
+class ToolResult:
+    """The text a tool call gives back to the model."""
+
+    call_id: str
+    name: str
+    content: str
+    ok: bool = True
+    duplicate: bool = False
+
+
+@dataclass
+class Tool:
+    """A tool: its schema, who may use it, and the function that runs it."""
+
+    name: str
+    description: str
+    params: dict[str, dict]
+    required: list[str]
+    func: Callable[..., Any]
+    writer_only: bool = False
+
+    def schema(self) -> dict:
+        return {"type": "function", "function": {
+            "name": self.name, "description": self.description,
+            "parameters": {"type": "object", "properties": self.params, "required": self.required}}}
+
+    def signature(self) -> str:
+        return f"{self.name}(" + ", ".join(
+            n if n in self.required else f"{n}?" for n in self.params) + ")"
+
+
+def _param_schema(name: str, spec: Any) -> dict:
+    if isinstance(spec, str):
+        if spec not in _JSON_TYPES:
+            raise ConfigError(f"tool parameter {name!r}: unknown type {spec!r}, "
+                              f"expected one of: {', '.join(_JSON_TYPES)}")
+        return {"type": spec}
+    if isinstance(spec, dict) and spec.get("type", "string") in _JSON_TYPES:
+        return dict(spec)
+    raise ConfigError(f"tool parameter {name!r}: expected a type name or a JSON schema")
+
+
+def _required_from(func: Callable, params: dict) -> list[str]:
+    try:
+        sig = inspect.signature(func)
+    except (TypeError, ValueError):
+        return list(params)
+    return [n for n in params
+            if n in sig.parameters and sig.parameters[n].default is inspect.Parameter.empty]
+
+
+def _check_arguments(tool: Tool, args: dict) -> str:
+    """Return why ``args`` do not fit ``tool`` ('' when they do); convert
+    numbers given as strings, as small models often send them."""
+    unknown = [k for k in args if k not in tool.params]
+    if unknown:
+        return f"unknown argument(s) {', '.join(map(repr, unknown))}"
+    missing = [k for k in tool.required if k not in args]
+    if missing:
+        return f"missing required argument(s) {', '.join(map(repr, missing))}"
+    for key, value in args.items():
+        expected = tool.params[key].get("type", "string")
+        if expected in ("integer", "number") and isinstance(value, str):
+            try:
+                args[key] = int(value) if expected == "integer" else float(value)
+                continue
+            except ValueError:
+                pass
+        if expected == "string" and isinstance(value, (int, float)) and not isinstance(value, bool):
+            args[key] = str(value)
+            continue
+        ok = isinstance(value, _JSON_TYPES[expected])
+        if expected in ("integer", "number") and isinstance(value, bool):
+            ok = False
+        if not ok:
+            return f"argument {key!r} must be {expected}, got {type(value).__name__}"
+    return ""
+
+
+class ToolRegistry:
+    """Named tools. ``@registry.tool(name, description, params)`` adds one;
+    the decorated function stays callable as it was."""
+
+    def __init__(self):
+        self._tools: dict[str, Tool] = {}
+        self._lock = threading.Lock()
+        self.result_limit = RESULT_LIMIT
+
+    def tool(self, name: str, description: str, params: dict | None = None,
+             writer_only: bool = False) -> Callable:
+        """Decorator: register ``func`` as tool ``name``. ``params`` maps each
+        argument to a JSON type name (``{"query": "string"}``) or a JSON schema.
+        Arguments without a default in the function are required. A function
+        parameter named ``_ctx`` receives the ToolContext."""
+        def decorate(func: Callable) -> Callable:
+            schema = {k: _param_schema(k, v) for k, v in (params or {}).items()}
+            self.add(Tool(name, description, schema, _required_from(func, schema), func, writer_only))
+            return func
+        return decorate
+
+    def add(self, tool: Tool) -> None:
+        with self._lock:
+            self._tools[tool.name] = tool
+
+    def get(self, name: str) -> Tool | None:
+        return self._tools.get(name)
+
+    @property
+    def names(self) -> list[str]:
+        return list(self._tools)
+
+    def allowed(self, can_write: bool, only: list[str] | None = None) -> list[Tool]:
+        """The tools an agent may use: writer-only tools need ``can_write``;
+        ``only`` narrows further (it can never widen)."""
+        return [t for t in self._tools.values()
+                if (can_write or not t.writer_only) and (only is None or t.name in only)]
+
+    def execute(self, call, ctx: ToolContext, allowed: list[Tool]) -> ToolResult:
+        """Run one ToolCall for an agent allowed ``allowed``; never raises for
+        a model's mistake."""
+        def fail(message: str) -> ToolResult:
+            return ToolResult(call.id, call.name, f"ERROR: {message}", ok=False)
+
+        names = [t.name for t in allowed]
+        tool = self._tools.get(call.name)
+        if tool is None:
+            return fail(f"unknown tool {call.name!r}; available tools: {', '.join(names)}")
+        if tool.name not in names:
+            why = " (only the writer role may use it)" if tool.writer_only and not ctx.can_write else ""
+            return fail(f"tool {call.name!r} is not available to {ctx.agent}{why}; "
+                        f"available tools: {', '.join(names)}")
+        if call.arguments is None:
+            return fail(f"{call.error}; call it as {tool.signature()} with a JSON object")
+        args = dict(call.arguments)
+        problem = _check_arguments(tool, args)
+        if problem:
+            return fail(f"{problem}; call it as {tool.signature()}")
+        if "_ctx" in _parameters(tool.func):
+            args["_ctx"] = ctx
+        try:
+            value = tool.func(**args)
+        except ToolError as exc:
+            return fail(str(exc))
+        except Exception as exc:  # a tool's bug must not end a long run
+            return fail(f"tool {tool.name!r} failed: {type(exc).__name__}: {exc}")
+        return ToolResult(call.id, call.name, self._cut(value))
+
+    def _cut(self, value: Any) -> str:
+        text = value if isinstance(value, str) else str(value)
+        if len(text) > self.result_limit:
+            dropped = len(text) - self.result_limit
+            text = text[: self.result_limit] + f"\n[... {dropped} more characters cut]"
+        return text
+
+
+def _parameters(func: Callable) -> set[str]:
+    try:
+        return set(inspect.signature(func).parameters)
+    except (TypeError, ValueError):
+        return set()
