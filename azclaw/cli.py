@@ -12,6 +12,7 @@ from pathlib import Path
 
 from . import __version__
 from .agent import DEFAULT_ENDPOINT, Agent
+from .approval import TerminalApprover
 from .errors import AzclawError, ConfigError
 from .orchestrator import Orchestrator
 from .topic import Topic, find_topic
@@ -47,15 +48,22 @@ def parse_agents(spec: str, default_endpoint: str) -> list[tuple[str, str, bool]
     return team
 
 
+def endpoints(value: str) -> str | list[str]:
+    """``url|url`` names fail-over endpoints for one agent."""
+    urls = [u.strip() for u in value.split("|") if u.strip()]
+    return urls[0] if len(urls) == 1 else urls
+
+
 def build_team(args) -> list[Agent]:
-    endpoint = args.endpoint or os.environ.get(ENDPOINT_ENV) or DEFAULT_ENDPOINT
+    endpoint = endpoints(args.endpoint or os.environ.get(ENDPOINT_ENV) or DEFAULT_ENDPOINT)
     common = dict(model=args.model, max_tokens=args.max_tokens, temperature=args.temperature,
-                  timeout=args.timeout)
+                  timeout=args.timeout, retries=args.retries)
     roles = dict(DEFAULT_TEAM)
     if not args.agents:
         return [Agent(name, role=role, endpoint=endpoint, can_write=name == "developer", **common)
                 for name, role in DEFAULT_TEAM]
-    return [Agent(name, role=roles.get(name, ""), endpoint=url, can_write=can_write, **common)
+    return [Agent(name, role=roles.get(name, ""), endpoint=endpoints(url) if isinstance(url, str) else url,
+                  can_write=can_write, **common)
             for name, url, can_write in parse_agents(args.agents, endpoint)]
 
 
@@ -66,7 +74,9 @@ def cmd_run(args) -> int:
     sources = [s for value in args.source for s in value.split(",") if s]
     orch = Orchestrator(agents, topic=topic, output_dir=args.output, log_dir=args.log_dir,
                         source_dirs=sources, agents_dir=args.agents_dir, parallel=args.parallel,
-                        run_python=not args.no_run_python, verbose=not args.quiet)
+                        run_python=not args.no_run_python, verbose=not args.quiet,
+                        max_failed_rounds=args.max_failed_rounds,
+                        approve=TerminalApprover() if args.approve else None)
     if args.task:
         orch.set_task(args.task)
     resume = True if args.resume == "" else args.resume
@@ -96,10 +106,10 @@ def make_parser() -> argparse.ArgumentParser:
     what = run.add_mutually_exclusive_group(required=True)
     what.add_argument("--topic", help="topic file, or NAME for topics/NAME.json")
     what.add_argument("--task", help="the task as plain text")
-    run.add_argument("--endpoint", help=f"OpenAI-compatible URL for every agent "
+    run.add_argument("--endpoint", help=f"OpenAI-compatible URL for every agent; url|url fails over "
                                         f"(default: ${ENDPOINT_ENV} or {DEFAULT_ENDPOINT})")
-    run.add_argument("--agents", help="team as name[/write|/read][:url],... (developer, dev and coder "
-                                      "write unless marked /read)")
+    run.add_argument("--agents", help="team as name[/write|/read][:url[|url]],... (developer, dev and "
+                                      "coder write unless marked /read)")
     run.add_argument("--model", default="default", help="model name sent to the server")
     run.add_argument("--output", default="./output", help="folder the writer writes into (default ./output)")
     run.add_argument("--source", action="append", default=[], metavar="DIRS",
@@ -112,7 +122,14 @@ def make_parser() -> argparse.ArgumentParser:
     run.add_argument("--agents-dir", default="./agents", help="AgentAZAll roots of the agents (default ./agents)")
     run.add_argument("--max-tokens", type=int, default=2048, help="reply limit per request (default 2048)")
     run.add_argument("--temperature", type=float, default=0.7)
-    run.add_argument("--timeout", type=float, default=600.0, help="seconds per request (default 600)")
+    run.add_argument("--timeout", type=float, default=600.0,
+                     help="seconds one request may take (default 600: a local model on a CPU is slow)")
+    run.add_argument("--retries", type=int, default=4,
+                     help="retries of a failed request, with backoff, on every endpoint (default 4)")
+    run.add_argument("--max-failed-rounds", type=int, default=3,
+                     help="stop after this many rounds in a row in which every turn failed (default 3)")
+    run.add_argument("--approve", action="store_true",
+                     help="ask on the terminal before every write_file and run_python")
     run.add_argument("--parallel", action="store_true", help="run the agents of a round at the same time")
     run.add_argument("--no-run-python", action="store_true", help="turn the run_python tool off")
     run.add_argument("--quiet", action="store_true", help="no progress on the console")

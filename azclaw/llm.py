@@ -121,16 +121,21 @@ def _content_text(content: object) -> str:
     return ""
 
 
+def _count(value: object) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else 0
+
+
 def parse_completion(data: dict, endpoint: str = "") -> Completion:
     """Turn a chat-completions response body into a Completion."""
     choices = data.get("choices") if isinstance(data, dict) else None
-    if not choices or not isinstance(choices[0], dict):
+    if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
         raise EndpointError(f"{endpoint}: response has no choices")
     choice = choices[0]
-    message = choice.get("message") or {}
+    message = choice.get("message") if isinstance(choice.get("message"), dict) else {}
     text = strip_thinking(_content_text(message.get("content")))
     calls: list[ToolCall] = []
-    for n, raw in enumerate(message.get("tool_calls") or []):
+    raw_calls = message.get("tool_calls") if isinstance(message.get("tool_calls"), list) else []
+    for n, raw in enumerate(raw_calls):
         raw = raw if isinstance(raw, dict) else {}
         fn = raw.get("function") if isinstance(raw.get("function"), dict) else {}
         args, raw_args, error = _parse_arguments(fn.get("arguments"))
@@ -146,11 +151,11 @@ def parse_completion(data: dict, endpoint: str = "") -> Completion:
                 args, raw_args, error = _parse_arguments(tc.arguments)
                 calls.append(ToolCall(id=f"call_text_{n}", name=tc.name, arguments=args,
                                       raw_arguments=raw_args, error=error))
-    usage = data.get("usage") or {}
+    usage = data.get("usage") if isinstance(data.get("usage"), dict) else {}
     return Completion(
         text=text,
         tool_calls=calls,
-        usage=Usage(int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0)),
+        usage=Usage(_count(usage.get("prompt_tokens")), _count(usage.get("completion_tokens"))),
         finish_reason=str(choice.get("finish_reason") or ""),
         endpoint=endpoint,
         text_calls=from_text,

@@ -38,6 +38,9 @@ from .topic import Probe, Topic
 log = logging.getLogger("azclaw")
 
 DEFAULT_ROUNDS = 10
+CONTEXT_BUDGET = 12000  # tokens one request may carry before older tool results are cut
+CHARS_PER_TOKEN = 3  # a cautious estimate; the server's own count is in the stats
+CUT_RESULT = "[earlier tool result cut to keep this request within the context budget; call again if needed]"
 ALL_REPEATED = ("Every tool call you just made repeats one you already made in this turn. "
                 "Work with the results you have: give your final message to the team now, without tools.")
 STEPS_USED = ("You have used all your tool steps for this turn. "
@@ -82,7 +85,7 @@ class Orchestrator:
                  agents_dir="./agents", *, parallel: bool = False, max_tool_steps: int = 8,
                  checkpoint_every: int = 5, stop_file="STOP", message_budget: int = MESSAGE_BUDGET,
                  max_failed_rounds: int = 3, run_python: bool = True, check_health: bool = True,
-                 approve=None, verbose: bool = True):
+                 approve=None, context_budget: int = CONTEXT_BUDGET, verbose: bool = True):
         if not agents:
             raise ConfigError("agents: a team needs at least one agent")
         names = [a.name for a in agents]
@@ -108,6 +111,7 @@ class Orchestrator:
         self.run_python = run_python
         self.check_health = check_health
         self.approve = approve
+        self.context_budget = context_budget
         self.verbose = verbose
         self.stop = StopControl(Path(stop_file))
         self.memory = TeamMemory({a.name: Path(a.root) if a.root else self.agents_dir / a.name
@@ -332,9 +336,26 @@ class Orchestrator:
             result.empty = True
         return result
 
-    def _call(self, agent: Agent, messages, schemas, result: TurnResult) -> Completion | None:
+    def _fit(self, agent: Agent, messages: list[dict]) -> int:
+        """Cut the oldest tool results of the turn until the request fits the
+        context budget; warn when it still does not. Returns its size in chars."""
+        budget = self.context_budget * CHARS_PER_TOKEN
         size = sum(len(m.get("content") or "") for m in messages)
-        result.context_chars = max(result.context_chars, size)
+        last_step = max((i for i, m in enumerate(messages) if m["role"] == "assistant"), default=len(messages))
+        for m in messages[2:last_step]:
+            if size <= budget:
+                break
+            is_result = m["role"] == "tool" or (m["role"] == "user" and m["content"].startswith("Result of "))
+            if is_result and m["content"] != CUT_RESULT:
+                size -= len(m["content"]) - len(CUT_RESULT)
+                m["content"] = CUT_RESULT
+        if size > budget:
+            log.warning("%s: a request of about %d tokens exceeds the context budget of %d tokens",
+                        agent.name, size // CHARS_PER_TOKEN, self.context_budget)
+        return size
+
+    def _call(self, agent: Agent, messages, schemas, result: TurnResult) -> Completion | None:
+        result.context_chars = max(result.context_chars, self._fit(agent, messages))
         try:
             completion = agent.client.chat(messages, schemas, agent.max_tokens, agent.temperature)
         except EndpointError as exc:

@@ -16,7 +16,7 @@ from typing import Any, Callable
 
 from .errors import ConfigError, ToolError
 
-RESULT_LIMIT = 6000
+RESULT_LIMIT = 4000
 _JSON_TYPES = {"string": str, "integer": int, "number": (int, float), "boolean": bool,
                "array": list, "object": dict}
 

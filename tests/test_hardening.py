@@ -1,0 +1,342 @@
+"""Runs that survive bad servers, bad models and kills (issue 3), shown
+through the real HTTP path."""
+
+import json
+import os
+import pty
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from azclaw import Agent, Orchestrator, RunAborted
+from azclaw.checkpoint import Checkpoint
+from azclaw.errors import CheckpointError
+from azclaw.stats import RunStats
+from fakellm import FakeLLM, Reply, call, calls, error, text
+
+
+@pytest.fixture(autouse=True)
+def in_tmp(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def fast(agent: Agent) -> Agent:
+    agent.client.backoff = 0.01
+    agent.client.max_backoff = 0.05
+    return agent
+
+
+def team(url, writer=True):
+    return [fast(Agent("architect", endpoint=url)), fast(Agent("developer", endpoint=url, can_write=writer))]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def all_request_text(fake) -> str:
+    return "\n".join(json.dumps(r.body) for r in fake.chats)
+
+
+def test_a_server_that_fails_every_few_requests_loses_no_round():
+    count = {"n": 0}
+
+    def flaky(request):
+        count["n"] += 1
+        if count["n"] % 3 == 0:
+            return error(503)
+        if count["n"] % 5 == 0:
+            return error(429, headers={"Retry-After": "0"})
+        return text(f"reply {count['n']}")
+
+    with FakeLLM(responder=flaky) as fake:
+        orch = Orchestrator(team(fake.url), verbose=False)
+        stats = orch.run(max_rounds=6)
+    assert stats.rounds == 6 and stats.errors == 0
+    assert [m.round for m in orch.history].count(6) == 2
+    assert any(r.body for r in fake.chats) and count["n"] > 12
+
+
+def test_a_turn_that_keeps_failing_is_an_error_and_the_run_goes_on():
+    def responder(request):
+        return error(500) if request.agent == "architect" else text("developer is fine")
+
+    with FakeLLM(responder=responder) as fake:
+        agents = team(fake.url)
+        agents[0].client.retries = 1
+        orch = Orchestrator(agents, verbose=False)
+        stats = orch.run(max_rounds=3)
+    assert stats.rounds == 3
+    assert stats.agents["architect"].errors == 3 and stats.agents["developer"].errors == 0
+    journal = [json.loads(l) for l in Path("logs/task_journal.jsonl").read_text().splitlines()]
+    errors = [e["errors"] for e in journal if e["event"] == "turn" and e["agent"] == "architect"]
+    assert len(errors) == 3 and all("HTTP 500" in e[0] for e in errors)
+
+
+def test_rounds_in_which_every_turn_fails_abort_the_run_with_a_checkpoint():
+    state = {"down": False}
+
+    def responder(request):
+        return error(502) if state["down"] else text("ok")
+
+    with FakeLLM(responder=responder) as fake:
+        agents = team(fake.url)
+        for a in agents:
+            a.client.retries = 0
+        orch = Orchestrator(agents, verbose=False, max_failed_rounds=2, checkpoint_every=1)
+        original = orch._run_round
+
+        def run_round(round_no, last):
+            state["down"] = round_no >= 3
+            return original(round_no, last)
+
+        orch._run_round = run_round
+        with pytest.raises(RunAborted, match="2 rounds in which every turn failed"):
+            orch.run(max_rounds=10)
+    checkpoint = Checkpoint.load("logs/task_checkpoint.json")
+    assert checkpoint.round == 4
+    assert [m.round for m in checkpoint.history] == [1, 1, 2, 2]
+
+
+def test_an_agent_fails_over_to_its_next_endpoint():
+    dead = f"http://127.0.0.1:{free_port()}/v1/chat/completions"
+    with FakeLLM(default="from the live server") as fake:
+        agent = fast(Agent("architect", endpoint=[dead, fake.url]))
+        orch = Orchestrator([agent], verbose=False)
+        stats = orch.run(max_rounds=2)
+    assert stats.errors == 0 and len(fake.chats) == 2
+    assert orch.history[-1].text == "from the live server"
+
+
+def test_tool_calls_written_as_text_are_run_and_answered_as_text():
+    block = '<tool_call>{"name": "remember", "arguments": {"text": "We chose SQLite", "title": "db"}}</tool_call>'
+    with FakeLLM(per_agent={"architect": [text(block), text("Stored the decision.")]}) as fake:
+        orch = Orchestrator([Agent("architect", endpoint=fake.url)], verbose=False)
+        orch.run(max_rounds=1)
+    follow_up = fake.chats_of("architect")[1].messages
+    assert follow_up[-1]["role"] == "user" and follow_up[-1]["content"].startswith("Result of remember")
+    assert all(m["role"] != "tool" for m in follow_up)
+    assert list(Path("agents/architect").rglob("db.txt"))[0].read_text() == "We chose SQLite"
+    assert orch.history[0].text == "Stored the decision."
+
+
+@pytest.mark.parametrize("reply, expected", [
+    (call("remember", '{"text": "unterminated'), "not valid JSON"),
+    (call("remember", {"title": "no text"}), "missing required argument(s) 'text'"),
+    (call("read_file", {"path": "x", "max_lines": "many"}), "'max_lines' must be integer"),
+    (call("read_file", {"path": "x", "colour": "red"}), "unknown argument(s) 'colour'"),
+    (call("launch_rockets", {}), "unknown tool 'launch_rockets'; available tools: recall, remember"),
+    (call("write_file", {"path": "x.py", "content": "x"}), "not available to architect"),
+])
+def test_model_mistakes_come_back_as_error_results_and_the_round_goes_on(reply, expected):
+    with FakeLLM(per_agent={"architect": [reply, text("carrying on")]}) as fake:
+        orch = Orchestrator([Agent("architect", endpoint=fake.url)], verbose=False)
+        stats = orch.run(max_rounds=2)
+    result = fake.chats_of("architect")[1].messages[-1]
+    assert result["role"] == "tool" and result["content"].startswith("ERROR:") and expected in result["content"]
+    assert stats.rounds == 2 and stats.errors == 0 and stats.agents["architect"].tool_errors == 1
+    assert not Path("output/x.py").exists()
+
+
+def test_a_tool_that_raises_is_an_error_result():
+    from azclaw import build_default_registry
+    registry = build_default_registry()
+
+    @registry.tool("explode", "always fails", {})
+    def explode(_ctx=None):
+        raise RuntimeError("boom")
+
+    with FakeLLM(per_agent={"architect": [call("explode"), text("ok")]}) as fake:
+        Orchestrator([Agent("architect", endpoint=fake.url)], registry=registry, verbose=False).run(max_rounds=1)
+    assert "tool 'explode' failed: RuntimeError: boom" in fake.chats[1].messages[-1]["content"]
+
+
+def test_empty_and_cut_off_replies_are_counted_not_crashed_on():
+    with FakeLLM(per_agent={"architect": [text(""), text("half a sent", finish_reason="length"),
+                                          Reply(text="no usage", usage=False)]}) as fake:
+        orch = Orchestrator([Agent("architect", endpoint=fake.url)], verbose=False)
+        stats = orch.run(max_rounds=3)
+    a = stats.agents["architect"]
+    assert (a.empty_replies, a.truncated_replies, stats.rounds) == (1, 1, 3)
+    assert "no messages came from the previous round" in fake.chats[1].messages[1]["content"]
+
+
+def test_planted_secrets_and_escapes_never_reach_the_model(tmp_path):
+    src = tmp_path / "src"
+    (src / ".ssh").mkdir(parents=True)
+    (src / "app.py").write_text("print('public')")
+    (src / ".env").write_text("PLANTED-ENV-SECRET")
+    (src / ".ssh" / "id_rsa").write_text("PLANTED-SSH-KEY")
+    (src / "deploy.key").write_text("PLANTED-KEY-FILE")
+    (tmp_path / "outside.txt").write_text("PLANTED-OUTSIDE")
+    (src / "innocent.txt").symlink_to(tmp_path / "outside.txt")
+    (src / "alias.txt").symlink_to(src / ".env")
+    attempts = [".env", ".ssh/id_rsa", "deploy.key", "../outside.txt", str(tmp_path / "outside.txt"),
+                "innocent.txt", "alias.txt", "app.py"]
+    script = calls(*[("read_file", {"path": p}) for p in attempts], ("list_files", {"directory": ""}))
+    with FakeLLM(per_agent={"reviewer": [script, text("done")]}) as fake:
+        Orchestrator([Agent("reviewer", endpoint=fake.url)], source_dirs=[src], verbose=False).run(max_rounds=1)
+    sent = all_request_text(fake)
+    assert "PLANTED" not in sent
+    results = [m["content"] for m in fake.chats[1].messages if m["role"] == "tool"]
+    assert all(r.startswith("ERROR") for r in results[:7]) and results[7] == "print('public')"
+    assert "app.py" in results[8] and ".env" not in results[8] and "deploy.key" not in results[8]
+
+
+def test_writes_are_limited_in_size_and_kept_inside_the_output(tmp_path):
+    big = "x" * 1_000_001
+    script = calls(("write_file", {"path": "../escape.py", "content": "x"}),
+                   ("write_file", {"path": "big.txt", "content": big}),
+                   ("write_file", {"path": ".env", "content": "X=1"}),
+                   ("write_file", {"path": "pkg/ok.py", "content": "ok = 1"}))
+    with FakeLLM(per_agent={"developer": [script, text("done")]}) as fake:
+        Orchestrator([Agent("developer", endpoint=fake.url, can_write=True)], verbose=False).run(max_rounds=1)
+    results = [m["content"] for m in fake.chats[1].messages if m["role"] == "tool"]
+    assert [r.startswith("ERROR") for r in results] == [True, True, True, False]
+    assert not (tmp_path / "escape.py").exists() and not (tmp_path / "output" / "big.txt").exists()
+    assert (tmp_path / "output" / "pkg" / "ok.py").read_text() == "ok = 1"
+
+
+def test_run_python_can_be_turned_off():
+    with FakeLLM(per_agent={"developer": [call("run_python", {"code": "print(1)"}), text("ok")]}) as fake:
+        Orchestrator([Agent("developer", endpoint=fake.url, can_write=True)], run_python=False,
+                     verbose=False).run(max_rounds=1)
+    assert "run_python is turned off" in fake.chats[1].messages[-1]["content"]
+
+
+# -- checkpoints ------------------------------------------------------------
+
+_WRITER = """
+import sys
+from azclaw.checkpoint import Checkpoint
+from azclaw.prompt import Message
+from azclaw.stats import RunStats
+n = 0
+while True:
+    n += 1
+    history = [Message(n, "a", "x" * 2000) for _ in range(100)]
+    Checkpoint("t", "T", n, 10**6, RunStats(rounds=n), history=history).save(sys.argv[1])
+"""
+
+
+def test_a_kill_during_checkpoint_writes_always_leaves_a_whole_checkpoint(tmp_path):
+    path = tmp_path / "logs" / "t_checkpoint.json"
+    rounds = []
+    for attempt in range(12):
+        proc = subprocess.Popen([sys.executable, "-c", _WRITER, str(path)])
+        time.sleep(0.25 + 0.05 * attempt)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        if path.exists():
+            rounds.append(Checkpoint.load(path).round)
+    assert rounds, "the writer never finished a checkpoint"
+    assert not [p for p in path.parent.iterdir() if p.suffix == ".json" and p != path]
+
+
+@pytest.mark.parametrize("content, message", [
+    ('{"format": "azclaw-checkpoint", "version": 1, "round": 3', "truncated or not JSON"),
+    ('{"format": "azclaw-checkpoint", "version": 99}', "version 99 is newer"),
+    ('{"something": "else"}', "not an azclaw checkpoint"),
+    ('{"format": "azclaw-checkpoint", "version": 1, "topic": {"name": "task"}}', "damaged checkpoint"),
+])
+def test_bad_checkpoints_are_refused_with_a_clear_message(tmp_path, content, message):
+    path = tmp_path / "bad.json"
+    path.write_text(content)
+    with pytest.raises(CheckpointError, match=message):
+        Checkpoint.load(path)
+
+
+def test_resuming_with_another_topics_checkpoint_is_refused(tmp_path):
+    Checkpoint("other", "Other topic", 5, 10, RunStats(rounds=5)).save(tmp_path / "c.json")
+    with FakeLLM() as fake:
+        orch = Orchestrator([Agent("architect", endpoint=fake.url)], verbose=False)
+        orch.set_task("Build it")
+        with pytest.raises(CheckpointError, match="belongs to topic 'other'"):
+            orch.run(max_rounds=10, resume=tmp_path / "c.json")
+        assert fake.chats == []
+
+
+# -- the real command ---------------------------------------------------------
+
+def azclaw(*args, **kw):
+    return subprocess.run([sys.executable, "-m", "azclaw", *args], capture_output=True, text=True,
+                          timeout=60, **kw)
+
+
+def test_a_truncated_checkpoint_is_one_line_error_from_the_cli(tmp_path):
+    (tmp_path / "logs").mkdir()
+    (tmp_path / "logs" / "task_checkpoint.json").write_text('{"format": "azclaw-check')
+    with FakeLLM() as fake:
+        proc = azclaw("run", "--task", "x", "--endpoint", fake.url, "--resume")
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    assert proc.stderr.strip().splitlines() == [
+        f"azclaw: error: {Path('logs/task_checkpoint.json')}: checkpoint is truncated or not JSON"]
+
+
+def test_a_second_interrupt_stops_at_once_and_keeps_the_last_completed_round(tmp_path):
+    with FakeLLM(delay=0.3) as fake:
+        proc = subprocess.Popen([sys.executable, "-m", "azclaw", "run", "--task", "slow", "--endpoint", fake.url,
+                                 "--agents", "solo", "--max-rounds", "50"],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        deadline = time.monotonic() + 30
+        while len(fake.chats) < 3 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGINT)
+        time.sleep(0.05)
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err
+    checkpoint = Checkpoint.load(tmp_path / "logs" / "task_checkpoint.json")
+    assert checkpoint.round >= 2 and checkpoint.round < 50
+
+
+def test_approve_without_a_terminal_refuses_to_start():
+    with FakeLLM() as fake:
+        proc = azclaw("run", "--task", "x", "--endpoint", fake.url, "--approve", stdin=subprocess.DEVNULL)
+    assert proc.returncode == 1 and "--approve needs a terminal" in proc.stderr and fake.chats == []
+
+
+def _run_on_a_terminal(args, answers: list[str], timeout=60) -> tuple[int, str]:
+    """Run azclaw with a pseudo-terminal as stdin/stdout; answer each approval question."""
+    main, secondary = pty.openpty()
+    proc = subprocess.Popen([sys.executable, "-m", "azclaw", *args], stdin=secondary, stdout=secondary,
+                            stderr=subprocess.PIPE)
+    os.close(secondary)
+    seen, pending = b"", list(answers)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            chunk = os.read(main, 4096)
+        except OSError:
+            break
+        if not chunk:
+            break
+        seen += chunk
+        while pending and seen.count(b"[a]lways:") > len(answers) - len(pending):
+            os.write(main, pending.pop(0).encode() + b"\n")
+    proc.wait(timeout=timeout)
+    os.close(main)
+    return proc.returncode, seen.decode(errors="replace")
+
+
+def test_approval_gate_asks_and_honours_no_and_always(tmp_path):
+    script = [call("write_file", {"path": "refused.py", "content": "x"}),
+              call("write_file", {"path": "allowed.py", "content": "y"}),
+              call("write_file", {"path": "unasked.py", "content": "z"}), text("done")]
+    with FakeLLM(per_agent={"developer": script}) as fake:
+        code, screen = _run_on_a_terminal(["run", "--task", "x", "--endpoint", fake.url, "--agents", "developer",
+                                           "--max-rounds", "1", "--approve"], ["n", "a"])
+        results = [m["content"] for m in fake.chats[-1].messages if m["role"] == "tool"]
+    assert code == 0
+    assert screen.count("approve write_file?") == 2
+    assert "refused by the person" in results[0] and results[1].startswith("Wrote") and results[2].startswith("Wrote")
+    assert sorted(p.name for p in (tmp_path / "output").iterdir()) == ["allowed.py", "unasked.py"]
