@@ -1,20 +1,44 @@
 """The run journal: one JSON line per event, appended as it happens.
 
-Format version 1. Every line is an object with ``v`` (1), ``event``,
-``time`` (ISO-8601, UTC) and ``run`` (an id for one process's run; a resumed
-run gets a new one). Events and their fields:
+File: ``<log_dir>/<topic>_journal.jsonl``. Format version 2. Every line is an
+object with ``v`` (the version), ``event``, ``time`` (ISO-8601, UTC) and
+``run`` (the id of one process's session; a resumed run gets a new one).
+Events and their fields:
 
-* ``run_start``: topic, title, first_round, last_round, agents, resumed_from
-* ``turn``: round, phase, agent, prompt_tokens, completion_tokens,
-  context_chars (largest request of the turn), requests, seconds,
-  tokens_per_second, tool_calls ({name: count}), memories (titles), files
-  (paths), errors (messages), text (the agent's message, in full)
-* ``probe``: round, agent, question, answer, correct (true/false/null)
+* ``run_start``: topic, title, first_round, last_round, agents [names],
+  resumed_from (the checkpoint's round, or null for a fresh run), pid and
+  host of the writing process, phases [{name, rounds: [start, end]}],
+  probes [{after_round, question, expect}]
+* ``turn``: round, phase (name or null), agent, prompt_tokens and
+  completion_tokens (summed over the turn's requests, as the server reported
+  them), context_tokens (the largest prompt of the turn, as reported),
+  context_chars (characters of the largest request sent), requests, seconds
+  (waiting for the model), tokens_per_second (completion tokens / seconds),
+  tool_calls {name: count}, tool_errors, memories [titles], files [paths],
+  errors [messages], text (the agent's message, in full)
+* ``probe``: round, phase, agent, question, expect [phrases], answer,
+  correct (true/false, or null when the probe has no ``expect``),
+  prompt_tokens, completion_tokens, seconds
 * ``checkpoint``: round, path
-* ``stop``: round, reason
-* ``run_end``: round, reason ("finished", "stopped", "aborted", "interrupted"), stats
+* ``stop``: round, reason (the STOP file or signal)
+* ``run_end``: round, reason ("finished", "stopped", "aborted",
+  "interrupted"), stats (``RunStats.to_dict()``)
 
-Lines are flushed one by one, so a killed run keeps every finished turn.
+A new version only adds events and fields; readers ignore what they do not
+know, so version-1 journals still read.
+
+Crash safety: each line is written with one ``write``, flushed and fsynced,
+so a killed run keeps every finished turn (at worst the last line is torn
+and readers skip it). A killed run has no ``run_end``; status tells it from
+a live one by the pid in ``run_start``.
+
+Every turn exactly once: a resumed run redoes the rounds after its
+checkpoint, so on resume the journal is rewritten (temporary file, fsync,
+rename: readers see the old or the new file, never half) keeping every
+line except the ``turn``, ``probe`` and ``checkpoint`` events of later
+rounds; those lines move to ``<topic>_journal.superseded.jsonl`` beside it.
+A fresh (not resumed) run of the same topic first renames an old journal
+to ``<topic>_journal.<its start time>.jsonl``, so one journal is one run.
 """
 
 from __future__ import annotations
@@ -26,7 +50,11 @@ import uuid
 from datetime import datetime, timezone
 from pathlib import Path
 
-VERSION = 1
+from .files import write_atomic
+
+VERSION = 2
+SUFFIX = "_journal.jsonl"
+ROUND_EVENTS = ("turn", "probe", "checkpoint")  # what a resume redoes
 
 
 class Journal:
@@ -36,6 +64,22 @@ class Journal:
         self.path = Path(path)
         self.run_id = uuid.uuid4().hex[:12]
         self._lock = threading.Lock()
+
+    @classmethod
+    def open(cls, path: Path, resumed_from: int | None = None) -> "Journal":
+        """The journal of a run: a fresh run archives an old journal of the
+        same name; a run resumed from round N drops what came after N."""
+        journal = cls(path)
+        if resumed_from is None:
+            journal.archive()
+        else:
+            journal.rewind(resumed_from)
+        return journal
+
+    @property
+    def superseded_path(self) -> Path:
+        return self.path.with_name(self.path.name[: -len(".jsonl")] + ".superseded.jsonl"
+                                   if self.path.name.endswith(".jsonl") else self.path.name + ".superseded")
 
     def write(self, event: str, **fields) -> None:
         record = {"v": VERSION, "event": event,
@@ -49,17 +93,89 @@ class Journal:
                 fh.flush()
                 os.fsync(fh.fileno())
 
+    def rewind(self, round_no: int) -> int:
+        """Keep only what a resume from ``round_no`` does not redo; move the
+        rest (and torn lines) to the superseded file. Returns lines moved."""
+        with self._lock:
+            try:
+                raw = self.path.read_text(encoding="utf-8")
+            except FileNotFoundError:
+                return 0
+            keep, moved = [], []
+            for line in raw.splitlines(keepends=True):
+                try:
+                    record = json.loads(line)
+                    later = (record.get("event") in ROUND_EVENTS
+                             and int(record.get("round") or 0) > round_no)
+                except (ValueError, TypeError, AttributeError):
+                    later = bool(line.strip())  # torn or foreign: not part of the record
+                    if not later:
+                        continue
+                (moved if later else keep).append(line if line.endswith("\n") else line + "\n")
+            if not moved:
+                return 0
+            # Superseded lines are saved before the journal loses them: a kill
+            # in between leaves them in both files, never in neither.
+            with open(self.superseded_path, "a", encoding="utf-8") as fh:
+                fh.writelines(moved)
+                fh.flush()
+                os.fsync(fh.fileno())
+            write_atomic(self.path, "".join(keep))
+            return len(moved)
+
+    def archive(self) -> Path | None:
+        """Rename an existing journal (and its superseded lines) out of the
+        way, named by the time its run started. Returns the new name."""
+        with self._lock:
+            if not self.path.exists():
+                return None
+            first = next(iter(read_journal(self.path)), {})
+            stamp = str(first.get("time", "")).replace(":", "")[:17] or datetime.now(
+                timezone.utc).strftime("%Y-%m-%dT%H%M%S")
+            stem = self.path.name[: -len(".jsonl")] if self.path.name.endswith(".jsonl") else self.path.name
+            target = self.path.with_name(f"{stem}.{stamp}.jsonl")
+            n = 1
+            while target.exists():
+                n += 1
+                target = self.path.with_name(f"{stem}.{stamp}-{n}.jsonl")
+            if self.superseded_path.exists():
+                os.replace(self.superseded_path, target.with_name(target.name[: -len(".jsonl")]
+                                                                  + ".superseded.jsonl"))
+            os.replace(self.path, target)
+            return target
+
 
 def read_journal(path: Path) -> list[dict]:
-    """Every complete line of a journal; a torn last line is skipped."""
+    """Every complete line of a journal; a torn or foreign line is skipped."""
     events = []
     try:
         with open(path, encoding="utf-8") as fh:
             for line in fh:
                 try:
-                    events.append(json.loads(line))
+                    record = json.loads(line)
                 except ValueError:
                     continue
+                if isinstance(record, dict) and "event" in record:
+                    events.append(record)
     except FileNotFoundError:
         return []
     return events
+
+
+def current_run(events: list[dict]) -> list[dict]:
+    """The events since the last fresh ``run_start`` (journals written
+    before version 2 could hold several runs)."""
+    start = 0
+    for i, event in enumerate(events):
+        if event.get("event") == "run_start" and event.get("resumed_from") is None:
+            start = i
+    return events[start:]
+
+
+def unique_turns(events: list[dict]) -> list[dict]:
+    """Turn events, the last one for each (round, agent) pair, by round."""
+    turns: dict[tuple, dict] = {}
+    for event in events:
+        if event.get("event") == "turn":
+            turns[(event.get("round"), event.get("agent"))] = event
+    return sorted(turns.values(), key=lambda e: int(e.get("round") or 0))

@@ -17,8 +17,10 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import socket
 import time
-from concurrent.futures import ThreadPoolExecutor
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -31,6 +33,7 @@ from .llm import Completion
 from .memory import TeamMemory
 from .prompt import MESSAGE_BUDGET, Message, round_message, round_part, stable_part
 from .stats import RunStats
+from .status import Coherence
 from .stopping import StopControl
 from .tools import ToolContext, ToolRegistry, ToolResult
 from .topic import Probe, Topic
@@ -59,6 +62,7 @@ class TurnResult:
     completion_tokens: int = 0
     seconds: float = 0.0
     context_chars: int = 0
+    context_tokens: int = 0  # the largest prompt of the turn, as the server counted it
     tool_calls: dict[str, int] = field(default_factory=dict)
     tool_errors: int = 0
     memories: list[str] = field(default_factory=list)
@@ -179,14 +183,19 @@ class Orchestrator:
         self.output_dir.mkdir(parents=True, exist_ok=True)
         self.log_dir.mkdir(parents=True, exist_ok=True)
         handlers = self._start_logging()
-        self.journal = Journal(self.journal_path)
+        # a resume redoes the rounds after its checkpoint: their old lines leave the journal
+        self.journal = Journal.open(self.journal_path, resumed_from=self.last_round if resume else None)
         if self.stop.clear_stale():
             log.info("removed a STOP file left from an earlier run: %s", self.stop.stop_file)
         self.stop.install()
         first = self.last_round + 1
         self.journal.write("run_start", topic=self.topic.name, title=self.topic.title, first_round=first,
                            last_round=last, agents=[a.name for a in self.agents],
-                           resumed_from=self.last_round if resume else None)
+                           resumed_from=self.last_round if resume else None,
+                           pid=os.getpid(), host=socket.gethostname(),
+                           phases=[{"name": p.name, "rounds": [p.start, p.end]} for p in self.topic.phases],
+                           probes=[{"after_round": p.after_round, "question": p.question, "expect": p.expect}
+                                   for p in self.topic.coherence_probes])
         log.info("azclaw run %r: rounds %d-%d, agents %s", self.topic.title, first, last,
                  ", ".join(a.name for a in self.agents))
         reason = "finished"
@@ -258,6 +267,8 @@ class Orchestrator:
         for name, a in s.agents.items():
             lines.append(f"{name:<14}{a.prompt_tokens + a.completion_tokens:>12,}{a.tokens_per_second:>8.1f}"
                          f"{a.tool_calls:>7}{a.memories_stored:>10}{a.files_written:>7}{a.errors:>8}")
+        if self.probe_answers:
+            lines.append(f"Coherence: {Coherence.of(self.probe_answers)}")
         return "\n".join(lines)
 
     # -- rounds and turns ---------------------------------------------------
@@ -269,9 +280,7 @@ class Orchestrator:
         user = round_message(round_no, previous, self.topic.initial_prompt or self.task,
                              self.message_budget, str(self.journal_path))
         if self.parallel and len(self.agents) > 1:
-            with ThreadPoolExecutor(max_workers=len(self.agents), thread_name_prefix="azclaw-turn") as pool:
-                futures = [pool.submit(self._turn, a, round_no, last, user) for a in self.agents]
-                return [f.result() for f in futures]
+            return _in_threads([lambda a=a: self._turn(a, round_no, last, user) for a in self.agents])
         return [self._turn(a, round_no, last, user) for a in self.agents]
 
     def _system_prompt(self, agent: Agent, round_no: int, last: int, tools) -> str:
@@ -288,9 +297,10 @@ class Orchestrator:
                  f", ERROR {result.errors[-1]}" if result.errors else "")
         self.journal.write("turn", round=round_no, phase=phase.name if phase else None, agent=agent.name,
                            prompt_tokens=result.prompt_tokens, completion_tokens=result.completion_tokens,
-                           context_chars=result.context_chars, requests=result.requests,
-                           seconds=round(result.seconds, 3), tokens_per_second=round(per_s, 2),
-                           tool_calls=result.tool_calls, memories=result.memories, files=result.files,
+                           context_tokens=result.context_tokens, context_chars=result.context_chars,
+                           requests=result.requests, seconds=round(result.seconds, 3),
+                           tokens_per_second=round(per_s, 2), tool_calls=result.tool_calls,
+                           tool_errors=result.tool_errors, memories=result.memories, files=result.files,
                            errors=result.errors, text=result.text)
         return result
 
@@ -339,7 +349,8 @@ class Orchestrator:
     def _fit(self, agent: Agent, messages: list[dict]) -> int:
         """Cut the oldest tool results of the turn until the request fits the
         context budget; warn when it still does not. Returns its size in chars."""
-        budget = self.context_budget * CHARS_PER_TOKEN
+        tokens = agent.context_budget or self.context_budget
+        budget = tokens * CHARS_PER_TOKEN
         size = sum(len(m.get("content") or "") for m in messages)
         last_step = max((i for i, m in enumerate(messages) if m["role"] == "assistant"), default=len(messages))
         for m in messages[2:last_step]:
@@ -351,7 +362,7 @@ class Orchestrator:
                 m["content"] = CUT_RESULT
         if size > budget:
             log.warning("%s: a request of about %d tokens exceeds the context budget of %d tokens",
-                        agent.name, size // CHARS_PER_TOKEN, self.context_budget)
+                        agent.name, size // CHARS_PER_TOKEN, tokens)
         return size
 
     def _call(self, agent: Agent, messages, schemas, result: TurnResult) -> Completion | None:
@@ -363,6 +374,7 @@ class Orchestrator:
             return None
         result.requests += 1
         result.prompt_tokens += completion.usage.prompt_tokens
+        result.context_tokens = max(result.context_tokens, completion.usage.prompt_tokens)
         result.completion_tokens += completion.usage.completion_tokens
         result.seconds += completion.seconds
         result.truncated += completion.finish_reason == "length"
@@ -412,9 +424,13 @@ class Orchestrator:
             a = self.stats.agent(agent.name)
             a.prompt_tokens += result.prompt_tokens
             a.completion_tokens += result.completion_tokens
+            a.seconds += result.seconds  # with its tokens, so tok/s stays a true rate
             self.stats.prompt_tokens += result.prompt_tokens
             self.stats.completion_tokens += result.completion_tokens
-            self.journal.write("probe", **answer)
+            phase = self.topic.phase_for(round_no)
+            self.journal.write("probe", **answer, phase=phase.name if phase else None, expect=probe.expect,
+                               prompt_tokens=result.prompt_tokens, completion_tokens=result.completion_tokens,
+                               seconds=round(result.seconds, 3))
             log.info("[probe after round %d] %s: %s%s", round_no, agent.name, result.text[:200],
                      "" if correct is None else f" ({'correct' if correct else 'WRONG'})")
 
@@ -434,3 +450,28 @@ def _append_tool_round(messages: list[dict], completion: Completion, results: li
         for c in completion.tool_calls]})
     for r in results:
         messages.append({"role": "tool", "tool_call_id": r.call_id, "name": r.name, "content": r.content})
+
+
+def _in_threads(jobs: list) -> list:
+    """Run ``jobs`` at once and return their results in order. Daemon
+    threads, so a second Ctrl+C can end the process without waiting for
+    requests still in flight."""
+    results: list = [None] * len(jobs)
+    failures: list = [None] * len(jobs)
+
+    def work(i: int) -> None:
+        try:
+            results[i] = jobs[i]()
+        except BaseException as exc:  # re-raised in the caller's thread
+            failures[i] = exc
+
+    threads = [threading.Thread(target=work, args=(i,), daemon=True, name=f"azclaw-turn-{i}")
+               for i in range(len(jobs))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for failure in failures:
+        if failure is not None:
+            raise failure
+    return results

@@ -1,0 +1,335 @@
+"""What a run is doing or did, read from its journal and checkpoint.
+
+Works from another terminal while the run goes on: the journal is only ever
+appended to or atomically replaced, and a torn last line is skipped.
+``read_status`` gives a ``RunStatus``; ``format_status`` the text
+``azclaw status`` prints; ``RunStatus.to_dict`` what ``--json`` prints.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+from .checkpoint import Checkpoint
+from .errors import AzclawError, ConfigError
+from .journal import SUFFIX, current_run, read_journal, unique_turns
+
+LAST_ERRORS = 5
+
+
+@dataclass
+class Coherence:
+    """How many probe answers held what the probe expected."""
+
+    correct: int = 0
+    scored: int = 0  # answers to probes that have ``expect``
+    asked: int = 0  # every answer, scored or not
+
+    @classmethod
+    def of(cls, answers: list[dict]) -> "Coherence":
+        scored = [a for a in answers if a.get("correct") is not None]
+        return cls(sum(1 for a in scored if a["correct"]), len(scored), len(answers))
+
+    def __str__(self) -> str:
+        if self.scored:
+            return f"{self.correct}/{self.scored} answers correct"
+        return f"{self.asked} probe answers, none scored" if self.asked else "no probes asked"
+
+    def to_dict(self) -> dict:
+        return {"correct": self.correct, "scored": self.scored, "asked": self.asked, "text": str(self)}
+
+
+@dataclass
+class AgentRow:
+    """One agent's totals, from its turns and probe answers in the journal."""
+
+    name: str
+    turns: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    seconds: float = 0.0
+    tool_calls: dict[str, int] = field(default_factory=dict)
+    memories: int = 0
+    files: list[str] = field(default_factory=list)  # distinct paths it wrote
+    errors: int = 0
+
+    @property
+    def tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+    @property
+    def tokens_per_second(self) -> float:
+        return self.completion_tokens / self.seconds if self.seconds > 0 else 0.0
+
+    @property
+    def tool_call_count(self) -> int:
+        return sum(self.tool_calls.values())
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, "turns": self.turns, "prompt_tokens": self.prompt_tokens,
+                "completion_tokens": self.completion_tokens, "tokens": self.tokens,
+                "seconds": round(self.seconds, 3), "tokens_per_second": round(self.tokens_per_second, 2),
+                "tool_calls": self.tool_call_count, "tool_calls_by_name": dict(self.tool_calls),
+                "memories": self.memories, "files": len(self.files), "errors": self.errors}
+
+
+@dataclass
+class RunStatus:
+    """The state of the current or last run in a log folder."""
+
+    journal: str
+    topic: str = ""
+    title: str = ""
+    state: str = "unknown"  # running, killed, unknown, or the run_end reason
+    running: bool | None = None  # None: cannot tell (another host, or no pid)
+    pid: int | None = None
+    host: str = ""
+    round: int = 0  # the last round every agent finished
+    last_round: int = 0  # the round the run is asked to reach
+    current_round: int | None = None  # the round in progress, while running
+    phase: str | None = None
+    started: str = ""
+    updated: str = ""  # time of the newest journal line
+    elapsed: float = 0.0  # seconds, summed over the sessions of a resumed run
+    sessions: int = 0
+    stop_reason: str = ""
+    checkpoint: str | None = None
+    checkpoint_round: int | None = None
+    agents: list[AgentRow] = field(default_factory=list)
+    last_errors: list[dict] = field(default_factory=list)
+    probes: list[dict] = field(default_factory=list)
+    coherence: Coherence = field(default_factory=Coherence)
+
+    def to_dict(self) -> dict:
+        data = {k: getattr(self, k) for k in (
+            "journal", "topic", "title", "state", "running", "pid", "host", "round", "last_round",
+            "current_round", "phase", "started", "updated", "sessions", "stop_reason", "checkpoint",
+            "checkpoint_round", "last_errors", "probes")}
+        data["elapsed"] = round(self.elapsed, 1)
+        data["agents"] = [a.to_dict() for a in self.agents]
+        data["coherence"] = self.coherence.to_dict()
+        return data
+
+
+def find_journal(log_dir: str | Path) -> Path:
+    """The newest ``*_journal.jsonl`` in ``log_dir`` (or the file itself)."""
+    path = Path(log_dir)
+    if path.is_file():
+        return path
+    if not path.is_dir():
+        raise ConfigError(f"{path}: no such folder (give the run's --log-dir)")
+    journals = [p for p in path.glob(f"*{SUFFIX}") if p.is_file()]
+    if not journals:
+        raise ConfigError(f"{path}: no run journal here (looked for *{SUFFIX}); "
+                          "start a run with azclaw run, or give its --log-dir")
+    return max(journals, key=lambda p: p.stat().st_mtime)
+
+
+def read_status(log_dir: str | Path = "logs", now: datetime | None = None) -> RunStatus:
+    """Read the status of the newest run in ``log_dir``."""
+    path = find_journal(log_dir)
+    return status_from_events(read_journal(path), path, now)
+
+
+def status_from_events(all_events: list[dict], path: Path, now: datetime | None = None) -> RunStatus:
+    events = current_run(all_events)
+    starts = [e for e in events if e.get("event") == "run_start"]
+    if not starts:
+        raise AzclawError(f"{path}: not a run journal (no run_start line)")
+    first, last = starts[0], starts[-1]
+    status = RunStatus(journal=str(path), topic=str(last.get("topic", "")), title=str(last.get("title", "")),
+                       pid=last.get("pid"), host=str(last.get("host") or ""),
+                       last_round=int(last.get("last_round") or 0), started=str(first.get("time", "")),
+                       updated=str(events[-1].get("time", "")), sessions=len(starts))
+    now = now or datetime.now(timezone.utc)
+    ends = {e.get("run"): e for e in events if e.get("event") == "run_end"}
+    end = ends.get(last.get("run"))
+    if end is not None:
+        status.state, status.running = str(end.get("reason", "finished")), False
+    else:
+        status.running = _alive(status.pid, status.host, _time(last.get("time")))
+        status.state = {True: "running", False: "killed", None: "unknown"}[status.running]
+    stops = [e for e in events if e.get("event") == "stop" and e.get("run") == last.get("run")]
+    status.stop_reason = str(stops[-1].get("reason", "")) if stops else ""
+    status.elapsed = _elapsed(events, starts, ends, now if status.running else None)
+
+    turns = unique_turns(events)
+    agents = [str(a) for a in last.get("agents") or []]
+    rows = {name: AgentRow(name) for name in agents}
+    by_round: dict[int, set] = {}
+    for t in turns:
+        row = rows.setdefault(str(t.get("agent")), AgentRow(str(t.get("agent"))))
+        row.turns += 1
+        row.prompt_tokens += int(t.get("prompt_tokens") or 0)
+        row.completion_tokens += int(t.get("completion_tokens") or 0)
+        row.seconds += float(t.get("seconds") or 0)
+        for name, count in (t.get("tool_calls") or {}).items():
+            row.tool_calls[name] = row.tool_calls.get(name, 0) + int(count)
+        row.memories += len(t.get("memories") or [])
+        row.files.extend(f for f in t.get("files") or [] if f not in row.files)
+        row.errors += len(t.get("errors") or [])
+        by_round.setdefault(int(t.get("round") or 0), set()).add(row.name)
+        for message in t.get("errors") or []:
+            status.last_errors.append({"round": t.get("round"), "agent": row.name, "error": message})
+    status.last_errors = status.last_errors[-LAST_ERRORS:]
+    status.probes = probe_answers(events)
+    for p in status.probes:
+        row = rows.setdefault(p["agent"], AgentRow(p["agent"]))
+        row.prompt_tokens += int(p.get("prompt_tokens") or 0)
+        row.completion_tokens += int(p.get("completion_tokens") or 0)
+        row.seconds += float(p.get("seconds") or 0)
+    status.agents = list(rows.values())
+    status.coherence = Coherence.of(status.probes)
+
+    team = set(agents) or {r.name for r in status.agents}
+    complete = [r for r, names in by_round.items() if team <= names]
+    status.round = int(end.get("round")) if end is not None else max(complete, default=0)
+    if status.running and (not status.last_round or status.round < status.last_round):
+        status.current_round = status.round + 1
+    shown = status.current_round or status.round
+    status.phase = _phase(last.get("phases"), shown) or next(
+        (t.get("phase") for t in reversed(turns) if t.get("round") == shown), None)
+    _read_checkpoint(status, Path(path))
+    return status
+
+
+def probe_answers(events: list[dict]) -> list[dict]:
+    """Probe answers, the last one per (round, agent, question)."""
+    answers: dict[tuple, dict] = {}
+    for e in events:
+        if e.get("event") == "probe":
+            answers[(e.get("round"), e.get("agent"), e.get("question"))] = {
+                k: e.get(k) for k in ("round", "phase", "agent", "question", "expect", "answer", "correct",
+                                      "prompt_tokens", "completion_tokens", "seconds")}
+    return sorted(answers.values(), key=lambda a: int(a.get("round") or 0))
+
+
+def format_status(s: RunStatus) -> str:
+    """The text ``azclaw status`` prints."""
+    running = {"running": f"running (pid {s.pid}{'' if not s.host else ' on ' + s.host})",
+               "killed": f"not running: the process{'' if s.pid is None else f' (pid {s.pid})'} ended "
+                         "without finishing the run (killed or crashed); continue with azclaw run --resume",
+               "unknown": "unknown: no run_end yet, and the writing process cannot be checked "
+                          f"from here{'' if not s.host else ' (it ran on ' + s.host + ')'}"}
+    state = running.get(s.state, f"{s.state}" + (f" ({s.stop_reason})" if s.stop_reason else ""))
+    if s.current_round:
+        where = f"round {s.current_round}/{s.last_round} in progress ({s.round} done)"
+    else:
+        where = f"round {s.round}/{s.last_round}"
+    lines = [f"azclaw run {s.topic!r}: {s.title}",
+             f"  state       {state}",
+             f"  progress    {where}" + (f", phase {s.phase}" if s.phase else ""),
+             f"  elapsed     {_duration(s.elapsed)}" + (f" over {s.sessions} sessions" if s.sessions > 1 else ""),
+             f"  coherence   {s.coherence}",
+             f"  journal     {s.journal} (updated {s.updated[:19].replace('T', ' ')} UTC)"]
+    if s.checkpoint:
+        lines.append(f"  checkpoint  {s.checkpoint} (round {s.checkpoint_round})")
+    lines.append("")
+    lines.append(agent_table(s.agents))
+    if s.last_errors:
+        lines.append("")
+        lines.append("last errors:")
+        lines.extend(f"  round {e['round']} {e['agent']}: {_one_line(e['error'], 160)}" for e in s.last_errors)
+    return "\n".join(lines)
+
+
+def agent_table(rows: list[AgentRow]) -> str:
+    head = f"{'agent':<14}{'turns':>6}{'tokens':>12}{'tok/s':>8}{'tools':>7}{'memories':>10}{'files':>7}{'errors':>8}"
+    lines = [head]
+    for a in rows:
+        lines.append(f"{a.name[:13]:<14}{a.turns:>6}{a.tokens:>12,}{a.tokens_per_second:>8.1f}"
+                     f"{a.tool_call_count:>7}{a.memories:>10}{len(a.files):>7}{a.errors:>8}")
+    return "\n".join(lines)
+
+
+# -- helpers ------------------------------------------------------------------
+
+def _time(value) -> datetime | None:
+    try:
+        return datetime.fromisoformat(str(value))
+    except ValueError:
+        return None
+
+
+def _alive(pid, host: str, started: datetime | None) -> bool | None:
+    """Is the process that wrote ``run_start`` still running?"""
+    if not isinstance(pid, int) or pid <= 0 or (host and host != socket.gethostname()):
+        return None
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass  # it exists, under another user
+    except OSError:
+        return None
+    return _same_process(pid, started)
+
+
+def _same_process(pid: int, started: datetime | None) -> bool:
+    """False for a zombie, or for a process that took over the pid after the
+    run started (Linux /proc; elsewhere trust the pid)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        fields = stat[stat.rindex(")") + 2:].split()
+        if fields[0] in ("Z", "X"):
+            return False
+        boot = next(float(line.split()[1]) for line in Path("/proc/stat").read_text().splitlines()
+                    if line.startswith("btime "))
+        since = boot + int(fields[19]) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError, StopIteration):
+        return True
+    return started is None or since <= started.timestamp() + 60  # slack for clock and boot-time skew
+
+
+def _elapsed(events: list[dict], starts: list[dict], ends: dict, now: datetime | None) -> float:
+    """Seconds over the sessions: each from its run_start to its run_end, or
+    to its last line (or now, for the live one)."""
+    last_seen: dict = {}
+    for e in events:
+        last_seen[e.get("run")] = e.get("time")
+    total = 0.0
+    for i, start in enumerate(starts):
+        begin = _time(start.get("time"))
+        end = ends.get(start.get("run"))
+        stop = _time(end.get("time")) if end else (now if now and i == len(starts) - 1
+                                                      else _time(last_seen.get(start.get("run"))))
+        if begin and stop:
+            total += max(0.0, (stop - begin).total_seconds())
+    return total
+
+
+def _phase(phases, round_no: int) -> str | None:
+    for p in phases or []:
+        try:
+            start, end = p["rounds"]
+            if start <= round_no <= end:
+                return str(p["name"])
+        except (KeyError, TypeError, ValueError):
+            continue
+    return None
+
+
+def _read_checkpoint(status: RunStatus, journal: Path) -> None:
+    if not status.topic:
+        return
+    path = journal.with_name(f"{status.topic}_checkpoint.json")
+    try:
+        checkpoint = Checkpoint.load(path)
+    except AzclawError:
+        return
+    status.checkpoint, status.checkpoint_round = str(path), checkpoint.round
+
+
+def _duration(seconds: float) -> str:
+    seconds = int(seconds)
+    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
+
+
+def _one_line(text: str, limit: int) -> str:
+    text = " ".join(str(text).split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"

@@ -1,0 +1,171 @@
+"""The run journal: every turn exactly once, even across a kill and a resume."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+
+import pytest
+
+from azclaw.checkpoint import Checkpoint
+from azclaw.journal import VERSION, Journal, current_run, read_journal, unique_turns
+from longrun import AGENTS, EXPECTED_SCORE, KILL_ROUND, LAST_ROUND, killed_and_resumed_run
+
+TURN_FIELDS = {"v", "event", "time", "run", "round", "phase", "agent", "prompt_tokens", "completion_tokens",
+               "context_tokens", "context_chars", "requests", "seconds", "tokens_per_second", "tool_calls",
+               "tool_errors", "memories", "files", "errors", "text"}
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    return killed_and_resumed_run(tmp_path_factory.mktemp("longrun"))
+
+
+def lines(path):
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+
+
+def test_every_turn_of_a_killed_and_resumed_run_is_in_the_journal_exactly_once(run):
+    turns = [(e["round"], e["agent"]) for e in lines(run.journal) if e["event"] == "turn"]
+    counts = Counter(turns)
+    assert set(counts) == {(r, a) for r in range(1, LAST_ROUND + 1) for a in AGENTS}
+    assert set(counts.values()) == {1}
+    assert turns == sorted(turns, key=lambda t: t[0])  # in round order: the redone rounds replaced, not appended
+
+
+def test_the_rounds_redone_after_the_checkpoint_move_to_the_superseded_file(run):
+    first_run, second_run = [e["run"] for e in lines(run.journal) if e["event"] == "run_start"]
+    moved = lines(run.superseded)
+    assert {e["run"] for e in moved} == {first_run}
+    assert sorted((e["event"], e["round"], e["agent"]) for e in moved) == sorted(
+        [("turn", r, a) for r in (11, 12) for a in AGENTS] + [("turn", KILL_ROUND, "architect")]
+        + [("probe", 12, a) for a in AGENTS])
+    kept = lines(run.journal)
+    assert {e["run"] for e in kept if e["event"] == "turn" and e["round"] > 10} == {second_run}
+    assert {e["run"] for e in kept if e["event"] == "turn" and e["round"] <= 10} == {first_run}
+
+
+def test_run_start_lines_record_the_process_the_phases_and_the_probes(run):
+    first, second = [e for e in lines(run.journal) if e["event"] == "run_start"]
+    assert first["pid"] == run.first_pid and first["host"]
+    assert first["resumed_from"] is None and second["resumed_from"] == 10
+    assert (second["first_round"], second["last_round"]) == (11, LAST_ROUND)
+    assert [p["name"] for p in first["phases"]] == ["Design", "Build", "Review"]
+    assert first["probes"][0] == {"after_round": 5, "question": "What database engine did we choose?",
+                                  "expect": ["postgres"]}
+    assert first["agents"] == AGENTS
+
+
+def test_each_line_carries_the_version_and_turns_carry_every_documented_field(run):
+    events = lines(run.journal)
+    assert {e["v"] for e in events} == {VERSION}
+    for turn in (e for e in events if e["event"] == "turn"):
+        assert set(turn) == TURN_FIELDS
+        assert turn["prompt_tokens"] >= turn["context_tokens"] > 0
+    developer_12 = next(e for e in events if e["event"] == "turn" and e["round"] == 12
+                        and e["agent"] == "developer")
+    assert developer_12["tool_calls"] == {"write_file": 1} and developer_12["files"] == ["app/step12.py"]
+    assert developer_12["phase"] == "Build" and developer_12["requests"] == 2
+    architect_9 = next(e for e in events if e["event"] == "turn" and e["round"] == 9 and e["agent"] == "architect")
+    assert architect_9["memories"] == ["decision-9"]
+
+
+def test_checkpoints_stop_and_end_lines_are_journaled(run):
+    events = lines(run.journal)
+    assert [e["round"] for e in events if e["event"] == "checkpoint"] == [5, 10, 15, 20, LAST_ROUND]
+    end = events[-1]
+    assert end["event"] == "run_end" and end["reason"] == "finished" and end["round"] == LAST_ROUND
+    assert end["stats"]["rounds"] == LAST_ROUND
+
+
+def test_probe_answers_are_journaled_once_each_and_scored(run):
+    probes = [e for e in lines(run.journal) if e["event"] == "probe"]
+    assert Counter((p["round"], p["agent"]) for p in probes) == Counter(
+        {(r, a): 1 for r in (5, 12, 20, LAST_ROUND) for a in AGENTS})
+    scored = [p for p in probes if p["correct"] is not None]
+    assert (sum(p["correct"] for p in scored), len(scored)) == EXPECTED_SCORE
+    assert next(p for p in probes if p["round"] == 12 and p["agent"] == "developer")["answer"] == "Go, I think."
+    checkpoint = Checkpoint.load(run.logs / "todo_api_checkpoint.json")
+    assert [(a["round"], a["agent"], a["correct"]) for a in checkpoint.probe_answers] == [
+        (p["round"], p["agent"], p["correct"]) for p in probes]
+
+
+def test_the_journal_counts_exactly_what_the_checkpoint_stats_counted(run):
+    events = lines(run.journal)
+    stats = Checkpoint.load(run.logs / "todo_api_checkpoint.json").stats
+    for agent in AGENTS:
+        mine = [e for e in events if e["event"] in ("turn", "probe") and e["agent"] == agent]
+        assert sum(e["prompt_tokens"] for e in mine) == stats.agents[agent].prompt_tokens
+        assert sum(e["completion_tokens"] for e in mine) == stats.agents[agent].completion_tokens
+        assert sum(len(e.get("memories", [])) for e in mine) == stats.agents[agent].memories_stored
+
+
+# -- the Journal class on its own ---------------------------------------------
+
+def write_run(path, rounds, agents=("a", "b"), resumed_from=None):
+    journal = Journal(path)
+    journal.write("run_start", topic="t", resumed_from=resumed_from, agents=list(agents))
+    for r in rounds:
+        for a in agents:
+            journal.write("turn", round=r, agent=a)
+        if r % 2 == 0:
+            journal.write("checkpoint", round=r, path="t_checkpoint.json")
+    return journal
+
+
+def test_rewind_keeps_what_a_resume_does_not_redo(tmp_path):
+    path = tmp_path / "t_journal.jsonl"
+    journal = write_run(path, range(1, 6))
+    journal.write("probe", round=3, agent="a", correct=True)
+    journal.write("probe", round=5, agent="a", correct=False)
+    assert journal.rewind(2) == 9  # turns of 3-5, checkpoint 4, probes 3 and 5
+    kept = read_journal(path)
+    assert [(e["event"], e.get("round")) for e in kept] == [
+        ("run_start", None), ("turn", 1), ("turn", 1), ("turn", 2), ("turn", 2), ("checkpoint", 2)]
+    assert len(read_journal(journal.superseded_path)) == 9
+
+
+def test_rewind_with_nothing_after_the_round_leaves_the_journal_alone(tmp_path):
+    path = tmp_path / "t_journal.jsonl"
+    journal = write_run(path, range(1, 3))
+    before = path.read_bytes()
+    assert journal.rewind(2) == 0
+    assert path.read_bytes() == before and not journal.superseded_path.exists()
+
+
+def test_a_torn_last_line_is_skipped_and_a_resume_does_not_glue_the_next_line_to_it(tmp_path):
+    path = tmp_path / "t_journal.jsonl"
+    write_run(path, range(1, 3))
+    with open(path, "a", encoding="utf-8") as fh:
+        fh.write('{"v": 2, "event": "turn", "round": 3, "ag')  # the kill came mid-write
+    assert len(read_journal(path)) == 6
+    resumed = Journal.open(path, resumed_from=2)
+    resumed.write("run_start", topic="t", resumed_from=2)
+    resumed.write("turn", round=3, agent="a")
+    assert [(e["event"], e.get("round")) for e in read_journal(path)][-2:] == [("run_start", None), ("turn", 3)]
+    assert "ag\n" in resumed.superseded_path.read_text(encoding="utf-8")
+
+
+def test_a_fresh_run_archives_the_old_journal_of_its_topic(tmp_path):
+    path = tmp_path / "t_journal.jsonl"
+    old = write_run(path, range(1, 5))
+    old.rewind(2)
+    fresh = Journal.open(path)
+    fresh.write("run_start", topic="t", resumed_from=None)
+    archived = sorted(p.name for p in tmp_path.iterdir())
+    assert len(archived) == 3 and "t_journal.jsonl" in archived
+    assert any(n.startswith("t_journal.20") and n.endswith(".superseded.jsonl") for n in archived)
+    assert len(read_journal(path)) == 1
+    assert not list(tmp_path.glob("*_journal.superseded.jsonl"))  # moved along with its journal
+
+
+def test_readers_take_the_last_fresh_run_and_the_last_copy_of_a_turn(tmp_path):
+    path = tmp_path / "old_journal.jsonl"
+    write_run(path, range(1, 4))  # an older journal format held several runs in one file
+    write_run(path, range(1, 3))
+    Journal(path).write("turn", round=2, agent="a", text="again")
+    events = current_run(read_journal(path))
+    assert sum(e["event"] == "run_start" for e in events) == 1
+    turns = unique_turns(events)
+    assert [(t["round"], t["agent"]) for t in turns] == [(1, "a"), (1, "b"), (2, "a"), (2, "b")]
+    assert turns[2]["text"] == "again"
