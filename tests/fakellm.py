@@ -17,6 +17,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Callable
 
 _AGENT = re.compile(r"You are ([A-Za-z0-9_.-]+)\.")
+_ROUND = re.compile(r"Current round: (\d+) of \d+")
+GATE_TIMEOUT = 60.0
 
 
 @dataclass
@@ -31,6 +33,8 @@ class Reply:
     delay: float = 0.0
     finish_reason: str = ""
     usage: bool = True
+    gate: threading.Event | None = None  # the reply waits until this is set (outside the lock)
+    drop: bool = False  # close the connection without answering
 
 
 def text(t: str, **kw) -> Reply:
@@ -77,6 +81,40 @@ class Recorded:
     def size(self) -> int:
         return sum(len(m.get("content") or "") for m in self.messages)
 
+    @property
+    def system(self) -> str:
+        return next((m.get("content") or "" for m in self.messages if m.get("role") == "system"), "")
+
+    @property
+    def user(self) -> str:
+        """The first user message: the turn's prompt."""
+        return next((m.get("content") or "" for m in self.messages if m.get("role") == "user"), "")
+
+    @property
+    def last(self) -> dict:
+        return self.messages[-1] if self.messages else {}
+
+    @property
+    def round(self) -> int:
+        """The round named in azclaw's system prompt (0 when absent)."""
+        found = _ROUND.search(self.system)
+        return int(found.group(1)) if found else 0
+
+    @property
+    def tool_results(self) -> list[str]:
+        return [m.get("content") or "" for m in self.messages if m.get("role") == "tool"]
+
+    @property
+    def offers_tools(self) -> bool:
+        return bool((self.body or {}).get("tools"))
+
+    def header(self, name: str) -> str | None:
+        return next((v for k, v in self.headers.items() if k.lower() == name.lower()), None)
+
+    @property
+    def raw(self) -> str:
+        return json.dumps(self.body)
+
 
 class FakeLLM:
     """Scripted chat-completions server. ``script`` is consumed in order;
@@ -86,17 +124,27 @@ class FakeLLM:
 
     def __init__(self, script: list[Reply] | None = None, per_agent: dict[str, list[Reply]] | None = None,
                  responder: Callable[[Recorded], Reply] | None = None, default: str = "Done for this round.",
-                 delay: float = 0.0, port: int = 0):
+                 delay: float = 0.0, port: int = 0, tokens: tuple[int, int] | None = None,
+                 routes: dict[str, object] | None = None, models: list[dict] | None = None,
+                 text_calls: bool = False):
         self.script = list(script or [])
+        # imitating other servers: extra GET/POST routes (path -> JSON body, or
+        # (status, body)), the /v1/models entries, tool calls written as text
+        self.routes = dict(routes or {})
+        self.models = list(models) if models is not None else [{"id": "fake-model"}]
+        self.text_calls = text_calls
         self.per_agent = {k: list(v) for k, v in (per_agent or {}).items()}
         self.responder = responder
         self.default = default
         self.delay = delay
+        self.tokens = tokens  # (prompt, completion) reported for every reply when set
         self.requests: list[Recorded] = []
         self.lock = threading.Lock()
         self.server = ThreadingHTTPServer(("127.0.0.1", port), self._handler())
         self.server.daemon_threads = True
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        # a short poll keeps stop() quick: shutdown() waits for the next poll
+        self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.02},
+                                       daemon=True)
 
     @property
     def base(self) -> str:
@@ -165,10 +213,12 @@ class FakeLLM:
 
             def do_GET(self):
                 self._record(None)
+                if self._route():
+                    return
                 if self.path == "/health":
                     self._send(200, json.dumps({"status": "ok"}))
                 elif self.path == "/v1/models":
-                    self._send(200, json.dumps({"object": "list", "data": [{"id": "fake-model"}]}))
+                    self._send(200, json.dumps({"object": "list", "data": fake.models}))
                 else:
                     self._send(404, json.dumps({"error": "not found"}))
 
@@ -180,31 +230,57 @@ class FakeLLM:
                 except ValueError:
                     body = None
                 rec = self._record(body)
+                if self._route():
+                    return
                 if not self.path.endswith("/chat/completions") or body is None:
                     self._send(400, json.dumps({"error": "bad request"}))
                     return
                 reply = fake._next(rec)
+                if reply.gate is not None:
+                    reply.gate.wait(GATE_TIMEOUT)
                 if reply.delay or fake.delay:
                     time.sleep(reply.delay or fake.delay)
+                if reply.drop:
+                    self.close_connection = True
+                    self.connection.shutdown(2)
+                    return
                 if reply.body is not None:
                     self._send(reply.status, reply.body, reply.headers)
                     return
-                self._send(reply.status, json.dumps(completion(reply, rec)), reply.headers)
+                self._send(reply.status, json.dumps(completion(reply, rec, fake.tokens, fake.text_calls)),
+                           reply.headers)
+
+            def _route(self) -> bool:
+                if self.path not in fake.routes:
+                    return False
+                answer = fake.routes[self.path]
+                status, body = answer if isinstance(answer, tuple) else (200, answer)
+                self._send(status, json.dumps(body))
+                return True
 
         return Handler
 
 
-def completion(reply: Reply, request: Recorded) -> dict:
+def completion(reply: Reply, request: Recorded, tokens: tuple[int, int] | None = None,
+               text_calls: bool = False) -> dict:
     message: dict = {"role": "assistant", "content": reply.text}
-    if reply.tool_calls:
+    if reply.tool_calls and text_calls:  # as Hermes/Qwen-style models write them
+        message["content"] = reply.text + "".join(
+            f'<tool_call>{{"name": "{name}", "arguments": {args if isinstance(args, str) else json.dumps(args)}}}'
+            "</tool_call>" for name, args in reply.tool_calls)
+    elif reply.tool_calls:
         message["tool_calls"] = [
             {"id": f"call_{i}", "type": "function",
              "function": {"name": name, "arguments": args if isinstance(args, str) else json.dumps(args)}}
             for i, (name, args) in enumerate(reply.tool_calls)]
     body = {"id": "chatcmpl-fake", "object": "chat.completion", "model": "fake-model",
             "choices": [{"index": 0, "message": message,
-                         "finish_reason": reply.finish_reason or ("tool_calls" if reply.tool_calls else "stop")}]}
-    if reply.usage:
+                         "finish_reason": reply.finish_reason
+                         or ("tool_calls" if reply.tool_calls and not text_calls else "stop")}]}
+    if reply.usage and tokens is not None:
+        body["usage"] = {"prompt_tokens": tokens[0], "completion_tokens": tokens[1],
+                         "total_tokens": tokens[0] + tokens[1]}
+    elif reply.usage:
         prompt = sum(len(json.dumps(m)) for m in request.messages) // 4
         body["usage"] = {"prompt_tokens": prompt, "completion_tokens": len(reply.text) // 4 + 1,
                          "total_tokens": prompt + len(reply.text) // 4 + 1}
@@ -216,8 +292,14 @@ if __name__ == "__main__":  # pragma: no cover
 
     parser = argparse.ArgumentParser(description="scripted OpenAI-compatible server")
     parser.add_argument("--port", type=int, default=8080)
+    parser.add_argument("--text-calls", action="store_true",
+                        help="answer every request that offers tools with a <tool_call> text block")
     opts = parser.parse_args()
-    server = FakeLLM(port=opts.port).start()
+    remember = call("remember", {"text": "the fake server was here", "title": "fake"})
+    server = FakeLLM(port=opts.port, text_calls=opts.text_calls,
+                     responder=(lambda r: remember if r.offers_tools and not r.tool_results
+                                and "Result of" not in r.raw else Reply(text="Done for this round."))
+                     if opts.text_calls else None).start()
     print(f"listening on {server.url}")
     try:
         server.thread.join()

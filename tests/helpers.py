@@ -1,0 +1,72 @@
+"""Plain helpers shared by the test modules (fixtures live in conftest.py)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import time
+from datetime import date
+from pathlib import Path
+
+from azclaw import Agent, Orchestrator
+
+CLI_TIMEOUT = 120  # generous: only for waiting, never asserted on
+ENV_VARS = ("AZCLAW_API_KEY", "AZCLAW_ENDPOINT", "AGENTAZALL_ROOT")
+
+
+def cli_env(**extra) -> dict:
+    env = {k: v for k, v in os.environ.items() if k not in ENV_VARS}
+    env.update(extra)
+    return env
+
+
+def wait_for(predicate, timeout: float = 30.0, what: str = "condition") -> None:
+    """Poll ``predicate`` until true; a generous limit only to avoid hanging."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.02)
+
+
+def read_json(path: Path) -> dict:
+    return json.loads(Path(path).read_text(encoding="utf-8"))
+
+
+def journal(path: Path) -> list[dict]:
+    return [json.loads(line) for line in Path(path).read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def memory_file(root: Path, agent: str, title: str) -> Path:
+    """Where AgentAZAll keeps ``title`` remembered today by ``agent``."""
+    return Path(root) / "data" / "mailboxes" / agent / date.today().isoformat() / "remember" / f"{title}.txt"
+
+
+def assert_one_error_line(proc: subprocess.CompletedProcess, *names: str) -> str:
+    """The CLI's contract for bad input: non-zero exit, one stderr line
+    ``azclaw: error: ...`` naming each of ``names``, and no traceback."""
+    assert proc.returncode != 0, proc.stderr
+    assert "Traceback" not in proc.stderr + proc.stdout
+    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1, proc.stderr
+    assert lines[0].startswith("azclaw: error: "), lines[0]
+    for name in names:
+        assert name in lines[0], (name, lines[0])
+    return lines[0]
+
+
+def team(url: str, *names: str, writers: tuple[str, ...] = (), **kwargs):
+    """Agents on one endpoint; no retries, so a scripted error fails fast."""
+    kwargs.setdefault("retries", 0)
+    return [Agent(name, endpoint=url, can_write=name in writers, **kwargs) for name in names]
+
+
+def orchestrator(agents, **kwargs):
+    """An Orchestrator with the test defaults (quiet console)."""
+    kwargs.setdefault("verbose", False)
+    return Orchestrator(agents, **kwargs)
+
+
+def turn_requests(fake, agent: str, round_no: int):
+    return [r for r in fake.chats_of(agent) if r.round == round_no]

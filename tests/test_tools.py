@@ -1,0 +1,177 @@
+"""Point 4: tools are gated twice (not offered, and refused when called
+anyway); custom tools with the seed's decorator are offered and run."""
+
+from pathlib import Path
+
+import pytest
+
+from azclaw import Agent, ToolRegistry, build_default_registry
+from fakellm import call, calls, text
+from helpers import orchestrator, team
+
+EVERYONE = {"recall", "remember", "read_file", "list_files"}
+WRITER_ONLY = {"write_file", "run_python"}
+
+
+def test_readers_are_offered_four_tools_and_writers_six(fake_llm):
+    fake = fake_llm()
+    orchestrator(team(fake.url, "reader", "writer", writers=("writer",))).run(max_rounds=1)
+    assert set(fake.chats_of("reader")[0].tool_names) == EVERYONE
+    assert set(fake.chats_of("writer")[0].tool_names) == EVERYONE | WRITER_ONLY
+
+
+def test_system_prompt_lists_only_the_tools_offered(fake_llm):
+    fake = fake_llm()
+    orchestrator(team(fake.url, "reader", "writer", writers=("writer",))).run(max_rounds=1)
+    assert "write_file(" not in fake.chats_of("reader")[0].system
+    assert "write_file(" in fake.chats_of("writer")[0].system
+
+
+@pytest.mark.parametrize("name, args", [
+    ("write_file", {"path": "pwned.txt", "content": "should not exist"}),
+    ("run_python", {"code": "open('pwned.txt', 'w').write('should not exist')"}),
+])
+def test_reader_calling_a_writer_tool_gets_an_error_and_nothing_happens(fake_llm, workdir, name, args):
+    fake = fake_llm(per_agent={"reader": [call(name, args), text("ok")]})
+    orch = orchestrator(team(fake.url, "reader", "writer", writers=("writer",)))
+    orch.run(max_rounds=1)
+
+    [result] = fake.chats_of("reader")[1].tool_results
+    assert result.startswith("ERROR"), result
+    assert name in result
+    assert list(workdir.rglob("pwned.txt")) == []
+    assert orch.stats.files_written == 0
+
+
+def test_tools_list_narrows_what_an_agent_is_offered_and_may_call(fake_llm, workdir):
+    fake = fake_llm(per_agent={"w": [call("write_file", {"path": "a.txt", "content": "x"}), text("ok")]})
+    agent = Agent("w", endpoint=fake.url, can_write=True, tools=["recall", "read_file"], retries=0)
+    orchestrator([agent]).run(max_rounds=1)
+    assert set(fake.chats_of("w")[0].tool_names) == {"recall", "read_file"}
+    assert fake.chats_of("w")[1].tool_results[0].startswith("ERROR")
+    assert not (workdir / "output" / "a.txt").exists()
+
+
+@pytest.mark.parametrize("only", [["write_file", "recall"], ["run_python"]])
+def test_tools_list_never_widens_a_readers_tools(fake_llm, only):
+    fake = fake_llm()
+    orchestrator([Agent("r", endpoint=fake.url, tools=only, retries=0)]).run(max_rounds=1)
+    assert not WRITER_ONLY & set(fake.chats_of("r")[0].tool_names)
+
+
+def test_writer_writes_into_the_output_folder(fake_llm, workdir):
+    fake = fake_llm(per_agent={"writer": [call("write_file", {"path": "src/app.py", "content": "print(1)\n"}),
+                                          text("written")]})
+    orch = orchestrator(team(fake.url, "writer", writers=("writer",)))
+    orch.run(max_rounds=1)
+    assert (workdir / "output" / "src" / "app.py").read_text() == "print(1)\n"
+    assert not fake.chats_of("writer")[1].tool_results[0].startswith("ERROR")
+
+
+@pytest.mark.parametrize("path", ["../escape.txt", "/tmp/azclaw-abs-escape.txt", "sub/../../escape.txt"])
+def test_writer_cannot_write_outside_the_output_folder(fake_llm, workdir, path):
+    fake = fake_llm(per_agent={"writer": [call("write_file", {"path": path, "content": "x"}), text("ok")]})
+    orchestrator(team(fake.url, "writer", writers=("writer",))).run(max_rounds=1)
+    assert fake.chats_of("writer")[1].tool_results[0].startswith("ERROR")
+    assert not (workdir / "escape.txt").exists() and not Path("/tmp/azclaw-abs-escape.txt").exists()
+
+
+@pytest.mark.parametrize("reply, problem", [
+    (call("no_such_tool", {}), "no_such_tool"),
+    (call("recall", '{"query": '), "JSON"),
+    (call("read_file", {"nope": 1}), "nope"),
+    (call("remember", {"title": "x"}), "text"),
+])
+def test_model_mistakes_become_error_results_and_the_round_goes_on(fake_llm, reply, problem):
+    fake = fake_llm(per_agent={"alice": [reply, text("RECOVERED-3")]})
+    orch = orchestrator(team(fake.url, "alice", "bob"))
+    orch.run(max_rounds=2)
+    [result] = fake.chats_of("alice")[1].tool_results
+    assert result.startswith("ERROR") and problem in result
+    assert "RECOVERED-3" in [r for r in fake.chats_of("bob") if r.round == 2][0].user
+    assert orch.stats.errors == 0, "a model's mistake is not a run error"
+
+
+# -- custom tools ------------------------------------------------------------
+
+def make_registry(seen: list):
+    registry = build_default_registry()
+
+    @registry.tool("lookup", "Look a word up in the glossary.", {"q": "string"})
+    def lookup(q, _ctx=None):
+        seen.append((q, _ctx.agent if _ctx else None))
+        return f"GLOSSARY[{q}] for {_ctx.agent if _ctx else 'nobody'}"
+
+    return registry, lookup
+
+
+def test_custom_tool_is_offered_with_its_schema_and_runs_with_context(fake_llm):
+    seen = []
+    registry, _ = make_registry(seen)
+    fake = fake_llm(per_agent={"alice": [call("lookup", {"q": "idempotent"}), text("ok")]})
+    orchestrator(team(fake.url, "alice", "bob"), registry=registry).run(max_rounds=1)
+
+    first = fake.chats_of("alice")[0]
+    assert "lookup" in first.tool_names and "lookup" in fake.chats_of("bob")[0].tool_names
+    schema = next(t for t in first.body["tools"] if t["function"]["name"] == "lookup")["function"]
+    assert schema["description"] == "Look a word up in the glossary."
+    assert schema["parameters"]["properties"] == {"q": {"type": "string"}}
+    assert schema["parameters"]["required"] == ["q"]
+    assert seen == [("idempotent", "alice")]
+    assert fake.chats_of("alice")[1].tool_results == ["GLOSSARY[idempotent] for alice"]
+
+
+def test_decorated_function_stays_directly_callable():
+    seen = []
+    _, lookup = make_registry(seen)
+    assert lookup("direct") == "GLOSSARY[direct] for nobody"
+    assert lookup.__name__ == "lookup"
+    assert seen == [("direct", None)]
+
+
+def test_custom_tool_on_a_fresh_registry_is_the_only_tool_offered(fake_llm):
+    registry = ToolRegistry()
+
+    @registry.tool("ping", "Answer pong.", {})
+    def ping():
+        return "pong"
+
+    fake = fake_llm(per_agent={"alice": [call("ping"), text("ok")]})
+    orchestrator(team(fake.url, "alice"), registry=registry).run(max_rounds=1)
+    assert fake.chats_of("alice")[0].tool_names == ["ping"]
+    assert fake.chats_of("alice")[1].tool_results == ["pong"]
+
+
+def test_writer_only_custom_tool_is_not_offered_to_readers(fake_llm):
+    registry = build_default_registry()
+
+    @registry.tool("deploy", "Deploy the build.", {"target": "string"}, writer_only=True)
+    def deploy(target, _ctx=None):
+        return "deployed"
+
+    fake = fake_llm()
+    orchestrator(team(fake.url, "reader", "writer", writers=("writer",)), registry=registry).run(max_rounds=1)
+    assert "deploy" not in fake.chats_of("reader")[0].tool_names
+    assert "deploy" in fake.chats_of("writer")[0].tool_names
+
+
+def test_a_custom_tool_that_raises_gives_the_model_an_error(fake_llm):
+    registry = build_default_registry()
+
+    @registry.tool("boom", "Always fails.", {"x": "string"})
+    def boom(x):
+        raise RuntimeError("kaboom-77")
+
+    fake = fake_llm(per_agent={"alice": [call("boom", {"x": "1"}), text("ok")]})
+    orchestrator(team(fake.url, "alice"), registry=registry).run(max_rounds=1)
+    [result] = fake.chats_of("alice")[1].tool_results
+    assert result.startswith("ERROR") and "kaboom-77" in result
+
+
+def test_read_file_reads_the_source_folders(fake_llm, workdir):
+    (workdir / "src").mkdir()
+    (workdir / "src" / "notes.md").write_text("line one\nline two\nline three\n")
+    fake = fake_llm(per_agent={"alice": [calls(("read_file", {"path": "notes.md", "max_lines": 2})), text("ok")]})
+    orchestrator(team(fake.url, "alice"), source_dirs=["src"]).run(max_rounds=1)
+    [result] = fake.chats_of("alice")[1].tool_results
+    assert "line one\nline two" in result and "line three" not in result
