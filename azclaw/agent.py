@@ -22,6 +22,7 @@ class Agent:
     tool its role allows); only ``can_write`` agents get write_file and
     run_python. ``root`` is its AgentAZAll folder (default
     ``<agents_dir>/<name>``). ``api_key`` defaults to $AZCLAW_API_KEY.
+    ``context_budget`` overrides the orchestrator's for this agent.
     """
 
     name: str
@@ -36,6 +37,7 @@ class Agent:
     api_key: str | None = field(default=None, repr=False)
     timeout: float = DEFAULT_TIMEOUT
     retries: int = 4
+    context_budget: int | None = None  # tokens per request; None: the orchestrator's
     client: LLMClient = field(init=False, repr=False, compare=False)
 
     def __post_init__(self):

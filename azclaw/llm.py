@@ -81,6 +81,48 @@ def base_url(endpoint: str) -> str:
     return endpoint.rstrip("/")
 
 
+@dataclass
+class HttpReply:
+    """One plain HTTP answer, for probing what a server is (``azclaw doctor``)."""
+
+    url: str
+    status: int
+    headers: dict = field(default_factory=dict)
+    data: object = None  # the JSON body; None when it was not JSON
+    text: str = ""  # the start of the body
+
+    @property
+    def ok(self) -> bool:
+        return 200 <= self.status < 300
+
+
+def fetch_json(url: str, payload: dict | None = None, timeout: float = 10.0,
+               api_key: str | None = None) -> HttpReply:
+    """One GET (or POST of ``payload``), no retries. HTTP errors come back as
+    replies; EndpointError is raised only when nothing answered."""
+    headers = {"Accept": "application/json", "User-Agent": "azclaw"}
+    if api_key:
+        headers["Authorization"] = f"Bearer {api_key}"
+    body = None
+    if payload is not None:
+        body = json.dumps(payload).encode("utf-8")
+        headers["Content-Type"] = "application/json"
+    req = urllib.request.Request(url, data=body, headers=headers, method="POST" if body else "GET")
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as resp:
+            status, reply_headers, raw = resp.status, dict(resp.headers), resp.read()
+    except urllib.error.HTTPError as exc:
+        status, reply_headers, raw = exc.code, dict(exc.headers or {}), exc.read()
+    except (urllib.error.URLError, socket.timeout, TimeoutError, ConnectionError, OSError) as exc:
+        raise EndpointError(f"{url}: {getattr(exc, 'reason', exc)}") from None
+    text = raw[:2000].decode("utf-8", "replace")
+    try:
+        data = json.loads(raw)
+    except ValueError:
+        data = None
+    return HttpReply(url, status, reply_headers, data, text)
+
+
 class _Retryable(Exception):
     def __init__(self, message: str, retry_after: float | None = None):
         super().__init__(message)
@@ -196,7 +238,7 @@ class LLMClient:
             with urllib.request.urlopen(req, timeout=timeout) as resp:
                 raw = resp.read()
         except urllib.error.HTTPError as exc:
-            detail = exc.read()[:300].decode("utf-8", "replace").strip()
+            detail = " ".join(exc.read()[:300].decode("utf-8", "replace").split())
             message = f"{url}: HTTP {exc.code} {detail}".strip()
             if exc.code in _RETRY_STATUS:
                 raise _Retryable(message, _retry_after(exc.headers)) from None

@@ -145,7 +145,8 @@ class Orchestrator:
     def journal_path(self) -> Path:
         return self.log_dir / f"{self.topic.name}_journal.jsonl"
 
-    def _restore(self, resume) -> None:
+    def _restore(self, resume) -> int:
+        """Load a checkpoint's state; return the last round that run planned."""
         path = self.checkpoint_path if resume is True else Path(resume)
         checkpoint = Checkpoint.load(path)
         if (checkpoint.topic_name, checkpoint.topic_title) != (self.topic.name, self.topic.title):
@@ -158,6 +159,7 @@ class Orchestrator:
         self.written_files = set(checkpoint.written_files)
         self.probe_answers = checkpoint.probe_answers
         self.last_round = checkpoint.round
+        return checkpoint.max_rounds
 
     def save_checkpoint(self, max_rounds: int) -> Path:
         """Write the checkpoint of the last completed round."""
@@ -171,12 +173,17 @@ class Orchestrator:
 
     # -- the run ------------------------------------------------------------
     def run(self, max_rounds: int | None = None, resume=None) -> RunStats:
-        """Run until round ``max_rounds`` (default: the topic's last phase, or
-        10), a STOP file, or a signal. ``resume`` is a checkpoint path (or
-        True for this topic's checkpoint in ``log_dir``)."""
-        last = max_rounds or self.topic.last_round or DEFAULT_ROUNDS
+        """Run until round ``max_rounds`` (default: the resumed run's own last
+        round, else the topic's last phase, else 10), a STOP file, or a
+        signal. ``resume`` is a checkpoint path (or True for this topic's
+        checkpoint in ``log_dir``)."""
+        if max_rounds is not None and (isinstance(max_rounds, bool) or not isinstance(max_rounds, int)
+                                       or max_rounds < 1):
+            raise ConfigError(f"max_rounds: expected a round number >= 1, got {max_rounds!r}")
+        planned = None
         if resume:
-            self._restore(resume)
+            planned = self._restore(resume)
+        last = max_rounds or planned or self.topic.last_round or DEFAULT_ROUNDS
         if self.check_health:
             for agent in self.agents:
                 agent.client.health_check()

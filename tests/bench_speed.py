@@ -29,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from fakellm import FakeLLM, Reply, calls, text  # noqa: E402
 
-from azclaw import Agent, Orchestrator, Topic  # noqa: E402
+from azclaw import Agent, LLMClient, Orchestrator, Topic  # noqa: E402
 
 WORDS = ("schema database route handler token cache queue retry index migration account balance ledger "
          "customer invoice session login audit report batch parser record field decimal rounding").split()
@@ -97,26 +97,41 @@ def flat_context(rounds: int) -> dict:
 
 
 def overhead(rounds: int) -> dict:
-    """Median gap between consecutive requests at the server: azclaw vs bare urllib replaying the same bodies."""
+    """Time between a reply arriving and the next request leaving, in azclaw's
+    process (no tools), against a bare urllib loop replaying the same bodies."""
     workdir = Path(tempfile.mkdtemp(prefix="azclaw-bench-"))
     os.chdir(workdir)
-    with FakeLLM(default="ok " * 50) as fake:
-        team = [Agent(n, endpoint=fake.url) for n in ("architect", "developer", "reviewer")]
-        Orchestrator(team, registry=None, verbose=False).run(max_rounds=rounds)
-        ours = [r.time for r in fake.chats]
-        bodies = [json.dumps(r.body).encode() for r in fake.chats]
+    marks: list[tuple[float, float]] = []
+    original = LLMClient._request
+
+    def timed(self, url, body, timeout):
+        start = time.perf_counter()
+        try:
+            return original(self, url, body, timeout)
+        finally:
+            if body is not None:
+                marks.append((start, time.perf_counter()))
+
+    LLMClient._request = timed
+    try:
+        with FakeLLM(default="ok " * 50) as fake:
+            team = [Agent(n, endpoint=fake.url) for n in ("architect", "developer", "reviewer")]
+            Orchestrator(team, verbose=False).run(max_rounds=rounds)
+            bodies = [json.dumps(r.body).encode() for r in fake.chats]
+    finally:
+        LLMClient._request = original
+    ours = [(b[0] - a[1]) * 1000 for a, b in zip(marks, marks[1:])]
+    bare_marks = []
     with FakeLLM(default="ok " * 50) as bare:
         for body in bodies:
+            start = time.perf_counter()
             req = urllib.request.Request(bare.url, data=body, headers={"Content-Type": "application/json"})
             with urllib.request.urlopen(req) as resp:
                 json.loads(resp.read())
-        theirs = [r.time for r in bare.chats]
-
-    def gaps(times):
-        return [(b - a) * 1000 for a, b in zip(times, times[1:])]
-
-    return {"azclaw_ms": statistics.median(gaps(ours)), "bare_ms": statistics.median(gaps(theirs)),
-            "turns": len(ours)}
+            bare_marks.append((start, time.perf_counter()))
+    theirs = [(b[0] - a[1]) * 1000 for a, b in zip(bare_marks, bare_marks[1:])]
+    return {"azclaw_ms": statistics.median(ours), "azclaw_p95": sorted(ours)[int(len(ours) * 0.95)],
+            "bare_ms": statistics.median(theirs), "turns": len(marks)}
 
 
 def parallel(rounds: int = 5, delay: float = 0.3) -> dict:
@@ -150,9 +165,9 @@ def main() -> None:
     for a, c10, cl, cr, t10, tl, tr, st, pmin, pmean in flat["rows"]:
         print(f"{a:<11}{c10:>10}{cl:>11}{cr:>7.2f}{t10:>9}{tl:>9}{tr:>7.2f}{st:>12}{pmin:>12.1%}{pmean:>7.1%}")
     ov = overhead(min(args.rounds, 100))
-    print(f"\nOverhead per turn ({ov['turns']} turns, no tools): median gap between requests "
-          f"azclaw {ov['azclaw_ms']:.2f} ms, bare urllib {ov['bare_ms']:.2f} ms, "
-          f"difference {ov['azclaw_ms'] - ov['bare_ms']:.2f} ms")
+    print(f"\nOverhead per turn ({ov['turns']} turns, no tools): time from a reply to the next request, "
+          f"median azclaw {ov['azclaw_ms']:.2f} ms (p95 {ov['azclaw_p95']:.2f} ms), "
+          f"bare urllib {ov['bare_ms']:.2f} ms, difference {ov['azclaw_ms'] - ov['bare_ms']:.2f} ms")
     par = parallel()
     print(f"\nParallel: 3 agents on 3 endpoints, {par['turn'] * 1000:.0f} ms per reply: round takes "
           f"sequential {par['sequential']:.2f} s ({par['sequential'] / par['turn']:.2f}x a turn), "

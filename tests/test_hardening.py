@@ -340,3 +340,24 @@ def test_approval_gate_asks_and_honours_no_and_always(tmp_path):
     assert screen.count("approve write_file?") == 2
     assert "refused by the person" in results[0] and results[1].startswith("Wrote") and results[2].startswith("Wrote")
     assert sorted(p.name for p in (tmp_path / "output").iterdir()) == ["allowed.py", "unasked.py"]
+
+
+def test_a_server_that_stops_answering_times_out_and_the_next_attempt_succeeds():
+    replies = [Reply(text="too late", delay=3.0), Reply(drop=True), text("third time lucky")]
+    with FakeLLM(script=replies) as fake:
+        agent = fast(Agent("architect", endpoint=fake.url, timeout=0.5))
+        orch = Orchestrator([agent], verbose=False)
+        stats = orch.run(max_rounds=1)
+    assert stats.errors == 0 and orch.history[0].text == "third time lucky"
+    assert len(fake.chats) == 3
+
+
+def test_a_server_that_never_answers_fails_the_turn_with_the_url_in_the_error():
+    with FakeLLM(script=[Reply(drop=True)] * 3) as fake:
+        agent = fast(Agent("architect", endpoint=fake.url, retries=2))
+        orch = Orchestrator([agent], verbose=False, max_failed_rounds=5)
+        stats = orch.run(max_rounds=1)
+    assert stats.errors == 1 and stats.rounds == 1
+    journal = [json.loads(l) for l in Path("logs/task_journal.jsonl").read_text().splitlines()]
+    error = next(e for e in journal if e["event"] == "turn")["errors"][0]
+    assert fake.url in error and "gave up after 3 attempts" in error
