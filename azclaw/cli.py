@@ -147,7 +147,7 @@ def add_local_options(parser) -> None:
                             "the model file's own template for --model)")
     local.add_argument("--ctx", type=int, default=4096, metavar="TOKENS",
                        help="context of the local server (default 4096)")
-    local.add_argument("--threads", type=int, metavar="N", help="CPU threads (default: all, up to 8)")
+    local.add_argument("--threads", type=int, metavar="N", help="CPU threads (default: half the CPUs, up to 8)")
 
 
 def run_team(args) -> int:
