@@ -9,7 +9,9 @@ from .errors import AzclawError, CheckpointError, ConfigError, EndpointError, Ru
 from .llm import Completion, LLMClient, ToolCall, Usage
 from .memory import TeamMemory
 from .orchestrator import Orchestrator
+from .report import build_report
 from .stats import AgentStats, RunStats
+from .status import RunStatus, read_status
 from .tools import Tool, ToolContext, ToolRegistry, ToolResult
 from .topic import Phase, Probe, Topic
 
@@ -17,5 +19,5 @@ __all__ = [
     "Agent", "AgentStats", "AzclawError", "Checkpoint", "CheckpointError", "Completion", "ConfigError",
     "EndpointError", "LLMClient", "Orchestrator", "Phase", "Probe", "RunAborted", "RunStats",
     "TeamMemory", "Tool", "ToolCall", "ToolContext", "ToolError", "ToolRegistry", "ToolResult",
-    "Topic", "Usage", "build_default_registry", "__version__",
+    "Topic", "Usage", "RunStatus", "build_default_registry", "build_report", "read_status", "__version__",
 ]

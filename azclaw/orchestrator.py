@@ -451,7 +451,7 @@ def _append_tool_round(messages: list[dict], completion: Completion, results: li
         body = "\n\n".join(f"Result of {r.name}:\n{r.content}" for r in results)
         messages.append({"role": "user", "content": body})
         return
-    messages.append({"role": "assistant", "content": completion.text or None, "tool_calls": [
+    messages.append({"role": "assistant", "content": completion.text or "", "tool_calls": [
         {"id": c.id, "type": "function",
          "function": {"name": c.name, "arguments": c.raw_arguments or json.dumps(c.arguments or {})}}
         for c in completion.tool_calls]})

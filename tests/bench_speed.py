@@ -49,14 +49,17 @@ def topic(rounds: int) -> Topic:
     }, name="bench")
 
 
+_turns = iter(range(10**9))
+
+
 def busy_agent(request) -> Reply:
     """Each turn: recall words + remember a decision, then read the index, then a long message."""
-    rng = random.Random(len(request.messages) * 7919 + request.size)
+    rng = random.Random(next(_turns))
     steps = sum(1 for m in request.messages if m["role"] == "assistant")
     if steps == 0:
         words = " ".join(rng.sample(WORDS, 3))
         note = " ".join(rng.choice(WORDS) for _ in range(60))
-        return calls(("recall", {"query": words}), ("remember", {"text": note, "title": f"{words}-{rng.random():.6f}"}))
+        return calls(("recall", {"query": words}), ("remember", {"text": note, "title": f"{words}-{rng.randrange(10**9)}"}))
     if steps == 1:
         return calls(("recall", {"query": ""}))
     return text(" ".join(rng.choice(WORDS) for _ in range(200)))
