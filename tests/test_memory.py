@@ -144,3 +144,364 @@ def test_agent_root_option_places_its_memory_there(fake_llm, workdir, agentazall
     assert memory_file(workdir / "elsewhere" / "alice-root", "alice", "moved").is_file()
     assert not (workdir / "agents" / "alice").exists()
     assert "Root moved." in agentazall("elsewhere/alice-root", "recall", "moved").stdout
+
+
+# -- Issue 4: team memory that scales and finds the right one ---------------------------------
+# Direct tests of TeamMemory: ranking, the derived index noticing outside changes, files never
+# touched, concurrency. Large-N timings live in tests/bench_memory.py, not here.
+
+import hashlib  # noqa: E402
+import shutil  # noqa: E402
+import sqlite3  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+import threading  # noqa: E402
+from datetime import date, timedelta  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+from azclaw.errors import ConfigError  # noqa: E402
+from azclaw.memory import HIT_CHARS, INDEX_ENTRIES, sanitize_title  # noqa: E402
+from azclaw.memory_watch import Watcher  # noqa: E402
+
+TEAM = ("alice", "bob", "carol")
+
+
+def _inotify() -> bool:
+    try:
+        Watcher().close()
+        return True
+    except OSError:
+        return False
+
+
+# both ways of noticing outside changes: inotify, and stat polling (its fallback)
+WATCH_MODES = [pytest.param(True, id="inotify", marks=pytest.mark.skipif(not _inotify(), reason="no inotify")),
+               pytest.param(False, id="polling")]
+
+
+def team_memory(base: Path, *names: str, **kwargs) -> TeamMemory:
+    return TeamMemory({n: base / "agents" / n for n in (names or TEAM)}, **kwargs)
+
+
+def plant(memory: TeamMemory, agent: str, title: str, text: str, days_ago: int = 0) -> Path:
+    """Write a memory file by hand, as a person (or another tool) would."""
+    day = (date.today() - timedelta(days=days_ago)).isoformat()
+    path = memory.roots[agent].mailbox / day / "remember" / f"{title}.txt"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text, encoding="utf-8")
+    if days_ago:
+        stamp = time.time() - days_ago * 86400
+        os.utime(path, (stamp, stamp))
+    return path
+
+
+def hit_titles(memory: TeamMemory, query: str, **kwargs) -> list[str]:
+    return [m.title for m, _ in memory.search(query, **kwargs)]
+
+
+def tree_hashes(folder: Path) -> dict[str, str]:
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file() and ".azclaw" not in p.parts}
+
+
+def test_a_memory_matching_more_query_words_ranks_first(workdir):
+    memory = team_memory(workdir)
+    memory.remember("alice", "The parser handles yaml files.", "parser")
+    memory.remember("bob", "The parser reads yaml and writes json with a streaming encoder.", "encoder")
+    memory.remember("carol", "Streaming json encoder, benchmarked against the yaml parser.", "bench")
+    assert hit_titles(memory, "streaming json encoder benchmark") == ["bench", "encoder"]
+    assert hit_titles(memory, "parser yaml")[0] == "parser", "the title and the shortest text"
+
+
+def test_rare_words_count_more_than_common_ones(workdir):
+    memory = team_memory(workdir, "alice")
+    for i in range(30):
+        memory.remember("alice", f"The service restarted again, note {i}.", f"restart-{i}")
+    memory.remember("alice", "The service froze: a deadlock in the scheduler.", "freeze")
+    assert hit_titles(memory, "service deadlock")[0] == "freeze"
+
+
+def test_a_title_match_outranks_the_same_word_in_a_body(workdir):
+    memory = team_memory(workdir)
+    memory.remember("alice", "We discussed caching, retries and the rollout plan for next week.", "weekly-sync")
+    memory.remember("bob", "Use a write-through policy with a five minute expiry.", "Caching policy")
+    assert hit_titles(memory, "caching") == ["Caching_policy", "weekly-sync"]
+
+
+def test_equal_matches_go_to_the_newer_memory(workdir):
+    memory = team_memory(workdir)
+    plant(memory, "alice", "release-date", "Version 2 ships on the third.", days_ago=9)
+    plant(memory, "bob", "release-date", "Version 2 ships on the tenth.", days_ago=2)
+    plant(memory, "carol", "release-date", "Version 2 ships on the fifth.", days_ago=30)
+    assert [m.agent for m, _ in memory.search("when does version 2 ship")] == ["bob", "alice", "carol"]
+    same_day = [memory.remember("alice", "Staging runs on port 8080.", f"port-{i}") for i in range(3)]
+    for i, stored in enumerate(same_day):
+        os.utime(stored.path, (time.time() - 100 + i, time.time() - 100 + i))
+    assert hit_titles(memory, "staging port") == ["port-2", "port-1", "port-0"]
+
+
+def test_recall_searches_the_whole_team_and_names_each_author(workdir):
+    memory = team_memory(workdir)
+    memory.remember("alice", "Tokens expire after 15 minutes.", "token-ttl")
+    plant(memory, "bob", "token-signing", "Tokens are signed with Ed25519.", days_ago=3)
+    shown = memory.recall("tokens")
+    three_days_ago = (date.today() - timedelta(days=3)).isoformat()
+    assert f"## token-ttl (by alice, {date.today().isoformat()})\nTokens expire after 15 minutes." in shown
+    assert f"## token-signing (by bob, {three_days_ago})\nTokens are signed with Ed25519." in shown
+
+
+def test_recall_can_be_narrowed_to_one_teammate(workdir):
+    memory = team_memory(workdir)
+    for agent in TEAM:
+        memory.remember(agent, f"{agent} prefers tabs for the config files.", "indentation")
+    shown = memory.recall("tabs config", agent="bob")
+    assert "(by bob," in shown and "(by alice," not in shown and "(by carol," not in shown
+    assert [m.agent for m, _ in memory.search("tabs", agent="carol")] == ["carol"]
+    assert memory.index("alice").startswith("1 memories (alice: 1)")
+    with pytest.raises(ConfigError, match="unknown agent 'dave'; team: alice, bob, carol"):
+        memory.recall("tabs", agent="dave")
+
+
+def test_a_long_memory_is_cut_around_the_words_asked_for(workdir):
+    memory = team_memory(workdir, "alice")
+    filler = "\n".join(f"Line {i} is about nothing in particular." for i in range(60))
+    memory.remember("alice", filler + "\nThe wombat port is 7311.\n" + filler, "long-notes")
+    shown = memory.recall("wombat port")
+    body = shown.split("\n## long-notes", 1)[1].split("\n", 1)[1]
+    assert "The wombat port is 7311." in body
+    assert body.startswith("[...] ") and body.endswith(" [...]")
+    assert len(body) <= HIT_CHARS + 20
+
+
+def test_a_query_of_only_stop_words_still_searches(workdir):
+    memory = team_memory(workdir, "alice")
+    memory.remember("alice", "To be or not to be.", "hamlet")
+    assert hit_titles(memory, "to be") == ["hamlet"]
+    assert memory.recall("?!") == memory.recall(""), "no words at all: the index"
+
+
+def test_empty_recall_stays_bounded_with_10000_memories(workdir):
+    memory = team_memory(workdir)
+    for i in range(10_000):
+        day = (date.today() - timedelta(days=1 + i // 100)).isoformat()
+        folder = memory.roots[TEAM[i % 3]].mailbox / day / "remember"
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / f"note-{i:05d}.txt").write_text(f"Generated note {i}.", encoding="utf-8")
+    memory.remember("bob", "Bob's decision: ship on Friday.", "ship-day")
+    for i in range(30):
+        memory.remember("alice", f"Alice's item {i}.", f"alice-item-{i}")
+    index = memory.recall("")
+    lines = index.splitlines()
+    assert lines[0] == "10031 memories (alice: 3364, bob: 3334, carol: 3333). Newest first:"
+    assert "alice-item-29" in lines[1], "newest first"
+    assert len(lines) <= INDEX_ENTRIES + 5 and len(index) < 5000
+    assert any(ln.startswith("Latest of bob:") and "ship-day" in ln for ln in lines), "each agent's latest"
+    assert any(ln.startswith("Latest of carol:") and "note-00098" in ln for ln in lines)
+    assert memory.counts() == {"alice": 3364, "bob": 3334, "carol": 3333}
+
+
+@pytest.mark.parametrize("watch", WATCH_MODES)
+def test_memories_stored_by_the_agentazall_cli_are_found_while_azclaw_runs(workdir, agentazall, watch):
+    memory = team_memory(workdir, watch=watch)
+    memory.remember("alice", "Seed memory.", "seed")
+    assert "Seed memory." in memory.recall("seed")  # the index is built and validated
+    proc = agentazall("agents/bob", "remember", "--text", "Platypus queue holds 500 jobs.", "--title", "platypus")
+    assert proc.returncode == 0, proc.stderr
+    assert "## platypus (by bob," in memory.recall("platypus queue")
+    proc = agentazall("agents/alice", "remember", "--text", "Numbat appended by hand.", "--title", "seed")
+    assert proc.returncode == 0, proc.stderr
+    assert "Seed memory.\nNumbat appended by hand." in memory.recall("numbat"), "an append in place is seen"
+    assert memory.counts() == {"alice": 1, "bob": 1, "carol": 0}
+
+
+@pytest.mark.parametrize("watch", WATCH_MODES)
+def test_files_added_edited_or_deleted_by_a_person_are_noticed(workdir, watch):
+    memory = team_memory(workdir, watch=watch)
+    old = plant(memory, "alice", "storage", "We store blobs in MinIO.", days_ago=40)
+    gone = plant(memory, "bob", "cache", "Redis caches sessions.", days_ago=3)
+    assert hit_titles(memory, "minio") == ["storage"] and memory.counts()["bob"] == 1
+
+    old.write_text("We store blobs in Ceph now, no longer in the old object store.", encoding="utf-8")
+    gone.unlink()
+    plant(memory, "carol", "planted", "Planted by hand: the kiwi flag.", days_ago=12)
+    assert hit_titles(memory, "minio") == []
+    assert hit_titles(memory, "ceph") == ["storage"]
+    assert hit_titles(memory, "redis") == [] and memory.counts() == {"alice": 1, "bob": 0, "carol": 1}
+    assert hit_titles(memory, "kiwi") == ["planted"]
+
+    shutil.rmtree(memory.roots["alice"].mailbox / old.parent.parent.name)
+    assert memory.counts()["alice"] == 0 and hit_titles(memory, "ceph") == []
+
+
+@pytest.mark.skipif(not _inotify(), reason="no inotify")
+def test_an_edit_within_the_same_clock_tick_is_still_seen(workdir):
+    memory = team_memory(workdir, "alice")
+    path = plant(memory, "alice", "flag", "alpha")
+    assert hit_titles(memory, "alpha") == ["flag"]
+    path.write_text("omega", encoding="utf-8")  # same size, likely the same mtime
+    assert hit_titles(memory, "omega") == ["flag"] and hit_titles(memory, "alpha") == []
+
+
+def test_a_new_process_notices_what_changed_while_none_ran(workdir):
+    memory = team_memory(workdir)
+    kept = memory.remember("alice", "The API uses cursor pagination.", "pagination")
+    edited = plant(memory, "bob", "deploys", "Deploys happen on Tuesdays.", days_ago=5)
+    memory.recall("pagination")
+    memory.close()
+    edited.write_text("Deploys happen on Thursdays after the freeze.", encoding="utf-8")
+    kept.path.unlink()
+    plant(memory, "carol", "late", "Added while azclaw was down: the emu rule.", days_ago=1)
+    again = team_memory(workdir)
+    assert hit_titles(again, "thursdays") == ["deploys"] and hit_titles(again, "tuesdays") == []
+    assert hit_titles(again, "pagination") == [] and hit_titles(again, "emu") == ["late"]
+
+
+def test_files_azclaw_did_not_write_are_never_modified(workdir, agentazall):
+    memory = team_memory(workdir)
+    memory.remember("alice", "Written by azclaw.", "ours")
+    assert agentazall("agents/bob", "remember", "--text", "Written by the CLI.", "--title", "theirs").returncode == 0
+    plant(memory, "carol", "by-hand", "Written by a person.", days_ago=7)
+    (memory.roots["carol"].mailbox / "notes.md").write_text("not a memory", encoding="utf-8")
+    before = tree_hashes(workdir / "agents")
+
+    memory.remember("alice", "Another azclaw memory.", "ours-too")
+    memory.remember("bob", "azclaw's own memory in bob's folder.", "bobs-azclaw")
+    for query in ("", "written", "memory"):
+        memory.recall(query)
+    memory.counts(), memory.memories(), memory.index("bob")
+    memory.close()
+    team_memory(workdir).recall("person")
+
+    after = tree_hashes(workdir / "agents")
+    assert {k: v for k, v in after.items() if k in before} == before
+    today = date.today().isoformat()
+    assert set(after) - set(before) == {f"alice/data/mailboxes/alice/{today}/remember/ours-too.txt",
+                                        f"bob/data/mailboxes/bob/{today}/remember/bobs-azclaw.txt"}
+
+
+def test_the_index_lives_beside_the_agents_and_is_disposable(workdir):
+    memory = team_memory(workdir)
+    memory.remember("alice", "The quokka service owns billing.", "owners")
+    assert Path(memory.index_path) == workdir / "agents" / ".azclaw" / "memory-index.sqlite3"
+    assert hit_titles(memory, "quokka") == ["owners"]
+    memory.close()
+    Path(memory.index_path).write_bytes(b"this is not a database" * 100)  # a broken cache
+    for suffix in ("-wal", "-shm"):
+        Path(memory.index_path + suffix).unlink(missing_ok=True)
+    again = team_memory(workdir)
+    assert hit_titles(again, "quokka") == ["owners"]
+    again.close()
+    shutil.rmtree(workdir / "agents" / ".azclaw")
+    assert hit_titles(team_memory(workdir), "quokka") == ["owners"]
+
+
+def test_an_index_that_cannot_be_written_is_kept_in_memory(workdir):
+    (workdir / "blocker").write_text("a file, not a folder")
+    memory = team_memory(workdir, index_path=workdir / "blocker" / "index.sqlite3")
+    memory.remember("alice", "Still searchable.", "fallback")
+    assert hit_titles(memory, "searchable") == ["fallback"] and memory.index_path == ":memory:"
+
+
+def test_concurrent_remembers_from_threads_lose_nothing(workdir):
+    memory = team_memory(workdir)
+    errors = []
+
+    def work(worker: int) -> None:
+        try:
+            for i in range(25):
+                agent = TEAM[(worker + i) % 3]
+                memory.remember(agent, f"shared line w{worker} i{i}", "shared-log")
+                memory.remember(agent, f"own note w{worker}x{i} zebra", f"w{worker}-{i}")
+                if i % 5 == 0:
+                    memory.recall("zebra")
+        except Exception as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(w,)) for w in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not errors
+    lines = [ln for agent in TEAM for m in memory.memories(agent) if m.title == "shared-log"
+             for ln in m.text().splitlines()]
+    assert sorted(lines) == sorted(f"shared line w{w} i{i}" for w in range(6) for i in range(25))
+    assert sum(memory.counts().values()) == 3 + 150
+    assert len(memory.search("zebra", limit=50)) == 50
+
+
+CHILD = """
+import sys, time
+from pathlib import Path
+from azclaw import TeamMemory
+base, tag = Path(sys.argv[1]), sys.argv[2]
+memory = TeamMemory({n: base / "agents" / n for n in ("alice", "bob", "carol")})
+while not (base / "go").exists():
+    time.sleep(0.001)
+for i in range(60):
+    memory.remember("alice", f"{tag} appended {i}", "both-processes")
+    memory.remember(("bob", "carol")[i % 2], f"{tag} note {i} koala", f"{tag}-{i}")
+    if i % 10 == 0:
+        memory.recall("koala")
+"""
+
+
+def test_concurrent_remembers_from_two_processes_lose_nothing(workdir):
+    memory = team_memory(workdir)
+    memory.recall("")
+    procs = [subprocess.Popen([sys.executable, "-c", CHILD, str(workdir), tag], stderr=subprocess.PIPE, text=True)
+             for tag in ("p1", "p2")]
+    time.sleep(0.3)
+    (workdir / "go").touch()
+    for proc in procs:
+        assert proc.wait(timeout=120) == 0, proc.stderr.read()
+    [shared] = [m for m in memory.memories("alice") if m.title == "both-processes"]
+    assert sorted(shared.text().splitlines()) == sorted(f"{t} appended {i}" for t in ("p1", "p2") for i in range(60))
+    assert memory.counts() == {"alice": 1, "bob": 60, "carol": 60}
+    assert hit_titles(memory, "p1 note 59 koala")[0] == "p1-59"
+    [(found, text)] = memory.search("both processes appended")
+    assert found.title == "both-processes" and "p1 appended 59" in text and "p2 appended 59" in text
+    fresh = team_memory(workdir)
+    assert fresh.counts() == memory.counts()
+    with sqlite3.connect(fresh.index_path) as db:
+        assert db.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+        db.execute("INSERT INTO fts(fts) VALUES ('integrity-check')")
+
+
+def test_titles_are_sanitised_like_agentazall(workdir):
+    from agentazall.helpers import sanitize
+    assert sanitize_title("API design/v2") == sanitize("API design/v2") == "API_design_v2"
+    memory = team_memory(workdir, "alice")
+    stored = memory.remember("alice", "x", "../../etc/passwd")
+    assert stored.path.parent == memory.roots["alice"].mailbox / date.today().isoformat() / "remember"
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.text(max_size=300))
+def test_any_title_gives_one_safe_file_name(title):
+    name = sanitize_title(title)
+    assert name and "/" not in name and name not in (".", "..") and len(name.encode()) <= 200
+    assert sanitize_title(name) == name or not title.strip()
+
+
+words = st.sampled_from("alpha beta gamma delta omega kappa sigma theta".split())
+memories = st.lists(st.tuples(st.sampled_from(TEAM), st.lists(words, min_size=1, max_size=6),
+                              st.integers(0, 20)), min_size=1, max_size=12)
+
+
+@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(memories, st.lists(words, min_size=1, max_size=3))
+def test_every_hit_contains_a_query_word_and_every_match_is_found(workdir, stored, query):
+    shutil.rmtree(workdir / "agents", ignore_errors=True)
+    memory = team_memory(workdir, watch=False)
+    texts = {}
+    for n, (agent, body, days_ago) in enumerate(stored):
+        plant(memory, agent, f"m{n}", " ".join(body), days_ago=days_ago)
+        texts[f"m{n}"] = set(body)
+    hits = hit_titles(memory, " ".join(query), limit=50)
+    expected = {t for t, body in texts.items() if body & set(query)}
+    assert set(hits) == expected
+    memory.close()
