@@ -40,10 +40,12 @@ def build_default_registry() -> ToolRegistry:
 
     @registry.tool("recall", "Search the team's persistent memory. An empty query lists the "
                    "newest memories and counts; words find the best matching memories of every "
-                   "agent. Set agent to one name to search only that agent's memories.",
+                   "agent. Set agent to a teammate's name, or to \"me\", to search only those memories.",
                    {"query": "string", "agent": "string"})
     def recall(query: str = "", agent: str = "", _ctx: ToolContext = None) -> str:
         names = list(_ctx.memory.roots)
+        if agent.strip().lower() in ("me", "self", "myself"):
+            agent = _ctx.agent
         if agent and agent not in names:
             raise ToolError(f"unknown agent {agent!r}; team: {', '.join(names)}")
         return _ctx.memory.recall(query, agent or None)

@@ -247,6 +247,7 @@ class Orchestrator:
         self.journal.write("run_end", round=self.last_round, reason=reason, stats=self.stats.to_dict())
         log.info("checkpoint: %s", path)
         log.info(self.summary())
+        self.memory.close()  # the index reopens itself if the orchestrator runs again
         for handler in handlers:
             log.removeHandler(handler)
             handler.close()

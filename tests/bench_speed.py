@@ -36,6 +36,14 @@ WORDS = ("schema database route handler token cache queue retry index migration 
 _ROUND = re.compile(r"Current round: (\d+) of")
 
 
+_SCRATCH = tempfile.TemporaryDirectory(prefix="azclaw-bench-")  # removed when the script ends
+
+
+def _scratch() -> Path:
+    """A new empty working folder for one measurement."""
+    return Path(tempfile.mkdtemp(dir=_SCRATCH.name))
+
+
 def topic(rounds: int) -> Topic:
     third = rounds // 3
     return Topic.from_dict({
@@ -66,8 +74,7 @@ def busy_agent(request) -> Reply:
 
 
 def flat_context(rounds: int) -> dict:
-    workdir = Path(tempfile.mkdtemp(prefix="azclaw-bench-"))
-    os.chdir(workdir)
+    os.chdir(_scratch())
     with FakeLLM(responder=busy_agent) as fake:
         team = [Agent("architect", endpoint=fake.url), Agent("developer", endpoint=fake.url, can_write=True),
                 Agent("reviewer", endpoint=fake.url)]
@@ -102,8 +109,7 @@ def flat_context(rounds: int) -> dict:
 def overhead(rounds: int) -> dict:
     """Time between a reply arriving and the next request leaving, in azclaw's
     process (no tools), against a bare urllib loop replaying the same bodies."""
-    workdir = Path(tempfile.mkdtemp(prefix="azclaw-bench-"))
-    os.chdir(workdir)
+    os.chdir(_scratch())
     marks: list[tuple[float, float]] = []
     original = LLMClient._request
 
@@ -140,8 +146,7 @@ def overhead(rounds: int) -> dict:
 def parallel(rounds: int = 5, delay: float = 0.3) -> dict:
     out = {}
     for mode in (False, True):
-        workdir = Path(tempfile.mkdtemp(prefix="azclaw-bench-"))
-        os.chdir(workdir)
+        os.chdir(_scratch())
         servers = [FakeLLM(delay=delay).start() for _ in range(3)]
         try:
             team = [Agent(n, endpoint=s.url) for n, s in zip(("architect", "developer", "reviewer"), servers)]
