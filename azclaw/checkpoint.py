@@ -100,6 +100,8 @@ class Checkpoint:
             raise CheckpointError(f"{path}: checkpoint not found") from None
         except OSError as exc:
             raise CheckpointError(f"{path}: cannot read checkpoint ({exc.strerror})") from None
+        except UnicodeDecodeError:
+            raise CheckpointError(f"{path}: checkpoint is damaged (not UTF-8 text)") from None
         try:
             data = json.loads(text)
         except ValueError:

@@ -169,7 +169,10 @@ def run_team(args) -> int:
 
 def cmd_stop(args) -> int:
     path = Path(args.dir) / "STOP"
-    path.write_text("stop requested by azclaw stop\n", encoding="utf-8")
+    try:
+        path.write_text("stop requested by azclaw stop\n", encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot write the STOP file ({exc.strerror})") from None
     print(f"azclaw: wrote {path}; the run stops after its current round")
     return 0
 

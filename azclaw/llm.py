@@ -64,7 +64,11 @@ class Completion:
 
 def normalize_endpoint(url: str) -> str:
     """Accept ``http://host:port``, ``…/v1`` or the full chat URL."""
-    parsed = urllib.parse.urlparse(url.strip())
+    try:
+        parsed = urllib.parse.urlparse(url.strip())
+        parsed.port  # a port that is not a number raises here, not in the first request
+    except ValueError as exc:
+        raise ConfigError(f"endpoint {url!r}: {exc}") from None
     if parsed.scheme not in ("http", "https") or not parsed.netloc:
         raise ConfigError(f"endpoint {url!r}: expected an http:// or https:// URL")
     path = parsed.path.rstrip("/")
@@ -215,6 +219,10 @@ class LLMClient:
         if not urls:
             raise ConfigError("endpoint: at least one URL is needed")
         self.endpoints = [normalize_endpoint(u) for u in urls]
+        if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
+            raise ConfigError(f"retries: expected a whole number >= 0, got {retries!r}")
+        if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout > 0:
+            raise ConfigError(f"timeout: expected seconds > 0, got {timeout!r}")
         self.model = model
         self.api_key = api_key if api_key is not None else os.environ.get(API_KEY_ENV) or None
         self.timeout = timeout

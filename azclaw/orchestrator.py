@@ -105,6 +105,11 @@ class Orchestrator:
         for folder in self.source_dirs:
             if not folder.is_dir():
                 raise ConfigError(f"source folder {folder}: not found")
+        for option, value, least in (("max_tool_steps", max_tool_steps, 0), ("checkpoint_every", checkpoint_every, 1),
+                                     ("message_budget", message_budget, 1), ("max_failed_rounds", max_failed_rounds, 1),
+                                     ("context_budget", context_budget, 1)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < least:
+                raise ConfigError(f"{option}: expected a whole number >= {least}, got {value!r}")
         self.registry = registry or build_default_registry()
         self.agents_dir = Path(agents_dir)
         self.parallel = parallel
@@ -118,8 +123,11 @@ class Orchestrator:
         self.context_budget = context_budget
         self.verbose = verbose
         self.stop = StopControl(Path(stop_file))
-        self.memory = TeamMemory({a.name: Path(a.root) if a.root else self.agents_dir / a.name
-                                  for a in self.agents})
+        try:
+            self.memory = TeamMemory({a.name: Path(a.root) if a.root else self.agents_dir / a.name
+                                      for a in self.agents})
+        except OSError as exc:
+            raise ConfigError(f"agent folder {exc.filename}: {exc.strerror}") from None
         self.stats = RunStats()
         for agent in self.agents:
             self.stats.agent(agent.name)
@@ -187,8 +195,11 @@ class Orchestrator:
         if self.check_health:
             for agent in self.agents:
                 agent.client.health_check()
-        self.output_dir.mkdir(parents=True, exist_ok=True)
-        self.log_dir.mkdir(parents=True, exist_ok=True)
+        for option, folder in (("output folder", self.output_dir), ("log folder", self.log_dir)):
+            try:
+                folder.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise ConfigError(f"{option} {folder}: {exc.strerror}") from None
         handlers = self._start_logging()
         # a resume redoes the rounds after its checkpoint: their old lines leave the journal
         self.journal = Journal.open(self.journal_path, resumed_from=self.last_round if resume else None)

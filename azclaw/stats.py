@@ -56,8 +56,20 @@ class RunStats:
 
     @classmethod
     def from_dict(cls, data: dict) -> "RunStats":
-        known = {f.name for f in fields(AgentStats)}
-        agents = {name: AgentStats(**{k: v for k, v in raw.items() if k in known})
+        """Rebuild from ``to_dict``; a field of the wrong type raises
+        TypeError or ValueError here, not in the middle of a run."""
+        agents = {str(name): AgentStats(**_numbers(AgentStats, raw))
                   for name, raw in (data.get("agents") or {}).items()}
-        top = {f.name for f in fields(cls)} - {"agents"}
-        return cls(**{k: v for k, v in data.items() if k in top}, agents=agents)
+        return cls(**_numbers(cls, data), agents=agents)
+
+
+def _numbers(kind, data: dict) -> dict:
+    """The known numeric fields of ``data``, as the types ``kind`` declares."""
+    out = {}
+    for f in fields(kind):
+        if f.name in data and f.name != "agents":
+            value = data[f.name]
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise TypeError(f"stats field {f.name!r}: expected a number, got {value!r}")
+            out[f.name] = float(value) if isinstance(f.default, float) else int(value)
+    return out

@@ -87,6 +87,8 @@ class Topic:
             raise ConfigError(f"{path}: topic file not found") from None
         except OSError as exc:
             raise ConfigError(f"{path}: cannot read topic file ({exc.strerror})") from None
+        except UnicodeDecodeError as exc:
+            raise ConfigError(f"{path}: not UTF-8 text (byte {exc.start})") from None
         try:
             data = json.loads(text)
         except ValueError as exc:
@@ -104,6 +106,8 @@ def find_topic(name: str, search_dirs: list[Path]) -> Path:
     direct = Path(name)
     if direct.is_file():
         return direct
+    if direct.is_dir():
+        raise ConfigError(f"topic {name!r} is a folder; give a topic file or a NAME from topics/")
     file_name = name if name.endswith(".json") else f"{name}.json"
     for folder in search_dirs:
         candidate = folder / file_name

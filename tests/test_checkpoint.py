@@ -145,3 +145,20 @@ def test_resume_without_max_rounds_ends_where_the_interrupted_run_would_have(fak
     stats = orchestrator(team(second.url, "alice"), topic=topic).run(resume=True)
     assert [r.round for r in second.chats] == [3, 4], "the checkpoint's max_rounds is the last round"
     assert stats.rounds == 4
+
+
+@pytest.mark.parametrize("field, value", [("tool_calls", "7"), ("agents", {"alice": {"turns": None}}),
+                                          ("errors", [1])])
+def test_resume_from_a_checkpoint_with_mistyped_stats_is_refused_before_any_round(fake_llm, workdir, field, value):
+    fake = fake_llm()
+    orch = orchestrator(team(fake.url, "alice"))
+    orch.set_task("x")
+    orch.run(max_rounds=1)
+    data = read_json(orch.checkpoint_path)
+    data["stats"][field] = value
+    orch.checkpoint_path.write_text(json.dumps(data))
+    requests = len(fake.chats)
+    with pytest.raises(CheckpointError) as info:
+        orchestrator(team(fake.url, "alice")).run(max_rounds=3, resume=orch.checkpoint_path)
+    assert str(orch.checkpoint_path) in str(info.value) and "damaged" in str(info.value)
+    assert len(fake.chats) == requests

@@ -203,3 +203,45 @@ def test_max_rounds_below_one_is_refused(fake_llm, azclaw, value):
     assert "Traceback" not in proc.stderr
     assert "max-rounds" in proc.stderr or "max_rounds" in proc.stderr
     assert fake.chats == []
+
+
+@pytest.mark.parametrize("args, named", [
+    (["--endpoint", "http://[::1/v1"], "http://[::1/v1"),
+    (["--agents", "alice:http://host:port/v1"], "http://host:port/v1"),
+    (["--retries", "-1"], "retries"),
+    (["--timeout", "0"], "timeout"),
+    (["--max-failed-rounds", "0"], "max_failed_rounds"),
+    (["--context-budget", "-1"], "context_budget"),
+    (["--output", "a-file"], "a-file"),
+    (["--log-dir", "a-file"], "a-file"),
+    (["--agents-dir", "a-file"], "a-file"),
+    (["--resume", "a-folder"], "a-folder"),
+    (["--resume", "latin1.json"], "latin1.json"),
+], ids=["bad-ipv6-url", "bad-port", "negative-retries", "zero-timeout", "zero-failed-rounds",
+        "negative-budget", "output-is-a-file", "log-dir-is-a-file", "agents-dir-is-a-file",
+        "resume-a-folder", "resume-not-utf8"])
+def test_bad_options_are_one_error_line_not_a_traceback(fake_llm, azclaw, workdir, args, named):
+    (workdir / "a-file").write_text("not a folder\n")
+    (workdir / "a-folder").mkdir()
+    (workdir / "latin1.json").write_bytes(b'{"format": "caf\xe9"}')
+    fake = fake_llm()
+    proc = azclaw("run", "--task", "x", "--endpoint", fake.url, "--max-rounds", "1", "--quiet", *args)
+    assert_one_error_line(proc, named)
+    assert fake.chats == []
+
+
+@pytest.mark.parametrize("make, named", [
+    (lambda d: (d / "folder-topic").mkdir(), "folder-topic"),
+    (lambda d: (d / "folder-topic").write_bytes(b'{"title": "caf\xe9"}'), "folder-topic"),
+], ids=["a-folder", "not-utf8"])
+def test_topic_that_is_a_folder_or_not_text_is_one_error_line(fake_llm, azclaw, workdir, make, named):
+    make(workdir)
+    fake = fake_llm()
+    proc = azclaw("run", "--topic", "folder-topic", "--endpoint", fake.url, "--max-rounds", "1")
+    assert_one_error_line(proc, named)
+    assert fake.requests == []
+
+
+def test_stop_into_a_missing_folder_is_one_error_line(azclaw):
+    proc = azclaw("stop", "--dir", "no-such-dir")
+    assert_one_error_line(proc, "no-such-dir")
