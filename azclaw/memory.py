@@ -29,12 +29,13 @@ from pathlib import Path
 
 from .errors import ConfigError
 from .memory_index import MemoryIndex
-from .memory_store import REMEMBER, Entry, file_sig, is_corrupt, read_memory
+from .memory_store import REMEMBER, Entry, file_sig, is_corrupt, read_memory, require_fts
 
 INDEX_ENTRIES = 25  # recall("") never lists more than this many memories
 HIT_CHARS = 600  # text shown per hit
 MAX_HITS = 50
 MAX_TERMS = 32
+MAX_NAME_BYTES = 255 - len(".txt")  # NAME_MAX of Linux and macOS file systems
 INDEX_FILE = Path(".azclaw") / "memory-index.sqlite3"
 _TERM = re.compile(r"[^\W_]+")  # what the full-text tokenizer calls a word
 STOPWORDS = frozenset("""
@@ -48,12 +49,14 @@ your yours
 
 
 def sanitize_title(title: str) -> str:
-    """The file name AgentAZAll gives a memory title (its ``sanitize``),
-    kept short enough for any file system; empty means the time of day."""
-    name = re.sub(r"[^\w\-.]", "_", title.strip())[:120].strip(".")
-    while len(name.encode("utf-8")) > 200:
-        name = name[:-1]
-    return name or datetime.now().strftime("%H%M%S")
+    """The file name AgentAZAll gives a memory title (``agentazall.helpers.
+    sanitize``: every character but letters, digits, ``_-.`` becomes ``_``;
+    empty means the time of day), so both append to the same file. Only a
+    name too long for a file name is cut, where AgentAZAll would fail."""
+    if not title:
+        return datetime.now().strftime("%H%M%S")
+    name = re.sub(r"[^\w\-.]", "_", title)
+    return name.encode("utf-8")[:MAX_NAME_BYTES].decode("utf-8", "ignore")
 
 
 def query_terms(query: str) -> list[str]:
@@ -152,6 +155,7 @@ class TeamMemory:
     ``watch=False`` turns off inotify and stats the folders instead."""
 
     def __init__(self, roots: dict[str, Path], index_path: str | Path | None = None, watch: bool = True):
+        require_fts()  # fail at the start, not at the first recall hours into a run
         self.roots = {name: MemoryRoot.prepare(name, path) for name, path in roots.items()}
         self.index_path = str(index_path or default_index_path(self.roots))
         self._index = MemoryIndex(self.index_path, {n: r.mailbox for n, r in self.roots.items()}, watch)

@@ -18,6 +18,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from .errors import AzclawError
+
 SCHEMA = 1
 REMEMBER = "remember"
 MAX_BYTES = 1 << 20  # index at most this much of one memory
@@ -26,6 +28,7 @@ POSTINGS = 20_000  # a query drops its commonest words once they would match mor
 CHEAP = 5_000  # ... but never a word found in fewer memories than this
 NEWEST = 1_000  # a query of only such common words ranks the newest this many matches
 TOKENIZE = "'porter unicode61 remove_diacritics 2'"
+FTS = "fts5"  # the SQLite full-text module every query needs
 _CORRUPT = {"SQLITE_CORRUPT", "SQLITE_NOTADB"}
 
 _TABLES = """
@@ -42,6 +45,25 @@ CREATE VIRTUAL TABLE IF NOT EXISTS temp.words USING fts5(word, tokenize=%s);
 CREATE VIRTUAL TABLE IF NOT EXISTS temp.word_terms USING fts5vocab(temp, words, instance);
 CREATE VIRTUAL TABLE IF NOT EXISTS temp.terms USING fts5vocab(main, fts, row)
 """ % TOKENIZE
+
+
+class MemoryIndexError(AzclawError):
+    """This Python's SQLite cannot hold the memory index (it lacks FTS5)."""
+
+
+def require_fts() -> None:
+    """Raise MemoryIndexError, naming the fix, when this Python's sqlite3
+    was built without the full-text search the index needs."""
+    conn = sqlite3.connect(":memory:")
+    try:
+        conn.execute(f"CREATE VIRTUAL TABLE temp.probe USING {FTS}(body, tokenize={TOKENIZE})")
+    except sqlite3.OperationalError as exc:
+        raise MemoryIndexError(
+            f"memory search needs SQLite with {FTS.upper()}, and this Python's sqlite3 (SQLite "
+            f"{sqlite3.sqlite_version}) has none ({exc}); use a Python built with it (python.org, "
+            "Debian/Ubuntu, conda and uv Pythons are)") from None
+    finally:
+        conn.close()
 
 
 @dataclass(frozen=True)
@@ -173,6 +195,14 @@ class MemoryStore:
         if self._conn is not None and self._pid == os.getpid():
             self._conn.close()
         self._conn = None
+
+    def __del__(self):
+        # sqlite3 connections sit in reference cycles: without this their files
+        # stay open until the garbage collector runs
+        try:
+            self.close()
+        except Exception:
+            pass
 
     @contextmanager
     def transaction(self, conn: sqlite3.Connection | None = None):

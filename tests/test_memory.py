@@ -128,7 +128,8 @@ def test_same_title_twice_appends_like_agentazall(fake_llm, workdir, agentazall)
 
 
 @pytest.mark.parametrize("title, file_name", [("API design", "API_design"), ("db/choice", "db_choice"),
-                                              ("naïve café", "naïve_café")])
+                                              ("naïve café", "naïve_café"), ("v2.", "v2."),
+                                              (" padded ", "_padded_"), ("long" * 40, "long" * 40)])
 def test_same_title_from_agent_and_agentazall_lands_in_one_file(fake_llm, workdir, agentazall, title, file_name):
     fake = fake_llm(per_agent={"alice": [call("remember", {"text": "from the agent", "title": title}),
                                          text("ok")]})
@@ -479,12 +480,48 @@ def test_titles_are_sanitised_like_agentazall(workdir):
     assert stored.path.parent == memory.roots["alice"].mailbox / date.today().isoformat() / "remember"
 
 
+@pytest.mark.parametrize("title", ["v2.", "...", " padded ", ".hidden", "x" * 130, "é" * 120, "a\tb\nc"])
+def test_titles_give_the_file_name_agentazall_gives(title):
+    from agentazall.helpers import sanitize
+    assert sanitize_title(title) == sanitize(title)
+
+
 @settings(max_examples=60, deadline=None)
 @given(st.text(max_size=300))
 def test_any_title_gives_one_safe_file_name(title):
     name = sanitize_title(title)
-    assert name and "/" not in name and name not in (".", "..") and len(name.encode()) <= 200
-    assert sanitize_title(name) == name or not title.strip()
+    assert name and "/" not in name and "\0" not in name and len((name + ".txt").encode()) <= 255
+    assert sanitize_title(name) == name or not title
+
+
+def test_a_python_whose_sqlite_lacks_fts5_gets_one_clear_error(workdir, monkeypatch):
+    from azclaw import memory_store
+    monkeypatch.setattr(memory_store, "FTS", "fts_not_built")  # what such a build answers
+    with pytest.raises(memory_store.MemoryIndexError) as caught:
+        team_memory(workdir)
+    message = str(caught.value)
+    assert "\n" not in message and "FTS_NOT_BUILT" in message and "no such module" in message
+
+
+def test_dropped_memories_release_their_index_files_without_the_garbage_collector(workdir):
+    import gc
+
+    def open_index_files() -> int:
+        return sum(1 for fd in os.listdir("/proc/self/fd")
+                   if "memory-index" in os.path.realpath(f"/proc/self/fd/{fd}"))
+
+    if not os.path.isdir("/proc/self/fd"):
+        pytest.skip("needs /proc")
+    gc.disable()
+    try:
+        for i in range(40):
+            memory = team_memory(workdir)
+            memory.remember("alice", f"note {i}", "notes")
+            memory.recall("note")
+        del memory
+        assert open_index_files() <= 3  # the last one's database, -wal and -shm at most
+    finally:
+        gc.enable()
 
 
 words = st.sampled_from("alpha beta gamma delta omega kappa sigma theta".split())
