@@ -77,9 +77,6 @@ class Watcher:
         self._keys[wd], self._wds[key] = key, wd
         return True
 
-    def watching(self, key: Hashable) -> bool:
-        return key in self._wds
-
     def remove(self, key: Hashable) -> None:
         wd = self._wds.pop(key, None)
         if wd is not None:
