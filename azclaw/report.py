@@ -254,22 +254,23 @@ def _matplotlib_img(chart: Chart) -> str:
     ax = fig.add_subplot(1, 1, 1)
     x = chart.rounds
     bottom = [0.0] * len(x)  # stacked bars: their tops, when done
+    handles = []  # one per series, for the legend
     if chart.kind == "bars":
         for i, (label, values) in enumerate(chart.series.items()):
             heights = [v or 0 for v in values]
-            ax.bar(x, heights, bottom=bottom, width=0.8, label=label, color=COLORS[i % len(COLORS)])
+            handles.append(ax.bar(x, heights, bottom=bottom, width=0.8, color=COLORS[i % len(COLORS)]))
             bottom = [b + h for b, h in zip(bottom, heights)]
     else:
         for i, (label, values) in enumerate(chart.series.items()):
             ys = [float("nan") if v is None else v for v in values]
-            ax.plot(x, ys, label=label, color="#333333" if label in chart.dashed else COLORS[i % len(COLORS)],
-                    linestyle="--" if label in chart.dashed else "-", linewidth=1.8,
-                    marker="o" if len(x) <= 40 else None, markersize=3)
+            handles += ax.plot(x, ys, color="#333333" if label in chart.dashed else COLORS[i % len(COLORS)],
+                               linestyle="--" if label in chart.dashed else "-", linewidth=1.8,
+                               marker="o" if len(x) <= 40 else None, markersize=3)
     for start, name in _visible_phases(chart):
         if start - 0.5 > min(x) - 0.5:
             ax.axvline(start - 0.5, color="#999999", linestyle=":", linewidth=1)
         ax.annotate(name, (max(start, min(x)) - 0.5, 1), xycoords=("data", "axes fraction"), xytext=(3, -3),
-                    textcoords="offset points", va="top", fontsize=8, color="#666666")
+                    textcoords="offset points", va="top", fontsize=8, color="#666666", parse_math=False)
     top = max((v or 0 for v in (bottom if chart.kind == "bars" else
                                    [v for vs in chart.series.values() for v in vs])), default=0)
     ax.set_ylim(0, top * 1.08 if top > 0 else 1)  # from zero: a flat line must look flat
@@ -284,7 +285,12 @@ def _matplotlib_img(chart: Chart) -> str:
     ax.grid(axis="y", alpha=0.3)
     ax.spines[["top", "right"]].set_visible(False)
     if chart.series:
-        ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1), frameon=False, fontsize=9)
+        # labels are tool names a model chose: "$...$" must not be parsed as
+        # math (a bad formula raises), and a leading "_" would hide the entry
+        legend = ax.legend(handles, [(" " + n if n.startswith("_") else n) for n in chart.series],
+                           loc="upper left", bbox_to_anchor=(1.01, 1), frameon=False, fontsize=9)
+        for text in legend.get_texts():
+            text.set_parse_math(False)
     fig.tight_layout()
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=110)

@@ -145,3 +145,19 @@ def test_round_ticks_stay_few_and_round(rounds, expected):
 def test_an_svg_chart_is_well_formed_even_without_data():
     ET.fromstring(svg_chart(Chart("empty", "n", [1], {"a": [None]})))
     ET.fromstring(svg_chart(Chart("bars", "n", [1, 2], {"t": [0, 0]}, kind="bars", integer=True)))
+
+
+@pytest.mark.parametrize("charts", ["svg", pytest.param("matplotlib", marks=pytest.mark.skipif(
+    not has_matplotlib(), reason="matplotlib is not installed"))])
+def test_tool_names_a_model_made_up_are_drawn_as_plain_text(tmp_path, azclaw, charts):
+    # a model may call any name: "$...$" once made matplotlib parse (and fail on) a formula
+    journal = Journal(tmp_path / "t_journal.jsonl")
+    journal.write("run_start", topic="t", title="T", first_round=1, last_round=2, agents=["a"], resumed_from=None,
+                  pid=None, phases=[{"name": "$\\frac{x$ phase", "rounds": [1, 2]}])
+    for round_no in (1, 2):
+        journal.write("turn", round=round_no, agent="a", context_tokens=100, tokens_per_second=5.0,
+                      tool_calls={"$\\frac{a$": 1, "_hidden": 2, "<img src=x onerror=alert(1)>": 1})
+    proc = azclaw("report", "--log-dir", str(tmp_path), "--charts", charts, "--out", "r.html")
+    assert proc.returncode == 0, proc.stderr
+    page = (tmp_path / "r.html").read_text(encoding="utf-8")
+    assert "<img src=x" not in page and "&lt;img src=x onerror=alert(1)&gt;" in page
