@@ -239,6 +239,12 @@ def check_reachable(endpoint: str, api_key: str | None):
     if reply.status in (401, 403):
         return Check(FAIL, "reachable", f"{endpoint} refuses azclaw (HTTP {reply.status} on /v1/models)",
                      "set the API key in $AZCLAW_API_KEY"), reply
+    if reply.ok and not isinstance(reply.data, dict):  # a web page, a proxy's login form, ...
+        kind = next((v for k, v in reply.headers.items() if k.lower() == "content-type"), "") or "a body"
+        said = " ".join(reply.text.split())[:60]
+        return Check(FAIL, "reachable", f"{endpoint} answers, but not as an OpenAI-compatible server "
+                     f"(/v1/models gave {kind.split(';')[0]}, not a JSON object: {said!r})",
+                     "point --endpoint at the model server itself (its host, port and /v1 path)"), None
     how = f"/v1/models in {seconds:.2f} s" if reply.ok else f"HTTP {reply.status} on /v1/models"
     return Check(OK, "reachable", f"{endpoint} answers ({how})"), reply
 

@@ -185,6 +185,43 @@ def test_command_fails_with_exit_1_where_nothing_listens(dead_url, azclaw):
     assert "Traceback" not in proc.stderr
 
 
+@pytest.fixture
+def web_page_url():
+    """A loopback server that answers every request with an HTML page, as a
+    web server or a proxy's login page on the wrong port would."""
+    import http.server
+    import threading
+
+    class Page(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            body = b"<html><body><h1>Welcome to nginx!</h1></body></html>"
+            self.send_response(200)
+            self.send_header("Content-Type", "text/html; charset=utf-8")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        do_POST = do_GET
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Page)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/v1/chat/completions"
+    server.shutdown()
+    server.server_close()
+
+
+def test_command_fails_on_a_web_page_instead_of_a_model_server(web_page_url, azclaw):
+    proc = azclaw("doctor", "--endpoint", web_page_url)
+    assert proc.returncode == 1, proc.stdout
+    [reachable] = [ln for ln in proc.stdout.splitlines() if " reachable: " in ln]
+    assert reachable.startswith("FAIL") and "text/html" in reachable and "Welcome to nginx" in reachable
+    assert "-- fix: " in reachable
+    assert " server: " not in proc.stdout  # it is not called an OpenAI-compatible server
+
+
 def test_command_checks_every_endpoint_of_an_agents_spec(fake_llm, dead_url, azclaw):
     fake = fake_llm(script=[REMEMBER])
     proc = azclaw("doctor", "--agents", f"designer:{fake.url},coder:{dead_url}")
