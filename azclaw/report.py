@@ -23,7 +23,7 @@ from pathlib import Path
 from . import __version__
 from .errors import ConfigError
 from .journal import current_run, read_journal, unique_turns
-from .status import RunStatus, find_journal, status_from_events
+from .status import RunStatus, _duration, find_journal, status_from_events
 
 CHART_ENGINES = ("auto", "matplotlib", "svg")
 COLORS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd",
@@ -432,11 +432,6 @@ def _num(v: float, step: float) -> str:
     if float(v).is_integer():
         return f"{v:,.0f}"
     return f"{v:,.{max(1, -math.floor(math.log10(step))) if step < 1 else 1}f}"
-
-
-def _duration(seconds: float) -> str:
-    seconds = int(seconds)
-    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
 
 
 def _e(value) -> str:
