@@ -20,12 +20,25 @@ def _readable_roots(ctx: ToolContext) -> list[Path]:
     return [*ctx.source_dirs, ctx.output_dir]
 
 
-def _display(path: Path, ctx: ToolContext) -> str:
+def _root_of(path: Path, ctx: ToolContext) -> Path | None:
+    """The readable folder (resolved) that holds ``path``, if any."""
     for root in _readable_roots(ctx):
         root = root.resolve()
         if path == root or root in path.parents:
-            return str(path.relative_to(root)) or "."
-    return path.name
+            return root
+    return None
+
+
+def _display(path: Path, ctx: ToolContext) -> str:
+    root = _root_of(path, ctx)
+    return (str(path.relative_to(root)) or ".") if root else path.name
+
+
+def _reachable(link: Path, ctx: ToolContext) -> bool:
+    """True when read_file would read what ``link`` points to."""
+    real = link.resolve()
+    root = _root_of(real, ctx)
+    return root is not None and not sandbox.is_secret(real.relative_to(root))
 
 
 def _approved(ctx: ToolContext, action: str, detail: str) -> None:
@@ -66,6 +79,8 @@ def build_default_registry() -> ToolRegistry:
         real = sandbox.resolve_inside(path, _readable_roots(_ctx))
         if real.is_dir():
             raise ToolError(f"{path!r} is a folder; use list_files")
+        if not real.is_file():  # a FIFO or a device would block the run or never end
+            raise ToolError(f"{path!r} is not a regular file")
         max_lines = max(1, min(int(max_lines), 2000))
         lines: list[str] = []
         total = 0
@@ -93,6 +108,8 @@ def build_default_registry() -> ToolRegistry:
             for entry in sorted(folder.rglob("*")):
                 rel = entry.relative_to(folder)
                 if sandbox.is_secret(rel) or any(p.startswith(".") for p in rel.parts):
+                    continue
+                if entry.is_symlink() and not _reachable(entry, _ctx):
                     continue
                 if entry.is_file():
                     lines.append(f"{_display(entry, _ctx)} ({entry.stat().st_size} bytes)")

@@ -27,13 +27,14 @@ _SECRET_NAMES = [".env", ".env.*", "*.env", "id_rsa*", "id_dsa*", "id_ecdsa*", "
                  ".pypirc", "credentials", "credentials.*", "*credentials*.json", ".git-credentials",
                  "secrets.*", "*.kdbx"]
 _SECRET_DIRS = {".ssh", ".aws", ".gnupg", ".git", ".docker", ".kube", ".azure"}
-_SECRET_ENV = re.compile(r"KEY|TOKEN|SECRET|PASSW|CREDENTIAL|AUTH|COOKIE|SESSION", re.I)
+_SECRET_ENV = re.compile(r"KEY|TOKEN|SECRET|PASS|PWD|CREDENTIAL|AUTH|COOKIE|SESSION|PRIVATE|DSN", re.I)
+_URL_PASSWORD = re.compile(r"://[^/@\s]*:[^/@\s]*@")  # postgres://user:password@host
 
 
 def is_secret(path: Path) -> bool:
     """True for files that hold keys or credentials, wherever they are."""
-    parts = path.parts
-    if any(p in _SECRET_DIRS for p in parts[:-1]) or (parts and parts[-1] in _SECRET_DIRS):
+    # lower case: on case-insensitive file systems .GIT/config is .git/config
+    if any(p.lower() in _SECRET_DIRS for p in path.parts):
         return True
     name = path.name.lower()
     return any(fnmatch.fnmatch(name, pattern) for pattern in _SECRET_NAMES)
@@ -65,8 +66,10 @@ def resolve_inside(path: str, roots: list[Path], must_exist: bool = True) -> Pat
 
 
 def clean_environment() -> dict[str, str]:
-    """The environment for model-written code: no keys, tokens or passwords."""
-    return {k: v for k, v in os.environ.items() if not _SECRET_ENV.search(k)}
+    """The environment for model-written code: no keys, tokens or passwords,
+    by name or as the password of a URL."""
+    return {k: v for k, v in os.environ.items()
+            if not _SECRET_ENV.search(k) and not _URL_PASSWORD.search(v)}
 
 
 def _limits() -> None:  # runs in the child before exec
@@ -79,10 +82,19 @@ def _limits() -> None:  # runs in the child before exec
         pass
 
 
+def _kill_group(proc: subprocess.Popen) -> None:
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        if proc.returncode is None:
+            proc.kill()
+
+
 def run_python(code: str, cwd: Path, timeout: float = PYTHON_TIMEOUT,
                output_limit: int = PYTHON_OUTPUT) -> str:
     """Run ``code`` in a separate isolated interpreter in ``cwd``; kill its
-    whole process group at the time limit; return its output, cut."""
+    whole process group at the time limit, and what it left running when it
+    ends; return its output, cut."""
     cwd.mkdir(parents=True, exist_ok=True)
     proc = subprocess.Popen(
         [sys.executable, "-I", "-c", code], cwd=cwd, env=clean_environment(),
@@ -92,12 +104,11 @@ def run_python(code: str, cwd: Path, timeout: float = PYTHON_TIMEOUT,
         out, _ = proc.communicate(timeout=timeout)
         status = f"exit code {proc.returncode}"
     except subprocess.TimeoutExpired:
-        try:
-            os.killpg(proc.pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            proc.kill()
+        _kill_group(proc)
         out, _ = proc.communicate()
         status = f"killed after {timeout:g}s time limit"
+    # what the code started in the background must not outlive the call
+    _kill_group(proc)
     text = out.decode("utf-8", "replace")
     if len(text) > output_limit:
         text = text[:output_limit] + f"\n[... {len(text) - output_limit} more characters cut]"

@@ -361,3 +361,33 @@ def test_a_server_that_never_answers_fails_the_turn_with_the_url_in_the_error():
     journal = [json.loads(l) for l in Path("logs/task_journal.jsonl").read_text().splitlines()]
     error = next(e for e in journal if e["event"] == "turn")["errors"][0]
     assert fake.url in error and "gave up after 3 attempts" in error
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="named pipes")
+def test_reading_a_named_pipe_is_an_error_result_not_a_hang(tmp_path):
+    import threading
+    (tmp_path / "output").mkdir()
+    os.mkfifo(tmp_path / "output" / "pipe")
+    with FakeLLM(per_agent={"reviewer": [call("read_file", {"path": "pipe"}), text("done")]}) as fake:
+        orch = Orchestrator([Agent("reviewer", endpoint=fake.url)], verbose=False)
+        runner = threading.Thread(target=orch.run, kwargs={"max_rounds": 1}, daemon=True)
+        runner.start()
+        runner.join(60)  # only a guard against hanging the suite
+        if runner.is_alive():  # unblock the reader before failing
+            os.close(os.open(tmp_path / "output" / "pipe", os.O_WRONLY | os.O_NONBLOCK))
+            pytest.fail("read_file blocked on a named pipe")
+    assert fake.chats[1].messages[-1]["content"].startswith("ERROR: 'pipe' is not a regular file")
+
+
+def test_list_files_does_not_show_links_that_lead_outside(tmp_path):
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "app.py").write_text("x = 1\n")
+    (tmp_path / "outside-secret-name.txt").write_text("x" * 12345)
+    (src / "notes.txt").symlink_to(tmp_path / "outside-secret-name.txt")
+    (src / "alias.py").symlink_to(src / "app.py")
+    with FakeLLM(per_agent={"reviewer": [call("list_files", {"directory": ""}), text("done")]}) as fake:
+        Orchestrator([Agent("reviewer", endpoint=fake.url)], source_dirs=[src], verbose=False).run(max_rounds=1)
+    listing = fake.chats[1].messages[-1]["content"]
+    assert "app.py (6 bytes)" in listing and "alias.py" in listing
+    assert "notes.txt" not in listing and "12345" not in listing

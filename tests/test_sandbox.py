@@ -113,3 +113,44 @@ def test_run_python_output_is_cut(tmp_path):
 def test_run_python_memory_is_limited(tmp_path):
     result = sandbox.run_python("b = bytearray(3 * 1024 ** 3); print('allocated')", tmp_path)
     assert "allocated" not in result and "MemoryError" in result
+
+
+def test_run_python_leaves_no_background_process_behind(tmp_path):
+    code = ("import subprocess, sys\n"
+            "p = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)'],\n"
+            "                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)\n"
+            "open('child.pid', 'w').write(str(p.pid))")
+    result = sandbox.run_python(code, tmp_path)
+    assert "exit code 0" in result
+    pid = int((tmp_path / "child.pid").read_text())
+    import time
+    for _ in range(100):
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.1)
+    else:
+        pytest.fail("a process started by run_python outlived the call")
+
+
+@pytest.mark.parametrize("name, value", [
+    ("DATABASE_URL", "postgres://app:hunter2-should-not-leak@db:5432/app"),
+    ("DB_PASS", "hunter2-should-not-leak"),
+    ("GPG_PASSPHRASE", "hunter2-should-not-leak"),
+    ("SENTRY_DSN", "https://hunter2-should-not-leak@o1.ingest.sentry.io/1"),
+    ("MYSQL_PWD", "hunter2-should-not-leak"),
+], ids=["url-password", "pass", "passphrase", "dsn", "pwd"])  # ids: PYTEST_CURRENT_TEST holds them
+def test_run_python_does_not_see_passwords_in_any_shape(tmp_path, monkeypatch, name, value):
+    monkeypatch.setenv(name, value)
+    monkeypatch.setenv("AZCLAW_HARMLESS", "visible")
+    result = sandbox.run_python("import os; print(dict(os.environ))", tmp_path)
+    assert "hunter2" not in result and "visible" in result
+
+
+@pytest.mark.parametrize("path", [".GIT/config", ".Ssh/id_ed25519", "sub/.AWS/credentials"])
+def test_secret_folders_are_refused_in_any_letter_case(tmp_path, path):
+    (tmp_path / path).parent.mkdir(parents=True)
+    (tmp_path / path).write_text("PLANTED")
+    with pytest.raises(ToolError, match="secrets"):
+        sandbox.resolve_inside(path, [tmp_path])
