@@ -333,6 +333,7 @@ class Orchestrator:
                     {"role": "user", "content": user}]
         schemas = [t.schema() for t in tools] or None
         seen: set[str] = set()
+        used_ids: set[str] = set()
         for step in range(self.max_tool_steps + 1):
             if step == self.max_tool_steps and schemas:
                 messages.append({"role": "user", "content": STEPS_USED})
@@ -344,7 +345,12 @@ class Orchestrator:
                 result.text = completion.text
                 break
             results = []
-            for call in completion.tool_calls:
+            for n, call in enumerate(completion.tool_calls):
+                # servers that number calls per reply (call_0 every step) would pair a
+                # result with the wrong call; strict APIs refuse a repeated id outright
+                if call.id in used_ids:
+                    call.id = f"{call.id}_s{step}_{n}"
+                used_ids.add(call.id)
                 key = f"{call.name}\x00{call.raw_arguments if call.arguments is None else json.dumps(call.arguments, sort_keys=True)}"
                 if key in seen:
                     results.append(ToolResult(call.id, call.name, "[duplicate call skipped: its result is "

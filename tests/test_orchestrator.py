@@ -99,6 +99,20 @@ def test_tool_results_go_back_to_the_model_in_the_same_turn(fake_llm):
     assert "hello.txt" in second.tool_results[0]
 
 
+
+def test_tool_call_ids_stay_unique_in_a_turn_when_the_server_repeats_them(fake_llm):
+    # The fake numbers calls per reply (call_0, call_1 in every step), as servers without ids do.
+    raw = json.dumps({"choices": [{"message": {"role": "assistant", "content": "", "tool_calls": [
+        {"type": "function", "function": {"name": "recall", "arguments": '{"query": "b"}'}},
+        {"id": "call_0", "type": "function", "function": {"name": "recall", "arguments": '{"query": "c"}'}}]}}]})
+    fake = fake_llm(per_agent={"alice": [call("recall", {"query": "a"}), Reply(body=raw), text("done")]})
+    orchestrator(team(fake.url, "alice")).run(max_rounds=1)
+    messages = fake.chats_of("alice")[2].messages
+    call_ids = [c["id"] for m in messages if m["role"] == "assistant" for c in m["tool_calls"]]
+    result_ids = [m["tool_call_id"] for m in messages if m["role"] == "tool"]
+    assert len(set(call_ids)) == 3 and result_ids == call_ids
+
+
 # -- point 5: dedup ------------------------------------------------------------
 
 @pytest.mark.parametrize("again", [
