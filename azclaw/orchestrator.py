@@ -222,9 +222,10 @@ class Orchestrator:
         try:
             for round_no in range(first, last + 1):
                 results = self._run_round(round_no, last)
-                self._apply(results, round_no)
-                self.last_round = round_no
-                self.stats.rounds = round_no
+                with self.stop.deferred():
+                    self._apply(results, round_no)
+                    self.last_round = round_no
+                    self.stats.rounds = round_no
                 for probe in self.topic.probes_after(round_no):
                     self._ask_probe(probe, round_no, last)
                 failed_rounds = failed_rounds + 1 if all(r.failed for r in results) else 0

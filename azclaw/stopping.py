@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import signal
 import threading
+from contextlib import contextmanager
 from pathlib import Path
 
 
@@ -19,6 +20,8 @@ class StopControl:
         self.reason = ""
         self._requested = threading.Event()
         self._previous: dict[int, object] = {}
+        self._deferring = False
+        self._pending = ""
 
     def clear_stale(self) -> bool:
         """Remove a STOP file left from an earlier run; True if there was one."""
@@ -45,8 +48,25 @@ class StopControl:
     def _handle(self, signum, frame) -> None:
         name = signal.Signals(signum).name
         if self._requested.is_set():
+            if self._deferring:
+                self._pending = f"second {name}"
+                return
             raise KeyboardInterrupt(f"second {name}")
         self.request(f"{name} received")
+
+    @contextmanager
+    def deferred(self):
+        """A second signal inside this block stops the run when the block
+        ends, so a round is folded into the stats and history whole or not
+        at all (a half-counted round would be counted again on resume)."""
+        self._deferring = True
+        try:
+            yield
+        finally:
+            self._deferring = False
+            pending, self._pending = self._pending, ""
+            if pending:
+                raise KeyboardInterrupt(pending)
 
     def install(self) -> None:
         """Catch SIGINT and SIGTERM (only possible in the main thread)."""

@@ -123,3 +123,25 @@ def test_signal_with_an_explicit_resume_path(fake_llm, azclaw, azclaw_popen, wor
                      "--resume", "logs/task_checkpoint.json")
     assert resumed.returncode == 0, resumed.stderr
     assert [r.round for r in fake.chats] == [1, 1, 2, 2, 3, 3]
+
+
+def test_a_second_signal_while_a_round_is_being_counted_leaves_stats_and_checkpoint_in_step(fake_llm, workdir):
+    from azclaw import Orchestrator
+
+    class InterruptedWhileCounting(Orchestrator):
+        def _apply(self, results, round_no):
+            super()._apply(results, round_no)
+            if round_no == 2:  # Ctrl+C twice, the second one while round 2 is folded in
+                signal.raise_signal(signal.SIGINT)
+                signal.raise_signal(signal.SIGINT)
+
+    fake = fake_llm(responder=lambda request: text(f"note of round {request.round}"))
+    orch = InterruptedWhileCounting(team(fake.url, "alice", "bob"), verbose=False)
+    orch.set_task("x")
+    with pytest.raises(KeyboardInterrupt):
+        orch.run(max_rounds=5)
+    checkpoint = read_json(orch.checkpoint_path)
+    turns = {name: a["turns"] for name, a in checkpoint["stats"]["agents"].items()}
+    assert checkpoint["round"] == checkpoint["stats"]["rounds"] == 2
+    assert turns == {"alice": 2, "bob": 2}, "a resume would count the interrupted round twice"
+    assert max(m["round"] for m in checkpoint["history"]) == 2
