@@ -377,7 +377,9 @@ class Orchestrator:
         context budget; warn when it still does not. Returns its size in chars."""
         tokens = agent.context_budget or self.context_budget
         budget = tokens * CHARS_PER_TOKEN
-        size = sum(len(m.get("content") or "") for m in messages)
+        # the arguments of earlier calls travel too: a write_file of 30 KB is in every later request
+        size = sum(len(m.get("content") or "") + sum(len(c["function"]["arguments"]) for c in m.get("tool_calls", ()))
+                   for m in messages)
         last_step = max((i for i, m in enumerate(messages) if m["role"] == "assistant"), default=len(messages))
         for m in messages[2:last_step]:
             if size <= budget:

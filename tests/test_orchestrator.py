@@ -8,7 +8,7 @@ import pytest
 
 from azclaw import Topic
 from fakellm import Reply, call, calls, text
-from helpers import memory_file, orchestrator, team, turn_requests
+from helpers import journal, memory_file, orchestrator, team, turn_requests
 
 INITIAL = "INITIAL-PROMPT-51c"
 
@@ -190,3 +190,15 @@ def test_parallel_round_keeps_speaker_order_and_the_flat_context(fake_llm):
         positions = [request.user.index(f"[{n}]\nMy note: {marker(n, 2)}") for n in names]
         assert positions == sorted(positions)
         assert not any(marker(n, 1) in request.raw for n in names)
+
+
+def test_request_size_counts_the_arguments_the_turn_already_sent(fake_llm, workdir):
+    content = "x = 1\n" * 4000  # 24,000 characters that every later request of the turn carries
+    fake = fake_llm(per_agent={"dev": [call("write_file", {"path": "big.py", "content": content}),
+                                       call("list_files", {}), text("done")]})
+    orch = orchestrator(team(fake.url, "dev", writers=("dev",)))
+    orch.set_task("x")
+    orch.run(max_rounds=1)
+    turn = next(e for e in journal(orch.journal_path) if e["event"] == "turn")
+    sent = max(len(json.dumps(r.messages)) for r in fake.chats_of("dev"))
+    assert len(content) < turn["context_chars"] <= sent
