@@ -171,8 +171,13 @@ class Orchestrator:
 
     def save_checkpoint(self, max_rounds: int) -> Path:
         """Write the checkpoint of the last completed round."""
+        try:
+            counts = self.memory.counts()
+        except Exception as exc:  # a locked or broken index must not cost the checkpoint
+            log.warning("memory counts left out of the checkpoint: %s", exc)
+            counts = {}
         checkpoint = Checkpoint(self.topic.name, self.topic.title, self.last_round, max_rounds,
-                                self.stats, self.memory.counts(), sorted(self.written_files),
+                                self.stats, counts, sorted(self.written_files),
                                 self.history[-HISTORY_KEEP:], self.probe_answers)
         path = checkpoint.save(self.checkpoint_path)
         if self.journal:
@@ -293,7 +298,11 @@ class Orchestrator:
 
     # -- rounds and turns ---------------------------------------------------
     def _previous(self, round_no: int) -> list[Message]:
-        return [m for m in self.history if m.round == round_no - 1]
+        """The messages of the latest round before ``round_no`` that produced
+        any: after a round in which every turn failed (a server down, a
+        resume after an abort) the team goes on from the last words it had."""
+        latest = max((m.round for m in self.history if m.round < round_no), default=None)
+        return [m for m in self.history if m.round == latest]
 
     def _run_round(self, round_no: int, last: int) -> list[TurnResult]:
         previous = self._previous(round_no)
@@ -408,34 +417,37 @@ class Orchestrator:
         result.truncated += completion.finish_reason == "length"
         return completion
 
+    def _tally(self, r: TurnResult) -> None:
+        """Add what a turn (or a probe answer) cost and did to the stats."""
+        s, a = self.stats, self.stats.agent(r.agent)
+        calls = sum(r.tool_calls.values())
+        a.requests += r.requests
+        a.prompt_tokens += r.prompt_tokens
+        a.completion_tokens += r.completion_tokens
+        a.seconds += r.seconds  # with its tokens, so tok/s stays a true rate
+        a.tool_calls += calls
+        a.tool_errors += r.tool_errors
+        a.memories_stored += len(r.memories)
+        a.errors += len(r.errors)
+        a.empty_replies += r.empty
+        a.truncated_replies += r.truncated
+        s.prompt_tokens += r.prompt_tokens
+        s.completion_tokens += r.completion_tokens
+        s.tool_calls += calls
+        s.memories_stored += len(r.memories)
+        s.errors += len(r.errors)
+
     def _apply(self, results: list[TurnResult], round_no: int) -> None:
         """Fold a finished round into the stats and the history."""
-        s = self.stats
         for r in results:
-            a = s.agent(r.agent)
+            self._tally(r)
+            a = self.stats.agent(r.agent)
             a.turns += 1
-            a.requests += r.requests
-            a.prompt_tokens += r.prompt_tokens
-            a.completion_tokens += r.completion_tokens
-            a.seconds += r.seconds
-            calls = sum(r.tool_calls.values())
-            a.tool_calls += calls
-            a.tool_errors += r.tool_errors
-            a.memories_stored += len(r.memories)
-            a.errors += len(r.errors)
-            a.empty_replies += r.empty
-            a.truncated_replies += r.truncated
-            new_files = [f for f in r.files if f not in self.written_files]
-            a.files_written += len(set(new_files))
+            a.files_written += len({f for f in r.files if f not in self.written_files})
             self.written_files.update(r.files)
-            s.prompt_tokens += r.prompt_tokens
-            s.completion_tokens += r.completion_tokens
-            s.tool_calls += calls
-            s.memories_stored += len(r.memories)
-            s.errors += len(r.errors)
             if r.text:
                 self.history.append(Message(round_no, r.agent, r.text))
-        s.files_written = len(self.written_files)
+        self.stats.files_written = len(self.written_files)
         del self.history[:-HISTORY_KEEP]
 
     def _ask_probe(self, probe: Probe, round_no: int, last: int) -> None:
@@ -449,12 +461,7 @@ class Orchestrator:
             answer = {"round": round_no, "agent": agent.name, "question": probe.question,
                       "answer": result.text, "correct": correct}
             self.probe_answers.append(answer)
-            a = self.stats.agent(agent.name)
-            a.prompt_tokens += result.prompt_tokens
-            a.completion_tokens += result.completion_tokens
-            a.seconds += result.seconds  # with its tokens, so tok/s stays a true rate
-            self.stats.prompt_tokens += result.prompt_tokens
-            self.stats.completion_tokens += result.completion_tokens
+            self._tally(result)
             phase = self.topic.phase_for(round_no)
             self.journal.write("probe", **answer, phase=phase.name if phase else None, expect=probe.expect,
                                prompt_tokens=result.prompt_tokens, completion_tokens=result.completion_tokens,

@@ -391,3 +391,27 @@ def test_list_files_does_not_show_links_that_lead_outside(tmp_path):
     listing = fake.chats[1].messages[-1]["content"]
     assert "app.py (6 bytes)" in listing and "alias.py" in listing
     assert "notes.txt" not in listing and "12345" not in listing
+
+
+def test_after_rounds_in_which_every_turn_failed_the_team_goes_on_from_the_last_messages_it_had():
+    state = {"down": False}
+
+    def responder(request):
+        if state["down"]:
+            return error(503)
+        return text(f"PLAN-FROM-ROUND-{request.round}")
+
+    with FakeLLM(responder=responder) as fake:
+        agent = fast(Agent("architect", endpoint=fake.url, retries=0))
+        orch = Orchestrator([agent], verbose=False)
+        original = orch._run_round
+
+        def run_round(round_no, last):
+            state["down"] = round_no == 2
+            return original(round_no, last)
+
+        orch._run_round = run_round
+        stats = orch.run(max_rounds=3)
+    assert stats.agents["architect"].errors == 1
+    round3 = [r for r in fake.chats if r.round == 3][0].user
+    assert round3.startswith("Messages of round 1:") and "PLAN-FROM-ROUND-1" in round3

@@ -86,3 +86,17 @@ def test_log_file_is_in_log_dir_named_after_the_topic(fake_llm, workdir):
     assert (workdir / "run-logs" / "stats.log").is_file()
     assert (workdir / "run-logs" / "stats_checkpoint.json").is_file()
     assert not (workdir / "logs").exists()
+
+
+def test_probe_answers_count_their_requests_tokens_and_tool_calls(fake_llm):
+    fake = fake_llm(tokens=TOKENS, per_agent={
+        "arch": [text("round one"), call("recall", {"query": "database"}), text("We use SQLite.")]})
+    topic = Topic.from_dict({"title": "Probed", "coherence_probes": [
+        {"after_round": 1, "question": "Which database?", "expect": ["sqlite"]}]}, name="probed")
+    orch = orchestrator(team(fake.url, "arch"), topic=topic)
+    stats = orch.run(max_rounds=1)
+    arch = stats.agents["arch"]
+    assert len(fake.chats) == 3
+    assert (arch.turns, arch.requests, arch.tool_calls) == (1, 3, 1)
+    assert (stats.prompt_tokens, stats.completion_tokens) == (3 * TOKENS[0], 3 * TOKENS[1])
+    assert orch.probe_answers[0]["correct"] is True
