@@ -147,7 +147,8 @@ class Journal:
 
 
 def read_journal(path: Path) -> list[dict]:
-    """Every complete line of a journal; a torn or foreign line is skipped."""
+    """Every complete line of a journal; a torn or foreign line, or one whose
+    round is not a number, is skipped."""
     events = []
     try:
         with open(path, encoding="utf-8") as fh:
@@ -156,8 +157,11 @@ def read_journal(path: Path) -> list[dict]:
                     record = json.loads(line)
                 except ValueError:
                     continue
-                if isinstance(record, dict) and "event" in record:
-                    events.append(record)
+                if not isinstance(record, dict) or "event" not in record:
+                    continue
+                if "round" in record and (not isinstance(record["round"], int) or isinstance(record["round"], bool)):
+                    continue  # edited by hand into something no reader can place
+                events.append(record)
     except FileNotFoundError:
         return []
     return events

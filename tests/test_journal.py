@@ -169,3 +169,12 @@ def test_readers_take_the_last_fresh_run_and_the_last_copy_of_a_turn(tmp_path):
     turns = unique_turns(events)
     assert [(t["round"], t["agent"]) for t in turns] == [(1, "a"), (1, "b"), (2, "a"), (2, "b")]
     assert turns[2]["text"] == "again"
+
+
+def test_lines_edited_by_hand_into_nonsense_are_skipped_by_readers(tmp_path):
+    path = tmp_path / "t_journal.jsonl"
+    good = {"v": VERSION, "event": "turn", "round": 1, "agent": "a", "run": "r"}
+    lines = [good, {**good, "round": "three", "agent": "b"}, {**good, "round": None, "agent": "c"}, [1, 2], "x"]
+    path.write_text("\n".join(json.dumps(x) for x in lines) + "\n{torn")
+    events = read_journal(path)
+    assert [e["agent"] for e in unique_turns(events)] == ["a"]
