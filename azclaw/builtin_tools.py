@@ -114,7 +114,7 @@ def build_default_registry() -> ToolRegistry:
                 if entry.is_file():
                     lines.append(f"{_display(entry, _ctx)} ({entry.stat().st_size} bytes)")
                 if len(lines) >= LIST_LIMIT:
-                    lines.append(f"[... more files; list a sub-folder to see them]")
+                    lines.append("[... more files; list a sub-folder to see them]")
                     return "\n".join(lines)
         return "\n".join(lines) or "[no files]"
 

@@ -27,7 +27,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from .errors import CheckpointError
-from .files import write_atomic
+from .files import read_json, write_atomic
 from .prompt import Message
 from .stats import RunStats
 
@@ -93,18 +93,6 @@ class Checkpoint:
 
     @classmethod
     def load(cls, path: str | Path) -> "Checkpoint":
-        path = Path(path)
-        try:
-            text = path.read_text(encoding="utf-8")
-        except FileNotFoundError:
-            raise CheckpointError(f"{path}: checkpoint not found") from None
-        except OSError as exc:
-            raise CheckpointError(f"{path}: cannot read checkpoint ({exc.strerror})") from None
-        except UnicodeDecodeError:
-            raise CheckpointError(f"{path}: checkpoint is damaged (not UTF-8 text)") from None
-        try:
-            data = json.loads(text)
-        except ValueError:
-            raise CheckpointError(f"{path}: checkpoint is truncated or not JSON") from None
-        return cls.from_dict(data, str(path))
+        data = read_json(Path(path), "checkpoint", CheckpointError)
+        return cls.from_dict(data, str(Path(path)))
 

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import ConfigError
+from .files import read_json
 
 _TOPIC_FIELDS = {"title", "system_context", "initial_prompt", "phases", "coherence_probes", "agent_roles"}
 _PHASE_FIELDS = {"name", "rounds", "focus", "source_files"}
@@ -81,18 +82,7 @@ class Topic:
     def load(cls, path: str | Path) -> "Topic":
         """Read and validate a topic file."""
         path = Path(path)
-        try:
-            text = path.read_text(encoding="utf-8")
-        except FileNotFoundError:
-            raise ConfigError(f"{path}: topic file not found") from None
-        except OSError as exc:
-            raise ConfigError(f"{path}: cannot read topic file ({exc.strerror})") from None
-        except UnicodeDecodeError as exc:
-            raise ConfigError(f"{path}: not UTF-8 text (byte {exc.start})") from None
-        try:
-            data = json.loads(text)
-        except ValueError as exc:
-            raise ConfigError(f"{path}: invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}") from None
+        data = read_json(path, "topic file", ConfigError)
         return _parse(data, str(path), slug(path.stem))
 
 

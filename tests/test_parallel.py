@@ -7,9 +7,7 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
-import pytest
 
 from azclaw import Agent, Orchestrator, Topic
 from azclaw.checkpoint import Checkpoint
