@@ -22,7 +22,7 @@ Events and their fields:
 * ``checkpoint``: round, path
 * ``stop``: round, reason (the STOP file or signal)
 * ``run_end``: round, reason ("finished", "stopped", "aborted",
-  "interrupted"), stats (``RunStats.to_dict()``)
+  "interrupted", "error"), stats (``RunStats.to_dict()``)
 
 A new version only adds events and fields; readers ignore what they do not
 know, so version-1 journals still read.

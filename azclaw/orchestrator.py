@@ -245,6 +245,9 @@ class Orchestrator:
         except KeyboardInterrupt:
             reason = "interrupted"
             raise
+        except BaseException:
+            reason = "error"  # the journal must not call a crashed run finished
+            raise
         finally:
             self.stop.restore()
             self.stats.elapsed += time.monotonic() - started

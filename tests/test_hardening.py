@@ -416,3 +416,21 @@ def test_after_rounds_in_which_every_turn_failed_the_team_goes_on_from_the_last_
     assert stats.agents["architect"].errors == 1
     round3 = [r for r in fake.chats if r.round == 3][0].user
     assert round3.startswith("Messages of round 1:") and "PLAN-FROM-ROUND-1" in round3
+
+
+def test_a_run_that_crashes_still_writes_its_checkpoint_and_says_so_in_the_journal():
+    with FakeLLM(script=[text("round one"), text("round two")]) as fake:
+        orch = Orchestrator([Agent("architect", endpoint=fake.url)], verbose=False)
+        original = orch._apply
+
+        def apply(results, round_no):
+            if round_no == 2:
+                raise RuntimeError("a bug in azclaw")
+            original(results, round_no)
+
+        orch._apply = apply
+        with pytest.raises(RuntimeError):
+            orch.run(max_rounds=5)
+    assert Checkpoint.load("logs/task_checkpoint.json").round == 1
+    end = [json.loads(l) for l in Path("logs/task_journal.jsonl").read_text().splitlines()][-1]
+    assert (end["event"], end["reason"], end["round"]) == ("run_end", "error", 1)
