@@ -2,6 +2,7 @@
 
 import os
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -86,22 +87,25 @@ def test_run_python_does_not_see_keys_in_the_environment(tmp_path, monkeypatch):
     assert "OPENAI_API_KEY" not in result and "GITHUB_TOKEN" not in result
 
 
+def _gone(pid: int, wait: float = 10.0) -> bool:
+    """True once ``pid`` no longer exists (waits up to ``wait`` seconds for it to be reaped)."""
+    deadline = time.monotonic() + wait
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        time.sleep(0.1)
+    return False
+
+
 def test_run_python_is_killed_at_the_time_limit_with_its_children(tmp_path):
     code = ("import subprocess, sys, time\n"
             "p = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)'])\n"
             "open('child.pid', 'w').write(str(p.pid)); print('started', flush=True); time.sleep(60)")
     result = sandbox.run_python(code, tmp_path, timeout=1.5)
     assert "killed after 1.5s" in result and "started" in result
-    pid = int((tmp_path / "child.pid").read_text())
-    for _ in range(50):
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            break
-        import time
-        time.sleep(0.1)
-    else:
-        pytest.fail("the child of the timed-out code is still alive")
+    assert _gone(int((tmp_path / "child.pid").read_text())), "the child of the timed-out code is still alive"
 
 
 def test_run_python_output_is_cut(tmp_path):
@@ -122,16 +126,7 @@ def test_run_python_leaves_no_background_process_behind(tmp_path):
             "open('child.pid', 'w').write(str(p.pid))")
     result = sandbox.run_python(code, tmp_path)
     assert "exit code 0" in result
-    pid = int((tmp_path / "child.pid").read_text())
-    import time
-    for _ in range(100):
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            break
-        time.sleep(0.1)
-    else:
-        pytest.fail("a process started by run_python outlived the call")
+    assert _gone(int((tmp_path / "child.pid").read_text())), "a process started by run_python outlived the call"
 
 
 @pytest.mark.parametrize("name, value", [
