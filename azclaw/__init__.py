@@ -1,23 +1,32 @@
 """azclaw: a memory-first multi-agent orchestrator built on AgentAZAll."""
 
-__version__ = "0.2.0"
+__version__ = "0.3.0"
 
-from .agent import Agent
-from .builtin_tools import build_default_registry
-from .checkpoint import Checkpoint
-from .errors import AzclawError, CheckpointError, ConfigError, EndpointError, RunAborted, ToolError
-from .llm import Completion, LLMClient, ToolCall, Usage
-from .memory import TeamMemory
-from .orchestrator import Orchestrator
-from .report import build_report
-from .stats import AgentStats, RunStats
-from .status import RunStatus, read_status
-from .tools import Tool, ToolContext, ToolRegistry, ToolResult
-from .topic import Phase, Probe, Topic
+import logging
+
+# A library configures no logging: a program (or the azclaw CLI) decides what is shown.
+logging.getLogger("azclaw").addHandler(logging.NullHandler())
+
+from .agent import Agent, default_team  # noqa: E402
+from .builtin_tools import build_default_registry  # noqa: E402
+from .checkpoint import Checkpoint, RunState  # noqa: E402
+from .errors import (AzclawError, CheckpointError, ConfigError, EndpointError, LocalServerError,  # noqa: E402
+                     MemoryIndexError, RunAborted, ToolError)
+from .llm import Completion, LLMClient, ToolCall, Usage  # noqa: E402
+from .memory import TeamMemory  # noqa: E402
+from .orchestrator import Orchestrator  # noqa: E402
+from .runlog.reader import RunLog  # noqa: E402
+from .runlog.report import build_report  # noqa: E402
+from .runlog.status import RunStatus, read_status  # noqa: E402
+from .stats import AgentStats, Coherence, RunStats  # noqa: E402
+from .tools import Tool, ToolContext, ToolRegistry, ToolResult  # noqa: E402
+from .topic import Phase, Probe, Topic  # noqa: E402
+from .turn import Turn, take_turn  # noqa: E402
 
 __all__ = [
-    "Agent", "AgentStats", "AzclawError", "Checkpoint", "CheckpointError", "Completion", "ConfigError",
-    "EndpointError", "LLMClient", "Orchestrator", "Phase", "Probe", "RunAborted", "RunStats",
-    "TeamMemory", "Tool", "ToolCall", "ToolContext", "ToolError", "ToolRegistry", "ToolResult",
-    "Topic", "Usage", "RunStatus", "build_default_registry", "build_report", "read_status", "__version__",
+    "Agent", "AgentStats", "AzclawError", "Checkpoint", "CheckpointError", "Coherence", "Completion",
+    "ConfigError", "EndpointError", "LLMClient", "LocalServerError", "MemoryIndexError", "Orchestrator", "Phase",
+    "Probe", "RunAborted", "RunLog", "RunState", "RunStats", "RunStatus", "TeamMemory", "Tool", "ToolCall",
+    "ToolContext", "ToolError", "ToolRegistry", "ToolResult", "Topic", "Turn", "Usage", "build_default_registry",
+    "build_report", "default_team", "read_status", "take_turn", "__version__",
 ]

@@ -10,6 +10,16 @@ from .errors import ConfigError
 from .llm import DEFAULT_TIMEOUT, LLMClient
 
 DEFAULT_ENDPOINT = "http://localhost:8080/v1/chat/completions"
+DEFAULT_MAX_TOKENS = 2048
+WRITER_NAMES = frozenset({"developer", "dev", "coder"})  # these write unless told otherwise
+DEFAULT_ROLES = {
+    "architect": "You design the solution: components, file layout, data models and interfaces. "
+                 "Be specific, and store every decision with remember.",
+    "developer": "You write the code. Follow the architect's design, write complete files with "
+                 "write_file, and run them with run_python when that helps.",
+    "reviewer": "You review what was written for bugs, security problems and departures from the "
+                "design. Read the files, name concrete problems, and remember what must be fixed.",
+}
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
 
@@ -30,7 +40,7 @@ class Agent:
     endpoint: str | list[str] = DEFAULT_ENDPOINT
     model: str = "default"
     tools: list[str] | None = None
-    max_tokens: int = 2048
+    max_tokens: int = DEFAULT_MAX_TOKENS
     temperature: float = 0.7
     root: str | Path | None = None
     can_write: bool = False
@@ -49,3 +59,17 @@ class Agent:
     @property
     def endpoints(self) -> list[str]:
         return self.client.endpoints
+
+
+def is_writer(name: str) -> bool:
+    """The writer rule: developer, dev and coder write; everyone else reads."""
+    return name.lower() in WRITER_NAMES
+
+
+def default_team(endpoint: str | list[str] = DEFAULT_ENDPOINT, names: list[str] | None = None,
+                 **options) -> list[Agent]:
+    """The team azclaw runs when none is given: architect, developer and
+    reviewer with their roles (or ``names``, with the role of each that has
+    one), writers by the writer rule. ``options`` go to every Agent."""
+    return [Agent(name, role=DEFAULT_ROLES.get(name, ""), endpoint=endpoint, can_write=is_writer(name), **options)
+            for name in (names or list(DEFAULT_ROLES))]

@@ -37,31 +37,74 @@ HISTORY_KEEP = 100
 
 
 @dataclass
+class RunState:
+    """What a run has done so far: the part of a checkpoint that changes
+    every round. The loop folds each finished round into it; a journal read
+    back gives the same value."""
+
+    round: int = 0  # the last completed round
+    stats: RunStats = field(default_factory=RunStats)
+    history: list[Message] = field(default_factory=list)  # the last HISTORY_KEEP messages
+    probe_answers: list[dict] = field(default_factory=list)
+
+    @property
+    def written_files(self) -> list[str]:
+        return self.stats.files
+
+    def add_round(self, round_no: int, turns: list) -> None:
+        """Fold a finished round's turns into the stats and the history."""
+        for turn in turns:
+            self.stats.add(turn)
+            if turn.text:
+                self.history.append(Message(round_no, turn.agent, turn.text))
+        del self.history[:-HISTORY_KEEP]
+        self.round = self.stats.rounds = round_no
+
+    def add_probe(self, turn, question: str, correct: bool | None) -> dict:
+        """Record a probe answer (its cost goes into the stats); returns it."""
+        self.stats.add(turn)
+        answer = {"round": turn.round, "agent": turn.agent, "question": question, "answer": turn.text,
+                  "correct": correct}
+        self.probe_answers.append(answer)
+        return answer
+
+    def previous(self, round_no: int) -> list[Message]:
+        """The messages of the latest round before ``round_no`` that produced
+        any: after a round in which every turn failed (a server down, a
+        resume after an abort) the team goes on from the last words it had."""
+        latest = max((m.round for m in self.history if m.round < round_no), default=None)
+        return [m for m in self.history if m.round == latest]
+
+
+@dataclass
 class Checkpoint:
-    """A run's state after a completed round."""
+    """A run's state after a completed round, and what it belongs to."""
 
     topic_name: str
     topic_title: str
-    round: int
     max_rounds: int
-    stats: RunStats
+    state: RunState = field(default_factory=RunState)
     memory_counts: dict[str, int] = field(default_factory=dict)
-    written_files: list[str] = field(default_factory=list)
-    history: list[Message] = field(default_factory=list)
-    probe_answers: list[dict] = field(default_factory=list)
     saved_at: str = ""
 
+    round = property(lambda self: self.state.round)
+    stats = property(lambda self: self.state.stats)
+    history = property(lambda self: self.state.history)
+    probe_answers = property(lambda self: self.state.probe_answers)
+    written_files = property(lambda self: self.state.written_files)
+
     def to_dict(self) -> dict:
+        state = self.state
         return {
             "format": FORMAT, "version": VERSION,
             "topic": {"name": self.topic_name, "title": self.topic_title},
-            "round": self.round, "max_rounds": self.max_rounds,
+            "round": state.round, "max_rounds": self.max_rounds,
             "saved_at": self.saved_at or datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "stats": self.stats.to_dict(),
+            "stats": state.stats.to_dict(),
             "memory_counts": dict(self.memory_counts),
-            "written_files": sorted(self.written_files),
-            "history": [m.to_dict() for m in self.history[-HISTORY_KEEP:]],
-            "probe_answers": list(self.probe_answers),
+            "written_files": state.written_files,
+            "history": [m.to_dict() for m in state.history[-HISTORY_KEEP:]],
+            "probe_answers": list(state.probe_answers),
         }
 
     @classmethod
@@ -74,16 +117,14 @@ class Checkpoint:
                                   f"azclaw understands ({VERSION}); upgrade azclaw")
         try:
             topic = data["topic"]
-            return cls(
-                topic_name=str(topic["name"]), topic_title=str(topic["title"]),
-                round=int(data["round"]), max_rounds=int(data["max_rounds"]),
-                stats=RunStats.from_dict(data["stats"]),
-                memory_counts={str(k): int(v) for k, v in data.get("memory_counts", {}).items()},
-                written_files=[str(p) for p in data.get("written_files", [])],
-                history=[Message(int(m["round"]), str(m["agent"]), str(m["text"]))
-                         for m in data.get("history", [])],
-                probe_answers=list(data.get("probe_answers", [])),
-                saved_at=str(data.get("saved_at", "")))
+            state = RunState(round=int(data["round"]), stats=RunStats.from_dict(data["stats"]),
+                             history=[Message(int(m["round"]), str(m["agent"]), str(m["text"]))
+                                      for m in data.get("history", [])],
+                             probe_answers=[dict(a) for a in data.get("probe_answers", [])])
+            return cls(topic_name=str(topic["name"]), topic_title=str(topic["title"]),
+                       max_rounds=int(data["max_rounds"]), state=state,
+                       memory_counts={str(k): int(v) for k, v in data.get("memory_counts", {}).items()},
+                       saved_at=str(data.get("saved_at", "")))
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise CheckpointError(f"{source}: damaged checkpoint ({type(exc).__name__}: {exc})") from None
 

@@ -24,8 +24,7 @@ from .agent import Agent
 from .builtin_tools import build_default_registry
 from .errors import AzclawError, EndpointError
 from .llm import LLMClient, base_url, fetch_json
-from .orchestrator import CHARS_PER_TOKEN, CONTEXT_BUDGET
-from .prompt import MESSAGE_BUDGET, round_part, stable_part
+from .prompt import CHARS_PER_TOKEN, CONTEXT_BUDGET, MESSAGE_BUDGET, system_prompt
 from .topic import Topic
 
 OK, WARN, FAIL = "OK", "WARN", "FAIL"
@@ -118,8 +117,7 @@ def prompt_size(agents: list[Agent], topic: Topic | None = None, task: str = "",
     first = 0
     for agent in agents:
         tools = registry.allowed(agent.can_write, agent.tools)
-        system = stable_part(agent, topic, task, agents, tools) + "\n\n" + round_part(
-            last, last, topic.phase_for(last), topic)
+        system = system_prompt(agent, topic, task, agents, tools, last, last)
         schemas = len(json.dumps([t.schema() for t in tools]))
         # one message per agent, each at most one reply long (and never over the budget)
         messages = len(agents) * min(MESSAGE_BUDGET, agent.max_tokens * CHARS_PER_TOKEN)

@@ -27,3 +27,11 @@ class RunAborted(AzclawError):
 
 class ToolError(AzclawError):
     """A tool refused or failed a call; the message goes back to the model."""
+
+
+class MemoryIndexError(AzclawError):
+    """This Python's SQLite cannot hold the memory index (it lacks FTS5)."""
+
+
+class LocalServerError(AzclawError):
+    """The local model server is not installed, or did not start or stay up."""

@@ -5,10 +5,26 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import tempfile
 from pathlib import Path
 
 from .errors import AzclawError
+
+_TEMPORARY = re.compile(r"\.(?P<name>.+)\.[A-Za-z0-9_]{8}\.tmp")  # what mkstemp names write_atomic's files
+
+
+def _umask() -> int:
+    """This process's umask, read without changing it where Linux tells it."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def write_atomic(path: Path, text: str) -> None:
@@ -17,6 +33,7 @@ def write_atomic(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.fchmod(fd, 0o666 & ~_umask())  # mkstemp's 0600 would hide a checkpoint or a written file from the group
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             fh.write(text)
             fh.flush()
@@ -40,6 +57,25 @@ def write_atomic(path: Path, text: str) -> None:
         os.close(dir_fd)
 
 
+def sweep_temporary(folder: Path, names: list[str]) -> list[Path]:
+    """Remove what writers of ``names`` that were killed mid-write left in
+    ``folder`` (the temporary files of ``write_atomic``); returns them."""
+    swept = []
+    try:
+        entries = list(os.scandir(folder))
+    except OSError:
+        return swept
+    for entry in entries:
+        found = _TEMPORARY.fullmatch(entry.name)
+        if found and found["name"] in names and entry.is_file(follow_symlinks=False):
+            try:
+                os.unlink(entry.path)
+                swept.append(Path(entry.path))
+            except OSError:
+                pass
+    return swept
+
+
 def read_json(path: Path, what: str, error: type[AzclawError]) -> object:
     """Parse the JSON file ``path``; every failure is one ``error`` line that
     names the file and ``what`` it should have been."""
@@ -56,6 +92,8 @@ def read_json(path: Path, what: str, error: type[AzclawError]) -> object:
         raise error(f"{path}: {what} is not UTF-8 text (byte {exc.start})") from None
     try:
         return json.loads(text)
+    except RecursionError:
+        raise error(f"{path}: {what} is nested too deeply to read") from None
     except ValueError as exc:
         raise error(f"{path}: {what} is truncated or not JSON (line {exc.lineno} column {exc.colno}: "
                     f"{exc.msg})") from None

@@ -27,7 +27,7 @@ import threading
 import time
 from pathlib import Path
 
-from .errors import AzclawError, EndpointError
+from .errors import EndpointError, LocalServerError
 from .llm import fetch_json
 
 INSTALL = "pip install 'azclaw[local]'"
@@ -41,10 +41,6 @@ DEFAULT_CHAT_FORMAT = "azclaw-gemma"
 READY_TIMEOUT = 180.0
 STOP_TIMEOUT = 10.0
 _ENV_DROP = ("HOST", "PORT", "CONFIG_FILE")  # llama_cpp.server reads these ahead of its flags
-
-
-class LocalServerError(AzclawError):
-    """The local model server is not installed, or did not start or stay up."""
 
 
 def require_extra() -> None:

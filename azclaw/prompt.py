@@ -15,6 +15,9 @@ from dataclasses import dataclass
 from .topic import Phase, Topic
 
 MESSAGE_BUDGET = 4000  # characters of one agent's previous-round message
+CONTEXT_BUDGET = 12000  # tokens one request may carry before older tool results are cut
+CHARS_PER_TOKEN = 3  # a cautious estimate; the server's own count is in the stats
+CUT_RESULT = "[earlier tool result cut to keep this request within the context budget; call again if needed]"
 
 _RULES = """How this team works:
 - The work goes in rounds. In each round every agent speaks once.
@@ -60,6 +63,12 @@ def stable_part(agent, topic: Topic, task: str, team: list, tools) -> str:
     return "\n\n".join(parts)
 
 
+def system_prompt(agent, topic: Topic, task: str, team: list, tools, round_no: int, last_round: int) -> str:
+    """The whole system prompt of ``agent`` in round ``round_no``."""
+    return (stable_part(agent, topic, task, team, tools) + "\n\n"
+            + round_part(round_no, last_round, topic.phase_for(round_no), topic))
+
+
 def round_part(round_no: int, last_round: int, phase: Phase | None, topic: Topic) -> str:
     """The part of the system prompt that changes with the round."""
     lines = [f"Current round: {round_no} of {last_round}."]
@@ -94,3 +103,27 @@ def round_message(round_no: int, previous: list[Message], initial_prompt: str,
         parts.append(f"[{message.agent}]\n{trim(message.text, budget, where)}")
     parts.append(f"Round {round_no}: your turn.")
     return "\n\n".join(parts)
+
+
+def request_chars(messages: list[dict]) -> int:
+    """The characters a request carries: contents and the arguments of
+    earlier tool calls (a write_file of 30 KB is in every later request)."""
+    return sum(len(m.get("content") or "") + sum(len(c["function"]["arguments"]) for c in m.get("tool_calls", ()))
+               for m in messages)
+
+
+def fit_messages(messages: list[dict], budget_tokens: int) -> int:
+    """Cut the oldest tool results of a turn until its request fits
+    ``budget_tokens``; returns the request's size in characters (still over
+    the budget when nothing more can be cut)."""
+    budget = budget_tokens * CHARS_PER_TOKEN
+    size = request_chars(messages)
+    last_step = max((i for i, m in enumerate(messages) if m["role"] == "assistant"), default=len(messages))
+    for m in messages[2:last_step]:
+        if size <= budget:
+            break
+        is_result = m["role"] == "tool" or (m["role"] == "user" and m["content"].startswith("Result of "))
+        if is_result and m["content"] != CUT_RESULT:
+            size -= len(m["content"]) - len(CUT_RESULT)
+            m["content"] = CUT_RESULT
+    return size

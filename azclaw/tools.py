@@ -9,12 +9,15 @@ nothing here raises for a model's mistake.
 from __future__ import annotations
 
 import inspect
+import logging
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
 from .errors import ConfigError, ToolError
+
+log = logging.getLogger("azclaw")
 
 RESULT_LIMIT = 4000
 _JSON_TYPES = {"string": str, "integer": int, "number": (int, float), "boolean": bool,
@@ -58,6 +61,10 @@ class Tool:
     required: list[str]
     func: Callable[..., Any]
     writer_only: bool = False
+    takes_ctx: bool = field(init=False, default=False)  # the function has a ``_ctx`` parameter
+
+    def __post_init__(self):
+        self.takes_ctx = "_ctx" in _parameters(self.func)
 
     def schema(self) -> dict:
         return {"type": "function", "function": {
@@ -134,6 +141,7 @@ class ToolRegistry:
         parameter named ``_ctx`` receives the ToolContext."""
         def decorate(func: Callable) -> Callable:
             schema = {k: _param_schema(k, v) for k, v in (params or {}).items()}
+            _check_declaration(name, func, schema)
             self.add(Tool(name, description, schema, _required_from(func, schema), func, writer_only))
             return func
         return decorate
@@ -175,13 +183,14 @@ class ToolRegistry:
         problem = _check_arguments(tool, args)
         if problem:
             return fail(f"{problem}; call it as {tool.signature()}")
-        if "_ctx" in _parameters(tool.func):
+        if tool.takes_ctx:
             args["_ctx"] = ctx
         try:
             value = tool.func(**args)
         except ToolError as exc:
             return fail(str(exc))
-        except Exception as exc:  # a tool's bug must not end a long run
+        except Exception as exc:  # a tool's bug must not end a long run; the operator gets the traceback
+            log.warning("tool %r raised %s for %s", tool.name, type(exc).__name__, ctx.agent, exc_info=True)
             return fail(f"tool {tool.name!r} failed: {type(exc).__name__}: {exc}")
         return ToolResult(call.id, call.name, self._cut(value))
 
@@ -191,6 +200,23 @@ class ToolRegistry:
             dropped = len(text) - self.result_limit
             text = text[: self.result_limit] + f"\n[... {dropped} more characters cut]"
         return text
+
+
+def _check_declaration(name: str, func: Callable, params: dict) -> None:
+    """A declared parameter the function cannot take is a mistake of the
+    program, found when the tool is registered, not at its first call."""
+    try:
+        sig = inspect.signature(func)
+    except (TypeError, ValueError):
+        return
+    if any(p.kind == inspect.Parameter.VAR_KEYWORD for p in sig.parameters.values()):
+        return
+    for param in params:
+        if param not in sig.parameters or sig.parameters[param].kind == inspect.Parameter.POSITIONAL_ONLY:
+            raise ConfigError(f"tool {name!r}: parameter {param!r} is declared but {func.__name__}() "
+                              f"does not take it (it takes: {', '.join(sig.parameters) or 'nothing'})")
+        if param == "_ctx":
+            raise ConfigError(f"tool {name!r}: '_ctx' is reserved for the ToolContext; do not declare it")
 
 
 def _parameters(func: Callable) -> set[str]:

@@ -14,7 +14,8 @@ from pathlib import Path
 from .errors import ConfigError
 from .files import read_json
 
-_TOPIC_FIELDS = {"title", "system_context", "initial_prompt", "phases", "coherence_probes", "agent_roles"}
+_TOPIC_FIELDS = {"title", "system_context", "initial_prompt", "phases", "coherence_probes", "agent_roles",
+                 "source_dirs"}
 _PHASE_FIELDS = {"name", "rounds", "focus", "source_files"}
 _PROBE_FIELDS = {"after_round", "question", "expect"}
 
@@ -57,6 +58,7 @@ class Topic:
     coherence_probes: list[Probe] = field(default_factory=list)
     agent_roles: dict[str, str] = field(default_factory=dict)
     name: str = "task"  # the slug that names checkpoints and logs
+    source_dirs: list[Path] = field(default_factory=list)  # read when a run names no source folder
 
     @classmethod
     def from_task(cls, task: str) -> "Topic":
@@ -74,6 +76,11 @@ class Topic:
     def probes_after(self, round_no: int) -> list[Probe]:
         return [p for p in self.coherence_probes if p.after_round == round_no]
 
+    def missing_sources(self, folders: list[Path]) -> list[str]:
+        """The phases' ``source_files`` that none of ``folders`` holds."""
+        wanted = dict.fromkeys(f for p in self.phases for f in p.source_files)
+        return [f for f in wanted if not any((Path(d) / f).is_file() for d in folders)]
+
     @classmethod
     def from_dict(cls, data: object, source: str = "topic", name: str = "topic") -> "Topic":
         return _parse(data, source, name)
@@ -83,7 +90,9 @@ class Topic:
         """Read and validate a topic file."""
         path = Path(path)
         data = read_json(path, "topic file", ConfigError)
-        return _parse(data, str(path), slug(path.stem))
+        topic = _parse(data, str(path), slug(path.stem))
+        topic.source_dirs = [path.parent / d for d in topic.source_dirs]
+        return topic
 
 
 def slug(text: str) -> str:
@@ -172,6 +181,7 @@ def _parse(data: object, source: str, name: str) -> Topic:
             after_round=after,
             question=_expect(raw["question"], str, f"{where}.question", "a string"),
             expect=_string_list(raw.get("expect", []), f"{where}.expect")))
+    topic.source_dirs = [Path(d) for d in _string_list(data.get("source_dirs", []), f"{at}source_dirs")]
     roles = _expect(data.get("agent_roles", {}), dict, f"{at}agent_roles", "an object")
     for key, value in roles.items():
         topic.agent_roles[key] = _expect(value, str, f"{at}agent_roles.{key}", "a string")

@@ -8,12 +8,12 @@ from collections import Counter
 import pytest
 
 from azclaw.checkpoint import Checkpoint
-from azclaw.journal import VERSION, Journal, current_run, read_journal, unique_turns
+from azclaw.runlog.journal import VERSION, Journal, current_run, read_journal, unique_turns
 from longrun import AGENTS, EXPECTED_SCORE, KILL_ROUND, LAST_ROUND, killed_and_resumed_run
 
 TURN_FIELDS = {"v", "event", "time", "run", "round", "phase", "agent", "prompt_tokens", "completion_tokens",
                "context_tokens", "context_chars", "requests", "seconds", "tokens_per_second", "tool_calls",
-               "tool_errors", "memories", "files", "errors", "text"}
+               "tool_errors", "memories", "files", "errors", "text", "empty", "truncated"}
 
 
 @pytest.fixture(scope="module")

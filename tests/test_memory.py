@@ -165,7 +165,7 @@ from hypothesis import strategies as st  # noqa: E402
 
 from azclaw.errors import ConfigError  # noqa: E402
 from azclaw.memory import HIT_CHARS, INDEX_ENTRIES, sanitize_title  # noqa: E402
-from azclaw.memory_watch import Watcher  # noqa: E402
+from azclaw.memory.watch import Watcher  # noqa: E402
 
 TEAM = ("alice", "bob", "carol")
 
@@ -495,9 +495,10 @@ def test_any_title_gives_one_safe_file_name(title):
 
 
 def test_a_python_whose_sqlite_lacks_fts5_gets_one_clear_error(workdir, monkeypatch):
-    from azclaw import memory_store
+    from azclaw.errors import MemoryIndexError
+    from azclaw.memory import store as memory_store
     monkeypatch.setattr(memory_store, "FTS", "fts_not_built")  # what such a build answers
-    with pytest.raises(memory_store.MemoryIndexError) as caught:
+    with pytest.raises(MemoryIndexError) as caught:
         team_memory(workdir)
     message = str(caught.value)
     assert "\n" not in message and "FTS_NOT_BUILT" in message and "no such module" in message

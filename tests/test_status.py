@@ -10,8 +10,9 @@ import sys
 
 import pytest
 
-from azclaw.journal import Journal
-from azclaw.status import Coherence, _alive, format_status, read_status
+from azclaw.runlog.journal import Journal
+from azclaw.runlog.status import _alive, format_status, read_status
+from azclaw.stats import Coherence
 from longrun import AGENTS, EXPECTED_SCORE, KILL_ROUND, LAST_ROUND, killed_and_resumed_run
 
 
@@ -101,7 +102,7 @@ def test_a_run_whose_process_is_gone_reads_as_killed(tmp_path):
     assert (status.state, status.running, status.round) == ("killed", False, 1)
     assert "continue with azclaw run --resume" in format_status(status)
     assert status.last_errors == [{"round": 1, "agent": "a", "error": "HTTP 500 at /v1"}]
-    row = status.agents[0]
+    row = status.agents["a"]
     assert (row.tokens, row.tokens_per_second, row.tool_call_count, row.memories, row.files) == (
         15, 10.0, 2, 1, ["x.py"])
 

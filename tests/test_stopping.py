@@ -126,17 +126,18 @@ def test_signal_with_an_explicit_resume_path(fake_llm, azclaw, azclaw_popen, wor
 
 
 def test_a_second_signal_while_a_round_is_being_counted_leaves_stats_and_checkpoint_in_step(fake_llm, workdir):
-    from azclaw import Orchestrator
+    from azclaw import Orchestrator, RunState
 
-    class InterruptedWhileCounting(Orchestrator):
-        def _apply(self, results, round_no):
-            super()._apply(results, round_no)
+    class InterruptedWhileCounting(RunState):
+        def add_round(self, round_no, turns):
+            super().add_round(round_no, turns)
             if round_no == 2:  # Ctrl+C twice, the second one while round 2 is folded in
                 signal.raise_signal(signal.SIGINT)
                 signal.raise_signal(signal.SIGINT)
 
     fake = fake_llm(responder=lambda request: text(f"note of round {request.round}"))
-    orch = InterruptedWhileCounting(team(fake.url, "alice", "bob"), verbose=False)
+    orch = Orchestrator(team(fake.url, "alice", "bob"), verbose=False)
+    orch.state = InterruptedWhileCounting(stats=orch.stats)  # the run state is the orchestrator's collaborator
     orch.set_task("x")
     with pytest.raises(KeyboardInterrupt):
         orch.run(max_rounds=5)

@@ -18,25 +18,22 @@ from __future__ import annotations
 
 import bisect
 import fcntl
-import hashlib
-import json
 import os
 import re
 import sqlite3
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import date
 from pathlib import Path
 
-from .errors import ConfigError
-from .memory_index import MemoryIndex
-from .memory_store import REMEMBER, Entry, file_sig, is_corrupt, read_memory, require_fts
+from ..errors import ConfigError
+from .index import MemoryIndex
+from .layout import MemoryRoot, default_index_path, sanitize_title
+from .store import Entry, file_sig, is_corrupt, read_memory, require_fts
 
 INDEX_ENTRIES = 25  # recall("") never lists more than this many memories
 HIT_CHARS = 600  # text shown per hit
 MAX_HITS = 50
 MAX_TERMS = 32
-MAX_NAME_BYTES = 255 - len(".txt")  # NAME_MAX of Linux and macOS file systems
-INDEX_FILE = Path(".azclaw") / "memory-index.sqlite3"
 _TERM = re.compile(r"[^\W_]+")  # what the full-text tokenizer calls a word
 STOPWORDS = frozenset("""
 a about after all also am an and any are as at be been before being but by can could did do does
@@ -46,17 +43,6 @@ should so some such than that the their theirs them then there these they this t
 too under until up very was we were what when where which while who whom why will with would you
 your yours
 """.split())
-
-
-def sanitize_title(title: str) -> str:
-    """The file name AgentAZAll gives a memory title (``agentazall.helpers.
-    sanitize``: every character but letters, digits, ``_-.`` becomes ``_``;
-    empty means the time of day), so both append to the same file. Only a
-    name too long for a file name is cut, where AgentAZAll would fail."""
-    if not title:
-        return datetime.now().strftime("%H%M%S")
-    name = re.sub(r"[^\w\-.]", "_", title)
-    return name.encode("utf-8")[:MAX_NAME_BYTES].decode("utf-8", "ignore")
 
 
 def query_terms(query: str) -> list[str]:
@@ -102,49 +88,6 @@ class Memory:
             return self.path.read_text(encoding="utf-8", errors="replace").strip()
         except OSError:
             return ""
-
-
-@dataclass
-class MemoryRoot:
-    """Where one agent's memories live, read from its AgentAZAll config."""
-
-    agent: str
-    root: Path
-    mailbox: Path  # <mailbox_dir>/<agent_name>
-
-    @classmethod
-    def prepare(cls, agent: str, root: Path) -> "MemoryRoot":
-        """Use ``root/config.json`` if it exists, otherwise write one that
-        names the agent, so the agentazall CLI finds the same folders."""
-        root = Path(root)
-        config_path = root / "config.json"
-        if config_path.exists():
-            try:
-                config = json.loads(config_path.read_text(encoding="utf-8"))
-            except (OSError, ValueError) as exc:
-                raise ConfigError(f"{config_path}: not a readable AgentAZAll config ({exc})") from None
-            if not isinstance(config, dict):
-                raise ConfigError(f"{config_path}: expected a JSON object")
-        else:
-            config = {"agent_name": agent, "mailbox_dir": "./data/mailboxes"}
-            root.mkdir(parents=True, exist_ok=True)
-            config_path.write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
-        mailbox_dir = Path(config.get("mailbox_dir") or "./data/mailboxes")
-        if not mailbox_dir.is_absolute():
-            mailbox_dir = root / mailbox_dir
-        return cls(agent, root, mailbox_dir / str(config.get("agent_name") or agent))
-
-
-def default_index_path(roots: dict[str, MemoryRoot]) -> Path:
-    """``.azclaw/memory-index.sqlite3`` in the folder holding the agents'
-    roots (``agents/``), or a per-team file under ~/.cache when the roots
-    share no folder but ``/``."""
-    folders = [str(r.root.absolute().parent) for r in roots.values()]
-    base = Path(os.path.commonpath(folders)) if folders else Path.cwd()
-    if base != Path(base.anchor):
-        return base / INDEX_FILE
-    team = hashlib.sha256("\n".join(sorted(str(r.mailbox.absolute()) for r in roots.values())).encode())
-    return Path.home() / ".cache" / "azclaw" / f"memory-{team.hexdigest()[:16]}.sqlite3"
 
 
 class TeamMemory:
@@ -200,9 +143,8 @@ class TeamMemory:
         root = self._root(agent)
         day = date.today().isoformat()
         name = sanitize_title(title)
-        folder = root.mailbox / day / REMEMBER
-        folder.mkdir(parents=True, exist_ok=True)
-        path = folder / f"{name}.txt"
+        path = root.memory_path(day, name)
+        path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)  # writers of one memory take turns, across processes
@@ -221,7 +163,7 @@ class TeamMemory:
     # -- reading ------------------------------------------------------------
     def _memory(self, entry: Entry) -> Memory:
         agent = self._index.agent_of(entry)
-        path = self.roots[agent].mailbox / entry.day / REMEMBER / f"{entry.name}.txt"
+        path = self.roots[agent].memory_path(entry.day, entry.name)
         return Memory(agent, entry.day, entry.name, path, entry.mtime_ns / 1e9)
 
     def memories(self, agent: str | None = None) -> list[Memory]:

@@ -1,13 +1,8 @@
-"""A one-file HTML report of a run, charts embedded, to open and to share.
+"""The charts of a run: their data from the journal's turns, drawn with
+matplotlib (PNG) when it is installed, else as hand-written inline SVG.
 
-Charts: the context each agent sent per round (the flat line that is the
-point of memory-first), generation speed per round, memories stored over
-time, tool calls per round; then the per-agent table, the probe answers with
-the coherence score, the last errors and the sessions of the run.
-
-Charts are drawn with matplotlib when it is installed (``pip install
-'azclaw[report]'``) and embedded as PNG; without it they are hand-written
-inline SVG, so the core never needs it.
+Context sent per round (the flat line that is the point of memory-first),
+generation speed per round, memories stored over time, tool calls per round.
 """
 
 from __future__ import annotations
@@ -17,18 +12,11 @@ import html
 import io
 import math
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
-from pathlib import Path
 
-from . import __version__
-from .errors import ConfigError
-from .journal import current_run, read_journal, unique_turns
-from .status import RunStatus, _duration, find_journal, status_from_events
+from ..turn import Turn
 
-CHART_ENGINES = ("auto", "matplotlib", "svg")
 COLORS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd",
           "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf"]
-ANSWER_CHARS = 600
 
 
 @dataclass
@@ -46,62 +34,25 @@ class Chart:
     integer: bool = False  # counts: whole-number ticks only
 
 
-def build_report(log_dir: str | Path = "logs", out: str | Path | None = None, charts: str = "auto") -> Path:
-    """Write the HTML report of the newest run in ``log_dir`` (default file:
-    ``<log_dir>/<topic>_report.html``) and return its path. ``charts`` is
-    "auto" (matplotlib if installed), "matplotlib" or "svg"."""
-    if charts not in CHART_ENGINES:
-        raise ConfigError(f"charts: {charts!r} is not one of {', '.join(CHART_ENGINES)}")
-    journal = find_journal(log_dir)
-    events = current_run(read_journal(journal))
-    status = status_from_events(events, journal)
-    engine = _engine(charts)
-    page = render_html(status, events, engine)
-    target = Path(out) if out else journal.with_name(f"{status.topic or 'run'}_report.html")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    target.write_text(page, encoding="utf-8")
-    return target
-
-
-def _engine(charts: str) -> str:
-    if charts == "svg":
-        return "svg"
-    try:
-        import matplotlib  # noqa: F401
-    except ImportError:
-        if charts == "matplotlib":
-            raise ConfigError("matplotlib is not installed: pip install 'azclaw[report]', "
-                              "or draw the charts as SVG (charts='svg', --charts svg)") from None
-        return "svg"
-    return "matplotlib"
-
-
 # -- the data -----------------------------------------------------------------
 
-def build_charts(events: list[dict], agents: list[str]) -> list[Chart]:
-    """The four charts of a run's journal events."""
-    turns = unique_turns(events)
-    rounds = sorted({int(t.get("round") or 0) for t in turns})
-    names = list(agents) + sorted({str(t.get("agent")) for t in turns} - set(agents))
-    at = {(int(t.get("round") or 0), str(t.get("agent"))): t for t in turns}
-    start = next((e for e in reversed(events) if e.get("event") == "run_start"), {})
-    phases = []
-    for p in start.get("phases") or []:
-        try:
-            phases.append((int(p["rounds"][0]), str(p["name"])))
-        except (KeyError, TypeError, ValueError, IndexError):
-            continue
+def build_charts(turns: list[Turn], agents: list[str], phases: list[tuple[int, str]] = ()) -> list[Chart]:
+    """The four charts of a run's turns (one per round and agent)."""
+    rounds = sorted({t.round for t in turns})
+    names = list(agents) + sorted({t.agent for t in turns} - set(agents))
+    at = {(t.round, t.agent): t for t in turns}
+    phases = list(phases)
 
     def per_agent(value) -> dict[str, list[float | None]]:
         return {n: [value(at[(r, n)]) if (r, n) in at else None for r in rounds] for n in names}
 
     context = per_agent(_context_tokens)
-    speed = per_agent(lambda t: float(t.get("tokens_per_second") or 0))
+    speed = per_agent(lambda t: float(t.tokens_per_second))
     memories: dict[str, list[float | None]] = {}
     for n in names:
         total, line = 0, []
         for r in rounds:
-            total += len((at.get((r, n)) or {}).get("memories") or [])
+            total += len(at[(r, n)].memories) if (r, n) in at else 0
             line.append(total)
         memories[n] = line
     if len(names) > 1:
@@ -109,8 +60,8 @@ def build_charts(events: list[dict], agents: list[str]) -> list[Chart]:
     tools: dict[str, list[float | None]] = {}
     for i, r in enumerate(rounds):
         for n in names:
-            for tool, count in ((at.get((r, n)) or {}).get("tool_calls") or {}).items():
-                tools.setdefault(tool, [0] * len(rounds))[i] += int(count)
+            for tool, count in (at[(r, n)].tool_calls if (r, n) in at else {}).items():
+                tools.setdefault(tool, [0] * len(rounds))[i] += count
     tools = dict(sorted(tools.items(), key=lambda kv: -sum(kv[1])))
     return [
         Chart("Context sent per round: prompt tokens of each agent's largest request", "prompt tokens",
@@ -123,126 +74,26 @@ def build_charts(events: list[dict], agents: list[str]) -> list[Chart]:
     ]
 
 
-def _context_tokens(turn: dict) -> float:
-    if turn.get("context_tokens"):
-        return float(turn["context_tokens"])
+def phases_of(events: list[dict]) -> list[tuple[int, str]]:
+    """(first round, name) of each phase the newest ``run_start`` names."""
+    start = next((e for e in reversed(events) if e.get("event") == "run_start"), {})
+    phases = []
+    for p in start.get("phases") or []:
+        try:
+            phases.append((int(p["rounds"][0]), str(p["name"])))
+        except (KeyError, TypeError, ValueError, IndexError):
+            continue
+    return phases
+
+
+def _context_tokens(turn: Turn) -> float:
+    if turn.context_tokens:
+        return float(turn.context_tokens)
     # journals before version 2: the turn's prompt tokens spread over its requests
-    return float(turn.get("prompt_tokens") or 0) / max(1, int(turn.get("requests") or 1))
+    return float(turn.prompt_tokens) / max(1, turn.requests)
 
 
-# -- the page -----------------------------------------------------------------
-
-def render_html(status: RunStatus, events: list[dict], engine: str = "svg") -> str:
-    """The report as one HTML document with nothing to fetch."""
-    charts = build_charts(events, [a.name for a in status.agents])
-    draw = _matplotlib_img if engine == "matplotlib" else svg_chart
-    figures = "\n".join(f'<figure class="chart"><figcaption>{_e(c.title)}</figcaption>{draw(c)}</figure>'
-                        for c in charts if c.rounds and c.series) or "<p>No finished turns yet.</p>"
-    tokens = sum(a.tokens for a in status.agents)
-    cards = [("State", status.state), ("Rounds", f"{status.round} of {status.last_round}"),
-             ("Elapsed", _duration(status.elapsed)), ("Tokens", f"{tokens:,}"),
-             ("Memories", str(sum(a.memories for a in status.agents))),
-             ("Tool calls", str(sum(a.tool_call_count for a in status.agents))),
-             ("Files", str(len({f for a in status.agents for f in a.files}))),
-             ("Errors", str(sum(a.errors for a in status.agents))),
-             ("Coherence", str(status.coherence))]
-    card_html = "".join(f'<div class="card"><div class="k">{_e(k)}</div><div class="v">{_e(v)}</div></div>'
-                        for k, v in cards)
-    generated = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    return f"""<!DOCTYPE html>
-<html lang="en">
-<head>
-<meta charset="utf-8">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<title>azclaw report: {_e(status.title or status.topic)}</title>
-<style>{_CSS}</style>
-</head>
-<body>
-<header>
-<h1>{_e(status.title or status.topic)}</h1>
-<p class="sub">azclaw run <code>{_e(status.topic)}</code> &middot; started {_e(status.started[:19].replace("T", " "))} UTC
-&middot; {status.sessions} session{'s' if status.sessions != 1 else ''} &middot; journal <code>{_e(status.journal)}</code></p>
-</header>
-<section class="cards">{card_html}</section>
-<h2>Charts</h2>
-<p class="note">Rounds on the horizontal axis{'; dashed lines mark where a phase begins' if charts and charts[0].phases else ''}.
-A flat first chart means each request stayed the same size however long the run went.</p>
-<section class="charts">
-{figures}
-</section>
-<h2>Agents</h2>
-{_agents_table(status)}
-<h2>Coherence probes: {_e(status.coherence)}</h2>
-{_probes_table(status)}
-{_errors(status)}
-<h2>Sessions</h2>
-{_sessions(events, status)}
-<footer>Generated by azclaw {__version__} on {generated}; charts: {_e(engine)}.</footer>
-</body>
-</html>
-"""
-
-
-def _agents_table(s: RunStatus) -> str:
-    head = ("<tr><th>agent</th><th>turns</th><th>prompt tokens</th><th>completion tokens</th>"
-            "<th>avg tok/s</th><th>tool calls</th><th>memories</th><th>files</th><th>errors</th></tr>")
-    rows = []
-    for a in s.agents:
-        by_tool = ", ".join(f"{k} {v}" for k, v in sorted(a.tool_calls.items(), key=lambda kv: -kv[1]))
-        rows.append(f"<tr><td>{_e(a.name)}</td><td>{a.turns}</td><td>{a.prompt_tokens:,}</td>"
-                    f"<td>{a.completion_tokens:,}</td><td>{a.tokens_per_second:.1f}</td>"
-                    f'<td title="{_e(by_tool)}">{a.tool_call_count}</td><td>{a.memories}</td>'
-                    f"<td>{len(a.files)}</td><td>{a.errors}</td></tr>")
-    return f'<table class="num">{head}{"".join(rows)}</table>'
-
-
-def _probes_table(s: RunStatus) -> str:
-    if not s.probes:
-        return "<p>No probe was asked in this run.</p>"
-    rows = []
-    for p in s.probes:
-        verdict = {True: ('ok', "correct"), False: ('bad', "wrong"), None: ('', "not scored")}[p.get("correct")]
-        answer = str(p.get("answer") or "")
-        shown = _e(answer[:ANSWER_CHARS]) + (f'<details><summary>full answer</summary>{_e(answer)}</details>'
-                                              if len(answer) > ANSWER_CHARS else "")
-        expect = _e(", ".join(p.get("expect") or [])) or "&ndash;"
-        rows.append(f"<tr><td>{p.get('round')}</td><td>{_e(p.get('agent'))}</td><td>{_e(p.get('question'))}</td>"
-                    f"<td>{expect}</td><td class=\"answer\">{shown}</td>"
-                    f'<td class="{verdict[0]}">{verdict[1]}</td></tr>')
-    return ("<table><tr><th>after round</th><th>agent</th><th>question</th><th>expected</th><th>answer</th>"
-            f"<th>score</th></tr>{''.join(rows)}</table>")
-
-
-def _errors(s: RunStatus) -> str:
-    if not s.last_errors:
-        return ""
-    items = "".join(f"<li>round {e['round']}, {_e(e['agent'])}: {_e(e['error'])}</li>" for e in s.last_errors)
-    return f"<h2>Last errors</h2><ul class=\"errors\">{items}</ul>"
-
-
-def _sessions(events: list[dict], status: RunStatus) -> str:
-    ends = {e.get("run"): e for e in events if e.get("event") == "run_end"}
-    starts = [e for e in events if e.get("event") == "run_start"]
-    rows = []
-    for e in starts:
-        end = ends.get(e.get("run"))
-        how = "resumed from round %s" % e["resumed_from"] if e.get("resumed_from") is not None else "fresh start"
-        if end:
-            finish = f"{end.get('reason')} after round {end.get('round')}"
-        elif e is starts[-1] and status.state in ("running", "unknown"):
-            finish = status.state
-        else:
-            finish = "killed or crashed (no run_end)"
-        rows.append(f"<tr><td>{_e(str(e.get('time', ''))[:19].replace('T', ' '))}</td><td>{_e(how)}</td>"
-                    f"<td>{e.get('first_round')}&ndash;{e.get('last_round')}</td><td>{_e(finish)}</td>"
-                    f"<td>{_e(e.get('pid', ''))}</td></tr>")
-    return ("<table><tr><th>started (UTC)</th><th>how</th><th>rounds</th><th>ended</th><th>pid</th></tr>"
-            f"{''.join(rows)}</table>")
-
-
-# -- charts: matplotlib ---------------------------------------------------------
-
-def _matplotlib_img(chart: Chart) -> str:
+def matplotlib_img(chart: Chart) -> str:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
     from matplotlib.ticker import FuncFormatter, MaxNLocator
@@ -436,26 +287,3 @@ def _num(v: float, step: float) -> str:
 
 def _e(value) -> str:
     return html.escape(str(value), quote=True)
-
-
-_CSS = """
-body { font: 14px/1.45 -apple-system, "Segoe UI", Helvetica, Arial, sans-serif; color: #222;
-       max-width: 1000px; margin: 24px auto; padding: 0 16px; }
-h1 { margin: 0 0 4px; font-size: 24px; }
-h2 { margin: 28px 0 8px; font-size: 18px; border-bottom: 1px solid #ddd; padding-bottom: 4px; }
-.sub, .note, footer { color: #666; font-size: 13px; }
-code { background: #f3f3f3; padding: 0 3px; border-radius: 3px; }
-.cards { display: flex; flex-wrap: wrap; gap: 8px; margin-top: 16px; }
-.card { border: 1px solid #ddd; border-radius: 6px; padding: 6px 12px; min-width: 90px; }
-.card .k { color: #666; font-size: 12px; } .card .v { font-size: 16px; font-weight: 600; }
-figure.chart { margin: 12px 0 20px; } figure.chart img, figure.chart svg { width: 100%; height: auto; }
-figcaption { color: #222; font-size: 14px; font-weight: 600; margin-bottom: 2px; }
-table { border-collapse: collapse; width: 100%; font-size: 13px; }
-th, td { border-bottom: 1px solid #e5e5e5; padding: 4px 8px; text-align: left; vertical-align: top; }
-th { background: #fafafa; }
-table.num td:not(:first-child), table.num th:not(:first-child) { text-align: right; }
-td.answer { max-width: 420px; white-space: pre-wrap; }
-td.ok { color: #1a7f37; font-weight: 600; } td.bad { color: #cf222e; font-weight: 600; }
-ul.errors li { font-family: monospace; font-size: 12px; }
-footer { margin-top: 32px; }
-"""

@@ -9,16 +9,18 @@ Events and their fields:
   resumed_from (the checkpoint's round, or null for a fresh run), pid and
   host of the writing process, phases [{name, rounds: [start, end]}],
   probes [{after_round, question, expect}]
-* ``turn``: round, phase (name or null), agent, prompt_tokens and
-  completion_tokens (summed over the turn's requests, as the server reported
-  them), context_tokens (the largest prompt of the turn, as reported),
-  context_chars (characters of the largest request sent), requests, seconds
-  (waiting for the model), tokens_per_second (completion tokens / seconds),
-  tool_calls {name: count}, tool_errors, memories [titles], files [paths],
-  errors [messages], text (the agent's message, in full)
-* ``probe``: round, phase, agent, question, expect [phrases], answer,
-  correct (true/false, or null when the probe has no ``expect``),
-  prompt_tokens, completion_tokens, seconds
+* ``turn``: ``Turn.to_dict()`` (``azclaw/turn.py``): round, phase (name or
+  null), agent, prompt_tokens and completion_tokens (summed over the turn's
+  requests, as the server reported them), context_tokens (the largest prompt
+  of the turn, as reported), context_chars (characters of the largest request
+  sent), requests, seconds (waiting for the model), tokens_per_second
+  (completion tokens / seconds), tool_calls {name: count}, tool_errors,
+  memories [titles], files [paths], errors [messages], text (the agent's
+  message, in full), empty (the model answered with nothing), truncated
+  (replies cut off at max_tokens)
+* ``probe``: the fields of a turn (the answer's cost), plus question,
+  expect [phrases], answer (= text), correct (true/false, or null when the
+  probe has no ``expect``)
 * ``checkpoint``: round, path
 * ``stop``: round, reason (the STOP file or signal)
 * ``run_end``: round, reason ("finished", "stopped", "aborted",
@@ -52,7 +54,7 @@ import uuid
 from datetime import datetime, timezone
 from pathlib import Path
 
-from .files import write_atomic
+from ..files import write_atomic
 
 VERSION = 2
 SUFFIX = "_journal.jsonl"

@@ -18,20 +18,19 @@ later, since file times are coarse (the "racy git" problem).
 from __future__ import annotations
 
 import os
-import re
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from .memory_store import REMEMBER, Entry, MemoryStore, file_sig, read_memory
-from .memory_watch import LOST, Watcher
+from .layout import REMEMBER, day_folders, is_day, is_memory_file, memory_name, memory_path, remember_dir
+from .store import Entry, MemoryStore, file_sig, read_memory
+from .watch import LOST, Watcher
 
 RACY_NS = 2_000_000_000
 RACY_MAX = 1000  # racy files tracked from folder scans (watched changes are always tracked)
 SWEEP_FILES = 500  # files re-stat'ed per refresh in folders that are not watched
 BATCH = 2000  # files stored per write transaction, so other processes get their turn
-_DAY = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")  # a day folder, as AgentAZAll names them
 
 
 @dataclass
@@ -68,14 +67,6 @@ def _storable(name: str) -> bool:
 
 def _read_all(paths: list[str]) -> list:
     return [read_memory(p) for p in paths]
-
-
-def _days(mailbox: str) -> list[str]:
-    try:
-        with os.scandir(mailbox) as entries:
-            return [e.name for e in entries if _DAY.fullmatch(e.name) and e.is_dir()]
-    except OSError:
-        return []
 
 
 class MemoryIndex:
@@ -188,7 +179,7 @@ class MemoryIndex:
         for (day, name), sig in self.store.sigs(box).items():
             by_day.setdefault(day, {})[name] = sig
         self._days[box], changed = {}, []
-        for day in sorted(_days(mailbox)):  # oldest first: row ids then follow time
+        for day in sorted(day_folders(mailbox)):  # oldest first: row ids then follow time
             changed += self._scan_day(box, day, by_day.pop(day, {}))
         for day in by_day:
             with self.store.transaction():
@@ -201,7 +192,7 @@ class MemoryIndex:
         after the listing is missed."""
         mailbox = self._mailbox(box)
         day_dir = os.path.join(mailbox, day)
-        folder = os.path.join(day_dir, REMEMBER)
+        folder = remember_dir(mailbox, day)
         watched = False
         if self._watcher is not None and self._watcher.add(day_dir, ("day", box, day)):
             watched = self._watcher.add(folder, ("rem", box, day)) or not os.path.isdir(folder)
@@ -212,9 +203,9 @@ class MemoryIndex:
             try:
                 with os.scandir(folder) as entries:
                     for entry in entries:
-                        if entry.name.endswith(".txt") and _storable(entry.name):
+                        if is_memory_file(entry.name) and _storable(entry.name):
                             try:
-                                files[entry.name[:-4]] = entry.stat()
+                                files[memory_name(entry.name)] = entry.stat()
                             except OSError:
                                 pass
             except OSError:
@@ -243,7 +234,7 @@ class MemoryIndex:
                     for box, day, name in batch:
                         self.store.put_file(box, day, name, self._mailbox(box))
                     continue
-                paths = [os.path.join(self._mailbox(b), d, REMEMBER, n + ".txt") for b, d, n in batch]
+                paths = [memory_path(self._mailbox(b), d, n) for b, d, n in batch]
                 chunks = [paths[i:i + 50] for i in range(0, len(paths), 50)]
                 with ThreadPoolExecutor(1) as pool:
                     reads = (read for chunk in pool.map(_read_all, chunks) for read in chunk)
@@ -257,15 +248,15 @@ class MemoryIndex:
             if key[0] == "box":
                 if mask & LOST:
                     lost.add(key[1])
-                elif _DAY.fullmatch(name):
+                elif is_day(name):
                     days.add((key[1], name))
             elif key[0] == "day":
                 if mask & LOST or name == REMEMBER:
                     days.add(key[1:])
             elif mask & LOST:
                 days.add(key[1:])
-            elif name.endswith(".txt") and _storable(name):
-                files.add((*key[1:], name[:-4]))
+            elif is_memory_file(name) and _storable(name):
+                files.add((*key[1:], memory_name(name)))
         for box in lost:
             self._store(self._validate_box(box))
         for box, day in days - {(b, d) for b in lost for d in self._days.get(b, ())}:
@@ -297,13 +288,13 @@ class MemoryIndex:
             if not self._box_watched.get(box):
                 if self._watcher is not None:  # e.g. the mailbox did not exist yet
                     self._box_watched[box] = self._watcher.add(self._mailbox(box), ("box", box))
-                on_disk = set(_days(self._mailbox(box)))
+                on_disk = set(day_folders(self._mailbox(box)))
                 for day in (on_disk ^ set(days)):
                     self._rescan(box, day)
             for day, state in list(days.items()):
                 if state.watched:
                     continue
-                st = _stat(os.path.join(self._mailbox(box), day, REMEMBER))
+                st = _stat(remember_dir(self._mailbox(box), day))
                 if state.sig != _dir_sig(st) or (st and _newest(st) >= state.scanned_ns - RACY_NS):
                     self._rescan(box, day)
                 else:
@@ -328,7 +319,7 @@ class MemoryIndex:
         now, todo, settled = time.time_ns(), [], []
         for key, read_ns in self._racy.items():
             box, day, name = key
-            st = _stat(os.path.join(self._mailbox(box), day, REMEMBER, name + ".txt"))
+            st = _stat(memory_path(self._mailbox(box), day, name))
             if st is None or file_sig(st) != self.store.sig(box, day, name):
                 todo.append(key)
                 if st is None or _newest(st) < now - RACY_NS:

@@ -14,67 +14,12 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
-from .checkpoint import Checkpoint
-from .errors import AzclawError, ConfigError
-from .journal import SUFFIX, current_run, read_journal, unique_turns
+from ..checkpoint import Checkpoint
+from ..errors import AzclawError
+from ..stats import AgentStats, Coherence, agent_table
+from .reader import RunLog
 
 LAST_ERRORS = 5
-
-
-@dataclass
-class Coherence:
-    """How many probe answers held what the probe expected."""
-
-    correct: int = 0
-    scored: int = 0  # answers to probes that have ``expect``
-    asked: int = 0  # every answer, scored or not
-
-    @classmethod
-    def of(cls, answers: list[dict]) -> "Coherence":
-        scored = [a for a in answers if a.get("correct") is not None]
-        return cls(sum(1 for a in scored if a["correct"]), len(scored), len(answers))
-
-    def __str__(self) -> str:
-        if self.scored:
-            return f"{self.correct}/{self.scored} answers correct"
-        return f"{self.asked} probe answers, none scored" if self.asked else "no probes asked"
-
-    def to_dict(self) -> dict:
-        return {"correct": self.correct, "scored": self.scored, "asked": self.asked, "text": str(self)}
-
-
-@dataclass
-class AgentRow:
-    """One agent's totals, from its turns and probe answers in the journal."""
-
-    name: str
-    turns: int = 0
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    seconds: float = 0.0
-    tool_calls: dict[str, int] = field(default_factory=dict)
-    memories: int = 0
-    files: list[str] = field(default_factory=list)  # distinct paths it wrote
-    errors: int = 0
-
-    @property
-    def tokens(self) -> int:
-        return self.prompt_tokens + self.completion_tokens
-
-    @property
-    def tokens_per_second(self) -> float:
-        return self.completion_tokens / self.seconds if self.seconds > 0 else 0.0
-
-    @property
-    def tool_call_count(self) -> int:
-        return sum(self.tool_calls.values())
-
-    def to_dict(self) -> dict:
-        return {"name": self.name, "turns": self.turns, "prompt_tokens": self.prompt_tokens,
-                "completion_tokens": self.completion_tokens, "tokens": self.tokens,
-                "seconds": round(self.seconds, 3), "tokens_per_second": round(self.tokens_per_second, 2),
-                "tool_calls": self.tool_call_count, "tool_calls_by_name": dict(self.tool_calls),
-                "memories": self.memories, "files": len(self.files), "errors": self.errors}
 
 
 @dataclass
@@ -99,7 +44,7 @@ class RunStatus:
     stop_reason: str = ""
     checkpoint: str | None = None
     checkpoint_round: int | None = None
-    agents: list[AgentRow] = field(default_factory=list)
+    agents: dict[str, AgentStats] = field(default_factory=dict)
     last_errors: list[dict] = field(default_factory=list)
     probes: list[dict] = field(default_factory=list)
     coherence: Coherence = field(default_factory=Coherence)
@@ -110,40 +55,32 @@ class RunStatus:
             "current_round", "phase", "started", "updated", "sessions", "stop_reason", "checkpoint",
             "checkpoint_round", "last_errors", "probes")}
         data["elapsed"] = round(self.elapsed, 1)
-        data["agents"] = [a.to_dict() for a in self.agents]
+        data["agents"] = [{"name": name, "turns": a.turns, "prompt_tokens": a.prompt_tokens,
+                           "completion_tokens": a.completion_tokens, "tokens": a.tokens,
+                           "seconds": round(a.seconds, 3), "tokens_per_second": round(a.tokens_per_second, 2),
+                           "tool_calls": a.tool_calls, "tool_calls_by_name": dict(a.tool_calls_by_name),
+                           "memories": a.memories_stored, "files": a.files_written, "errors": a.errors,
+                           "empty_replies": a.empty_replies, "truncated_replies": a.truncated_replies}
+                          for name, a in self.agents.items()]
         data["coherence"] = self.coherence.to_dict()
         return data
 
 
-def find_journal(log_dir: str | Path) -> Path:
-    """The newest ``*_journal.jsonl`` in ``log_dir`` (or the file itself)."""
-    path = Path(log_dir)
-    if path.is_file():
-        return path
-    if not path.is_dir():
-        raise ConfigError(f"{path}: no such folder (give the run's --log-dir)")
-    journals = [p for p in path.glob(f"*{SUFFIX}") if p.is_file()]
-    if not journals:
-        raise ConfigError(f"{path}: no run journal here (looked for *{SUFFIX}); "
-                          "start a run with azclaw run, or give its --log-dir")
-    return max(journals, key=lambda p: p.stat().st_mtime)
-
-
 def read_status(log_dir: str | Path = "logs", now: datetime | None = None) -> RunStatus:
     """Read the status of the newest run in ``log_dir``."""
-    path = find_journal(log_dir)
-    return status_from_events(read_journal(path), path, now)
+    return status_of(RunLog.read(log_dir), now)
 
 
-def status_from_events(all_events: list[dict], path: Path, now: datetime | None = None) -> RunStatus:
-    events = current_run(all_events)
+def status_of(run: RunLog, now: datetime | None = None) -> RunStatus:
+    """The status a run's journal tells."""
+    events, path = run.events, run.path
     starts = [e for e in events if e.get("event") == "run_start"]
     if not starts:
         raise AzclawError(f"{path}: not a run journal (no run_start line)")
     first, last = starts[0], starts[-1]
     status = RunStatus(journal=str(path), topic=str(last.get("topic", "")), title=str(last.get("title", "")),
                        pid=last.get("pid"), host=str(last.get("host") or ""),
-                       last_round=int(last.get("last_round") or 0), started=str(first.get("time", "")),
+                       last_round=_round(last.get("last_round")), started=str(first.get("time", "")),
                        updated=str(events[-1].get("time", "")), sessions=len(starts))
     now = now or datetime.now(timezone.utc)
     ends = {e.get("run"): e for e in events if e.get("event") == "run_end"}
@@ -157,55 +94,27 @@ def status_from_events(all_events: list[dict], path: Path, now: datetime | None 
     status.stop_reason = str(stops[-1].get("reason", "")) if stops else ""
     status.elapsed = _elapsed(events, starts, ends, now if status.running else None)
 
-    turns = unique_turns(events)
-    agents = [str(a) for a in last.get("agents") or []]
-    rows = {name: AgentRow(name) for name in agents}
+    team = [str(a) for a in last.get("agents") or []]
+    stats = run.state().stats
+    status.agents = {name: stats.agent(name) for name in team}
+    status.agents.update(stats.agents)
     by_round: dict[int, set] = {}
-    for t in turns:
-        row = rows.setdefault(str(t.get("agent")), AgentRow(str(t.get("agent"))))
-        row.turns += 1
-        row.prompt_tokens += int(t.get("prompt_tokens") or 0)
-        row.completion_tokens += int(t.get("completion_tokens") or 0)
-        row.seconds += float(t.get("seconds") or 0)
-        for name, count in (t.get("tool_calls") or {}).items():
-            row.tool_calls[name] = row.tool_calls.get(name, 0) + int(count)
-        row.memories += len(t.get("memories") or [])
-        row.files.extend(f for f in t.get("files") or [] if f not in row.files)
-        row.errors += len(t.get("errors") or [])
-        by_round.setdefault(int(t.get("round") or 0), set()).add(row.name)
-        for message in t.get("errors") or []:
-            status.last_errors.append({"round": t.get("round"), "agent": row.name, "error": message})
+    for t in run.turns:
+        by_round.setdefault(t.round, set()).add(t.agent)
+        status.last_errors.extend({"round": t.round, "agent": t.agent, "error": e} for e in t.errors)
     status.last_errors = status.last_errors[-LAST_ERRORS:]
-    status.probes = probe_answers(events)
-    for p in status.probes:
-        row = rows.setdefault(p["agent"], AgentRow(p["agent"]))
-        row.prompt_tokens += int(p.get("prompt_tokens") or 0)
-        row.completion_tokens += int(p.get("completion_tokens") or 0)
-        row.seconds += float(p.get("seconds") or 0)
-    status.agents = list(rows.values())
+    status.probes = run.probes
     status.coherence = Coherence.of(status.probes)
 
-    team = set(agents) or {r.name for r in status.agents}
-    complete = [r for r, names in by_round.items() if team <= names]
-    status.round = int(end.get("round")) if end is not None else max(complete, default=0)
+    complete = [r for r, names in by_round.items() if set(team or status.agents) <= names]
+    status.round = _round(end.get("round")) if end is not None else max(complete, default=0)
     if status.running and (not status.last_round or status.round < status.last_round):
         status.current_round = status.round + 1
     shown = status.current_round or status.round
     status.phase = _phase(last.get("phases"), shown) or next(
-        (t.get("phase") for t in reversed(turns) if t.get("round") == shown), None)
+        (t.phase for t in reversed(run.turns) if t.round == shown), None)
     _read_checkpoint(status, Path(path))
     return status
-
-
-def probe_answers(events: list[dict]) -> list[dict]:
-    """Probe answers, the last one per (round, agent, question)."""
-    answers: dict[tuple, dict] = {}
-    for e in events:
-        if e.get("event") == "probe":
-            answers[(e.get("round"), e.get("agent"), e.get("question"))] = {
-                k: e.get(k) for k in ("round", "phase", "agent", "question", "expect", "answer", "correct",
-                                      "prompt_tokens", "completion_tokens", "seconds")}
-    return sorted(answers.values(), key=lambda a: int(a.get("round") or 0))
 
 
 def format_status(s: RunStatus) -> str:
@@ -237,16 +146,11 @@ def format_status(s: RunStatus) -> str:
     return "\n".join(lines)
 
 
-def agent_table(rows: list[AgentRow]) -> str:
-    head = f"{'agent':<14}{'turns':>6}{'tokens':>12}{'tok/s':>8}{'tools':>7}{'memories':>10}{'files':>7}{'errors':>8}"
-    lines = [head]
-    for a in rows:
-        lines.append(f"{a.name[:13]:<14}{a.turns:>6}{a.tokens:>12,}{a.tokens_per_second:>8.1f}"
-                     f"{a.tool_call_count:>7}{a.memories:>10}{len(a.files):>7}{a.errors:>8}")
-    return "\n".join(lines)
-
-
 # -- helpers ------------------------------------------------------------------
+
+def _round(value) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) else 0
+
 
 def _time(value) -> datetime | None:
     try:

@@ -18,10 +18,10 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import AzclawError
+from ..errors import MemoryIndexError
+from .layout import memory_path
 
 SCHEMA = 1
-REMEMBER = "remember"
 MAX_BYTES = 1 << 20  # index at most this much of one memory
 TITLE_WEIGHT = 4.0  # bm25 weight of the title column; the body weighs 1
 POSTINGS = 20_000  # a query drops its commonest words once they would match more memories than this
@@ -45,10 +45,6 @@ CREATE VIRTUAL TABLE IF NOT EXISTS temp.words USING fts5(word, tokenize=%s);
 CREATE VIRTUAL TABLE IF NOT EXISTS temp.word_terms USING fts5vocab(temp, words, instance);
 CREATE VIRTUAL TABLE IF NOT EXISTS temp.terms USING fts5vocab(main, fts, row)
 """ % TOKENIZE
-
-
-class MemoryIndexError(AzclawError):
-    """This Python's SQLite cannot hold the memory index (it lacks FTS5)."""
 
 
 def require_fts() -> None:
@@ -226,7 +222,7 @@ class MemoryStore:
         """Store the memory file as it is now (``read``: its ``read_memory``,
         made inside this transaction), or forget it if it is gone. Returns
         the stored signature ("" when gone)."""
-        st, body = read or read_memory(os.path.join(mailbox, day, REMEMBER, name + ".txt"))
+        st, body = read or read_memory(memory_path(mailbox, day, name))
         conn = self.conn
         if st is not None and not only_if_changed:  # most often new: skip the lookup
             sig = file_sig(st)

@@ -1,0 +1,86 @@
+"""Where a run says what it is doing: its log file, the console, and the
+``azclaw`` logger.
+
+The library configures no logging of its own (the ``azclaw`` logger has
+only a NullHandler). A run writes its progress lines to
+``<log_dir>/<topic>.log`` and, when verbose, to the console; each line also
+goes to the ``azclaw`` logger at INFO for programs that configure logging.
+Warnings that other azclaw modules log while the run goes on (a retry, an
+endpoint down) reach the same file and console through a handler that the
+run adds and removes; the logger's level and propagation stay untouched.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import TextIO
+
+log = logging.getLogger("azclaw")
+_OWN = "azclaw_progress"  # marks the records a Progress sent itself
+
+
+class Progress:
+    """The progress lines of one run."""
+
+    def __init__(self, log_file: Path, console: bool | TextIO = True):
+        self.log_file = Path(log_file)
+        self._file = open(self.log_file, "a", encoding="utf-8", errors="replace")
+        self._console = (sys.stderr if console is True else console) or None
+        self._lock = threading.Lock()
+        self._handler = _Forward(self)
+        log.addHandler(self._handler)
+
+    def info(self, message: str, *args) -> None:
+        self._emit("INFO", message, args)
+
+    def warning(self, message: str, *args) -> None:
+        self._emit("WARNING", message, args)
+
+    def _emit(self, level: str, message: str, args: tuple) -> None:
+        text = message % args if args else message
+        log.log(logging.getLevelName(level), text, extra={_OWN: True})
+        self.write(level, text)
+
+    def write(self, level: str, text: str, detail: str = "") -> None:
+        """A line for the file and the console; ``detail`` (a traceback) for the file only."""
+        stamp = time.strftime("%Y-%m-%d %H:%M:%S")
+        with self._lock:
+            if self._file.closed:
+                return
+            try:
+                self._file.write(f"{stamp} {level} {text}\n" + (detail.rstrip() + "\n" if detail else ""))
+                self._file.flush()
+            except OSError:
+                pass  # a full disk must not end the run here; the journal says what happened
+            if self._console is not None:
+                try:
+                    print(text if level == "INFO" else f"{level.lower()}: {text}", file=self._console, flush=True)
+                except (OSError, ValueError):
+                    self._console = None  # the terminal went away: keep running, keep the file
+
+    def close(self) -> None:
+        log.removeHandler(self._handler)
+        with self._lock:
+            self._file.close()
+
+
+class _Forward(logging.Handler):
+    """Sends what other azclaw modules log (WARNING and up, unless the
+    program lowered the logger's level) to the run's file and console."""
+
+    def __init__(self, progress: Progress):
+        super().__init__(logging.INFO)
+        self.progress = progress
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if getattr(record, _OWN, False):
+            return
+        try:
+            detail = logging.Formatter().formatException(record.exc_info) if record.exc_info else ""
+            self.progress.write(record.levelname, record.getMessage(), detail)
+        except Exception:  # logging must never take a run down
+            self.handleError(record)

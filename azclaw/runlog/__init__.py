@@ -1,0 +1,8 @@
+"""The run's log: the journal a run writes, and what reads it back.
+
+* ``journal``: the JSON-lines journal (format, writer, reader)
+* ``reader``: a run's journal read once, as ``Turn`` records (``RunLog``)
+* ``status``: ``azclaw status``; ``report`` and ``charts``: ``azclaw report``
+
+Nothing here imports the round loop; the loop imports only ``journal``.
+"""

@@ -1,0 +1,195 @@
+"""One agent's turn: model calls and tool steps until a final text.
+
+1. The agent is sent its system prompt and one user message.
+2. If the reply asks for tools, each call runs (a call that repeats one
+   already made in this turn is skipped) and the results go back to the model.
+3. That repeats for at most ``max_steps`` tool steps; after the last one, or
+   a step of nothing but repeats, the model is told to answer without tools.
+4. The reply without tool calls is the turn's message to the team.
+
+``take_turn`` returns a ``Turn``: the one record of a turn, which the loop
+folds into the run state, the journal writes (``to_dict``) and ``azclaw
+status`` and ``azclaw report`` read back (``from_dict``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import asdict, dataclass, field, fields
+
+from .agent import Agent
+from .errors import EndpointError
+from .llm import Completion
+from .prompt import CHARS_PER_TOKEN, fit_messages
+from .tools import Tool, ToolContext, ToolRegistry, ToolResult
+
+log = logging.getLogger("azclaw")
+
+DEFAULT_TOOL_STEPS = 8
+ALL_REPEATED = ("Every tool call you just made repeats one you already made in this turn. "
+                "Work with the results you have: give your final message to the team now, without tools.")
+STEPS_USED = ("You have used all your tool steps for this turn. "
+              "Give your final message to the team now, without tools.")
+DUPLICATE = "[duplicate call skipped: its result is already above in this turn]"
+
+
+@dataclass
+class Turn:
+    """What one agent's turn (or its answer to a coherence probe) did and cost.
+
+    Token counts are summed over the turn's requests, as the server reported
+    them; ``context_tokens`` is the largest prompt of the turn and
+    ``context_chars`` the size of the largest request sent."""
+
+    agent: str
+    round: int
+    phase: str | None = None
+    text: str = ""
+    requests: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    seconds: float = 0.0  # waiting for the model
+    context_chars: int = 0
+    context_tokens: int = 0
+    tool_calls: dict[str, int] = field(default_factory=dict)
+    tool_errors: int = 0
+    memories: list[str] = field(default_factory=list)
+    files: list[str] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+    empty: bool = False  # the model answered, with nothing
+    truncated: int = 0  # replies cut off at max_tokens
+    probe: bool = False  # an answer to a coherence probe, not a round's turn
+
+    @property
+    def failed(self) -> bool:
+        return bool(self.errors) and not self.text
+
+    @property
+    def tokens_per_second(self) -> float:
+        return self.completion_tokens / self.seconds if self.seconds else 0.0
+
+    def to_dict(self) -> dict:
+        """The turn's journal fields (the event name says whether it is a probe)."""
+        data = asdict(self)
+        del data["probe"]
+        data["seconds"] = round(self.seconds, 3)
+        data["tokens_per_second"] = round(self.tokens_per_second, 2)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "Turn":
+        """A turn from a journal line of any version; what is missing or of
+        the wrong type reads as empty, never raises."""
+        turn = cls(agent=str(data.get("agent") or ""), round=_int(data.get("round")),
+                   probe=data.get("event") == "probe")
+        turn.phase = data["phase"] if isinstance(data.get("phase"), str) else None
+        turn.text = str(data.get("text") if "text" in data else data.get("answer") or "")
+        for f in fields(cls):
+            value = data.get(f.name)
+            if f.type == "int" and f.name != "round":
+                setattr(turn, f.name, _int(value))
+            elif f.type == "float":
+                setattr(turn, f.name, _float(value))
+            elif f.type == "list[str]":
+                setattr(turn, f.name, [str(v) for v in value] if isinstance(value, list) else [])
+        calls = data.get("tool_calls")
+        if isinstance(calls, dict):
+            turn.tool_calls = {str(k): _int(v) for k, v in calls.items()}
+        turn.empty = data.get("empty") is True
+        return turn
+
+
+def _int(value) -> int:
+    return int(value) if isinstance(value, (int, float)) and not isinstance(value, bool) and value == value \
+        and abs(value) < 1e18 else 0
+
+
+def _float(value) -> float:
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) \
+        and abs(value) < 1e18 else 0.0
+
+
+def take_turn(agent: Agent, system: str, user: str, tools: list[Tool], registry: ToolRegistry,
+              ctx: ToolContext, *, phase: str | None = None, max_steps: int = DEFAULT_TOOL_STEPS,
+              context_budget: int, probe: bool = False) -> Turn:
+    """Run one turn of ``agent`` with ``tools`` offered; never raises for
+    what the model or the server does (failures are in ``Turn.errors``)."""
+    turn = Turn(agent.name, ctx.round, phase, probe=probe)
+    messages = [{"role": "system", "content": system}, {"role": "user", "content": user}]
+    schemas = [t.schema() for t in tools] or None
+    seen: set[str] = set()
+    used_ids: set[str] = set()
+    for step in range(max_steps + 1):
+        if step == max_steps and schemas:
+            messages.append({"role": "user", "content": STEPS_USED})
+            schemas = None
+        completion = _call(agent, messages, schemas, turn, context_budget)
+        if completion is None:
+            break
+        if not completion.tool_calls or not schemas:
+            turn.text = completion.text
+            break
+        results = []
+        for n, call in enumerate(completion.tool_calls):
+            # servers that number calls per reply (call_0 every step) would pair a
+            # result with the wrong call; strict APIs refuse a repeated id outright
+            if call.id in used_ids:
+                call.id = f"{call.id}_s{step}_{n}"
+            used_ids.add(call.id)
+            arguments = call.raw_arguments if call.arguments is None else json.dumps(call.arguments, sort_keys=True)
+            key = f"{call.name}\x00{arguments}"
+            if key in seen:
+                results.append(ToolResult(call.id, call.name, DUPLICATE, duplicate=True))
+                continue
+            seen.add(key)
+            outcome = registry.execute(call, ctx, tools)
+            turn.tool_calls[call.name] = turn.tool_calls.get(call.name, 0) + 1
+            turn.tool_errors += not outcome.ok
+            results.append(outcome)
+        append_tool_step(messages, completion, results)
+        if all(r.duplicate for r in results):
+            messages.append({"role": "user", "content": ALL_REPEATED})
+            schemas = None
+    turn.memories = list(ctx.memories_stored)
+    turn.files = list(ctx.files_written)
+    turn.empty = not turn.text and not turn.errors
+    return turn
+
+
+def _call(agent: Agent, messages: list[dict], schemas, turn: Turn, budget: int) -> Completion | None:
+    """One request of the turn, fitted to the context budget first."""
+    size = fit_messages(messages, budget)
+    if size > budget * CHARS_PER_TOKEN:
+        log.warning("%s: a request of about %d tokens exceeds the context budget of %d tokens",
+                    agent.name, size // CHARS_PER_TOKEN, budget)
+    turn.context_chars = max(turn.context_chars, size)
+    try:
+        completion = agent.client.chat(messages, schemas, agent.max_tokens, agent.temperature)
+    except EndpointError as exc:
+        turn.errors.append(str(exc))
+        return None
+    turn.requests += 1
+    turn.prompt_tokens += completion.usage.prompt_tokens
+    turn.context_tokens = max(turn.context_tokens, completion.usage.prompt_tokens)
+    turn.completion_tokens += completion.usage.completion_tokens
+    turn.seconds += completion.seconds
+    turn.truncated += completion.finish_reason == "length"
+    return completion
+
+
+def append_tool_step(messages: list[dict], completion: Completion, results: list[ToolResult]) -> None:
+    """Add a tool step to the turn's messages. Calls the model wrote as text
+    get their results as text too: templates that do not know tool calls
+    often reject the ``tool`` role."""
+    if completion.text_calls:
+        messages.append({"role": "assistant", "content": completion.text or "(calling tools)"})
+        body = "\n\n".join(f"Result of {r.name}:\n{r.content}" for r in results)
+        messages.append({"role": "user", "content": body})
+        return
+    messages.append({"role": "assistant", "content": completion.text or "", "tool_calls": [
+        {"id": c.id, "type": "function",
+         "function": {"name": c.name, "arguments": c.raw_arguments or json.dumps(c.arguments or {})}}
+        for c in completion.tool_calls]})
+    for r in results:
+        messages.append({"role": "tool", "tool_call_id": r.call_id, "name": r.name, "content": r.content})
