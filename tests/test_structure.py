@@ -1,0 +1,147 @@
+"""Issue 10: one Turn record for the loop, the journal, status and report; a
+library that configures no logging; tools that check their declaration; the
+default team in the library; topics whose source files are missing."""
+
+import json
+import logging
+
+import pytest
+
+from azclaw import Agent, ConfigError, Orchestrator, RunLog, TeamMemory, ToolRegistry, Topic, Turn, default_team
+from azclaw.cli import TeamConfig, make_parser
+from azclaw.runlog.status import format_status, read_status
+from fakellm import call, calls, text
+from helpers import orchestrator, team
+
+PROBES = {"title": "Probed", "coherence_probes": [{"after_round": 1, "question": "Which database?",
+                                                   "expect": ["sqlite"]}]}
+
+
+def test_the_summary_status_and_the_journal_add_up_the_same_turns_probes_included(fake_llm, workdir):
+    fake = fake_llm(per_agent={
+        "arch": [call("remember", {"text": "We use SQLite.", "title": "db"}), text("designed"),
+                 call("recall", {"query": "database"}), text("We chose SQLite.")],
+        "dev": [calls(("write_file", {"path": "a.py", "content": "x = 1"}), ("list_files", {})), text("wrote"),
+                call("recall", {"query": "db"}), text("sqlite, I think")]})
+    orch = orchestrator(team(fake.url, "arch", "dev", writers=("dev",)), topic=Topic.from_dict(PROBES, name="p"))
+    stats = orch.run(max_rounds=1)
+    status = read_status("logs")
+    assert stats.tool_calls == 5  # three in the round, two in the probe answers
+    for name in ("arch", "dev"):
+        live, read = stats.agents[name].to_dict(), status.agents[name].to_dict()
+        assert abs(live.pop("seconds") - read.pop("seconds")) < 0.01  # the journal keeps milliseconds
+        live.pop("tokens_per_second"), read.pop("tokens_per_second")
+        assert live == read, name
+    def rows(text):  # the agent table's rows, but tok/s (the journal rounds seconds to milliseconds)
+        return [line.split()[:3] + line.split()[4:] for line in text.splitlines()
+                if line.split() and line.split()[0] in ("agent", "arch", "dev")]
+    assert rows(orch.summary()) == rows(format_status(status)) == rows(stats.table())
+    assert rows(stats.table())[1][3:] == ["2", "1", "0", "0"]  # arch: tools, memories, files, errors
+    turns = RunLog.read("logs").turns
+    assert [(t.agent, t.tool_calls) for t in turns] == [("arch", {"remember": 1}),
+                                                       ("dev", {"write_file": 1, "list_files": 1})]
+
+
+@pytest.mark.parametrize("line", [
+    {"event": "turn", "round": "x", "agent": 5, "tool_calls": [1], "memories": "m", "seconds": "slow",
+     "prompt_tokens": 10**400, "empty": "yes"},
+    {"event": "turn"},
+    {"event": "probe", "round": 2, "agent": "a", "answer": "old-style answer", "prompt_tokens": 3},
+])
+def test_a_turn_reads_from_any_journal_line_without_raising(line):
+    turn = Turn.from_dict(json.loads(json.dumps(line)))
+    assert isinstance(turn.round, int) and isinstance(turn.tool_calls, dict) and isinstance(turn.memories, list)
+    assert Turn.from_dict(turn.to_dict()).to_dict() == turn.to_dict()
+
+
+def test_a_turn_written_and_read_back_is_the_same_turn():
+    turn = Turn("dev", 3, "Build", "done", requests=2, prompt_tokens=100, completion_tokens=20, seconds=2.0,
+                context_chars=900, context_tokens=60, tool_calls={"write_file": 2}, tool_errors=1,
+                memories=["m"], files=["a.py"], errors=["HTTP 500"], truncated=1)
+    assert Turn.from_dict({"event": "turn", **turn.to_dict()}) == turn
+
+
+def test_the_library_configures_no_logging_and_a_run_leaves_none_behind(fake_llm, workdir):
+    logger = logging.getLogger("azclaw")
+    before = (list(logger.handlers), logger.level, logger.propagate)
+    assert [type(h).__name__ for h in logger.handlers] == ["NullHandler"]
+    fake = fake_llm()
+    orchestrator(team(fake.url, "arch")).run(max_rounds=1)
+    assert (list(logger.handlers), logger.level, logger.propagate) == before
+    assert "[round 1/1] arch" in (workdir / "logs" / "task.log").read_text()
+
+
+def test_a_tool_that_declares_a_parameter_its_function_lacks_is_refused_at_registration():
+    registry = ToolRegistry()
+    with pytest.raises(ConfigError, match="tool 'lookup': parameter 'limit' is declared but"):
+        @registry.tool("lookup", "Look a thing up.", {"query": "string", "limit": "integer"})
+        def lookup(query: str) -> str:
+            return query
+    assert registry.get("lookup") is None
+
+
+def test_a_tool_that_crashes_is_an_error_for_the_model_and_a_traceback_for_the_operator(fake_llm, workdir):
+    from azclaw import build_default_registry
+    registry = build_default_registry()
+
+    @registry.tool("divide", "Divide a by b.", {"a": "number", "b": "number"})
+    def divide(a: float, b: float) -> str:
+        return str(a / b)
+
+    fake = fake_llm(per_agent={"arch": [call("divide", {"a": 1, "b": 0}), text("ok")]})
+    orchestrator(team(fake.url, "arch"), registry=registry).run(max_rounds=1)
+    [result] = fake.chats_of("arch")[1].tool_results
+    assert result.startswith("ERROR: tool 'divide' failed: ZeroDivisionError")
+    log = (workdir / "logs" / "task.log").read_text()
+    assert "Traceback (most recent call last)" in log and "return str(a / b)" in log
+
+
+def test_the_cli_and_the_library_build_the_same_default_team():
+    args = make_parser().parse_args(["run", "--task", "x"])
+    cli_team = TeamConfig.of(args).team()
+    library = default_team()
+    assert [(a.name, a.role, a.can_write, a.max_tokens) for a in cli_team] == \
+           [(a.name, a.role, a.can_write, a.max_tokens) for a in library]
+    assert [a.name for a in library if a.can_write] == ["developer"]
+
+
+def test_custom_agent_names_follow_the_writer_rule():
+    named = default_team(names=["planner", "coder", "tester"])
+    assert [(a.name, a.can_write) for a in named] == [("planner", False), ("coder", True), ("tester", False)]
+
+
+def test_the_orchestrator_takes_the_team_memory_it_is_given(fake_llm, workdir):
+    memory = TeamMemory({"arch": workdir / "elsewhere" / "arch"})
+    fake = fake_llm(per_agent={"arch": [call("remember", {"text": "Kept elsewhere.", "title": "place"}),
+                                        text("ok")]})
+    Orchestrator(team(fake.url, "arch"), memory=memory, verbose=False).run(max_rounds=1)
+    assert list((workdir / "elsewhere" / "arch").rglob("place.txt"))
+    assert not (workdir / "agents").exists()
+
+
+def test_a_memory_without_a_root_for_an_agent_is_refused(workdir):
+    memory = TeamMemory({"arch": workdir / "arch"})
+    with pytest.raises(ConfigError, match="no AgentAZAll root for agent 'dev'"):
+        Orchestrator([Agent("arch"), Agent("dev")], memory=memory)
+
+
+def test_a_topic_whose_source_files_no_folder_holds_gets_one_warning_line(fake_llm, azclaw, workdir):
+    fake = fake_llm()
+    (workdir / "src").mkdir()
+    (workdir / "src" / "present.cbl").write_text("x")
+    topic = {"title": "T", "phases": [{"name": "P", "rounds": [1, 1], "source_files": ["present.cbl", "gone.cpy"]}]}
+    (workdir / "t.json").write_text(json.dumps(topic))
+    proc = azclaw("run", "--topic", "t.json", "--endpoint", fake.url, "--source", "src", "--retries", "0")
+    assert proc.returncode == 0, proc.stderr
+    warnings = [line for line in proc.stderr.splitlines() if "no source folder holds" in line]
+    assert len(warnings) == 1 and "gone.cpy" in warnings[0] and "present.cbl" not in warnings[0]
+
+
+def test_the_shipped_cobol_topic_finds_its_bundled_sources(fake_llm, azclaw, workdir):
+    fake = fake_llm(script=[call("read_file", {"path": "cbl/ACCTREC.cpy"}), text("read it")])
+    proc = azclaw("run", "--topic", "cobol-migration", "--endpoint", fake.url, "--max-rounds", "1",
+                  "--retries", "0", "--agents", "architect")
+    assert proc.returncode == 0, proc.stderr
+    assert "no source folder holds" not in proc.stderr
+    [result] = fake.chats[1].tool_results
+    assert "PIC" in result and not result.startswith("ERROR")
