@@ -16,6 +16,9 @@ from .tools import ToolContext, ToolRegistry
 LIST_LIMIT = 200
 
 
+MEMORY_CHARS = 20_000  # one remember call; a memory is a decision, not a document
+
+
 def _readable_roots(ctx: ToolContext) -> list[Path]:
     return [*ctx.source_dirs, ctx.output_dir]
 
@@ -69,6 +72,9 @@ def build_default_registry() -> ToolRegistry:
     def remember(text: str, title: str = "", _ctx: ToolContext = None) -> str:
         if not text.strip():
             raise ToolError("text is empty; nothing to remember")
+        if len(text) > MEMORY_CHARS:
+            raise ToolError(f"text is {len(text):,} characters; a memory holds at most {MEMORY_CHARS:,}: "
+                            "store the decision, not the document (write documents with write_file)")
         memory = _ctx.memory.remember(_ctx.agent, text, title)
         _ctx.memories_stored.append(memory.title)
         return f"Remembered as {memory.title!r} ({memory.day})."

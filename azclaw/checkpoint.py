@@ -26,10 +26,11 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
-from .errors import CheckpointError
+from .errors import CheckpointError, StorageError
 from .files import read_json, write_atomic
 from .prompt import Message
 from .stats import RunStats
+from .turn import Turn
 
 FORMAT = "azclaw-checkpoint"
 VERSION = 1
@@ -61,12 +62,32 @@ class RunState:
         self.round = self.stats.rounds = round_no
 
     def add_probe(self, turn, question: str, correct: bool | None) -> dict:
-        """Record a probe answer (its cost goes into the stats); returns it."""
+        """Record a probe answer (its cost goes into the stats); returns it.
+        An answer the server never gave is "unanswered", not wrong."""
         self.stats.add(turn)
         answer = {"round": turn.round, "agent": turn.agent, "question": question, "answer": turn.text,
-                  "correct": correct}
+                  "correct": None if turn.failed else correct, "unanswered": turn.failed}
         self.probe_answers.append(answer)
         return answer
+
+    def replay(self, events: list[dict]) -> list[int]:
+        """Fold in the rounds a journal shows finished after ``round`` (the
+        rounds a kill cost since the last checkpoint); returns them."""
+        done = sorted({e["round"] for e in events if e.get("event") == "round_end" and e["round"] > self.round})
+        for round_no in done:
+            turns: dict[str, dict] = {}
+            probes: dict[tuple, dict] = {}
+            for e in events:
+                if e.get("round") == round_no and e.get("event") == "turn":
+                    if str(e.get("agent")) in turns:  # an attempt that failed: its cost counts, not its turn
+                        self.stats.add(Turn.from_dict(turns[str(e.get("agent"))]).retry())
+                    turns[str(e.get("agent"))] = e  # the last attempt of the round counts
+                elif e.get("round") == round_no and e.get("event") == "probe":
+                    probes[(e.get("agent"), e.get("question"))] = e
+            self.add_round(round_no, [Turn.from_dict(e) for e in turns.values()])
+            for e in probes.values():
+                self.add_probe(Turn.from_dict(e), str(e.get("question") or ""), e.get("correct"))
+        return done
 
     def previous(self, round_no: int) -> list[Message]:
         """The messages of the latest round before ``round_no`` that produced
@@ -129,7 +150,11 @@ class Checkpoint:
             raise CheckpointError(f"{source}: damaged checkpoint ({type(exc).__name__}: {exc})") from None
 
     def save(self, path: Path) -> Path:
-        write_atomic(path, json.dumps(self.to_dict(), ensure_ascii=False, indent=1))
+        try:
+            write_atomic(path, json.dumps(self.to_dict(), ensure_ascii=False, indent=1))
+        except OSError as exc:
+            raise StorageError(f"{path}: cannot write the checkpoint of round {self.round} "
+                               f"({exc.strerror or exc}); the one written before is kept") from None
         return path
 
     @classmethod

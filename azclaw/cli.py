@@ -23,7 +23,7 @@ from .orchestrator import Orchestrator
 from .prompt import CONTEXT_BUDGET
 from .runlog.report import CHART_ENGINES, build_report
 from .runlog.status import format_status, read_status
-from .topic import Topic, find_topic
+from .topic import Topic, find_topic, slug
 
 ENDPOINT_ENV = "AZCLAW_ENDPOINT"
 PACKAGE_TOPICS = Path(__file__).resolve().parent / "topics"
@@ -177,14 +177,17 @@ def cmd_run(args) -> int:
 
 def run_team(args, config: TeamConfig) -> int:
     topic = load_topic(args.topic)
+    if topic and args.name:
+        topic.name = slug(args.name)
     sources = [s for value in args.source for s in value.split(",") if s] or None
     orch = Orchestrator(config.team(), topic=topic, output_dir=args.output, log_dir=args.log_dir,
                         source_dirs=sources, agents_dir=args.agents_dir, parallel=args.parallel,
                         run_python=not args.no_run_python, verbose=not args.quiet,
                         max_failed_rounds=args.max_failed_rounds, context_budget=config.context_budget,
+                        checkpoint_every=args.checkpoint_every,
                         approve=TerminalApprover() if args.approve else None)
     if args.task:
-        orch.set_task(args.task)
+        orch.set_task(args.task, args.name)
     orch.run(max_rounds=args.max_rounds, resume=True if args.resume == "" else args.resume)
     return 0
 
@@ -266,6 +269,10 @@ def make_parser() -> argparse.ArgumentParser:
     run.add_argument("--source", action="append", default=[], metavar="DIRS",
                      help="folders agents may read, comma-separated or repeated (default: the topic's "
                           "source_dirs)")
+    run.add_argument("--name", help="name of the run's checkpoint, journal and log files (default: the topic "
+                                    "file's name, or the task's first words and a short hash of it)")
+    run.add_argument("--checkpoint-every", type=int, default=5, metavar="N",
+                     help="write the checkpoint every N rounds, and whenever the run ends (default 5)")
     run.add_argument("--max-rounds", type=int, help="number of the last round (default: the topic's "
                                                     "last phase, else 10)")
     run.add_argument("--resume", nargs="?", const="", metavar="CHECKPOINT",

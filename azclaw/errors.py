@@ -35,3 +35,11 @@ class MemoryIndexError(AzclawError):
 
 class LocalServerError(AzclawError):
     """The local model server is not installed, or did not start or stay up."""
+
+
+class StorageError(AzclawError):
+    """The journal, a checkpoint or a run's lock could not be written (a full disk, a read-only folder)."""
+
+
+class RunLocked(AzclawError):
+    """Another live run holds the same topic's journal in the same log folder."""

@@ -9,7 +9,7 @@ import re
 import tempfile
 from pathlib import Path
 
-from .errors import AzclawError
+from .errors import AzclawError, RunLocked, StorageError
 
 _TEMPORARY = re.compile(r"\.(?P<name>.+)\.[A-Za-z0-9_]{8}\.tmp")  # what mkstemp names write_atomic's files
 
@@ -34,7 +34,7 @@ def write_atomic(path: Path, text: str) -> None:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         os.fchmod(fd, 0o666 & ~_umask())  # mkstemp's 0600 would hide a checkpoint or a written file from the group
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        with os.fdopen(fd, "w", encoding="utf-8", errors="replace") as fh:
             fh.write(text)
             fh.flush()
             os.fsync(fh.fileno())
@@ -97,3 +97,38 @@ def read_json(path: Path, what: str, error: type[AzclawError]) -> object:
     except ValueError as exc:
         raise error(f"{path}: {what} is truncated or not JSON (line {exc.lineno} column {exc.colno}: "
                     f"{exc.msg})") from None
+
+
+class RunLock:
+    """One live run per lock file: an exclusive ``flock`` held for the run,
+    with the holder's pid in the file. The kernel drops the lock when the
+    process ends, however it ends, so a dead run's lock is simply taken over."""
+
+    def __init__(self, path: Path, what: str):
+        self.path = Path(path)
+        self.what = what
+        self._fd: int | None = None
+
+    def acquire(self) -> "RunLock":
+        import fcntl
+        try:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
+        except OSError as exc:
+            raise StorageError(f"{self.path}: cannot create the run's lock ({exc.strerror})") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            holder = os.read(fd, 64).decode("ascii", "replace").strip() or "?"
+            os.close(fd)
+            raise RunLocked(f"another azclaw run (pid {holder}) is running {self.what} with this log folder "
+                            f"({self.path.parent}); wait for it, stop it with azclaw stop, or use another "
+                            "--log-dir") from None
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        self._fd = fd
+        return self
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)  # closing drops the flock
+            self._fd = None

@@ -23,12 +23,12 @@ from pathlib import Path
 from .agent import Agent
 from .builtin_tools import build_default_registry
 from .checkpoint import Checkpoint, RunState
-from .errors import CheckpointError, ConfigError, RunAborted
-from .files import sweep_temporary
+from .errors import CheckpointError, ConfigError, RunAborted, StorageError
+from .files import RunLock, sweep_temporary
 from .memory import TeamMemory
 from .progress import Progress
 from .prompt import CONTEXT_BUDGET, MESSAGE_BUDGET, round_message, system_prompt
-from .runlog.journal import Journal
+from .runlog.journal import Journal, current_run, read_journal
 from .stats import Coherence, RunStats
 from .stopping import StopControl
 from .tools import ToolContext, ToolRegistry
@@ -83,6 +83,7 @@ class Orchestrator:
         if missing:
             raise ConfigError(f"memory: no AgentAZAll root for agent {missing[0]!r}")
         self.state = self._fresh_state()
+        self._empty_streak: dict[str, int] = {}
         self.stop_reason = ""
         self.journal: Journal | None = None
         self.progress: Progress | None = None
@@ -99,11 +100,12 @@ class Orchestrator:
             state.stats.agent(agent.name)
         return state
 
-    def set_task(self, text: str) -> None:
-        """The task; it opens round 1 when the topic has no initial prompt."""
+    def set_task(self, text: str, name: str | None = None) -> None:
+        """The task; it opens round 1 when the topic has no initial prompt.
+        Without a topic, the run is named from the task (or ``name``)."""
         self.task = text
         if self.topic.name == "task" and self.topic.title == "task":
-            self.topic = Topic.from_task(text)
+            self.topic = Topic.from_task(text, name)
 
     @property
     def checkpoint_path(self) -> Path:
@@ -117,23 +119,32 @@ class Orchestrator:
     def run(self, max_rounds: int | None = None, resume=None) -> RunStats:
         """Run until round ``max_rounds`` (default: the resumed run's own last
         round, else the topic's last phase, else 10), a STOP file, or a
-        signal. ``resume`` is a checkpoint path (or True for this topic's
-        checkpoint in ``log_dir``)."""
+        signal. ``resume`` is a checkpoint path, or True: this topic's
+        checkpoint in ``log_dir`` and the rounds its journal shows finished
+        after it (the journal alone when no checkpoint was written yet)."""
         last = self._start(max_rounds, resume)
-        reason, failed_rounds, turns = "finished", 0, []
-        started = time.monotonic()
+        reason, round_no, failed, started = "finished", self.last_round + 1, 0, time.monotonic()
         try:
-            for round_no in range(self.last_round + 1, last + 1):
+            while round_no <= last:
                 turns = self._run_round(round_no, last)
-                with self.stop.deferred():  # a round is folded in whole, or not at all
-                    self.state.add_round(round_no, turns)
-                for probe in self.topic.probes_after(round_no):
-                    self._ask_probe(probe, round_no, last)
-                failed_rounds = failed_rounds + 1 if all(t.failed for t in turns) else 0
-                if failed_rounds >= self.max_failed_rounds:
+                failed = failed + 1 if all(t.failed for t in turns) else 0
+                if failed:  # nothing came back: the round is not done, and is run again
+                    for turn in turns:
+                        self.stats.add(turn.retry())
+                    self.progress.warning("round %d: every turn failed (%s); it runs again", round_no,
+                                          turns[-1].errors[-1])
+                else:
+                    with self.stop.deferred():  # a round is folded in whole, or not at all
+                        self.state.add_round(round_no, turns)
+                    for probe in self.topic.probes_after(round_no):
+                        self._ask_probe(probe, round_no, last)
+                    self.journal.write("round_end", round=round_no)
+                    round_no += 1
+                quiet = self._silent_agents(turns)
+                if failed >= self.max_failed_rounds or quiet:
                     reason = "aborted"
                     break
-                if round_no % self.checkpoint_every == 0 and round_no != last:
+                if not failed and (round_no - 1) % self.checkpoint_every == 0 and round_no <= last:
                     self.save_checkpoint(last)
                 if self.stop.should_stop():
                     reason = "stopped"
@@ -149,9 +160,17 @@ class Orchestrator:
             self.stats.elapsed += time.monotonic() - started
             self._finish(reason, last)
         if reason == "aborted":
-            raise RunAborted(f"stopped after {failed_rounds} rounds in which every turn failed; "
-                             f"last error: {turns[-1].errors[-1]}; checkpoint: {self.checkpoint_path}")
+            why = (f"{failed} rounds in which every turn failed (round {round_no}, tried {failed} times); "
+                   f"last error: {turns[-1].errors[-1]}" if failed else
+                   f"{', '.join(quiet)} gave only empty replies for {self.max_failed_rounds} rounds in a row")
+            raise RunAborted(f"stopped after {why}; checkpoint: {self.checkpoint_path}")
         return self.stats
+
+    def _silent_agents(self, turns: list[Turn]) -> list[str]:
+        """Agents whose last ``max_failed_rounds`` turns were all empty replies."""
+        for turn in turns:
+            self._empty_streak[turn.agent] = self._empty_streak.get(turn.agent, 0) + 1 if turn.empty else 0
+        return [name for name, streak in self._empty_streak.items() if streak >= self.max_failed_rounds]
 
     def _run_round(self, round_no: int, last: int) -> list[Turn]:
         user = round_message(round_no, self.state.previous(round_no), self.topic.initial_prompt or self.task,
@@ -165,6 +184,12 @@ class Orchestrator:
         self.progress.info("[round %d/%d] %s: %d+%d tok, %.1f tok/s, %s%s", round_no, last, agent.name,
                            turn.prompt_tokens, turn.completion_tokens, turn.tokens_per_second, tools,
                            f", ERROR {turn.errors[-1]}" if turn.errors else "")
+        if turn.truncated:
+            self.progress.warning("%s: %d of %d replies cut off at max_tokens %d", agent.name, turn.truncated,
+                                  turn.requests, agent.max_tokens)
+        if turn.empty:
+            self.progress.warning("%s: the model's reply was empty%s", agent.name,
+                                  " (cut off at max_tokens)" if turn.truncated else "")
         self.journal.write("turn", **turn.to_dict())
         return turn
 
@@ -196,23 +221,29 @@ class Orchestrator:
         if max_rounds is not None and (isinstance(max_rounds, bool) or not isinstance(max_rounds, int)
                                        or max_rounds < 1):
             raise ConfigError(f"max_rounds: expected a round number >= 1, got {max_rounds!r}")
-        planned = self._restore(resume) if resume else None
-        last = max_rounds or planned or self.topic.last_round or DEFAULT_ROUNDS
-        if self.check_health:
-            for agent in self.agents:
-                agent.client.health_check()
         for option, folder in (("output folder", self.output_dir), ("log folder", self.log_dir)):
             try:
                 folder.mkdir(parents=True, exist_ok=True)
             except OSError as exc:
                 raise ConfigError(f"{option} {folder}: {exc.strerror}") from None
+        self._lock = RunLock(self.log_dir / f"{self.topic.name}.lock", f"topic {self.topic.name!r}").acquire()
+        try:
+            planned = self._restore(resume) if resume else None
+            if self.check_health:
+                for agent in self.agents:
+                    agent.client.health_check()
+        except BaseException:
+            self._lock.release()
+            raise
+        last = max_rounds or planned or self.topic.last_round or DEFAULT_ROUNDS
         sweep_temporary(self.log_dir, [self.checkpoint_path.name, self.journal_path.name])
         self.progress = Progress(self.log_dir / f"{self.topic.name}.log", console=self.verbose)
-        # a resume redoes the rounds after its checkpoint: their old lines leave the journal
+        # a resume redoes the rounds after the last finished one: their old lines leave the journal
         self.journal = Journal.open(self.journal_path, resumed_from=self.last_round if resume else None)
         if self.stop.clear_stale():
             self.progress.info("removed a STOP file left from an earlier run: %s", self.stop.stop_file)
-        self.stop.install()
+        self.stop.install(announce=lambda why: self.progress.warning(
+            "%s: stopping after round %d finishes; press Ctrl+C again to stop now", why, self.last_round + 1))
         self.journal.write("run_start", topic=self.topic.name, title=self.topic.title, first_round=self.last_round + 1,
                            last_round=last, agents=[a.name for a in self.agents],
                            resumed_from=self.last_round if resume else None, pid=os.getpid(),
@@ -229,16 +260,29 @@ class Orchestrator:
         return last
 
     def _restore(self, resume) -> int:
-        """Load a checkpoint's state; return the last round that run planned."""
+        """Take up the state of an interrupted run: its checkpoint, then the
+        rounds its journal shows finished after it. Returns the last round
+        that run planned."""
         path = self.checkpoint_path if resume is True else Path(resume)
-        checkpoint = Checkpoint.load(path)
-        if (checkpoint.topic_name, checkpoint.topic_title) != (self.topic.name, self.topic.title):
-            raise CheckpointError(f"{path}: checkpoint belongs to topic {checkpoint.topic_name!r} "
-                                  f"({checkpoint.topic_title!r}), not {self.topic.name!r} ({self.topic.title!r})")
-        self.state = checkpoint.state
+        events = current_run(read_journal(self.journal_path))
+        starts = [e for e in events if e.get("event") == "run_start"]
+        if path.exists() or resume is not True or not starts:
+            checkpoint = Checkpoint.load(path)
+            identity, planned, state = (checkpoint.topic_name, checkpoint.topic_title), checkpoint.max_rounds, \
+                checkpoint.state
+        else:  # killed before its first checkpoint: the journal alone
+            identity, planned, state = (starts[-1].get("topic"), starts[-1].get("title")), \
+                starts[-1].get("last_round"), self._fresh_state()
+            path = self.journal_path
+        if identity != (self.topic.name, self.topic.title):
+            raise CheckpointError(f"{path}: it belongs to topic {identity[0]!r} ({identity[1]!r}), "
+                                  f"not {self.topic.name!r} ({self.topic.title!r})")
+        if starts and (starts[-1].get("topic"), starts[-1].get("title")) == identity:
+            state.replay(events)
+        self.state = state
         for agent in self.agents:
             self.stats.agent(agent.name)
-        return checkpoint.max_rounds
+        return planned if isinstance(planned, int) and planned > 0 else None
 
     def save_checkpoint(self, max_rounds: int) -> Path:
         """Write the checkpoint of the last completed round."""
@@ -265,9 +309,14 @@ class Orchestrator:
             self.journal.write("run_end", round=self.last_round, reason=reason, stats=self.stats.to_dict())
             self.progress.info("checkpoint: %s", path)
             self.progress.info(self.summary())
+        except StorageError as exc:
+            self.progress.warning("%s", exc)
+            if reason not in ("error", "interrupted"):  # else the error that ended the run is the one to tell
+                raise
         finally:
             self.memory.close()  # the index reopens itself if the orchestrator runs again
             self.progress.close()
+            self._lock.release()
 
     def summary(self) -> str:
         s = self.stats

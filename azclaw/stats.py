@@ -95,7 +95,7 @@ class RunStats:
         """Add what a turn (or a probe answer) cost and did."""
         a = self.agent(turn.agent)
         calls = sum(turn.tool_calls.values())
-        a.turns += not turn.probe
+        a.turns += not (turn.probe or turn.retried)
         a.requests += turn.requests
         a.prompt_tokens += turn.prompt_tokens
         a.completion_tokens += turn.completion_tokens
@@ -136,9 +136,10 @@ class RunStats:
 
 def agent_table(agents: dict[str, AgentStats]) -> str:
     """Agents as rows; every column as wide as its widest cell, so none run together."""
-    head = ["agent", "turns", "tokens", "tok/s", "tools", "memories", "files", "errors"]
+    head = ["agent", "turns", "tokens", "tok/s", "tools", "memories", "files", "errors", "empty", "cut"]
     rows = [[name, str(a.turns), f"{a.tokens:,}", f"{a.tokens_per_second:.1f}", str(a.tool_calls),
-             str(a.memories_stored), str(a.files_written), str(a.errors)] for name, a in agents.items()]
+             str(a.memories_stored), str(a.files_written), str(a.errors), str(a.empty_replies),
+             str(a.truncated_replies)] for name, a in agents.items()]
     widths = [max(len(r[i]) for r in [head, *rows]) for i in range(len(head))]
     lines = []
     for row in [head, *rows]:
@@ -154,19 +155,23 @@ class Coherence:
     correct: int = 0
     scored: int = 0  # answers to probes that have ``expect``
     asked: int = 0  # every answer, scored or not
+    unanswered: int = 0  # the server never gave an answer: neither right nor wrong
 
     @classmethod
     def of(cls, answers: list[dict]) -> "Coherence":
         scored = [a for a in answers if a.get("correct") is not None]
-        return cls(sum(1 for a in scored if a["correct"]), len(scored), len(answers))
+        return cls(sum(1 for a in scored if a["correct"]), len(scored), len(answers),
+                   sum(1 for a in answers if a.get("unanswered")))
 
     def __str__(self) -> str:
+        gap = f" ({self.unanswered} unanswered)" if self.unanswered else ""
         if self.scored:
-            return f"{self.correct}/{self.scored} answers correct"
-        return f"{self.asked} probe answers, none scored" if self.asked else "no probes asked"
+            return f"{self.correct}/{self.scored} answers correct{gap}"
+        return (f"{self.asked} probe answers, none scored{gap}" if self.asked else "no probes asked")
 
     def to_dict(self) -> dict:
-        return {"correct": self.correct, "scored": self.scored, "asked": self.asked, "text": str(self)}
+        return {"correct": self.correct, "scored": self.scored, "asked": self.asked,
+                "unanswered": self.unanswered, "text": str(self)}
 
 
 def _mapping(data: dict, key: str) -> dict:

@@ -22,6 +22,7 @@ class StopControl:
         self._previous: dict[int, object] = {}
         self._deferring = False
         self._pending = ""
+        self._announce = None
 
     def clear_stale(self) -> bool:
         """Remove a STOP file left from an earlier run; True if there was one."""
@@ -53,6 +54,8 @@ class StopControl:
                 return
             raise KeyboardInterrupt(f"second {name}")
         self.request(f"{name} received")
+        if self._announce is not None:  # at once: a person pressed a key and waits for an answer
+            self._announce(f"{name} received")
 
     @contextmanager
     def deferred(self):
@@ -68,8 +71,10 @@ class StopControl:
             if pending:
                 raise KeyboardInterrupt(pending)
 
-    def install(self) -> None:
-        """Catch SIGINT and SIGTERM (only possible in the main thread)."""
+    def install(self, announce=None) -> None:
+        """Catch SIGINT and SIGTERM (only possible in the main thread);
+        ``announce(reason)`` says at once what the first one will do."""
+        self._announce = announce
         if threading.current_thread() is not threading.main_thread():
             return
         for sig in (signal.SIGINT, signal.SIGTERM):

@@ -6,6 +6,7 @@ Every problem is reported with the file and the field path, e.g.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from dataclasses import dataclass, field
@@ -61,10 +62,13 @@ class Topic:
     source_dirs: list[Path] = field(default_factory=list)  # read when a run names no source folder
 
     @classmethod
-    def from_task(cls, task: str) -> "Topic":
-        """A one-phase topic for a plain task."""
-        return cls(title=task.strip().splitlines()[0][:80] if task.strip() else "task",
-                   initial_prompt=task, name="task")
+    def from_task(cls, task: str, name: str | None = None) -> "Topic":
+        """A one-phase topic for a plain task, named from the task (its first
+        words and a short hash of it) unless ``name`` is given, so runs of
+        different tasks in one folder keep their own checkpoint and journal."""
+        first = task.strip().splitlines()[0][:80] if task.strip() else "task"
+        digest = hashlib.sha256(task.encode("utf-8", "replace")).hexdigest()[:6]
+        return cls(title=first, initial_prompt=task, name=slug(name) if name else f"{slug(first)[:40]}_{digest}")
 
     @property
     def last_round(self) -> int | None:

@@ -60,10 +60,16 @@ class Turn:
     empty: bool = False  # the model answered, with nothing
     truncated: int = 0  # replies cut off at max_tokens
     probe: bool = False  # an answer to a coherence probe, not a round's turn
+    retried: bool = False  # an attempt of a round in which every turn failed: its round ran again
 
     @property
     def failed(self) -> bool:
         return bool(self.errors) and not self.text
+
+    def retry(self) -> "Turn":
+        """Mark this turn as an attempt of a round that ran again; returns it."""
+        self.retried = True
+        return self
 
     @property
     def tokens_per_second(self) -> float:
@@ -72,7 +78,7 @@ class Turn:
     def to_dict(self) -> dict:
         """The turn's journal fields (the event name says whether it is a probe)."""
         data = asdict(self)
-        del data["probe"]
+        del data["probe"], data["retried"]
         data["seconds"] = round(self.seconds, 3)
         data["tokens_per_second"] = round(self.tokens_per_second, 2)
         return data

@@ -70,3 +70,11 @@ def orchestrator(agents, **kwargs):
 
 def turn_requests(fake, agent: str, round_no: int):
     return [r for r in fake.chats_of(agent) if r.round == round_no]
+
+
+def run_file(folder: Path, suffix: str, exclude: str = "") -> Path:
+    """The one file of a run in ``folder`` whose name ends with ``suffix``
+    (``_checkpoint.json``, ``_journal.jsonl``): a --task run is named from its task."""
+    found = [p for p in Path(folder).glob(f"*{suffix}") if p.name != exclude]
+    assert len(found) == 1, (suffix, found)
+    return found[0]

@@ -7,12 +7,15 @@ Shared by test_journal, test_status and test_report. The script:
   file every 4th round; checkpoints every 5 rounds;
 * probes after rounds 5 and 20 (database, expect "postgres"), 12 (language,
   expect "python") and 24 (not scored). The architect answers both right,
-  the developer gets the language wrong, the reviewer the database: 6/9;
+  the developer gets the language wrong (after the kill), the reviewer the
+  database;
 * in round 13 the developer's first request is held until the test has run
   ``azclaw status`` against the live run; then the process is SIGKILLed
-  (its last checkpoint is round 10) and the run is resumed with --resume.
-  Before the kill the probe of round 12 is answered right by everyone, so a
-  superseded answer that leaked into the score would show.
+  (its last checkpoint is round 10, its journal shows rounds 11 and 12
+  finished) and the run is resumed with --resume: only round 13 is redone.
+  Before the kill the probe of round 12 is answered right by everyone; those
+  answers are kept (their round was finished), so the score is 7/9; had
+  rounds 11 and 12 been redone, it would be 6/9.
 """
 
 from __future__ import annotations
@@ -51,7 +54,8 @@ ANSWERS = {  # (agent, keyword of the question) -> answer
     ("developer", "language"): "Go, I think.",
     ("reviewer", "language"): "Python.",
 }
-EXPECTED_SCORE = (6, 9)
+EXPECTED_SCORE = (7, 9)
+RESUMED_FROM = KILL_ROUND - 1  # the last round the journal shows finished
 _ROUND = re.compile(r"Current round: (\d+) of")
 
 

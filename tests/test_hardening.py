@@ -18,6 +18,7 @@ from azclaw.checkpoint import Checkpoint, RunState
 from azclaw.errors import CheckpointError
 from azclaw.files import sweep_temporary
 from azclaw.stats import RunStats
+from helpers import run_file
 from fakellm import FakeLLM, Reply, call, calls, error, text
 
 
@@ -77,7 +78,7 @@ def test_a_turn_that_keeps_failing_is_an_error_and_the_run_goes_on():
         stats = orch.run(max_rounds=3)
     assert stats.rounds == 3
     assert stats.agents["architect"].errors == 3 and stats.agents["developer"].errors == 0
-    journal = [json.loads(l) for l in Path("logs/task_journal.jsonl").read_text().splitlines()]
+    journal = [json.loads(l) for l in run_file(Path("logs"), "_journal.jsonl").read_text().splitlines()]
     errors = [e["errors"] for e in journal if e["event"] == "turn" and e["agent"] == "architect"]
     assert len(errors) == 3 and all("HTTP 500" in e[0] for e in errors)
 
@@ -93,8 +94,8 @@ def test_rounds_in_which_every_turn_fails_abort_the_run_with_a_checkpoint():
         orch = Orchestrator(agents, verbose=False, max_failed_rounds=2, checkpoint_every=1)
         with pytest.raises(RunAborted, match="2 rounds in which every turn failed"):
             orch.run(max_rounds=10)
-    checkpoint = Checkpoint.load("logs/task_checkpoint.json")
-    assert checkpoint.round == 4
+    checkpoint = Checkpoint.load(run_file(Path("logs"), "_checkpoint.json"))
+    assert checkpoint.round == 2  # round 3 failed twice: it is not done
     assert [m.round for m in checkpoint.history] == [1, 1, 2, 2]
 
 
@@ -248,7 +249,7 @@ def test_a_run_sweeps_temporary_files_that_killed_writers_left_and_writes_readab
     assert not any(f.exists() for f in stray) and other.exists()
     mask = os.umask(0)
     os.umask(mask)
-    for f in (logs / "task_checkpoint.json", workdir / "output" / "a.py"):
+    for f in (run_file(logs, "_checkpoint.json"), workdir / "output" / "a.py"):
         assert f.stat().st_mode & 0o777 == 0o666 & ~mask, f  # the umask decides, not mkstemp's 0600
 
 
@@ -286,7 +287,7 @@ def test_a_truncated_checkpoint_is_one_line_error_from_the_cli(tmp_path):
     (tmp_path / "logs").mkdir()
     (tmp_path / "logs" / "task_checkpoint.json").write_text('{"format": "azclaw-check')
     with FakeLLM() as fake:
-        proc = azclaw("run", "--task", "x", "--endpoint", fake.url, "--resume")
+        proc = azclaw("run", "--task", "x", "--name", "task", "--endpoint", fake.url, "--resume")
     assert proc.returncode == 1 and "Traceback" not in proc.stderr
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(
@@ -307,7 +308,7 @@ def test_a_second_interrupt_stops_at_once_and_keeps_the_last_completed_round(tmp
         out, err = proc.communicate(timeout=30)
     assert proc.returncode == 130, err
     assert "Traceback" not in err
-    checkpoint = Checkpoint.load(tmp_path / "logs" / "task_checkpoint.json")
+    checkpoint = Checkpoint.load(run_file(tmp_path / "logs", "_checkpoint.json"))
     assert checkpoint.round >= 2 and checkpoint.round < 50
 
 
@@ -370,7 +371,7 @@ def test_a_server_that_never_answers_fails_the_turn_with_the_url_in_the_error():
         orch = Orchestrator([agent], verbose=False, max_failed_rounds=5)
         stats = orch.run(max_rounds=1)
     assert stats.errors == 1 and stats.rounds == 1
-    journal = [json.loads(l) for l in Path("logs/task_journal.jsonl").read_text().splitlines()]
+    journal = [json.loads(l) for l in run_file(Path("logs"), "_journal.jsonl").read_text().splitlines()]
     error = next(e for e in journal if e["event"] == "turn")["errors"][0]
     assert fake.url in error and "gave up after 3 attempts" in error
 
@@ -405,19 +406,25 @@ def test_list_files_does_not_show_links_that_lead_outside(tmp_path):
     assert "notes.txt" not in listing and "12345" not in listing
 
 
-def test_after_rounds_in_which_every_turn_failed_the_team_goes_on_from_the_last_messages_it_had():
-    def responder(request):  # the server is down for round 2
+def test_a_round_in_which_every_turn_failed_runs_again_with_the_messages_the_team_had():
+    attempts = {"round 2": 0}
+
+    def responder(request):  # the server is down for the first attempt at round 2
         if request.round == 2:
-            return error(503)
+            attempts["round 2"] += 1
+            if attempts["round 2"] == 1:
+                return error(503)
         return text(f"PLAN-FROM-ROUND-{request.round}")
 
     with FakeLLM(responder=responder) as fake:
         agent = fast(Agent("architect", endpoint=fake.url, retries=0))
         orch = Orchestrator([agent], verbose=False)
         stats = orch.run(max_rounds=3)
-    assert stats.agents["architect"].errors == 1
-    round3 = [r for r in fake.chats if r.round == 3][0].user
-    assert round3.startswith("Messages of round 1:") and "PLAN-FROM-ROUND-1" in round3
+    assert stats.agents["architect"].errors == 1 and stats.agents["architect"].turns == 3
+    assert [r.round for r in fake.chats] == [1, 2, 2, 3]
+    again = [r for r in fake.chats if r.round == 2][1].user
+    assert again.startswith("Messages of round 1:") and "PLAN-FROM-ROUND-1" in again
+    assert "PLAN-FROM-ROUND-2" in [r for r in fake.chats if r.round == 3][0].user
 
 
 def test_a_run_that_crashes_still_writes_its_checkpoint_and_says_so_in_the_journal():
@@ -437,6 +444,6 @@ def test_a_run_that_crashes_still_writes_its_checkpoint_and_says_so_in_the_journ
         orch = Orchestrator([agent], verbose=False)
         with pytest.raises(Broken):
             orch.run(max_rounds=5)
-    assert Checkpoint.load("logs/task_checkpoint.json").round == 1
-    end = [json.loads(l) for l in Path("logs/task_journal.jsonl").read_text().splitlines()][-1]
+    assert Checkpoint.load(run_file(Path("logs"), "_checkpoint.json")).round == 1
+    end = [json.loads(l) for l in run_file(Path("logs"), "_journal.jsonl").read_text().splitlines()][-1]
     assert (end["event"], end["reason"], end["round"]) == ("run_end", "error", 1)

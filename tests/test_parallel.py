@@ -11,6 +11,7 @@ import time
 
 from azclaw import Agent, Orchestrator, Topic
 from azclaw.checkpoint import Checkpoint
+from helpers import run_file
 from fakellm import FakeLLM, Reply, call, text
 
 
@@ -62,8 +63,8 @@ def test_a_parallel_run_gives_the_same_results_as_a_sequential_one(tmp_path):
 
     assert files(seq_dir / "agents") == files(par_dir / "agents")
     assert sorted(os.listdir(seq_dir / "output")) == sorted(os.listdir(par_dir / "output"))
-    seq_cp = Checkpoint.load(seq_dir / "logs" / "task_checkpoint.json")
-    par_cp = Checkpoint.load(par_dir / "logs" / "task_checkpoint.json")
+    seq_cp = Checkpoint.load(run_file(seq_dir / "logs", "_checkpoint.json"))
+    par_cp = Checkpoint.load(run_file(par_dir / "logs", "_checkpoint.json"))
     assert seq_cp.memory_counts == par_cp.memory_counts == {"architect": 6, "developer": 6, "reviewer": 6}
     assert [m.to_dict() for m in seq_cp.history] == [m.to_dict() for m in par_cp.history]
 
@@ -76,7 +77,7 @@ def test_parallel_agents_of_a_round_are_in_flight_at_the_same_time(tmp_path):
     firsts = sorted(r.time for r in fake.chats)[:3]
     # all three requests of round 1 arrived before any reply could have come back
     assert firsts[-1] - firsts[0] < 0.4
-    journal = [json.loads(l) for l in (tmp_path / "logs" / "task_journal.jsonl").read_text().splitlines()]
+    journal = [json.loads(l) for l in (run_file(tmp_path / "logs", "_journal.jsonl")).read_text().splitlines()]
     assert sorted((e["round"], e["agent"]) for e in journal if e["event"] == "turn") == [
         (1, "a1"), (1, "a2"), (1, "a3"), (2, "a1"), (2, "a2"), (2, "a3")]
 
@@ -131,6 +132,6 @@ def test_sigterm_during_a_parallel_round_still_finishes_the_round(tmp_path):
         proc.send_signal(signal.SIGTERM)
         out, err = proc.communicate(timeout=30)
     assert proc.returncode == 0, err
-    checkpoint = Checkpoint.load(tmp_path / "logs" / "task_checkpoint.json")
+    checkpoint = Checkpoint.load(run_file(tmp_path / "logs", "_checkpoint.json"))
     assert 2 <= checkpoint.round < 30
     assert [m.round for m in checkpoint.history].count(checkpoint.round) == 3

@@ -57,10 +57,10 @@ def test_the_report_command_writes_one_html_file_with_every_chart_and_table(run)
     assert f"Coherence probes: {EXPECTED_SCORE[0]}/{EXPECTED_SCORE[1]} answers correct" in page
     assert page.count('<td class="ok">correct</td>') == EXPECTED_SCORE[0]
     assert page.count('<td class="bad">wrong</td>') == EXPECTED_SCORE[1] - EXPECTED_SCORE[0]
-    assert "Go, I think." in page and "I believe it was SQLite." in page
+    assert "Postgres, as the architect decided." in page and "I believe it was SQLite." in page
     for agent in AGENTS:
         assert f"<tr><td>{agent}</td><td>{LAST_ROUND}</td>" in page
-    assert "resumed from round 10" in page and "killed or crashed (no run_end)" in page
+    assert "resumed from round 12" in page and "killed or crashed (no run_end)" in page
 
 
 def test_without_matplotlib_the_charts_are_inline_svg_with_a_line_per_agent(run):

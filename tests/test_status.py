@@ -42,7 +42,8 @@ def test_status_json_during_the_run_is_for_scripts(run):
     assert (data["state"], data["running"], data["pid"]) == ("running", True, run.first_pid)
     assert (data["round"], data["current_round"], data["last_round"]) == (KILL_ROUND - 1, KILL_ROUND, LAST_ROUND)
     assert (data["phase"], data["checkpoint_round"], data["sessions"]) == ("Build", 10, 1)
-    assert data["coherence"] == {"correct": 5, "scored": 6, "asked": 6, "text": "5/6 answers correct"}
+    assert data["coherence"] == {"correct": 5, "scored": 6, "asked": 6, "unanswered": 0,
+                                 "text": "5/6 answers correct"}
     assert [a["name"] for a in data["agents"]] == AGENTS
 
 

@@ -7,7 +7,7 @@ import threading
 import pytest
 
 from fakellm import Reply, text
-from helpers import CLI_TIMEOUT, journal, orchestrator, read_json, team, wait_for
+from helpers import CLI_TIMEOUT, journal, orchestrator, read_json, team, wait_for, run_file
 
 AGENTS = "alice:{url},bob:{url}"
 
@@ -26,7 +26,7 @@ def test_stop_file_created_during_a_run_ends_it_after_that_round(fake_llm, azcla
     assert "Traceback" not in proc.stderr
     assert [(r.agent, r.round) for r in fake.chats] == [("alice", 1), ("bob", 1), ("alice", 2), ("bob", 2)], \
         "the round in which STOP appeared is finished, no later round starts"
-    checkpoint = read_json(workdir / "logs" / "task_checkpoint.json")
+    checkpoint = read_json(run_file(workdir / "logs", "_checkpoint.json"))
     assert checkpoint["round"] == 2 and checkpoint["stats"]["rounds"] == 2
     assert [m["text"] for m in checkpoint["history"] if m["round"] == 2] == ["alice r2", "bob r2"]
 
@@ -64,7 +64,7 @@ def test_azclaw_stop_then_a_running_round_stops(fake_llm, azclaw, workdir):
                   "--quiet")
     assert proc.returncode == 0, proc.stderr
     assert {r.round for r in fake.chats} == {1}
-    assert read_json(workdir / "logs" / "task_checkpoint.json")["round"] == 1
+    assert read_json(run_file(workdir / "logs", "_checkpoint.json"))["round"] == 1
 
 
 def test_stale_stop_file_does_not_stop_a_new_run(fake_llm, azclaw, workdir):
@@ -74,7 +74,7 @@ def test_stale_stop_file_does_not_stop_a_new_run(fake_llm, azclaw, workdir):
                   "--quiet")
     assert proc.returncode == 0, proc.stderr
     assert [r.round for r in fake.chats] == [1, 1, 2, 2, 3, 3]
-    assert read_json(workdir / "logs" / "task_checkpoint.json")["round"] == 3
+    assert read_json(run_file(workdir / "logs", "_checkpoint.json"))["round"] == 3
 
 
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
@@ -95,9 +95,9 @@ def test_signal_mid_round_finishes_the_round_checkpoints_exits_0_and_resume_cont
     err = (workdir / "err0.txt").read_text()
     assert "Traceback" not in err
     assert [(r.agent, r.round) for r in fake.chats] == [("alice", 1), ("bob", 1)], "round 1 was finished"
-    path = workdir / "logs" / "task_checkpoint.json"
+    path = run_file(workdir / "logs", "_checkpoint.json")
     assert read_json(path)["round"] == 1
-    stop = [e for e in journal(workdir / "logs" / "task_journal.jsonl") if e["event"] == "stop"]
+    stop = [e for e in journal(run_file(workdir / "logs", "_journal.jsonl")) if e["event"] == "stop"]
     assert stop and signum.name in stop[0]["reason"]
 
     resumed = azclaw("run", "--task", "Signal me", "--agents", agents, "--max-rounds", "4", "--resume", "--quiet")
@@ -114,12 +114,12 @@ def test_signal_with_an_explicit_resume_path(fake_llm, azclaw, azclaw_popen, wor
     release = threading.Event()
     fake = fake_llm(per_agent={"alice": [Reply(text="first", gate=release)]})
     agents = AGENTS.format(url=fake.url)
-    proc = azclaw_popen("run", "--task", "T", "--agents", agents, "--max-rounds", "3", "--quiet")
+    proc = azclaw_popen("run", "--task", "T", "--name", "task", "--agents", agents, "--max-rounds", "3", "--quiet")
     wait_for(lambda: len(fake.chats) >= 1 or proc.poll() is not None, CLI_TIMEOUT, "the first chat request")
     proc.send_signal(signal.SIGTERM)
     release.set()
     assert proc.wait(timeout=CLI_TIMEOUT) == 0
-    resumed = azclaw("run", "--task", "T", "--agents", agents, "--max-rounds", "3", "--quiet",
+    resumed = azclaw("run", "--task", "T", "--name", "task", "--agents", agents, "--max-rounds", "3", "--quiet",
                      "--resume", "logs/task_checkpoint.json")
     assert resumed.returncode == 0, resumed.stderr
     assert [r.round for r in fake.chats] == [1, 1, 2, 2, 3, 3]

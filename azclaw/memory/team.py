@@ -30,6 +30,7 @@ from .index import MemoryIndex
 from .layout import MemoryRoot, default_index_path, sanitize_title
 from .store import Entry, file_sig, is_corrupt, read_memory, require_fts
 
+MAX_DEDUP_BYTES = 4 << 20  # a memory file larger than this is appended to without looking
 INDEX_ENTRIES = 25  # recall("") never lists more than this many memories
 HIT_CHARS = 600  # text shown per hit
 MAX_HITS = 50
@@ -139,16 +140,22 @@ class TeamMemory:
     # -- writing ------------------------------------------------------------
     def remember(self, agent: str, text: str, title: str = "") -> Memory:
         """Store ``text`` under ``title`` for today; an existing memory of the
-        same title and day gets the text appended, as AgentAZAll does."""
+        same title and day gets the text appended, as AgentAZAll does. The
+        same text under the same title is stored once: a round redone after
+        a kill stores nothing twice."""
         root = self._root(agent)
         day = date.today().isoformat()
         name = sanitize_title(title)
         path = root.memory_path(day, name)
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        body = text.encode("utf-8", "replace")  # a lone surrogate from a model becomes '?'
+        fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)  # writers of one memory take turns, across processes
-            data = memoryview((("\n" if os.fstat(fd).st_size else "") + text).encode("utf-8"))
+            size = os.fstat(fd).st_size
+            if body and _holds(os.pread(fd, size, 0) if size <= MAX_DEDUP_BYTES else b"", body):
+                return Memory(agent, day, name, path, os.fstat(fd).st_mtime)
+            data = memoryview((b"\n" if size else b"") + body)
             while data:
                 data = data[os.write(fd, data):]
             try:  # while the lock is held, so the index sees appends in order
@@ -238,6 +245,12 @@ class TeamMemory:
                 memory = self._memory(entry)
                 lines.append(f"Latest of {memory.agent}: " + _index_line(memory)[2:])
         return "\n".join(lines)
+
+
+def _holds(content: bytes, text: bytes) -> bool:
+    """True when ``text`` is one of the blocks appended to ``content``."""
+    return (content == text or content.startswith(text + b"\n") or content.endswith(b"\n" + text)
+            or b"\n" + text + b"\n" in content)
 
 
 def _index_line(memory: Memory) -> str:

@@ -21,6 +21,8 @@ Events and their fields:
 * ``probe``: the fields of a turn (the answer's cost), plus question,
   expect [phrases], answer (= text), correct (true/false, or null when the
   probe has no ``expect``)
+* ``round_end``: round (every turn of the round and its probe answers are
+  in the lines before it: ``--resume`` continues after the last of these)
 * ``checkpoint``: round, path
 * ``stop``: round, reason (the STOP file or signal)
 * ``run_end``: round, reason ("finished", "stopped", "aborted",
@@ -54,11 +56,12 @@ import uuid
 from datetime import datetime, timezone
 from pathlib import Path
 
+from ..errors import StorageError
 from ..files import write_atomic
 
 VERSION = 2
 SUFFIX = "_journal.jsonl"
-ROUND_EVENTS = ("turn", "probe", "checkpoint")  # what a resume redoes
+ROUND_EVENTS = ("turn", "probe", "round_end", "checkpoint")  # what a resume redoes
 
 
 class Journal:
@@ -91,10 +94,14 @@ class Journal:
                   "run": self.run_id, **fields}
         line = json.dumps(record, ensure_ascii=False, default=str) + "\n"
         with self._lock:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            with open(self.path, "a", encoding="utf-8") as fh:
-                fh.write(line)
-                fh.flush()
+            try:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                # errors="replace": a lone surrogate from a model must not cost the line
+                with open(self.path, "a", encoding="utf-8", errors="replace") as fh:
+                    fh.write(line)
+                    fh.flush()
+            except OSError as exc:
+                raise StorageError(f"{self.path}: cannot write the journal ({exc.strerror or exc})") from None
 
     def rewind(self, round_no: int) -> int:
         """Keep only what a resume from ``round_no`` does not redo; move the
@@ -186,3 +193,10 @@ def unique_turns(events: list[dict]) -> list[dict]:
         if event.get("event") == "turn":
             turns[(event.get("round"), event.get("agent"))] = event
     return sorted(turns.values(), key=lambda e: int(e.get("round") or 0))
+
+
+def retried_turns(events: list[dict]) -> list[dict]:
+    """Turn events that a later attempt of the same round and agent replaced
+    (a round in which every turn failed runs again)."""
+    last = {id(e) for e in unique_turns(events)}
+    return [e for e in events if e.get("event") == "turn" and id(e) not in last]

@@ -8,7 +8,7 @@ from pathlib import Path
 from ..checkpoint import RunState
 from ..errors import ConfigError
 from ..turn import Turn
-from .journal import SUFFIX, current_run, read_journal, unique_turns
+from .journal import SUFFIX, current_run, read_journal, retried_turns, unique_turns
 
 
 @dataclass
@@ -20,6 +20,7 @@ class RunLog:
     events: list[dict] = field(default_factory=list)
     turns: list[Turn] = field(default_factory=list)  # the last of each (round, agent), by round
     probes: list[dict] = field(default_factory=list)  # probe answers, the last of each (round, agent, question)
+    retried: list[Turn] = field(default_factory=list)  # attempts of rounds that ran again
 
     @classmethod
     def read(cls, log_dir: str | Path) -> "RunLog":
@@ -30,13 +31,15 @@ class RunLog:
     @classmethod
     def of(cls, all_events: list[dict], path: Path) -> "RunLog":
         events = current_run(all_events)
-        return cls(Path(path), events, [Turn.from_dict(e) for e in unique_turns(events)], probe_answers(events))
+        retried = [Turn.from_dict(e).retry() for e in retried_turns(events)]
+        return cls(Path(path), events, [Turn.from_dict(e) for e in unique_turns(events)], probe_answers(events),
+                   retried)
 
     def state(self) -> RunState:
         """What the journal's turns and probe answers add up to (no history
         and no round: the journal does not say which rounds were folded in)."""
         state = RunState()
-        for turn in self.turns:
+        for turn in self.retried + self.turns:
             state.stats.add(turn)
         for answer in self.probes:
             state.stats.add(Turn.from_dict({**answer, "event": "probe"}))
