@@ -27,3 +27,7 @@ class RunAborted(AzclawError):
 
 class ToolError(AzclawError):
     """A tool refused or failed a call; the message goes back to the model."""
+
+
+class McpServerError(AzclawError):
+    """An MCP server could not be started, or could not list its tools."""
