@@ -17,7 +17,8 @@ from . import require_sdk
 
 require_sdk()
 
-import threading  # noqa: E402  (after the SDK check: one line instead of an ImportError)
+import socket  # noqa: E402  (after the SDK check: one line instead of an ImportError)
+import threading  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 from mcp.server.mcpserver import MCPServer  # noqa: E402
@@ -34,6 +35,17 @@ READ_ONLY = ToolAnnotations(read_only_hint=True, destructive_hint=False, idempot
                             open_world_hint=False)
 WRITES = ToolAnnotations(read_only_hint=False, destructive_hint=False, idempotent_hint=False,
                          open_world_hint=False)
+
+
+def _check_port(port: int) -> None:
+    """A port that is out of range or taken is one error line, not a server's traceback."""
+    if not 0 < port < 65536:
+        raise ConfigError(f"--http {port}: expected a port number from 1 to 65535")
+    with socket.socket() as probe:
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError as exc:
+            raise ConfigError(f"--http {port}: cannot listen on 127.0.0.1:{port} ({exc.strerror})") from None
 
 
 def team_agents(agents_dir: Path) -> list[str]:
@@ -120,9 +132,14 @@ def build_server(run_dir: str | Path = ".", agents_dir: str | Path | None = None
 
 
 def serve(run_dir: str | Path = ".", agents_dir: str | Path | None = None, log_dir: str | Path | None = None,
-          read_only: bool = False, http_port: int | None = None) -> None:
-    """Serve over stdio, or Streamable HTTP on 127.0.0.1:``http_port`` (at ``/mcp``), until stopped."""
+          read_only: bool = False, http_port: int | None = None, announce=None) -> None:
+    """Serve over stdio, or Streamable HTTP on 127.0.0.1:``http_port`` (at
+    ``/mcp``), until stopped; ``announce(url)`` is called before HTTP serving starts."""
+    if http_port is not None:
+        _check_port(http_port)
     server, memory = build_server(run_dir, agents_dir, log_dir, read_only)
+    if http_port is not None and announce:
+        announce(f"http://127.0.0.1:{http_port}/mcp")
     try:
         if http_port is None:
             server.run("stdio")
