@@ -134,6 +134,10 @@ def cmd_doctor(args) -> int:
             args.max_tokens = DEFAULT_MAX_TOKENS
         diagnosis = diagnose(build_team(args), topic, args.task or "", context_budget=args.context_budget,
                              **where)
+    if args.mcp or (topic and topic.mcp_servers):
+        from .mcp import servers_of
+        from .mcp.doctor import check_mcp
+        diagnosis.checks += check_mcp(servers_of(args.mcp, topic))
     for line in diagnosis.lines():
         print(line)
     print(f"azclaw doctor: {diagnosis.summary()}")
@@ -151,19 +155,26 @@ def add_local_options(parser) -> None:
 
 
 def run_team(args) -> int:
+    from .builtin_tools import build_default_registry
+    from .mcp import servers_of, start_servers
     search = [Path.cwd() / "topics", Path(__file__).resolve().parent.parent / "topics"]
     topic = Topic.load(find_topic(args.topic, search)) if args.topic else None
+    servers = servers_of(args.mcp, topic)
     agents = build_team(args)
     sources = [s for value in args.source for s in value.split(",") if s]
-    orch = Orchestrator(agents, topic=topic, output_dir=args.output, log_dir=args.log_dir,
-                        source_dirs=sources, agents_dir=args.agents_dir, parallel=args.parallel,
-                        run_python=not args.no_run_python, verbose=not args.quiet,
-                        max_failed_rounds=args.max_failed_rounds, context_budget=args.context_budget,
-                        approve=TerminalApprover() if args.approve else None)
-    if args.task:
-        orch.set_task(args.task)
-    resume = True if args.resume == "" else args.resume
-    orch.run(max_rounds=args.max_rounds, resume=resume)
+    with build_default_registry() as registry:  # MCP servers stop with the run, however it ends
+        added = start_servers(registry, servers, args.log_dir)
+        if added and not args.quiet:
+            print(f"azclaw: MCP tools: {', '.join(added)}", flush=True)
+        orch = Orchestrator(agents, topic=topic, output_dir=args.output, log_dir=args.log_dir,
+                            source_dirs=sources, agents_dir=args.agents_dir, parallel=args.parallel,
+                            run_python=not args.no_run_python, verbose=not args.quiet, registry=registry,
+                            max_failed_rounds=args.max_failed_rounds, context_budget=args.context_budget,
+                            approve=TerminalApprover() if args.approve else None)
+        if args.task:
+            orch.set_task(args.task)
+        resume = True if args.resume == "" else args.resume
+        orch.run(max_rounds=args.max_rounds, resume=resume)
     return 0
 
 
@@ -180,6 +191,16 @@ def cmd_stop(args) -> int:
 def cmd_status(args) -> int:
     status = read_status(args.log_dir)
     print(json.dumps(status.to_dict(), indent=1) if args.json else format_status(status))
+    return 0
+
+
+def cmd_mcp(args) -> int:
+    from .mcp.server import serve
+    announce = None
+    if args.http is not None:
+        def announce(where: str) -> None:
+            print(f"azclaw: serving the team memory at {where}; Ctrl+C stops it", file=sys.stderr, flush=True)
+    serve(args.dir, args.agents_dir, args.log_dir, read_only=args.read_only, http_port=args.http, announce=announce)
     return 0
 
 
@@ -238,6 +259,9 @@ def make_parser() -> argparse.ArgumentParser:
                      help="ask on the terminal before every write_file and run_python")
     run.add_argument("--parallel", action="store_true", help="run the agents of a round at the same time")
     run.add_argument("--no-run-python", action="store_true", help="turn the run_python tool off")
+    run.add_argument("--mcp", action="append", default=[], metavar="NAME=COMMAND",
+                     help="offer an MCP server's tools as NAME__TOOL: NAME=COMMAND (stdio), NAME=http(s)://... "
+                          "or a Claude Desktop config .json; repeatable (pip install 'azclaw[mcp]')")
     run.add_argument("--quiet", action="store_true", help="no progress on the console")
     add_local_options(run)
     run.set_defaults(func=cmd_run)
@@ -310,10 +334,26 @@ def make_parser() -> argparse.ArgumentParser:
     doctor.add_argument("--output", default="./output", help="the run's output folder (default ./output)")
     doctor.add_argument("--log-dir", default="./logs", help="the run's log folder (default ./logs)")
     doctor.add_argument("--agents-dir", default="./agents", help="the agents' folder (default ./agents)")
+    doctor.add_argument("--mcp", action="append", default=[], metavar="NAME=COMMAND",
+                        help="start this MCP server (as for run) and list its tools with their roles")
     doctor.add_argument("--timeout", type=float, default=180.0,
                         help="seconds the test request with a tool may take (default 180)")
     add_local_options(doctor)
     doctor.set_defaults(func=cmd_doctor, temperature=0.7, retries=0)
+
+    mcp = sub.add_parser("mcp", help="serve a run's team memory to MCP clients (Claude Code, Claude Desktop, "
+                                     "Cursor): recall, list_memories, remember, status",
+                         formatter_class=argparse.RawDescriptionHelpFormatter,
+                         epilog="examples:\n"
+                                "  azclaw mcp --dir runs/todo                    (stdio, for a client's config)\n"
+                                "  azclaw mcp --dir runs/todo --http 8765 --read-only")
+    mcp.add_argument("--dir", default=".", help="the run's working folder, with agents/ and logs/ (default .)")
+    mcp.add_argument("--agents-dir", metavar="DIR", help="the run's --agents-dir (default DIR/agents)")
+    mcp.add_argument("--log-dir", metavar="DIR", help="the run's --log-dir (default DIR/logs)")
+    mcp.add_argument("--http", type=int, metavar="PORT",
+                     help="serve Streamable HTTP at http://127.0.0.1:PORT/mcp instead of stdio")
+    mcp.add_argument("--read-only", action="store_true", help="leave out the remember tool")
+    mcp.set_defaults(func=cmd_mcp)
     return parser
 
 
