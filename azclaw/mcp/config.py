@@ -50,6 +50,8 @@ class McpServerSpec:
 
     def __post_init__(self):
         where = f"mcp server {self.name!r}"
+        if isinstance(self.roles, str):  # one role for every tool of the server
+            self.roles = {"*": self.roles}
         check_name(self.name, "mcp server name")
         if bool(self.command) == bool(self.url):
             raise ConfigError(f"{where}: give a command or a url (one of them)")
