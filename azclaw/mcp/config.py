@@ -45,7 +45,7 @@ class McpServerSpec:
     env: dict[str, str] = field(default_factory=dict)  # added to a minimal environment (PATH, HOME, ...)
     cwd: str | None = None
     headers: dict[str, str] = field(default_factory=dict)  # sent with every HTTP request
-    roles: dict[str, str] = field(default_factory=dict)  # tool name, or "*" for all, -> all | writers | none
+    roles: dict[str, str] = field(default_factory=dict)  # tool (or "*") -> all/writers/none; a str: "*"
     timeout: float = CALL_TIMEOUT
 
     def __post_init__(self):
