@@ -70,6 +70,12 @@ def add_folder_options(parser: argparse.ArgumentParser) -> None:
                          help="AgentAZAll roots of the agents (default ./agents)")
 
 
+def add_mcp_option(parser: argparse.ArgumentParser, what: str) -> None:
+    parser.add_argument("--mcp", action="append", default=[], metavar="NAME=COMMAND",
+                        help=f"{what}: NAME=COMMAND (stdio), NAME=http(s)://... or a Claude Desktop config "
+                             ".json; repeatable (pip install 'azclaw[mcp]')")
+
+
 def add_journal_option(parser: argparse.ArgumentParser) -> None:
     """Which run to read (status, report)."""
     parser.add_argument("--log-dir", default="./logs", metavar="DIR",
@@ -176,20 +182,36 @@ def cmd_run(args) -> int:
 
 
 def run_team(args, config: TeamConfig) -> int:
+    from .builtin_tools import build_default_registry
     topic = load_topic(args.topic)
     if topic and args.name:
         topic.name = slug(args.name)
+    servers = _mcp_servers(args.mcp, topic)
     sources = [s for value in args.source for s in value.split(",") if s] or None
-    orch = Orchestrator(config.team(), topic=topic, output_dir=args.output, log_dir=args.log_dir,
-                        source_dirs=sources, agents_dir=args.agents_dir, parallel=args.parallel,
-                        run_python=not args.no_run_python, verbose=not args.quiet,
-                        max_failed_rounds=args.max_failed_rounds, context_budget=config.context_budget,
-                        checkpoint_every=args.checkpoint_every,
-                        approve=TerminalApprover() if args.approve else None)
-    if args.task:
-        orch.set_task(args.task, args.name)
-    orch.run(max_rounds=args.max_rounds, resume=True if args.resume == "" else args.resume)
+    with build_default_registry() as registry:  # MCP servers stop with the run, however it ends
+        if servers:
+            from .mcp import start_servers
+            added = start_servers(registry, servers, args.log_dir)
+            if added and not args.quiet:
+                print(f"azclaw: MCP tools: {', '.join(added)}", flush=True)
+        orch = Orchestrator(config.team(), topic=topic, output_dir=args.output, log_dir=args.log_dir,
+                            source_dirs=sources, agents_dir=args.agents_dir, parallel=args.parallel,
+                            run_python=not args.no_run_python, verbose=not args.quiet, registry=registry,
+                            max_failed_rounds=args.max_failed_rounds, context_budget=config.context_budget,
+                            checkpoint_every=args.checkpoint_every,
+                            approve=TerminalApprover() if args.approve else None)
+        if args.task:
+            orch.set_task(args.task, args.name)
+        orch.run(max_rounds=args.max_rounds, resume=True if args.resume == "" else args.resume)
     return 0
+
+
+def _mcp_servers(specs: list[str], topic: Topic | None) -> list:
+    """The MCP servers of ``--mcp`` and the topic (needs the ``mcp`` extra only when there are any)."""
+    if not specs and not (topic and topic.mcp_servers):
+        return []
+    from .mcp import servers_of
+    return servers_of(specs, topic)
 
 
 def cmd_serve(args) -> int:
@@ -217,6 +239,10 @@ def cmd_doctor(args) -> int:
                                    args.task or "", **where)
     else:
         diagnosis = diagnose(config.team(), topic, args.task or "", context_budget=config.context_budget, **where)
+    servers = _mcp_servers(args.mcp, topic)
+    if servers:
+        from .mcp.doctor import check_mcp
+        diagnosis.checks += check_mcp(servers)
     for line in diagnosis.lines():
         print(line)
     print(f"azclaw doctor: {diagnosis.summary()}")
@@ -236,6 +262,16 @@ def cmd_stop(args) -> int:
 def cmd_status(args) -> int:
     status = read_status(args.log_dir)
     print(json.dumps(status.to_dict(), indent=1) if args.json else format_status(status))
+    return 0
+
+
+def cmd_mcp(args) -> int:
+    from .mcp.server import serve
+    announce = None
+    if args.http is not None:
+        def announce(where: str) -> None:
+            print(f"azclaw: serving the team memory at {where}; Ctrl+C stops it", file=sys.stderr, flush=True)
+    serve(args.dir, args.agents_dir, args.log_dir, read_only=args.read_only, http_port=args.http, announce=announce)
     return 0
 
 
@@ -288,6 +324,7 @@ def make_parser() -> argparse.ArgumentParser:
                      help="ask on the terminal before every write_file and run_python")
     run.add_argument("--parallel", action="store_true", help="run the agents of a round at the same time")
     run.add_argument("--no-run-python", action="store_true", help="turn the run_python tool off")
+    add_mcp_option(run, "offer an MCP server's tools as NAME__TOOL")
     run.add_argument("--quiet", action="store_true", help="no progress on the console")
     run.set_defaults(func=cmd_run)
 
@@ -334,9 +371,22 @@ def make_parser() -> argparse.ArgumentParser:
     add_topic_options(doctor, required=False, purpose="size the prompts for it")
     add_team_options(doctor, "to check")
     add_folder_options(doctor)
+    add_mcp_option(doctor, "start this MCP server and list its tools with their roles")
     doctor.add_argument("--timeout", type=float, default=180.0,
                         help="seconds the test request with a tool may take (default 180)")
     doctor.set_defaults(func=cmd_doctor)
+
+    mcp = _command(sub, "mcp", "serve a run's team memory to MCP clients (Claude Code, Claude Desktop, "
+                               "Cursor): recall, list_memories, remember, status", [
+        "azclaw mcp --dir runs/todo                    (stdio, for a client's config)",
+        "azclaw mcp --dir runs/todo --http 8765 --read-only"])
+    mcp.add_argument("--dir", default=".", help="the run's working folder, with agents/ and logs/ (default .)")
+    mcp.add_argument("--agents-dir", metavar="DIR", help="the run's --agents-dir (default DIR/agents)")
+    mcp.add_argument("--log-dir", metavar="DIR", help="the run's --log-dir (default DIR/logs)")
+    mcp.add_argument("--http", type=int, metavar="PORT",
+                     help="serve Streamable HTTP at http://127.0.0.1:PORT/mcp instead of stdio")
+    mcp.add_argument("--read-only", action="store_true", help="leave out the remember tool")
+    mcp.set_defaults(func=cmd_mcp)
     return parser
 
 

@@ -43,3 +43,7 @@ class StorageError(AzclawError):
 
 class RunLocked(AzclawError):
     """Another live run holds the same topic's journal in the same log folder."""
+
+
+class McpServerError(AzclawError):
+    """An MCP server could not be started, or could not list its tools."""

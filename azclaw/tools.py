@@ -61,15 +61,34 @@ class Tool:
     required: list[str]
     func: Callable[..., Any]
     writer_only: bool = False
+    parameters: dict | None = None  # the whole JSON schema of a tool described elsewhere (from_schema)
     takes_ctx: bool = field(init=False, default=False)  # the function has a ``_ctx`` parameter
 
     def __post_init__(self):
         self.takes_ctx = "_ctx" in _parameters(self.func)
 
+
+    @classmethod
+    def from_schema(cls, name: str, description: str, parameters: dict, func: Callable[..., Any],
+                    writer_only: bool = False) -> "Tool":
+        """A tool whose arguments another program described as a JSON schema
+        (an MCP server's ``inputSchema``); ``func`` gets them as keywords.
+        The schema is offered as given; arguments are checked for what it
+        requires and for the simple types it names, the rest is left to ``func``."""
+        if not isinstance(parameters, dict) or parameters.get("type", "object") != "object":
+            raise ConfigError(f"tool {name!r}: the parameters schema must be a JSON object schema")
+        props, required = parameters.get("properties", {}), parameters.get("required", [])
+        if not isinstance(props, dict) or not isinstance(required, list):
+            raise ConfigError(f"tool {name!r}: 'properties' must be an object and 'required' a list")
+        params = {k: v if isinstance(v, dict) else {} for k, v in props.items()}
+        required = [r for r in required if isinstance(r, str) and r in params]
+        return cls(name, description or "", params, required, func, writer_only,
+                   {"type": "object", "properties": {}, **parameters})
+
     def schema(self) -> dict:
+        parameters = self.parameters or {"type": "object", "properties": self.params, "required": self.required}
         return {"type": "function", "function": {
-            "name": self.name, "description": self.description,
-            "parameters": {"type": "object", "properties": self.params, "required": self.required}}}
+            "name": self.name, "description": self.description, "parameters": parameters}}
 
     def signature(self) -> str:
         return f"{self.name}(" + ", ".join(
@@ -99,14 +118,18 @@ def _required_from(func: Callable, params: dict) -> list[str]:
 def _check_arguments(tool: Tool, args: dict) -> str:
     """Return why ``args`` do not fit ``tool`` ('' when they do); convert
     numbers given as strings, as small models often send them."""
-    unknown = [k for k in args if k not in tool.params]
+    open_ended = tool.parameters is not None and tool.parameters.get("additionalProperties", False) is not False
+    unknown = [] if open_ended else [k for k in args if k not in tool.params]
     if unknown:
         return f"unknown argument(s) {', '.join(map(repr, unknown))}"
     missing = [k for k in tool.required if k not in args]
     if missing:
         return f"missing required argument(s) {', '.join(map(repr, missing))}"
     for key, value in args.items():
-        expected = tool.params[key].get("type", "string")
+        # a schema from elsewhere may name no type, several, or "null": those are its owner's to check
+        expected = tool.params.get(key, {}).get("type", "string" if tool.parameters is None else None)
+        if not isinstance(expected, str) or expected not in _JSON_TYPES:
+            continue
         if expected in ("integer", "number") and isinstance(value, str):
             try:
                 args[key] = int(value) if expected == "integer" else float(value)
@@ -131,6 +154,7 @@ class ToolRegistry:
     def __init__(self):
         self._tools: dict[str, Tool] = {}
         self._lock = threading.Lock()
+        self._closers: list[Callable[[], None]] = []
         self.result_limit = RESULT_LIMIT
 
     def tool(self, name: str, description: str, params: dict | None = None,
@@ -149,6 +173,30 @@ class ToolRegistry:
     def add(self, tool: Tool) -> None:
         with self._lock:
             self._tools[tool.name] = tool
+
+    def add_mcp_server(self, name: str, command: str | list[str] | None = None, url: str | None = None,
+                       **options) -> list[str]:
+        """Start the MCP server ``name`` (``command`` over stdio, or ``url``
+        over Streamable HTTP) and add its tools as ``NAME__TOOL``; returns
+        their names. Needs ``pip install 'azclaw[mcp]'``; ``close()`` stops it.
+        ``options``: env, cwd, roles, timeout (see ``azclaw.mcp.McpServerSpec``)."""
+        from .mcp.client import add_server
+        return add_server(self, name, command=command, url=url, **options)
+
+    def on_close(self, release: Callable[[], None]) -> None:
+        """Call ``release`` when the registry is closed (a tool's server, a connection)."""
+        self._closers.append(release)
+
+    def close(self) -> None:
+        """Release what the tools hold, newest first; safe to call twice."""
+        while self._closers:
+            self._closers.pop()()
+
+    def __enter__(self) -> "ToolRegistry":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
     def get(self, name: str) -> Tool | None:
         return self._tools.get(name)

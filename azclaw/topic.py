@@ -16,7 +16,7 @@ from .errors import ConfigError
 from .files import read_json
 
 _TOPIC_FIELDS = {"title", "system_context", "initial_prompt", "phases", "coherence_probes", "agent_roles",
-                 "source_dirs"}
+                 "source_dirs", "mcp_servers"}
 _PHASE_FIELDS = {"name", "rounds", "focus", "source_files"}
 _PROBE_FIELDS = {"after_round", "question", "expect"}
 
@@ -58,6 +58,7 @@ class Topic:
     phases: list[Phase] = field(default_factory=list)
     coherence_probes: list[Probe] = field(default_factory=list)
     agent_roles: dict[str, str] = field(default_factory=dict)
+    mcp_servers: list = field(default_factory=list)  # McpServerSpec: tools from MCP servers
     name: str = "task"  # the slug that names checkpoints and logs
     source_dirs: list[Path] = field(default_factory=list)  # read when a run names no source folder
 
@@ -189,4 +190,7 @@ def _parse(data: object, source: str, name: str) -> Topic:
     roles = _expect(data.get("agent_roles", {}), dict, f"{at}agent_roles", "an object")
     for key, value in roles.items():
         topic.agent_roles[key] = _expect(value, str, f"{at}agent_roles.{key}", "a string")
+    if "mcp_servers" in data:
+        from .mcp.config import parse_servers  # the standard library only, like this module
+        topic.mcp_servers = parse_servers(data["mcp_servers"], f"{at}mcp_servers")
     return topic

@@ -108,6 +108,14 @@ class MemoryRoot:
         return Path(memory_path(self.mailbox, day, name))
 
 
+def agent_folders(agents_dir: str | Path) -> list[str]:
+    """The agents whose AgentAZAll roots are folders of ``agents_dir`` (they hold a config.json)."""
+    folder = Path(agents_dir)
+    if not folder.is_dir():
+        return []
+    return sorted(p.name for p in folder.iterdir() if not p.name.startswith(".") and (p / "config.json").is_file())
+
+
 def default_index_path(roots: dict[str, MemoryRoot]) -> Path:
     """``.azclaw/memory-index.sqlite3`` in the folder holding the agents'
     roots (``agents/``), or a per-team file under ~/.cache when the roots

@@ -1,0 +1,49 @@
+"""MCP (Model Context Protocol): tools from MCP servers in, the team's memory out.
+
+- ``client``: MCP servers' tools in a ToolRegistry, as ``NAME__TOOL``
+  (``ToolRegistry.add_mcp_server``, ``azclaw run --mcp``).
+- ``server``: ``azclaw mcp``, the team memory of a run folder as an MCP server.
+- ``config``: the server specs (``--mcp`` values, a topic's ``mcp_servers``).
+- ``doctor``: ``azclaw doctor --mcp`` checks.
+
+Only ``config`` is imported here: it needs no MCP SDK. The others need
+``pip install 'azclaw[mcp]'`` and say so in one line when it is missing.
+"""
+
+from __future__ import annotations
+
+from ..errors import ConfigError
+from .config import INSTALL, McpServerSpec, check_unique, parse_config_file, parse_option, parse_servers
+
+__all__ = ["McpServerSpec", "parse_config_file", "parse_option", "parse_servers", "require_sdk",
+           "servers_of", "start_servers"]
+
+
+def require_sdk() -> None:
+    """Raise a one-line ConfigError naming the install command when the MCP SDK is missing."""
+    try:
+        import mcp  # noqa: F401
+        from mcp import Client  # noqa: F401  (2.x: the 1.x SDK has no Client)
+    except ImportError:
+        raise ConfigError(f"MCP needs the MCP SDK 2.x: {INSTALL}") from None
+
+
+def servers_of(options: list[str] | None, topic=None) -> list[McpServerSpec]:
+    """The MCP servers of a run: ``--mcp`` values, then the topic's ``mcp_servers``."""
+    specs = [spec for value in options or [] for spec in parse_option(value)]
+    return check_unique(specs + list(getattr(topic, "mcp_servers", None) or []))
+
+
+def start_servers(registry, specs: list[McpServerSpec], log_dir=None) -> list[str]:
+    """Start ``specs`` and add their tools to ``registry`` (their stderr goes to
+    ``<log_dir>/mcp_NAME.log``); on any failure the registry is closed and the
+    McpServerError names the server. Returns the tool names added."""
+    if not specs:
+        return []
+    require_sdk()
+    from .client import register_all
+    try:
+        return register_all(registry, specs, log_dir)
+    except BaseException:
+        registry.close()
+        raise

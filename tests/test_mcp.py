@@ -1,0 +1,358 @@
+"""MCP (issue 15): tools from MCP servers in, the team's memory out.
+
+The MCP server in the run tests is mcp-server-git, the reference server of
+the Model Context Protocol project (from PyPI, not written here): its
+read-only tools (git_status, git_log, ...) and the others (git_add,
+git_commit, ...) are marked with readOnlyHint. The server that crashes and
+hangs on request, tests/mcp_flaky_server.py, is written here with the SDK.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shlex
+import socket
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("mcp", reason="the MCP tests need the MCP SDK: pip install -e '.[test]'")
+
+from mcp import Client, StdioServerParameters  # noqa: E402
+import mcp_types  # noqa: E402
+
+from azclaw import ToolRegistry  # noqa: E402
+from azclaw.errors import ConfigError, ToolError  # noqa: E402
+from azclaw.mcp import parse_option, parse_servers, servers_of  # noqa: E402
+from azclaw.mcp.client import render  # noqa: E402
+from azclaw.topic import Topic  # noqa: E402
+from fakellm import call, text  # noqa: E402
+from helpers import CLI_TIMEOUT, assert_one_error_line, cli_env, journal, wait_for  # noqa: E402
+
+FLAKY = Path(__file__).parent / "mcp_flaky_server.py"
+TEAM = "architect/read,developer/write"
+
+
+@pytest.fixture
+def repo(workdir) -> Path:
+    """A git repository with one commit and one untracked file, notes.txt."""
+    path = workdir / "repo"
+    path.mkdir()
+    for args in (["init", "-q"], ["config", "user.email", "t@example.org"], ["config", "user.name", "Test"]):
+        subprocess.run(["git", *args], cwd=path, check=True)
+    (path / "README").write_text("a repository\n")
+    subprocess.run(["git", "add", "README"], cwd=path, check=True)
+    subprocess.run(["git", "commit", "-qm", "first commit"], cwd=path, check=True)
+    (path / "notes.txt").write_text("ledger: CSV with ISO dates\n")
+    return path
+
+
+def git_server(repo: Path) -> str:
+    return f"notes={shlex.quote(sys.executable)} -m mcp_server_git --repository {shlex.quote(str(repo))}"
+
+
+def commits(repo: Path) -> list[str]:
+    out = subprocess.run(["git", "log", "--format=%s"], cwd=repo, capture_output=True, text=True, check=True)
+    return out.stdout.splitlines()
+
+
+def processes_with(marker: str) -> list[str]:
+    """Command lines of live processes that mention ``marker``."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if marker in cmdline and "pytest" not in cmdline:
+            found.append(cmdline)
+    return found
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def result_of(fake, agent: str, tool: str) -> str:
+    """The result of ``tool`` as the model of ``agent`` received it."""
+    for request in fake.chats_of(agent):
+        calls = {c["id"]: c["function"]["name"] for m in request.messages for c in m.get("tool_calls") or []}
+        for message in request.messages:
+            if message.get("role") == "tool" and calls.get(message.get("tool_call_id")) == tool:
+                return message["content"]
+    raise AssertionError(f"{agent} never received a result of {tool}")
+
+
+# -- tools in -------------------------------------------------------------------------------
+
+def test_a_real_servers_read_only_tool_reaches_every_agent_and_the_other_only_the_writer(fake_llm, azclaw, repo):
+    fake = fake_llm(per_agent={
+        "architect": [call("notes__git_status", {"repo_path": str(repo)}),
+                      call("notes__git_commit", {"repo_path": str(repo), "message": "commit by the reader"}),
+                      text("I looked at the repository.")],
+        "developer": [call("notes__git_status", {"repo_path": str(repo)}),
+                      call("notes__git_add", {"repo_path": str(repo), "files": ["notes.txt"]}),
+                      call("notes__git_commit", {"repo_path": str(repo), "message": "commit by the writer"}),
+                      text("Committed the notes.")]})
+    proc = azclaw("run", "--task", "Keep the notes in git", "--endpoint", fake.url, "--agents", TEAM,
+                  "--max-rounds", "1", "--quiet", "--mcp", git_server(repo))
+    assert proc.returncode == 0, proc.stderr
+
+    for request in fake.chats_of("architect"):
+        assert "notes__git_status" in request.tool_names and "notes__git_log" in request.tool_names
+        assert "notes__git_commit" not in request.tool_names and "notes__git_add" not in request.tool_names
+    for request in fake.chats_of("developer"):
+        assert {"notes__git_status", "notes__git_add", "notes__git_commit"} <= set(request.tool_names)
+    schema = next(t for t in fake.chats_of("developer")[0].body["tools"]
+                  if t["function"]["name"] == "notes__git_commit")["function"]
+    assert schema["description"] == "Records changes to the repository"
+    assert schema["parameters"]["required"] == ["repo_path", "message"]
+
+    status = result_of(fake, "architect", "notes__git_status")
+    assert "Repository status" in status and "notes.txt" in status
+    refused = result_of(fake, "architect", "notes__git_commit")
+    assert refused.startswith("ERROR: tool 'notes__git_commit' is not available to architect"), refused
+    assert result_of(fake, "developer", "notes__git_commit").startswith("Changes committed successfully")
+    assert commits(repo) == ["commit by the writer", "first commit"]  # the reader's commit never reached it
+    assert processes_with(str(repo)) == []  # the server stopped with the run
+
+
+def test_roles_override_the_read_only_hint_per_tool_and_per_server(repo):
+    python = [sys.executable, "-m", "mcp_server_git", "--repository", str(repo)]
+    with ToolRegistry() as registry:
+        added = registry.add_mcp_server("notes", python, roles={"git_status": "none", "git_commit": "all"})
+        registry.add_mcp_server("locked", python, roles="writers")
+        assert "notes__git_status" not in added and registry.get("notes__git_status") is None
+        assert registry.get("notes__git_commit").writer_only is False
+        assert registry.get("notes__git_add").writer_only is True
+        assert registry.get("notes__git_log").writer_only is False
+        assert registry.get("locked__git_log").writer_only is True
+        assert "Commit history" in registry.get("notes__git_log").func(repo_path=str(repo))
+        with pytest.raises(ToolError, match="notes__git_log"):  # isError: an ERROR result
+            registry.get("notes__git_log").func(repo_path=str(repo / "no-such-folder"))
+    assert processes_with(str(repo)) == []
+    assert not [t for t in threading.enumerate() if t.name.startswith("azclaw-mcp-")]
+
+
+def test_a_server_that_crashes_or_hangs_gives_error_results_and_the_run_finishes(fake_llm, azclaw, workdir):
+    topic = {"title": "flaky tools", "initial_prompt": "Use the tools.", "mcp_servers": {
+        "flaky": {"command": sys.executable, "args": [str(FLAKY), str(workdir)], "timeout": 2}}}
+    (workdir / "flaky.json").write_text(json.dumps(topic))
+    fake = fake_llm(per_agent={"developer": [
+        call("flaky__echo", {"text": "one"}), call("flaky__crash"), call("flaky__echo", {"text": "two"}),
+        call("flaky__hang"), call("flaky__echo", {"text": "three"}), text("The tools are broken.")]})
+    proc = azclaw("run", "--topic", "flaky.json", "--endpoint", fake.url, "--agents", "developer/write",
+                  "--max-rounds", "1", "--quiet")
+    assert proc.returncode == 0, proc.stderr
+
+    results = fake.chats_of("developer")[-1].tool_results
+    first, crashed, second, hung, down = results
+    assert first.startswith("echo one from pid ")
+    assert crashed.startswith("ERROR: flaky__crash: the connection closed") and "restarted" in crashed, crashed
+    assert second.startswith("echo two from pid ") and second.split()[-1] != first.split()[-1]  # a new process
+    assert hung.startswith("ERROR: flaky__hang: no answer within 2 s") and "it is down" in hung, hung
+    assert down.startswith("ERROR: MCP server 'flaky' is down"), down
+    assert journal(workdir / "logs" / "flaky_journal.jsonl")[-1]["reason"] == "finished"
+    assert processes_with(str(workdir)) == []
+
+
+def test_a_server_that_cannot_start_stops_the_run_before_it_starts_with_one_line(fake_llm, azclaw, workdir):
+    fake = fake_llm()
+    failing = f"bad={shlex.quote(sys.executable)} -c \"import sys; sys.exit('no database given')\""
+    proc = azclaw("run", "--task", "x", "--endpoint", fake.url, "--max-rounds", "1", "--mcp", failing)
+    assert_one_error_line(proc, "MCP server 'bad'", "no database given")
+    assert fake.chats == []
+    missing = azclaw("run", "--task", "x", "--endpoint", fake.url, "--mcp", "gone=no-such-mcp-server --flag")
+    assert_one_error_line(missing, "MCP server 'gone'", "no-such-mcp-server: command not found")
+
+
+def test_mcp_without_the_sdk_says_how_to_install_it(fake_llm, azclaw, workdir):
+    shadow = workdir / "shadow" / "mcp"
+    shadow.mkdir(parents=True)
+    (shadow / "__init__.py").write_text("raise ImportError('hidden by the test')\n")
+    fake = fake_llm()
+    proc = azclaw("run", "--task", "x", "--endpoint", fake.url, "--mcp", "notes=some-server",
+                  env=cli_env(PYTHONPATH=str(workdir / "shadow")))
+    assert_one_error_line(proc, "pip install 'azclaw[mcp]'")
+    assert fake.chats == []
+
+
+def test_doctor_lists_each_servers_tools_with_their_roles_and_its_failures(fake_llm, azclaw, repo):
+    fake = fake_llm()
+    proc = azclaw("doctor", "--endpoint", fake.url, "--timeout", "5", "--mcp", git_server(repo),
+                  "--mcp", "gone=no-such-mcp-server")
+    lines = proc.stdout.splitlines()
+    assert any(ln.startswith("OK   mcp notes: ") and "12 tools" in ln for ln in lines), proc.stdout
+    assert "OK   mcp tool notes__git_status: every agent (marked readOnlyHint)" in lines
+    assert "OK   mcp tool notes__git_commit: writers only (not marked readOnlyHint)" in lines
+    assert any(ln.startswith("FAIL mcp gone: ") and "command not found" in ln for ln in lines), proc.stdout
+    assert proc.returncode == 1
+    assert processes_with(str(repo)) == []
+
+
+# -- the team's memory out ------------------------------------------------------------------
+
+def first_run(fake_llm, azclaw):
+    fake = fake_llm(per_agent={"architect": [
+        call("remember", {"text": "The ledger format is CSV with ISO dates.", "title": "ledger-format"}),
+        text("Decided the ledger format.")]})
+    proc = azclaw("run", "--task", "Design a ledger", "--endpoint", fake.url, "--agents", TEAM,
+                  "--max-rounds", "1", "--quiet")
+    assert proc.returncode == 0, proc.stderr
+
+
+async def talk_to_azclaw_mcp(folder: Path) -> dict:
+    server = StdioServerParameters(command=sys.executable, args=["-m", "azclaw", "mcp", "--dir", str(folder)])
+    async with Client(server) as client:
+        tools = {t.name: t for t in (await client.list_tools()).tools}
+
+        async def use(name, **args):
+            result = await client.call_tool(name, args)
+            return ("ERROR " if result.is_error else "") + render(result)
+        found = await use("recall", query="what ledger format did we decide")
+        stored = await use("remember", text="A person says: the ledger also keeps a currency column.",
+                           title="person-note", agent="developer")
+        stranger = await use("remember", text="x", title="y", agent="nobody")
+        listed = await use("list_memories", limit=5)
+        status = (await client.read_resource("azclaw://status")).contents[0].text
+    return {"tools": tools, "found": found, "stored": stored, "stranger": stranger, "listed": listed,
+            "status": status}
+
+
+def test_an_mcp_client_recalls_the_teams_memories_and_leaves_a_note_an_agent_then_recalls(
+        fake_llm, azclaw, workdir):
+    first_run(fake_llm, azclaw)
+    seen = asyncio.run(talk_to_azclaw_mcp(workdir))
+
+    assert set(seen["tools"]) == {"recall", "list_memories", "remember", "status"}
+    assert seen["tools"]["recall"].annotations.read_only_hint is True
+    assert seen["tools"]["remember"].annotations.read_only_hint is False
+    assert "CSV with ISO dates" in seen["found"] and "by architect" in seen["found"]
+    assert seen["stored"].startswith("Stored in developer's memory as 'person-note'")
+    assert seen["stranger"].startswith("ERROR ") and "unknown agent 'nobody'" in seen["stranger"]
+    assert "person-note (by developer)" in seen["listed"] and "ledger-format (by architect)" in seen["listed"]
+    assert "Design a ledger" in seen["status"] and "finished" in seen["status"]
+
+    fake = fake_llm(per_agent={"architect": [call("recall", {"query": "currency column"}), text("Noted.")]})
+    proc = azclaw("run", "--task", "Go on with the ledger", "--endpoint", fake.url, "--agents", TEAM,
+                  "--max-rounds", "1", "--quiet")
+    assert proc.returncode == 0, proc.stderr
+    recalled = result_of(fake, "architect", "recall")
+    assert "currency column" in recalled and "by developer" in recalled
+
+
+def test_azclaw_mcp_read_only_offers_no_remember(workdir, fake_llm, azclaw):
+    first_run(fake_llm, azclaw)
+
+    async def tools():
+        server = StdioServerParameters(command=sys.executable,
+                                       args=["-m", "azclaw", "mcp", "--dir", str(workdir), "--read-only"])
+        async with Client(server) as client:
+            return {t.name for t in (await client.list_tools()).tools}
+    assert asyncio.run(tools()) == {"recall", "list_memories", "status"}
+
+
+def test_one_run_uses_another_runs_memory_over_streamable_http(fake_llm, azclaw, azclaw_popen, workdir):
+    first_run(fake_llm, azclaw)
+    port = free_port()
+    server = azclaw_popen("mcp", "--dir", str(workdir), "--http", str(port))
+
+    def listening() -> bool:
+        assert server.poll() is None, (workdir / "err0.txt").read_text()
+        with socket.socket() as s:
+            return s.connect_ex(("127.0.0.1", port)) == 0
+    wait_for(listening, CLI_TIMEOUT, "azclaw mcp --http to listen")
+
+    other = workdir / "other"
+    other.mkdir()
+    fake = fake_llm(per_agent={"reader": [call("team__recall", {"query": "ledger format"}),
+                                          call("team__remember", {"text": "x", "title": "y", "agent": "architect"}),
+                                          text("The other team uses CSV.")]})
+    proc = subprocess.run([sys.executable, "-m", "azclaw", "run", "--task", "Ask the other team", "--endpoint",
+                           fake.url, "--agents", "reader/read", "--max-rounds", "1", "--quiet",
+                           "--mcp", f"team=http://127.0.0.1:{port}/mcp"], cwd=other, env=cli_env(),
+                          capture_output=True, text=True, timeout=CLI_TIMEOUT, stdin=subprocess.DEVNULL)
+    assert proc.returncode == 0, proc.stderr
+    assert set(fake.chats_of("reader")[0].tool_names) >= {"team__recall", "team__list_memories", "team__status"}
+    assert "team__remember" not in fake.chats_of("reader")[0].tool_names
+    assert "CSV with ISO dates" in result_of(fake, "reader", "team__recall")
+    assert result_of(fake, "reader", "team__remember").startswith("ERROR: tool 'team__remember' is not available")
+    server.terminate()
+    server.wait(CLI_TIMEOUT)
+
+
+# -- specs and results ----------------------------------------------------------------------
+
+@pytest.mark.parametrize("value, expected", [
+    ("notes=python3 notes_server.py --db 'my notes.db'",
+     {"command": ["python3", "notes_server.py", "--db", "my notes.db"], "url": ""}),
+    ("web=https://example.org/mcp", {"command": [], "url": "https://example.org/mcp"}),
+])
+def test_mcp_option_values_name_a_command_or_a_url(value, expected):
+    [spec] = parse_option(value)
+    assert {"command": spec.command, "url": spec.url} == expected
+
+
+@pytest.mark.parametrize("value, message", [
+    ("notes", "expected NAME=COMMAND"),
+    ("=python3 x.py", "server name ''"),
+    ("a__b=python3 x.py", "server name 'a__b'"),
+    ("notes=", "the command is empty"),
+    ("notes=python3 'x.py", "cannot split the command"),
+    ("notes=http://", r"expected an http\(s\)://host"),
+])
+def test_bad_mcp_option_values_are_one_clear_error(value, message):
+    with pytest.raises(ConfigError, match=message):
+        parse_option(value)
+
+
+@pytest.mark.parametrize("servers, message", [
+    ({"notes": "python3 x.py"}, r"mcp_servers\.notes: expected an object"),
+    ({"notes": {"command": "python3", "args": "x.py"}}, r"mcp_servers\.notes\.args: expected a list"),
+    ({"notes": {"command": "python3", "env": {"DEBUG": 1}}}, r"mcp_servers\.notes\.env\.DEBUG: expected a string"),
+    ({"notes": {"command": "x", "url": "http://h/mcp"}}, r"mcp_servers\.notes: give command .* or url"),
+    ({"notes": {"url": "http://h/mcp", "type": "sse"}}, r"mcp_servers\.notes\.type: SSE"),
+    ({"notes": {"command": "x", "roles": {"drop": "admins"}}}, r"mcp_servers\.notes\.roles\.drop: expected one of"),
+    ({"notes": {"command": "x", "timeout": 0}}, r"mcp_servers\.notes\.timeout: expected seconds > 0"),
+    ({"notes": {"command": "x", "autoApprove": []}}, r"mcp_servers\.notes: unknown field 'autoApprove'"),
+])
+def test_bad_mcp_servers_in_a_topic_name_the_field(workdir, servers, message):
+    path = workdir / "t.json"
+    path.write_text(json.dumps({"title": "t", "mcp_servers": servers}))
+    with pytest.raises(ConfigError, match=f"t.json: {message}"):
+        Topic.load(path)
+
+
+def test_claude_desktop_configuration_files_are_read_as_they_are(workdir):
+    config = {"mcpServers": {
+        "notes": {"command": "python3", "args": ["server.py"], "env": {"DB": "x.db"}},
+        "web": {"type": "http", "url": "http://127.0.0.1:9/mcp", "headers": {"Authorization": "Bearer t"}}}}
+    (workdir / "claude.json").write_text(json.dumps(config))
+    notes, web = servers_of(["claude.json"])
+    assert (notes.command, notes.env) == (["python3", "server.py"], {"DB": "x.db"})
+    assert (web.url, web.headers) == ("http://127.0.0.1:9/mcp", {"Authorization": "Bearer t"})
+    with pytest.raises(ConfigError, match="'notes' is given twice"):
+        servers_of(["claude.json", "notes=python3 other.py"])
+    assert [s.name for s in parse_servers({"a": {"url": "http://h/mcp"}})] == ["a"]
+
+
+def test_results_describe_what_is_not_text():
+    result = mcp_types.CallToolResult(content=[
+        mcp_types.TextContent(type="text", text="two files"),
+        mcp_types.ImageContent(type="image", data="AAAA", mime_type="image/png"),
+        mcp_types.ResourceLink(type="resource_link", name="plan", uri="file:///plan.md", mime_type="text/markdown"),
+        mcp_types.EmbeddedResource(type="resource", resource=mcp_types.TextResourceContents(
+            uri="file:///a.txt", text="inside a.txt"))])
+    assert render(result).splitlines() == [
+        "two files", "[image content: image/png, 3 bytes; not shown]",
+        "[resource link plan: file:///plan.md (text/markdown)]", "[resource file:///a.txt]", "inside a.txt"]
+    assert render(mcp_types.CallToolResult(content=[], structured_content={"n": 1})) == '{"n": 1}'
