@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from dataclasses import asdict, dataclass, field, fields
 
 from .agent import Agent
@@ -32,6 +33,43 @@ ALL_REPEATED = ("Every tool call you just made repeats one you already made in t
 STEPS_USED = ("You have used all your tool steps for this turn. "
               "Give your final message to the team now, without tools.")
 DUPLICATE = "[duplicate call skipped: its result is already above in this turn]"
+AUDIT_CHARS = 2000  # of a call's arguments and of its result, in the journal
+AUDIT_FULL = {"run_python": 65536}  # what model-written code ran, and what it printed, is always kept
+
+
+@dataclass
+class ToolUse:
+    """One tool call of a turn, as the audit trail keeps it: arguments and
+    result cut to ``AUDIT_CHARS`` (their full length beside them)."""
+
+    tool: str
+    arguments: str  # the arguments as the model sent them (JSON text)
+    result: str  # what the model got back; "ERROR: ..." when ``ok`` is false
+    ok: bool = True
+    seconds: float = 0.0
+    step: int = 0  # the turn's tool step it belongs to (0 is the first)
+    arguments_chars: int = 0
+    result_chars: int = 0
+    duplicate: bool = False  # repeated an earlier call of the turn: not run again
+
+    @classmethod
+    def of(cls, tool: str, arguments: str, result: str, ok: bool, seconds: float, step: int,
+           duplicate: bool = False) -> "ToolUse":
+        limit = AUDIT_FULL.get(tool, AUDIT_CHARS)
+        return cls(tool, _cut(arguments, limit), _cut(result, limit), ok, round(seconds, 3), step, len(arguments),
+                   len(result), duplicate)
+
+    @classmethod
+    def from_dict(cls, data) -> "ToolUse | None":
+        if not isinstance(data, dict):
+            return None
+        return cls(str(data.get("tool") or ""), str(data.get("arguments") or ""), str(data.get("result") or ""),
+                   data.get("ok") is not False, _float(data.get("seconds")), _int(data.get("step")),
+                   _int(data.get("arguments_chars")), _int(data.get("result_chars")), data.get("duplicate") is True)
+
+
+def _cut(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[:limit] + f" [... {len(text) - limit} more characters]"
 
 
 @dataclass
@@ -57,6 +95,7 @@ class Turn:
     memories: list[str] = field(default_factory=list)
     files: list[str] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
+    calls: list[ToolUse] = field(default_factory=list)  # the audit trail: every tool call, in order
     empty: bool = False  # the model answered, with nothing
     truncated: int = 0  # replies cut off at max_tokens
     probe: bool = False  # an answer to a coherence probe, not a round's turn
@@ -102,6 +141,8 @@ class Turn:
         calls = data.get("tool_calls")
         if isinstance(calls, dict):
             turn.tool_calls = {str(k): _int(v) for k, v in calls.items()}
+        uses = data.get("calls")  # journals before version 3 have none
+        turn.calls = [u for u in map(ToolUse.from_dict, uses if isinstance(uses, list) else []) if u]
         turn.empty = data.get("empty") is True
         return turn
 
@@ -147,9 +188,13 @@ def take_turn(agent: Agent, system: str, user: str, tools: list[Tool], registry:
             key = f"{call.name}\x00{arguments}"
             if key in seen:
                 results.append(ToolResult(call.id, call.name, DUPLICATE, duplicate=True))
+                turn.calls.append(ToolUse.of(call.name, arguments, DUPLICATE, True, 0.0, step, duplicate=True))
                 continue
             seen.add(key)
+            started = time.monotonic()
             outcome = registry.execute(call, ctx, tools)
+            turn.calls.append(ToolUse.of(call.name, call.raw_arguments or arguments, outcome.content, outcome.ok,
+                                         time.monotonic() - started, step))
             turn.tool_calls[call.name] = turn.tool_calls.get(call.name, 0) + 1
             turn.tool_errors += not outcome.ok
             results.append(outcome)

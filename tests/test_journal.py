@@ -13,7 +13,7 @@ from longrun import AGENTS, EXPECTED_SCORE, KILL_ROUND, LAST_ROUND, killed_and_r
 
 TURN_FIELDS = {"v", "event", "time", "run", "round", "phase", "agent", "prompt_tokens", "completion_tokens",
                "context_tokens", "context_chars", "requests", "seconds", "tokens_per_second", "tool_calls",
-               "tool_errors", "memories", "files", "errors", "text", "empty", "truncated"}
+               "tool_errors", "memories", "files", "errors", "text", "empty", "truncated", "calls"}
 
 
 @pytest.fixture(scope="module")
@@ -178,3 +178,21 @@ def test_lines_edited_by_hand_into_nonsense_are_skipped_by_readers(tmp_path):
     path.write_text("\n".join(json.dumps(x) for x in lines) + "\n{torn")
     events = read_journal(path)
     assert [e["agent"] for e in unique_turns(events)] == ["a"]
+
+
+def test_every_tool_call_is_in_the_journal_with_its_arguments_result_and_time(fake_llm, workdir):
+    from azclaw import Agent, Orchestrator
+    from fakellm import call, calls, text
+    code = "print('hello from the sandbox')\n" + "# padding\n" * 400  # longer than the generic cut
+    fake = fake_llm(per_agent={"dev": [
+        calls(("write_file", {"path": "a.py", "content": "x = 1\n" * 1000}), ("read_file", {"path": "nope.py"})),
+        call("run_python", {"code": code}), call("run_python", {"code": code}), text("done")]})
+    Orchestrator([Agent("dev", endpoint=fake.url, can_write=True, retries=0)], verbose=False).run(max_rounds=1)
+    [turn] = [e for e in lines(workdir / "logs" / "task_journal.jsonl") if e["event"] == "turn"]
+    write, read, run, again = turn["calls"]
+    assert (write["tool"], write["ok"], write["step"], write["result"]) == ("write_file", True, 0, "Wrote 6000 bytes to a.py.")
+    assert write["arguments_chars"] > 6000 and len(write["arguments"]) < 2100 and "more characters" in write["arguments"]
+    assert (read["tool"], read["ok"]) == ("read_file", False) and read["result"].startswith("ERROR:")
+    assert run["tool"] == "run_python" and json.loads(run["arguments"])["code"] == code
+    assert "hello from the sandbox" in run["result"] and run["seconds"] > 0
+    assert again["duplicate"] is True and again["step"] == 2

@@ -1,6 +1,6 @@
 """The run journal: one JSON line per event, appended as it happens.
 
-File: ``<log_dir>/<topic>_journal.jsonl``. Format version 2. Every line is an
+File: ``<log_dir>/<name>_journal.jsonl``. Format version 3. Every line is an
 object with ``v`` (the version), ``event``, ``time`` (ISO-8601, UTC) and
 ``run`` (the id of one process's session; a resumed run gets a new one).
 Events and their fields:
@@ -17,7 +17,13 @@ Events and their fields:
   (completion tokens / seconds), tool_calls {name: count}, tool_errors,
   memories [titles], files [paths], errors [messages], text (the agent's
   message, in full), empty (the model answered with nothing), truncated
-  (replies cut off at max_tokens)
+  (replies cut off at max_tokens), calls (version 3: the audit trail, every
+  tool call of the turn in order: tool, arguments (the JSON text the model
+  sent), result (what the model got back, ``ERROR: ...`` when it failed),
+  ok, seconds, step, arguments_chars and result_chars (the full lengths:
+  arguments and result are cut to 2,000 characters, run_python's to
+  65,536, so the code that ran and what it printed are always there),
+  duplicate (a repeat of an earlier call, not run again))
 * ``probe``: the fields of a turn (the answer's cost), plus question,
   expect [phrases], answer (= text), correct (true/false, or null when the
   probe has no ``expect``)
@@ -29,7 +35,10 @@ Events and their fields:
   "interrupted", "error"), stats (``RunStats.to_dict()``)
 
 A new version only adds events and fields; readers ignore what they do not
-know, so version-1 journals still read.
+know, so journals of versions 1 and 2 still read (version 3 added the
+``calls`` of turns, ``round_end`` lines and the turn fields ``empty`` and
+``truncated``; a version-2 journal has no ``round_end``, so a resume from it
+starts after its checkpoint).
 
 Crash safety: each line is written with one ``write`` and flushed to the
 operating system, so a killed run keeps every finished turn (at worst the
@@ -59,7 +68,7 @@ from pathlib import Path
 from ..errors import StorageError
 from ..files import write_atomic
 
-VERSION = 2
+VERSION = 3
 SUFFIX = "_journal.jsonl"
 ROUND_EVENTS = ("turn", "probe", "round_end", "checkpoint")  # what a resume redoes
 
