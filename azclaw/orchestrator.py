@@ -179,6 +179,7 @@ class Orchestrator:
         return _in_threads(jobs) if self.parallel and len(jobs) > 1 else [job() for job in jobs]
 
     def _turn(self, agent: Agent, round_no: int, last: int, user: str) -> Turn:
+        self.journal.write("turn_start", round=round_no, agent=agent.name)
         turn = self._take_turn(agent, round_no, last, user, self.registry.allowed(agent.can_write, agent.tools))
         tools = ", ".join(f"{n}x{c}" if c > 1 else n for n, c in turn.tool_calls.items()) or "no tools"
         self.progress.info("[round %d/%d] %s: %d+%d tok, %.1f tok/s, %s%s", round_no, last, agent.name,

@@ -37,7 +37,9 @@ def test_only_the_round_in_progress_at_the_kill_is_redone_and_moves_to_the_super
     first_run, second_run = [e["run"] for e in lines(run.journal) if e["event"] == "run_start"]
     moved = lines(run.superseded)
     assert {e["run"] for e in moved} == {first_run}
-    assert sorted((e["event"], e["round"], e["agent"]) for e in moved) == [("turn", KILL_ROUND, "architect")]
+    assert sorted((e["event"], e["round"], e["agent"]) for e in moved) == [
+        ("turn", KILL_ROUND, "architect"), ("turn_start", KILL_ROUND, "architect"),
+        ("turn_start", KILL_ROUND, "developer")]
     kept = lines(run.journal)
     assert {e["run"] for e in kept if e["event"] == "turn" and e["round"] >= KILL_ROUND} == {second_run}
     assert {e["run"] for e in kept if e["event"] == "turn" and e["round"] < KILL_ROUND} == {first_run}

@@ -9,6 +9,8 @@ Events and their fields:
   resumed_from (the checkpoint's round, or null for a fresh run), pid and
   host of the writing process, phases [{name, rounds: [start, end]}],
   probes [{after_round, question, expect}]
+* ``turn_start``: round, agent (version 3: an agent's turn began; the
+  ``turn`` line follows when it ends)
 * ``turn``: ``Turn.to_dict()`` (``azclaw/turn.py``): round, phase (name or
   null), agent, prompt_tokens and completion_tokens (summed over the turn's
   requests, as the server reported them), context_tokens (the largest prompt
@@ -70,7 +72,7 @@ from ..files import write_atomic
 
 VERSION = 3
 SUFFIX = "_journal.jsonl"
-ROUND_EVENTS = ("turn", "probe", "round_end", "checkpoint")  # what a resume redoes
+ROUND_EVENTS = ("turn_start", "turn", "probe", "round_end", "checkpoint")  # what a resume redoes
 
 
 class Journal:
