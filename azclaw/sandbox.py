@@ -139,3 +139,16 @@ def run_python(code: str, cwd: Path, timeout: float = PYTHON_TIMEOUT, output_lim
         more = len(text) - output_limit + outcome.dropped
         text = text[:output_limit] + f"\n[... {'at least ' if outcome.dropped else ''}{more} more characters cut]"
     return f"[{outcome.status}]\n{text}" if text else f"[{outcome.status}, no output]"
+
+
+def sandbox_summary(mode="sandboxed") -> str:
+    """The level run_python gets in this process, for the journal's
+    ``run_start`` and ``azclaw doctor``: verified by ``probe_sandbox``."""
+    mode = python_mode(mode)
+    if mode == "off":
+        return "run_python off"
+    level = confine.probe_sandbox(mode)
+    if mode == "sandboxed" and not level.confined:
+        why = "; ".join(level.problems) or f"only {level.text}"
+        return f"none: run_python refused without --unsandboxed-python ({why})"
+    return level.text
