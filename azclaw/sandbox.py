@@ -15,6 +15,7 @@ import os
 from pathlib import Path
 
 from . import confine
+from .confine import protect_process  # noqa: F401 - the orchestrator calls it at run start
 from .errors import ConfigError, ToolError
 
 MAX_WRITE_BYTES = 1_000_000
