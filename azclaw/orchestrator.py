@@ -24,6 +24,7 @@ import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from . import sandbox
 from .agent import Agent
 from .builtin_tools import build_default_registry
 from .checkpoint import HISTORY_KEEP, Checkpoint
@@ -117,7 +118,8 @@ class Orchestrator:
         self.checkpoint_every = checkpoint_every
         self.message_budget = message_budget
         self.max_failed_rounds = max_failed_rounds
-        self.run_python = run_python
+        self.run_python = sandbox.python_mode(run_python)
+        sandbox.check_output_folder(self.output_dir, self.agents_dir, self.log_dir)
         self.check_health = check_health
         self.approve = approve
         self.context_budget = context_budget
@@ -211,16 +213,19 @@ class Orchestrator:
         if self.stop.clear_stale():
             log.info("removed a STOP file left from an earlier run: %s", self.stop.stop_file)
         self.stop.install()
+        sandbox.protect_process()
+        python_sandbox = (sandbox.sandbox_summary(self.run_python) if any(a.can_write for a in self.agents)
+                          else "run_python not offered (no writer)")
         first = self.last_round + 1
         self.journal.write("run_start", topic=self.topic.name, title=self.topic.title, first_round=first,
                            last_round=last, agents=[a.name for a in self.agents],
                            resumed_from=self.last_round if resume else None,
-                           pid=os.getpid(), host=socket.gethostname(),
+                           pid=os.getpid(), host=socket.gethostname(), sandbox=python_sandbox,
                            phases=[{"name": p.name, "rounds": [p.start, p.end]} for p in self.topic.phases],
                            probes=[{"after_round": p.after_round, "question": p.question, "expect": p.expect}
                                    for p in self.topic.coherence_probes])
-        log.info("azclaw run %r: rounds %d-%d, agents %s", self.topic.title, first, last,
-                 ", ".join(a.name for a in self.agents))
+        log.info("azclaw run %r: rounds %d-%d, agents %s; run_python sandbox: %s", self.topic.title, first, last,
+                 ", ".join(a.name for a in self.agents), python_sandbox)
         reason = "finished"
         failed_rounds = 0
         started = time.monotonic()
