@@ -14,7 +14,7 @@ Standard error is the status channel to the runner, one line each::
 
 After reporting the end the launcher waits for standard input to close, so
 what the code left behind stays its descendant (it is a subreaper) until the
-runner has killed it.
+runner has killed it; then it reaps those and exits.
 """
 
 from __future__ import annotations
@@ -105,7 +105,12 @@ def main() -> None:
         _status(status, f"signal {os.WTERMSIG(code)}")
     else:
         _status(status, f"exit {os.WEXITSTATUS(code)}")
-    sys.stdin.buffer.read()  # hold: the runner closes our standard input when it is done
+    sys.stdin.buffer.read()  # hold: the runner closes our standard input when it has killed the rest
+    while True:  # reap what it killed, so no zombie is left to init
+        try:
+            os.waitpid(-1, 0)
+        except ChildProcessError:
+            break
     os._exit(0)
 
 

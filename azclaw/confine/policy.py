@@ -37,16 +37,21 @@ class Policy:
 
 
 def python_paths() -> list[str]:
-    """The running Python's installation and import folders (where they are,
-    even under $HOME as with pyenv; never $HOME itself or a folder above it)."""
+    """The running Python's installation and its package folders (where they
+    are, even under $HOME as with pyenv; never $HOME itself or a folder above
+    it). Other sys.path entries (the script's folder, the current folder) are
+    left out: they can be any folder, the project with its logs included."""
     home = Path(os.path.expanduser("~")).resolve()
+    prefixes = {Path(p).resolve() for p in (sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix)}
+    prefixes.add(Path(os.path.realpath(sys.executable)).parent.parent)
     found: list[str] = []
-    candidates = [sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix,
-                  str(Path(os.path.realpath(sys.executable)).parent.parent), *sys.path]
-    for entry in candidates:
+    for entry in [*sorted(prefixes), *sys.path]:
         if not entry:
             continue
         real = Path(entry).resolve()
+        packages = real.name in ("site-packages", "dist-packages") or any(p in real.parents for p in prefixes)
+        if real not in prefixes and not packages:
+            continue
         if real == Path("/") or real == home or real in home.parents or not real.exists():
             continue
         if str(real) not in found:

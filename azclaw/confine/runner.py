@@ -28,7 +28,7 @@ from .policy import make_policy
 
 LAUNCHER = str(Path(__file__).with_name("launch.py"))
 DRAIN_SECONDS = 2.0
-START_SECONDS = 20.0  # the launcher must say it is set up within this
+REAP_SECONDS = 2.0
 
 
 class SetupError(RuntimeError):
@@ -208,8 +208,8 @@ def descendants(root: int) -> set[int]:
 
 def kill_tree(proc: subprocess.Popen, group=None) -> None:
     """Stop every descendant of the launcher (stopped processes cannot fork)
-    until no new one appears, kill them all, kill the control group, then the
-    launcher, and reap it."""
+    until no new one appears, kill them all, let the launcher reap them, then
+    kill the control group and the launcher for anything left."""
     seen: set[int] = set()
     if sys.platform.startswith("linux") and proc.poll() is None:
         for _ in range(100):
@@ -221,6 +221,14 @@ def kill_tree(proc: subprocess.Popen, group=None) -> None:
             seen |= new
         for pid in seen:
             _signal(pid, signal.SIGKILL)
+    try:
+        proc.stdin.close()  # the launcher's hold: it reaps and exits
+    except OSError:
+        pass
+    try:
+        proc.wait(timeout=REAP_SECONDS)
+    except subprocess.TimeoutExpired:
+        pass
     if group is not None:
         group.kill()
     try:
