@@ -102,11 +102,16 @@ ATTACKS = [
      "import os, time\nn = 0\nfor i in range(300):\n    try:\n        pid = os.fork()\n"
      "    except OSError as exc:\n        print('REFUSED after', n, exc); break\n"
      "    if pid == 0:\n        time.sleep(30); os._exit(0)\n    n += 1\nelse:\n    print('ESCAPED', n)", "REFUSED"),
+    # four children hold 600 MB each at the same time (a pipe is their barrier): 2.4 GB in all
     ("memory-bomb", "run_python",
-     "import os\nkids = []\nfor i in range(4):\n    pid = os.fork()\n    if pid == 0:\n        try:\n"
-     "            held = b'x' * (600 << 20)\n            os._exit(0)\n        except MemoryError:\n"
-     "            os._exit(3)\n    kids.append(pid)\n"
-     "codes = [os.waitpid(k, 0)[1] for k in kids]\nprint('REFUSED' if any(codes) else 'ESCAPED', codes)", "REFUSED"),
+     "import os, select\nready_r, ready_w = os.pipe()\ngo_r, go_w = os.pipe()\nkids = []\n"
+     "for i in range(4):\n    pid = os.fork()\n    if pid == 0:\n        os.close(go_w)\n        try:\n"
+     "            held = b'x' * (600 << 20)\n        except MemoryError:\n            os._exit(3)\n"
+     "        os.write(ready_w, b'.')\n        os.read(go_r, 1)\n        os._exit(0)\n    kids.append(pid)\n"
+     "got = b''\nwhile len(got) < 4 and select.select([ready_r], [], [], 10)[0]:\n"
+     "    got += os.read(ready_r, 4)\nos.close(go_w)\n"
+     "codes = [os.waitpid(k, 0)[1] for k in kids]\n"
+     "print('ESCAPED' if len(got) == 4 and not any(codes) else 'REFUSED', len(got), codes)", "REFUSED"),
     ("big-file", "run_python", attempt("f = open('big.bin', 'wb')",
                                        "[f.write(b'x' * (1 << 20)) for _ in range(100)]", "f.close()"), "REFUSED"),
 ]
