@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import ctypes
 import os
-import platform
 import stat
 
 _SYS = {"x86_64": (444, 445, 446), "aarch64": (444, 445, 446)}  # create_ruleset, add_rule, restrict_self
@@ -51,14 +50,14 @@ def _libc():
 
 
 def _numbers() -> tuple[int, int, int]:
-    machine = platform.machine().lower()
+    machine = os.uname().machine.lower()
     if machine in ("amd64",):
         machine = "x86_64"
     if machine in ("arm64",):
         machine = "aarch64"
     if not os.uname().sysname == "Linux" or machine not in _SYS:
         raise LandlockError(0, f"Landlock needs Linux on x86_64 or aarch64, not {os.uname().sysname} "
-                               f"{platform.machine()}")
+                               f"{os.uname().machine}")
     return _SYS[machine]
 
 

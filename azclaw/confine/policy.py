@@ -8,7 +8,18 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .oslimits import Limits
+
+@dataclass(frozen=True)
+class Limits:
+    """Resource limits of one run_python call (per process unless a cgroup
+    holds the whole tree)."""
+
+    cpu_seconds: int = 31
+    memory_bytes: int = 1 << 30
+    file_bytes: int = 64 << 20
+    processes: int = 64
+    open_files: int = 256
+
 
 # the system, not the whole of /etc: as root, /etc/shadow and the SSH host keys
 # are readable by their owner
@@ -17,8 +28,8 @@ SYSTEM_READ = ["/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32",
 ETC_READ = ["ld.so.cache", "ld.so.conf", "ld.so.conf.d", "localtime", "timezone", "passwd", "group",
             "nsswitch.conf", "hosts", "host.conf", "gai.conf", "protocols", "services", "mime.types",
             "locale.alias", "locale.conf", "default/locale", "os-release", "lsb-release", "debian_version",
-            "ssl/certs", "ssl/openssl.cnf", "pki/tls/certs", "pki/ca-trust", "ca-certificates", "crypto-policies", "alternatives", "fonts", "matplotlibrc",
-            "python3", f"python{sys.version_info[0]}.{sys.version_info[1]}", "inputrc", "magic", "mailcap"]
+            "ssl/certs", "ssl/openssl.cnf", "pki/tls/certs", "pki/ca-trust", "ca-certificates", "crypto-policies",
+            "alternatives", "fonts", "matplotlibrc", "python3", f"python{sys.version_info[0]}.{sys.version_info[1]}", "inputrc", "magic", "mailcap"]
 SYSTEM_WRITE = ["/dev/null"]
 ENV_NAMES = {"PATH", "LANG", "LANGUAGE", "TZ", "TERM", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS",
              "MKL_NUM_THREADS", "NUMEXPR_NUM_THREADS"}

@@ -10,7 +10,7 @@ killed; the PID namespace dies with its first process.
 
 from __future__ import annotations
 
-import json
+import marshal
 import os
 import selectors
 import shutil
@@ -23,8 +23,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import cgroup
-from .oslimits import Limits, user_process_count
-from .policy import make_policy
+from .oslimits import user_process_count
+from .policy import Limits, make_policy
 
 LAUNCHER = str(Path(__file__).with_name("launch.py"))
 DRAIN_SECONDS = 2.0
@@ -67,7 +67,7 @@ def run(code: str, cwd: Path, *, sources=(), timeout: float = 30.0, output_bytes
             nproc = user_process_count() + limits.processes  # RLIMIT_NPROC counts all our processes
         spec = {"code": code, "python": sys.executable, "read": policy.read, "write": policy.write,
                 "confine": confine, "namespaces": list(namespaces), "nproc": nproc,
-                "cgroups": group.procs_files if group else [], "limits": limits.__dict__}
+                "cgroups": group.procs_files if group else [], "limits": dict(limits.__dict__)}
         return _launch(spec, cwd, policy.env, timeout, output_bytes, group)
     finally:
         if group is not None:
@@ -81,7 +81,8 @@ def _launch(spec: dict, cwd: Path, env: dict, timeout: float, output_bytes: int,
     reader = _Reader(proc, output_bytes)
     try:
         try:
-            proc.stdin.write(json.dumps(spec).encode() + b"\n")
+            data = marshal.dumps(spec)
+            proc.stdin.write(b"%d\n" % len(data) + data)
             proc.stdin.flush()
         except OSError:
             pass  # the launcher died: its status says why

@@ -20,7 +20,6 @@ from __future__ import annotations
 import ctypes
 import errno
 import os
-import platform
 
 _ARCH = {"x86_64": 0xC000003E, "aarch64": 0xC00000B7}  # AUDIT_ARCH_*
 _X32_BIT = 0x40000000
@@ -72,7 +71,7 @@ class _Prog(ctypes.Structure):
 
 
 def machine() -> str:
-    name = platform.machine().lower()
+    name = os.uname().machine.lower()
     return {"amd64": "x86_64", "arm64": "aarch64"}.get(name, name)
 
 
