@@ -22,7 +22,7 @@ MAX_WRITE_BYTES = 1_000_000
 PYTHON_TIMEOUT = 30.0
 PYTHON_OUTPUT = 8000
 PYTHON_MEMORY_BYTES = 1 << 30
-PYTHON_MODES = ("sandboxed", "unsandboxed", "off")
+PYTHON_MODES = ("sandboxed", "bwrap", "unsandboxed", "off")
 
 _SECRET_NAMES = [".env", ".env.*", "*.env", "id_rsa*", "id_dsa*", "id_ecdsa*", "id_ed25519*", "id_xmss*",
                  "*_rsa", "*_ed25519", "*_ecdsa", "ssh_host_*key*", "*.ppk", "*.pem", "*.key", "*.p12",
@@ -102,8 +102,9 @@ def check_output_folder(output, agents_dir=None, log_dir=None) -> None:
 
 def python_mode(value) -> str:
     """``run_python`` as the library takes it: True or "sandboxed" (the
-    default: only under a verified OS sandbox), "unsandboxed" (the user's
-    choice where none works), False or "off"."""
+    default: only under a verified OS sandbox), "bwrap" (the same inside
+    bubblewrap), "unsandboxed" (the user's choice where none works), False or
+    "off"."""
     if value is True or value is None:
         return "sandboxed"
     if value is False:
@@ -122,6 +123,9 @@ def run_python(code: str, cwd: Path, timeout: float = PYTHON_TIMEOUT, output_lim
     if mode == "off":
         raise ToolError("run_python is turned off for this run")
     level = confine.probe_sandbox(mode)
+    if mode == "bwrap" and not level.confined:
+        why = "; ".join(level.problems) or f"only {level.text} works here"
+        raise ToolError(f"run_python is off: the bubblewrap sandbox chosen for this run does not work ({why})")
     if mode == "sandboxed" and not level.confined:
         why = "; ".join(level.problems) or f"only {level.text} works here"
         raise ToolError(f"run_python is off: no operating-system sandbox works on this machine ({why}). "
@@ -131,8 +135,8 @@ def run_python(code: str, cwd: Path, timeout: float = PYTHON_TIMEOUT, output_lim
     limits = confine.Limits(cpu_seconds=int(timeout) + 1, memory_bytes=PYTHON_MEMORY_BYTES)
     try:
         outcome = confine.run(code, Path(cwd), sources=sources, timeout=timeout, output_bytes=output_limit * 4 + 4,
-                              confine=mode == "sandboxed", namespaces=names, use_cgroup=bool(level.cgroup),
-                              limits=limits)
+                              confine=mode != "unsandboxed", namespaces=names, use_cgroup=bool(level.cgroup),
+                              limits=limits, bwrap=mode == "bwrap")
     except confine.SetupError as exc:
         raise ToolError(f"run_python did not run the code: {exc}") from None
     text = outcome.output.decode("utf-8", "replace")
@@ -149,7 +153,8 @@ def sandbox_summary(mode="sandboxed") -> str:
     if mode == "off":
         return "run_python off"
     level = confine.probe_sandbox(mode)
-    if mode == "sandboxed" and not level.confined:
+    if mode != "unsandboxed" and not level.confined:
         why = "; ".join(level.problems) or f"only {level.text}"
-        return f"none: run_python refused without --unsandboxed-python ({why})"
+        hint = "" if mode == "bwrap" else " without --unsandboxed-python"
+        return f"none: run_python refused{hint} ({why})"
     return level.text

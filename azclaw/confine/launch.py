@@ -52,7 +52,9 @@ def _confine(spec: dict) -> str:
         own = os.readlink("/proc/self")  # this process's number as /proc knows it (namespaces)
         oslimits.no_new_privs()
         caps = oslimits.drop_capabilities()
-        version = landlock.restrict(spec["read"] + [f"/proc/{own}"], spec["write"])
+        version = 0
+        if spec.get("landlock", "required") == "required" or landlock.abi() > 0:
+            version = landlock.restrict(spec["read"] + [f"/proc/{own}"], spec["write"])
         seccomp.install()
         parts = [f"landlock={version}", "seccomp=1", f"caps={int(caps)}", *parts]
     return "confined " + " ".join(parts)

@@ -36,13 +36,14 @@ class SandboxLevel:
     cgroup: tuple[str, ...] = ()  # kill, pids, memory
     rlimits: tuple[str, ...] = ()
     capabilities_dropped: bool = False
-    mode: str = "sandboxed"  # or "unsandboxed" (the user's choice)
+    files_refused: bool = False  # the probe's read and write outside both failed
+    mode: str = "sandboxed"  # or "bwrap", or "unsandboxed" (the user's choice)
     problems: tuple[str, ...] = field(default_factory=tuple)
 
     @property
     def confined(self) -> bool:
         """Files and network both confined: run_python may run by default."""
-        return self.landlock > 0 and self.seccomp
+        return (self.landlock > 0 or self.mode == "bwrap" and self.files_refused) and self.seccomp
 
     @property
     def signals_scoped(self) -> bool:
@@ -50,7 +51,7 @@ class SandboxLevel:
 
     @property
     def text(self) -> str:
-        parts = []
+        parts = ["bwrap (mount, pid, net, ipc, uts namespaces)"] if self.mode == "bwrap" else []
         if self.landlock:
             parts.append(f"landlock ABI {self.landlock}")
         if self.seccomp:
@@ -62,6 +63,8 @@ class SandboxLevel:
         if self.rlimits:
             parts.append("rlimits")
         text = "rlimits only" if parts == ["rlimits"] else " + ".join(parts) or "none"
+        if self.mode == "bwrap" and not self.confined:
+            text = text.replace("bwrap (mount, pid, net, ipc, uts namespaces)", "bwrap not working")
         if self.mode == "unsandboxed":
             text += " (unsandboxed by choice)"
         return text
@@ -96,6 +99,8 @@ def _probe(mode: str) -> SandboxLevel:
         if mode == "unsandboxed":
             attempts = [dict(confine=False, namespaces=("pid",)), dict(confine=False, namespaces=())]
             problems.append("the OS sandbox is off by the user's choice")
+        elif mode == "bwrap":
+            attempts = [dict(confine=True, bwrap=True)]
         elif landlock.abi() == 0:
             problems.append("Landlock is not available in this kernel (or disabled at boot)")
         for options in attempts:
@@ -121,7 +126,8 @@ def _probe(mode: str) -> SandboxLevel:
         landlock=version, seccomp=net_refused and confined.get("seccomp") == "1",
         namespaces=tuple(n for n in setup.get("ns", "").split(",") if n),
         cgroup=tuple(_cgroup_controls()), rlimits=tuple(n for n in confined.get("rlimits", "").split(",") if n),
-        capabilities_dropped=confined.get("caps") == "1", mode=mode, problems=tuple(problems))
+        capabilities_dropped=confined.get("caps") == "1", files_refused=files_refused, mode=mode,
+        problems=tuple(problems))
 
 
 def _cgroup_controls() -> list[str]:

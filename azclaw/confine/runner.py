@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import cgroup
+from .bwrap import command as bwrap_command
 from .oslimits import user_process_count
 from .policy import Limits, make_policy
 
@@ -52,9 +53,11 @@ class Outcome:
 
 def run(code: str, cwd: Path, *, sources=(), timeout: float = 30.0, output_bytes: int = 32_000,
         confine: bool = True, namespaces: tuple[str, ...] = ("pid", "net", "ipc"), use_cgroup: bool = True,
-        limits: Limits | None = None) -> Outcome:
+        limits: Limits | None = None, bwrap: bool = False) -> Outcome:
     """Run ``code`` with ``python -I -c`` in ``cwd``; raise SetupError when the
-    sandbox could not be applied (the code then never ran)."""
+    sandbox could not be applied (the code then never ran). ``bwrap``: start
+    the launcher inside bubblewrap (which makes the namespaces; Landlock is
+    then applied where the kernel has it)."""
     cwd = Path(cwd)
     cwd.mkdir(parents=True, exist_ok=True)
     limits = limits or Limits(cpu_seconds=int(timeout) + 1)
@@ -65,18 +68,24 @@ def run(code: str, cwd: Path, *, sources=(), timeout: float = 30.0, output_bytes
         nproc = None
         if (group is None or "pids" not in group.controls) and os.getuid() != 0:
             nproc = user_process_count() + limits.processes  # RLIMIT_NPROC counts all our processes
+        cgroups = group.procs_files if group else []
         spec = {"code": code, "python": sys.executable, "read": policy.read, "write": policy.write,
-                "confine": confine, "namespaces": list(namespaces), "nproc": nproc,
-                "cgroups": group.procs_files if group else [], "limits": dict(limits.__dict__)}
-        return _launch(spec, cwd, policy.env, timeout, output_bytes, group)
+                "confine": confine, "namespaces": [] if bwrap else list(namespaces), "nproc": nproc,
+                "cgroups": cgroups, "limits": dict(limits.__dict__), "landlock": "optional" if bwrap else "required"}
+        try:
+            wrapper = bwrap_command(policy, cwd, cgroups) if bwrap else []
+        except FileNotFoundError as exc:
+            raise SetupError(str(exc)) from None
+        return _launch(wrapper, spec, cwd, policy.env, timeout, output_bytes, group)
     finally:
         if group is not None:
             group.remove()
         _remove(private)
 
 
-def _launch(spec: dict, cwd: Path, env: dict, timeout: float, output_bytes: int, group) -> Outcome:
-    proc = subprocess.Popen([sys.executable, "-I", "-S", LAUNCHER], cwd=cwd, env=env, stdin=subprocess.PIPE,
+def _launch(wrapper: list[str], spec: dict, cwd: Path, env: dict, timeout: float, output_bytes: int,
+            group) -> Outcome:
+    proc = subprocess.Popen([*wrapper, sys.executable, "-I", "-S", LAUNCHER], cwd=cwd, env=env, stdin=subprocess.PIPE,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
     reader = _Reader(proc, output_bytes)
     try:
