@@ -157,8 +157,8 @@ def run_team(args) -> int:
     sources = [s for value in args.source for s in value.split(",") if s]
     orch = Orchestrator(agents, topic=topic, output_dir=args.output, log_dir=args.log_dir,
                         source_dirs=sources, agents_dir=args.agents_dir, parallel=args.parallel,
-                        run_python="off" if args.no_run_python else
-                        "unsandboxed" if args.unsandboxed_python else "sandboxed", verbose=not args.quiet,
+                        run_python="off" if args.no_run_python else "unsandboxed" if args.unsandboxed_python
+                        else "bwrap" if args.python_sandbox == "bwrap" else "sandboxed", verbose=not args.quiet,
                         max_failed_rounds=args.max_failed_rounds, context_budget=args.context_budget,
                         approve=TerminalApprover() if args.approve else None)
     if args.task:
@@ -242,6 +242,9 @@ def make_parser() -> argparse.ArgumentParser:
     run.add_argument("--unsandboxed-python", action="store_true",
                      help="let run_python run model-written code where no operating-system sandbox works "
                           "(it then runs as you, with your files and network; see README 'The sandbox')")
+    run.add_argument("--python-sandbox", choices=("landlock", "bwrap"), default="landlock",
+                     help="how run_python is confined: landlock (default: Landlock, seccomp, namespaces) or "
+                          "bwrap (the same inside bubblewrap, which must be installed)")
     run.add_argument("--quiet", action="store_true", help="no progress on the console")
     add_local_options(run)
     run.set_defaults(func=cmd_run)
