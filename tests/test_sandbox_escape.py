@@ -81,23 +81,24 @@ ATTACKS = [
     ("sigkill-parent", "run_python", attempt("os.kill({pid}, signal.SIGKILL)"), "REFUSED"),
     # in a PID namespace getppid() is 0 and both reach only the snippet's own group: the
     # proof is that azclaw answered the next round
-    ("sigstop-own-group", "run_python", "import os, signal\nos.kill(os.getppid(), signal.SIGSTOP)\n"
-                                        "os.killpg(os.getpgid(0), signal.SIGSTOP)\nprint('still running')",
-     "still running"),
+    ("sigstop-own-group", "run_python", "import os, signal\nfor hit in (lambda: os.kill(os.getppid(), signal.SIGSTOP),"
+                                        " lambda: os.killpg(os.getpgid(0), signal.SIGSTOP)):\n    try:\n"
+                                        "        hit()\n    except OSError as exc:\n        print(exc)\n"
+                                        "print('still running')", "still running"),
     ("ptrace-parent", "run_python", "import ctypes\nlibc = ctypes.CDLL(None, use_errno=True)\n"
                                     "print('ESCAPED' if libc.ptrace(16, {pid}, 0, 0) == 0 else 'REFUSED')", "REFUSED"),
     ("new-user-namespace", "run_python", "import ctypes\nlibc = ctypes.CDLL(None, use_errno=True)\n"
                                          "print('ESCAPED' if libc.unshare(0x10000000) == 0 else 'REFUSED')", "REFUSED"),
+    # the daemons carry a marker in their command line: the test looks for it in /proc afterwards
     ("setsid-daemon", "run_python",
-     "import os, subprocess, sys\n"
-     "subprocess.Popen([sys.executable, '-c', \"import os, time; open('daemon.pid', 'w').write("
-     "os.readlink('/proc/self')); time.sleep(600)\"], start_new_session=True)\n"
-     "import time\nwhile not os.path.exists('daemon.pid'): time.sleep(0.01)\nprint('daemon started')",
-     "daemon started"),
+     "import os, subprocess, sys, time\n"
+     "subprocess.Popen([sys.executable, '-c', 'import time; open(\"daemon.started\", \"w\"); time.sleep(600)', "
+     "'{marker}'], start_new_session=True)\n"
+     "while not os.path.exists('daemon.started'): time.sleep(0.01)\nprint('daemon started')", "daemon started"),
     ("double-fork-daemon", "run_python",
-     "import os, time\nif os.fork() == 0:\n    os.setsid()\n    if os.fork() == 0:\n"
-     "        open('daemon2.pid', 'w').write(os.readlink('/proc/self')); time.sleep(600)\n    os._exit(0)\n"
-     "while not os.path.exists('daemon2.pid'): time.sleep(0.01)\nprint('daemon started')", "daemon started"),
+     "import os, time\nMARK = '{marker}'\nif os.fork() == 0:\n    os.setsid()\n    if os.fork() == 0:\n"
+     "        open('daemon2.started', 'w'); time.sleep(600)\n    os._exit(0)\n"
+     "while not os.path.exists('daemon2.started'): time.sleep(0.01)\nprint('daemon started')", "daemon started"),
     ("fork-bomb", "run_python",
      "import os, time\nn = 0\nfor i in range(300):\n    try:\n        pid = os.fork()\n"
      "    except OSError as exc:\n        print('REFUSED after', n, exc); break\n"
@@ -123,10 +124,18 @@ NEEDS = {"memory-bomb": ("memory" not in LEVEL.cgroup,
                        "no pids cgroup here, and RLIMIT_NPROC does not apply to root")}
 
 
-@pytest.fixture(scope="module")
-def hostile_run(tmp_path_factory):
-    """The run, once: its tool results per attack, the server, the folders."""
-    base = tmp_path_factory.mktemp("escape")
+BWRAP = probe_sandbox("bwrap")
+
+
+@pytest.fixture(scope="module", params=["landlock", "bwrap"])
+def hostile_run(request, tmp_path_factory):
+    """The run, once per --python-sandbox: its tool results per attack, the
+    server, the folders."""
+    mode = request.param
+    if mode == "bwrap" and not BWRAP.confined:
+        pytest.skip(f"bubblewrap does not work here: {'; '.join(BWRAP.problems) or BWRAP.text}")
+    level = BWRAP if mode == "bwrap" else LEVEL
+    base = tmp_path_factory.mktemp(f"escape-{mode}")
     home = base / "home"
     (home / ".ssh").mkdir(parents=True)
     (home / ".aws").mkdir()
@@ -142,12 +151,13 @@ def hostile_run(tmp_path_factory):
     unix.listen()
     unix.setblocking(False)
     live: dict = {}
+    marker = f"azclaw-escape-daemon-{mode}-{os.getpid()}"
 
     def fill(template: str) -> str:
         return template.format(home=home, pid=live["pid"], port=live["port"], udp=udp.getsockname()[1],
                                unix=unix_path, output=base / "output", logs=base / "logs",
                                agents=base / "agents", package=Path(azclaw.__file__).parent,
-                               today=date.today().isoformat())
+                               today=date.today().isoformat(), marker=marker)
 
     def respond(request) -> Reply:
         if request.agent != "developer" or not request.offers_tools:
@@ -165,7 +175,8 @@ def hostile_run(tmp_path_factory):
     env = cli_env(HOME=str(home), **{k: v for k, v in SECRETS.items() if k.isupper()})
     with open(base / "out.txt", "w") as out, open(base / "err.txt", "w") as err:
         proc = subprocess.Popen([sys.executable, "-m", "azclaw", "run", "--task", "build it", "--endpoint", fake.url,
-                                 "--agents", "developer", "--max-rounds", str(len(ATTACKS) + 1), "--quiet"],
+                                 "--agents", "developer", "--max-rounds", str(len(ATTACKS) + 1), "--quiet",
+                                 "--python-sandbox", mode],
                                 cwd=base, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=err)
         live["pid"] = proc.pid
         try:
@@ -192,7 +203,8 @@ def hostile_run(tmp_path_factory):
         answered = [r for r in fake.chats if r.round == n and r.last.get("role") == "tool"]
         results[name] = answered[0].last["content"] if answered else None
     return {"base": base, "home": home, "fake": fake, "proc": proc, "results": results, "udp": received,
-            "unix": connected, "err": (base / "err.txt").read_text()}
+            "unix": connected, "err": (base / "err.txt").read_text(), "level": level,
+            "marker": marker}
 
 
 @pytest.mark.parametrize("name, tool, template, expected", ATTACKS, ids=[a[0] for a in ATTACKS])
@@ -210,7 +222,7 @@ def test_the_run_finished_and_its_journal_states_the_sandbox_level(hostile_run):
     assert hostile_run["proc"].returncode == 0, hostile_run["err"][-2000:]
     events = journal(hostile_run["base"] / "logs" / "task_journal.jsonl")
     start = next(e for e in events if e["event"] == "run_start")
-    assert start["sandbox"] == LEVEL.text and "landlock ABI" in start["sandbox"]
+    assert start["sandbox"] == hostile_run["level"].text and "seccomp net" in start["sandbox"]
     assert events[-1]["event"] == "run_end" and events[-1]["reason"] == "finished"
     assert all("FORGED" not in str(e) for e in events)
 
@@ -238,10 +250,22 @@ def test_nothing_was_written_outside_the_output(hostile_run):
 
 
 def test_no_process_of_the_snippets_outlived_its_call(hostile_run):
-    output = hostile_run["base"] / "output"
-    for name in ("daemon.pid", "daemon2.pid"):
-        pid = int((output / name).read_text())
-        wait_for(lambda: not Path(f"/proc/{pid}").exists() or _zombie(pid), timeout=10, what=f"{name} gone")
+    assert (hostile_run["base"] / "output" / "daemon.started").exists()
+    assert (hostile_run["base"] / "output" / "daemon2.started").exists()
+    wait_for(lambda: not _alive_with(hostile_run["marker"]), timeout=10, what="the daemons gone")
+
+
+def _alive_with(marker: str) -> list[int]:
+    """Live processes whose command line holds ``marker``."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if marker.encode() in (entry / "cmdline").read_bytes() and not _zombie(int(entry.name)):
+                    found.append(int(entry.name))
+            except OSError:
+                pass
+    return found
 
 
 def _zombie(pid: int) -> bool:

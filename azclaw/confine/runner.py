@@ -58,7 +58,7 @@ def run(code: str, cwd: Path, *, sources=(), timeout: float = 30.0, output_bytes
     sandbox could not be applied (the code then never ran). ``bwrap``: start
     the launcher inside bubblewrap (which makes the namespaces; Landlock is
     then applied where the kernel has it)."""
-    cwd = Path(cwd)
+    cwd = Path(cwd).resolve()
     cwd.mkdir(parents=True, exist_ok=True)
     limits = limits or Limits(cpu_seconds=int(timeout) + 1)
     private = Path(tempfile.mkdtemp(prefix="azclaw-py-"))
@@ -110,8 +110,10 @@ def _launch(wrapper: list[str], spec: dict, cwd: Path, env: dict, timeout: float
     else:
         outcome.exit_code = ended[1]
         outcome.status = f"exit code {ended[1]}"
-    if ended is None and not reader.reports.get("confined") and "setup" not in reader.reports:
-        raise SetupError(f"the sandbox launcher did not start within {timeout:g}s")
+    if ended is None and "confined" not in reader.reports:
+        said = reader.reports.get("other", "")
+        raise SetupError(f"the sandbox launcher did not start: {said}" if said else
+                         f"the sandbox launcher did not start within {timeout:g}s")
     return outcome
 
 
@@ -166,6 +168,8 @@ class _Reader:
                 self.ended = (word, int(rest))
             elif word in ("setup", "confined", "error"):
                 self.reports[word] = rest
+            elif raw.strip() and len(self.reports.get("other", "")) < 2000:  # bwrap's own complaints
+                self.reports["other"] = (self.reports.get("other", "") + " " + raw.decode("utf-8", "replace")).strip()
 
     def until_end(self, deadline: float):
         while self.ended is None and "error" not in self.reports:
