@@ -36,6 +36,8 @@ def variants(cwd: Path):
     yield "+ namespaces", lambda code: runner.run(code, cwd, confine=False, namespaces=names, use_cgroup=True)
     yield "+ landlock, seccomp, caps (full)", lambda code: runner.run(code, cwd, namespaces=names, use_cgroup=True)
     yield "sandbox.run_python (full, as tools call it)", lambda code: sandbox.run_python(code, cwd)
+    if probe_sandbox("bwrap").confined:
+        yield "sandbox.run_python, --python-sandbox bwrap", lambda code: sandbox.run_python(code, cwd, mode="bwrap")
 
 
 def measure(run, code: str, calls: int) -> tuple[float, float]:
