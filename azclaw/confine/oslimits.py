@@ -24,6 +24,8 @@ def _libc():
 
 def _prctl(option: int, arg2: int = 0, arg3: int = 0) -> None:
     libc = _libc()
+    if not hasattr(libc, "prctl"):
+        raise OSError(38, "prctl is Linux only")
     if libc.prctl(ctypes.c_int(option), ctypes.c_ulong(arg2), ctypes.c_ulong(arg3),
                   ctypes.c_ulong(0), ctypes.c_ulong(0)) != 0:
         err = ctypes.get_errno()
@@ -37,7 +39,7 @@ def protect_process() -> bool:
     try:
         _prctl(PR_SET_DUMPABLE, 0)
         return True
-    except (OSError, AttributeError):
+    except OSError:
         return False
 
 

@@ -67,7 +67,8 @@ def run(code: str, cwd: Path, *, sources=(), timeout: float = 30.0, output_bytes
         policy = make_policy(cwd, list(sources), private, limits)
         nproc = None
         if (group is None or "pids" not in group.controls) and os.getuid() != 0:
-            nproc = user_process_count() + limits.processes  # RLIMIT_NPROC counts all our processes
+            count = user_process_count()  # RLIMIT_NPROC counts all our processes (0: no /proc to count)
+            nproc = count + limits.processes if count else None
         cgroups = group.procs_files if group else []
         spec = {"code": code, "python": sys.executable, "read": policy.read, "write": policy.write,
                 "confine": confine, "namespaces": [] if bwrap else list(namespaces), "nproc": nproc,
