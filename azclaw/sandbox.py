@@ -114,6 +114,19 @@ def python_mode(value) -> str:
     raise ConfigError(f"run_python: expected True, False or one of {', '.join(PYTHON_MODES)}, got {value!r}")
 
 
+def refusal(level: confine.SandboxLevel, mode: str) -> str:
+    """Why run_python may not run under ``level`` in ``mode`` ('' when it may):
+    without a verified OS sandbox only the user's "unsandboxed" runs code."""
+    if mode == "unsandboxed" or level.confined:
+        return ""
+    why = "; ".join(level.problems) or f"only {level.text} works here"
+    if mode == "bwrap":
+        return f"run_python is off: the bubblewrap sandbox chosen for this run does not work ({why})"
+    return (f"run_python is off: no operating-system sandbox works on this machine ({why}). The person "
+            "running azclaw may allow unconfined code with --unsandboxed-python (library: "
+            "run_python=\"unsandboxed\")")
+
+
 def run_python(code: str, cwd: Path, timeout: float = PYTHON_TIMEOUT, output_limit: int = PYTHON_OUTPUT,
                mode="sandboxed", sources=()) -> str:
     """Run ``code`` with ``python -I`` in ``cwd`` under the OS sandbox (see
@@ -123,14 +136,9 @@ def run_python(code: str, cwd: Path, timeout: float = PYTHON_TIMEOUT, output_lim
     if mode == "off":
         raise ToolError("run_python is turned off for this run")
     level = confine.probe_sandbox(mode)
-    if mode == "bwrap" and not level.confined:
-        why = "; ".join(level.problems) or f"only {level.text} works here"
-        raise ToolError(f"run_python is off: the bubblewrap sandbox chosen for this run does not work ({why})")
-    if mode == "sandboxed" and not level.confined:
-        why = "; ".join(level.problems) or f"only {level.text} works here"
-        raise ToolError(f"run_python is off: no operating-system sandbox works on this machine ({why}). "
-                        "The person running azclaw may allow unconfined code with --unsandboxed-python "
-                        "(library: run_python=\"unsandboxed\")")
+    refused = refusal(level, mode)
+    if refused:
+        raise ToolError(refused)
     names = tuple(n for n in level.namespaces if n != "user")
     limits = confine.Limits(cpu_seconds=int(timeout) + 1, memory_bytes=PYTHON_MEMORY_BYTES)
     try:

@@ -10,6 +10,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from azclaw import sandbox
+from azclaw.confine import SandboxLevel
 from azclaw.errors import ToolError
 
 
@@ -320,3 +321,18 @@ def test_a_mistyped_run_python_mode_is_refused_with_the_choices():
     from azclaw.errors import ConfigError
     with pytest.raises(ConfigError, match="sandboxed, bwrap, unsandboxed, off"):
         Orchestrator([Agent("developer", can_write=True)], run_python="sandboxd")
+
+
+@pytest.mark.parametrize("level, mode, refused", [
+    (SandboxLevel(rlimits=("cpu",), problems=("Landlock is not available in this kernel",)), "sandboxed", True),
+    (SandboxLevel(landlock=7, rlimits=("cpu",)), "sandboxed", True),  # files confined, network not
+    (SandboxLevel(seccomp=True, rlimits=("cpu",)), "sandboxed", True),  # network confined, files not
+    (SandboxLevel(rlimits=("cpu",), mode="bwrap", problems=("bwrap is not installed",)), "bwrap", True),
+    (SandboxLevel(rlimits=("cpu",), mode="unsandboxed"), "unsandboxed", False),
+    (SandboxLevel(landlock=7, seccomp=True, rlimits=("cpu",)), "sandboxed", False),
+], ids=["no-landlock", "no-seccomp", "no-landlock-but-seccomp", "bwrap-missing", "users-choice", "confined"])
+def test_without_a_verified_os_sandbox_run_python_runs_only_by_the_users_choice(level, mode, refused):
+    why = sandbox.refusal(level, mode)
+    assert bool(why) == refused
+    if refused and mode == "sandboxed":
+        assert "--unsandboxed-python" in why and (level.problems[0] if level.problems else "only") in why
