@@ -2,6 +2,7 @@
 
 import os
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -174,7 +175,7 @@ class _Call:
         self.id, self.name, self.arguments, self.error = "call_1", name, arguments, ""
 
 
-def _swapper(folder: Path, outside: Path, stop: "threading.Event") -> None:
+def _swapper(folder: Path, outside: Path, stop: threading.Event) -> None:
     """Swap ``folder`` for a link to ``outside`` and back, as fast as it can."""
     real = folder.with_name(folder.name + "_real")
     while not stop.is_set():
@@ -188,7 +189,6 @@ def _swapper(folder: Path, outside: Path, stop: "threading.Event") -> None:
 
 
 def _race(tmp_path, action) -> list[str]:
-    import threading
     from azclaw.tools import ToolContext
     src, out, outside = tmp_path / "src", tmp_path / "out", tmp_path / "outside"
     for folder in (src / "dir", out / "dir", outside):
