@@ -19,6 +19,7 @@ class Limits:
     file_bytes: int = 64 << 20
     processes: int = 64
     open_files: int = 256
+    tree_memory_bytes: int = 2 << 30  # the whole tree, where a cgroup holds it
 
 
 # the system, not the whole of /etc: as root, /etc/shadow and the SSH host keys
@@ -43,7 +44,6 @@ class Policy:
     read: list[str] = field(default_factory=list)
     write: list[str] = field(default_factory=list)
     limits: Limits = field(default_factory=Limits)
-    tree_memory_bytes: int = 2 << 30
     env: dict[str, str] = field(default_factory=dict)
 
 

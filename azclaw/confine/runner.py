@@ -62,7 +62,7 @@ def run(code: str, cwd: Path, *, sources=(), timeout: float = 30.0, output_bytes
     cwd.mkdir(parents=True, exist_ok=True)
     limits = limits or Limits(cpu_seconds=int(timeout) + 1)
     private = Path(tempfile.mkdtemp(prefix="azclaw-py-"))
-    group = cgroup.create(limits.processes + 2, 2 << 30) if use_cgroup else None
+    group = cgroup.create(limits.processes + 2, limits.tree_memory_bytes) if use_cgroup else None
     try:
         policy = make_policy(cwd, list(sources), private, limits)
         nproc = None
@@ -96,7 +96,9 @@ def _launch(wrapper: list[str], spec: dict, cwd: Path, env: dict, timeout: float
             proc.stdin.flush()
         except OSError:
             pass  # the launcher died: its status says why
-        ended = reader.until_end(time.monotonic() + timeout)
+        deadline = time.monotonic() + timeout
+        ended = reader.until_end(deadline)
+        late = time.monotonic() >= deadline
     finally:
         kill_tree(proc, group)
         reader.drain(time.monotonic() + DRAIN_SECONDS)
@@ -104,14 +106,16 @@ def _launch(wrapper: list[str], spec: dict, cwd: Path, env: dict, timeout: float
     if "error" in reader.reports:
         raise SetupError(reader.reports["error"])
     outcome = Outcome("", bytes(reader.out), reader.dropped, reports=reader.reports)
-    if ended is None:
+    if ended is None and late:
         outcome.status, outcome.timed_out = f"killed after {timeout:g}s time limit", True
+    elif ended is None:  # the launcher itself died (the OOM killer's choice, say): the code with it
+        outcome.status = "ended early: the sandbox launcher died"
     elif ended[0] == "signal":
         outcome.status = f"killed by {_signal_name(ended[1])}"
     else:
         outcome.exit_code = ended[1]
         outcome.status = f"exit code {ended[1]}"
-    if ended is None and "confined" not in reader.reports:
+    if ended is None and "confined" not in reader.reports:  # the code never ran
         said = reader.reports.get("other", "")
         raise SetupError(f"the sandbox launcher did not start: {said}" if said else
                          f"the sandbox launcher did not start within {timeout:g}s")
