@@ -10,6 +10,7 @@ logging.getLogger("azclaw").addHandler(logging.NullHandler())
 from .agent import Agent, default_team  # noqa: E402
 from .builtin_tools import build_default_registry  # noqa: E402
 from .checkpoint import Checkpoint, RunState  # noqa: E402
+from .confine import SandboxLevel, probe_sandbox, protect_process  # noqa: E402
 from .errors import (AzclawError, CheckpointError, ConfigError, EndpointError, LocalServerError,  # noqa: E402
                      MemoryIndexError, RunAborted, ToolError)
 from .llm import Completion, LLMClient, ToolCall, Usage  # noqa: E402
@@ -18,6 +19,7 @@ from .orchestrator import Orchestrator  # noqa: E402
 from .runlog.reader import RunLog  # noqa: E402
 from .runlog.report import build_report  # noqa: E402
 from .runlog.status import RunStatus, read_status  # noqa: E402
+from .sandbox import check_output_folder  # noqa: E402
 from .stats import AgentStats, Coherence, RunStats  # noqa: E402
 from .tools import Tool, ToolContext, ToolRegistry, ToolResult  # noqa: E402
 from .topic import Phase, Probe, Topic  # noqa: E402
@@ -29,4 +31,5 @@ __all__ = [
     "Probe", "RunAborted", "RunLog", "RunState", "RunStats", "RunStatus", "TeamMemory", "Tool", "ToolCall",
     "ToolContext", "ToolError", "ToolRegistry", "ToolResult", "Topic", "Turn", "Usage", "build_default_registry",
     "build_report", "default_team", "read_status", "take_turn", "__version__",
+    "SandboxLevel", "check_output_folder", "probe_sandbox", "protect_process",
 ]

@@ -2,12 +2,32 @@
 
 from __future__ import annotations
 
+import difflib
+import re
 import sys
 import threading
 
 from .errors import ConfigError
 
-PREVIEW_CHARS = 1200
+PREVIEW_CHARS = 2400
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f\x80-\x9f]")
+
+
+def write_preview(path: str, old: str | None, new: str, limit: int = PREVIEW_CHARS - 200) -> str:
+    """What an approver reads before a write: the path and size, then the
+    new file's content (a new file) or a unified diff against the file it
+    replaces, cut to ``limit`` characters with a note saying how much more."""
+    size = len(new.encode("utf-8"))
+    if old is None:
+        head, body = f"{path} (new file, {size} bytes):", new
+    elif old == new:
+        head, body = f"{path} ({size} bytes, unchanged)", ""
+    else:
+        head = f"{path} ({size} bytes, replaces {len(old.encode('utf-8'))} bytes):"
+        body = "".join(difflib.unified_diff(old.splitlines(True), new.splitlines(True), "before", "after", n=2))
+    if len(body) > limit:
+        body = body[:limit] + f"\n[... {len(body) - limit} more characters not shown]"
+    return f"{head}\n{body}" if body else head
 
 
 class TerminalApprover:
@@ -31,6 +51,7 @@ class TerminalApprover:
             if action in self.always:
                 return True
             preview = detail if len(detail) <= PREVIEW_CHARS else detail[:PREVIEW_CHARS] + "\n[...]"
+            preview = _CONTROL.sub(lambda m: repr(m.group())[1:-1], preview)  # no escape codes hide a line
             self.stdout.write(f"\n--- approve {action}? ---\n{preview}\n[y]es / [n]o / [a]lways: ")
             self.stdout.flush()
             while True:

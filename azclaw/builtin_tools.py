@@ -6,14 +6,17 @@ Writers only: write_file, run_python.
 
 from __future__ import annotations
 
+import os
+import stat
 from pathlib import Path
 
-from . import sandbox
+from . import safeopen, sandbox
+from .approval import write_preview
 from .errors import ToolError
-from .files import write_atomic
 from .tools import ToolContext, ToolRegistry
 
 LIST_LIMIT = 200
+MAX_PREVIEW_READ = 200_000
 
 
 MEMORY_CHARS = 20_000  # one remember call; a memory is a decision, not a document
@@ -42,6 +45,50 @@ def _reachable(link: Path, ctx: ToolContext) -> bool:
     real = link.resolve()
     root = _root_of(real, ctx)
     return root is not None and not sandbox.is_secret(real.relative_to(root))
+
+
+def _open_for_reading(path: str, ctx: ToolContext):
+    """A text file of the sources or the output, opened without following a
+    link (a swap while opening fails); regular files only (a FIFO or a device
+    would block the run), and in the output folder only with one hard link
+    (code could link a file it may not read)."""
+    root, rel = sandbox.locate(path, _readable_roots(ctx))
+    try:
+        fd = safeopen.open_beneath(root, rel, os.O_RDONLY | os.O_NONBLOCK)
+    except safeopen.Swapped as exc:
+        raise ToolError(f"{path!r}: refused, {exc.strerror}") from None
+    except OSError as exc:
+        raise ToolError(f"{path!r}: cannot open ({exc.strerror})") from None
+    info = os.fstat(fd)
+    problem = ""
+    if stat.S_ISDIR(info.st_mode):
+        problem = f"{path!r} is a folder; use list_files"
+    elif not stat.S_ISREG(info.st_mode):
+        problem = f"{path!r} is not a regular file"
+    elif info.st_nlink > 1 and _in_output(root / rel, ctx):
+        problem = (f"{path!r} has {info.st_nlink} hard links; files in the output folder with more than one "
+                   "are refused (a link can lead to a file outside)")
+    if problem:
+        os.close(fd)
+        raise ToolError(problem)
+    return os.fdopen(fd, encoding="utf-8", errors="replace")
+
+
+def _in_output(path: Path, ctx: ToolContext) -> bool:
+    out = ctx.output_dir.resolve()
+    return path == out or out in path.parents
+
+
+def _existing_text(root: Path, rel: Path) -> str | None:
+    """The file a write would replace, for the approval preview (None: new)."""
+    try:
+        fd = safeopen.open_beneath(root, rel, os.O_RDONLY | os.O_NONBLOCK)
+    except OSError:
+        return None
+    with os.fdopen(fd, "rb") as fh:
+        if not stat.S_ISREG(os.fstat(fh.fileno()).st_mode):
+            return None
+        return fh.read(MAX_PREVIEW_READ).decode("utf-8", "replace")
 
 
 def _approved(ctx: ToolContext, action: str, detail: str) -> None:
@@ -82,15 +129,10 @@ def build_default_registry() -> ToolRegistry:
     @registry.tool("read_file", "Read a text file from the source folders or the output folder.",
                    {"path": "string", "max_lines": "integer"})
     def read_file(path: str, max_lines: int = 200, _ctx: ToolContext = None) -> str:
-        real = sandbox.resolve_inside(path, _readable_roots(_ctx))
-        if real.is_dir():
-            raise ToolError(f"{path!r} is a folder; use list_files")
-        if not real.is_file():  # a FIFO or a device would block the run or never end
-            raise ToolError(f"{path!r} is not a regular file")
         max_lines = max(1, min(int(max_lines), 2000))
         lines: list[str] = []
         total = 0
-        with open(real, encoding="utf-8", errors="replace") as fh:
+        with _open_for_reading(path, _ctx) as fh:
             for total, line in enumerate(fh, 1):
                 if total <= max_lines:
                     lines.append(line.rstrip("\n"))
@@ -131,21 +173,29 @@ def build_default_registry() -> ToolRegistry:
         size = len(content.encode("utf-8"))
         if size > sandbox.MAX_WRITE_BYTES:
             raise ToolError(f"content is {size} bytes; the limit is {sandbox.MAX_WRITE_BYTES}")
-        real = sandbox.resolve_inside(path, [_ctx.output_dir], must_exist=False)
-        if real.is_dir() or real == _ctx.output_dir.resolve():
+        root, rel = sandbox.locate(path, [_ctx.output_dir], must_exist=False)
+        if not rel.parts or (root / rel).is_dir():
             raise ToolError(f"{path!r} is a folder; give a file path")
-        _approved(_ctx, "write_file", f"{path} ({size} bytes)")
-        write_atomic(real, content)
-        rel = str(real.relative_to(_ctx.output_dir.resolve()))
-        _ctx.files_written.append(rel)
+        if _ctx.approve is not None:
+            _approved(_ctx, "write_file", write_preview(str(rel), _existing_text(root, rel), content))
+        try:
+            safeopen.write_beneath(root, rel, content)
+        except safeopen.Swapped as exc:
+            raise ToolError(f"{path!r}: refused, {exc.strerror}") from None
+        except IsADirectoryError:
+            raise ToolError(f"{path!r} is a folder; give a file path") from None
+        except OSError as exc:
+            raise ToolError(f"{path!r}: cannot write ({exc.strerror})") from None
+        _ctx.files_written.append(str(rel))
         return f"Wrote {size} bytes to {rel}."
 
     @registry.tool("run_python", "Run Python code in a separate process in the output folder "
                    "(time-limited) and return its output.", {"code": "string"}, writer_only=True)
     def run_python(code: str, _ctx: ToolContext = None) -> str:
-        if not _ctx.run_python_enabled:
+        mode = sandbox.python_mode(_ctx.run_python_enabled)
+        if mode == "off":
             raise ToolError("run_python is turned off for this run")
         _approved(_ctx, "run_python", code)
-        return sandbox.run_python(code, _ctx.output_dir)
+        return sandbox.run_python(code, _ctx.output_dir, mode=mode, sources=_ctx.source_dirs)
 
     return registry

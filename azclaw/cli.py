@@ -196,7 +196,7 @@ def run_team(args, config: TeamConfig) -> int:
                 print(f"azclaw: MCP tools: {', '.join(added)}", flush=True)
         orch = Orchestrator(config.team(), topic=topic, output_dir=args.output, log_dir=args.log_dir,
                             source_dirs=sources, agents_dir=args.agents_dir, parallel=args.parallel,
-                            run_python=not args.no_run_python, verbose=not args.quiet, registry=registry,
+                            run_python=python_mode(args), verbose=not args.quiet, registry=registry,
                             max_failed_rounds=args.max_failed_rounds, context_budget=config.context_budget,
                             checkpoint_every=args.checkpoint_every,
                             approve=TerminalApprover() if args.approve else None)
@@ -204,6 +204,15 @@ def run_team(args, config: TeamConfig) -> int:
             orch.set_task(args.task, args.name)
         orch.run(max_rounds=args.max_rounds, resume=True if args.resume == "" else args.resume)
     return 0
+
+
+def python_mode(args) -> str:
+    """What run_python may do, from --no-run-python, --unsandboxed-python and --python-sandbox."""
+    if args.no_run_python:
+        return "off"
+    if args.unsandboxed_python:
+        return "unsandboxed"
+    return "bwrap" if args.python_sandbox == "bwrap" else "sandboxed"
 
 
 def _mcp_servers(specs: list[str], topic: Topic | None) -> list:
@@ -325,6 +334,12 @@ def make_parser() -> argparse.ArgumentParser:
     run.add_argument("--parallel", action="store_true", help="run the agents of a round at the same time")
     run.add_argument("--no-run-python", action="store_true", help="turn the run_python tool off")
     add_mcp_option(run, "offer an MCP server's tools as NAME__TOOL")
+    run.add_argument("--unsandboxed-python", action="store_true",
+                     help="let run_python run model-written code where no operating-system sandbox works "
+                          "(it then runs as you, with your files and network; see README 'The sandbox')")
+    run.add_argument("--python-sandbox", choices=("landlock", "bwrap"), default="landlock",
+                     help="how run_python is confined: landlock (default: Landlock, seccomp, namespaces) or "
+                          "bwrap (the same inside bubblewrap, which must be installed)")
     run.add_argument("--quiet", action="store_true", help="no progress on the console")
     run.set_defaults(func=cmd_run)
 

@@ -20,9 +20,10 @@ import urllib.parse
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from . import confine, sandbox
 from .agent import Agent
 from .builtin_tools import build_default_registry
-from .errors import AzclawError, EndpointError
+from .errors import AzclawError, ConfigError, EndpointError
 from .llm import LLMClient, base_url, fetch_json
 from .prompt import CHARS_PER_TOKEN, CONTEXT_BUDGET, MESSAGE_BUDGET, system_prompt
 from .topic import Topic
@@ -363,6 +364,26 @@ def check_folder(label: str, path: str | Path) -> Check:
     return Check(OK, f"{label} folder", f"{path} {state}")
 
 
+def check_sandbox(output_dir="./output", log_dir="./logs", agents_dir="./agents") -> list[Check]:
+    """The run_python sandbox as a self-test finds it, and an output folder
+    that must not hold the memories or the log."""
+    checks = []
+    try:
+        sandbox.check_output_folder(output_dir, agents_dir, log_dir)
+    except ConfigError as exc:
+        checks.append(Check(FAIL, "output apart", str(exc).split(": ", 1)[1],
+                            "choose an --output apart from --agents-dir, --log-dir and your home folder"))
+    level = confine.probe_sandbox()
+    if level.confined:
+        checks.append(Check(OK, "python sandbox", level.text))
+    else:
+        why = "; ".join(level.problems) or f"only {level.text} works here"
+        checks.append(Check(WARN, "python sandbox", f"no operating-system sandbox: run_python is refused ({why})",
+                            "a Linux kernel with Landlock (5.13+, on in most distributions); or accept the risk "
+                            "with --unsandboxed-python, or turn it off with --no-run-python"))
+    return checks
+
+
 def check_agentazall() -> Check:
     try:
         importlib.import_module("agentazall")
@@ -396,7 +417,7 @@ def diagnose(agents: list[Agent], topic: Topic | None = None, task: str = "", ou
 
 def machine_checks(output_dir="./output", log_dir="./logs", agents_dir="./agents") -> list[Check]:
     return [check_folder("agents", agents_dir), check_folder("output", output_dir),
-            check_folder("log", log_dir), check_agentazall()]
+            check_folder("log", log_dir), *check_sandbox(output_dir, log_dir, agents_dir), check_agentazall()]
 
 
 def diagnose_local(server, make_team, topic: Topic | None = None, task: str = "", output_dir="./output",

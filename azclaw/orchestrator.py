@@ -20,6 +20,7 @@ import threading
 import time
 from pathlib import Path
 
+from . import sandbox
 from .agent import Agent
 from .builtin_tools import build_default_registry
 from .checkpoint import Checkpoint, RunState
@@ -76,7 +77,9 @@ class Orchestrator:
         self.registry = registry or build_default_registry()
         self.parallel, self.max_tool_steps, self.checkpoint_every = parallel, max_tool_steps, checkpoint_every
         self.message_budget, self.max_failed_rounds, self.context_budget = message_budget, max_failed_rounds, context_budget
-        self.run_python, self.check_health, self.approve, self.verbose = run_python, check_health, approve, verbose
+        self.check_health, self.approve, self.verbose = check_health, approve, verbose
+        self.run_python = sandbox.python_mode(run_python)
+        sandbox.check_output_folder(self.output_dir, self.agents_dir, self.log_dir)
         self.stop = StopControl(Path(stop_file))
         self.memory = memory if memory is not None else _team_memory(self.agents, self.agents_dir)
         missing = [n for n in names if n not in self.memory.roots]
@@ -245,15 +248,18 @@ class Orchestrator:
             self.progress.info("removed a STOP file left from an earlier run: %s", self.stop.stop_file)
         self.stop.install(announce=lambda why: self.progress.warning(
             "%s: stopping after round %d finishes; press Ctrl+C again to stop now", why, self.last_round + 1))
+        sandbox.protect_process()  # same-user processes (model-written code) cannot read our memory or environ
+        python_sandbox = (sandbox.sandbox_summary(self.run_python) if any(a.can_write for a in self.agents)
+                          else "run_python not offered (no writer)")
         self.journal.write("run_start", topic=self.topic.name, title=self.topic.title, first_round=self.last_round + 1,
                            last_round=last, agents=[a.name for a in self.agents],
                            resumed_from=self.last_round if resume else None, pid=os.getpid(),
-                           host=socket.gethostname(),
+                           host=socket.gethostname(), sandbox=python_sandbox,
                            phases=[{"name": p.name, "rounds": [p.start, p.end]} for p in self.topic.phases],
                            probes=[{"after_round": p.after_round, "question": p.question, "expect": p.expect}
                                    for p in self.topic.coherence_probes])
-        self.progress.info("azclaw run %r: rounds %d-%d, agents %s", self.topic.title, self.last_round + 1, last,
-                           ", ".join(a.name for a in self.agents))
+        self.progress.info("azclaw run %r: rounds %d-%d, agents %s; run_python: %s", self.topic.title,
+                           self.last_round + 1, last, ", ".join(a.name for a in self.agents), python_sandbox)
         missing = self.topic.missing_sources(self.source_dirs)
         if missing:
             self.progress.warning("the topic's phases name source files that no source folder holds: %s "

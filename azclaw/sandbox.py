@@ -2,47 +2,57 @@
 model-written Python runs.
 
 Containment is checked on the real path (symbolic links resolved), never on
-the string the model sent.
+the string the model sent; the file tools then open that path again without
+following any link (``safeopen``), so a link swapped in meanwhile fails.
+``run_python`` runs under the operating-system sandbox of ``confine``, and not
+at all where none works unless the user chose ``run_python="unsandboxed"``.
 """
 
 from __future__ import annotations
 
 import fnmatch
 import os
-import re
-import signal
-import subprocess
-import sys
 from pathlib import Path
 
-from .errors import ToolError
+from . import confine
+from .confine import protect_process  # noqa: F401 - the orchestrator calls it at run start
+from .errors import ConfigError, ToolError
 
 MAX_WRITE_BYTES = 1_000_000
 PYTHON_TIMEOUT = 30.0
 PYTHON_OUTPUT = 8000
 PYTHON_MEMORY_BYTES = 1 << 30
+PYTHON_MODES = ("sandboxed", "bwrap", "unsandboxed", "off")
 
-_SECRET_NAMES = [".env", ".env.*", "*.env", "id_rsa*", "id_dsa*", "id_ecdsa*", "id_ed25519*",
-                 "*.pem", "*.key", "*.p12", "*.pfx", ".netrc", "_netrc", ".pgpass", ".npmrc",
-                 ".pypirc", "credentials", "credentials.*", "*credentials*.json", ".git-credentials",
-                 "secrets.*", "*.kdbx"]
-_SECRET_DIRS = {".ssh", ".aws", ".gnupg", ".git", ".docker", ".kube", ".azure"}
-_SECRET_ENV = re.compile(r"KEY|TOKEN|SECRET|PASS|PWD|CREDENTIAL|AUTH|COOKIE|SESSION|PRIVATE|DSN", re.I)
-_URL_PASSWORD = re.compile(r"://[^/@\s]*:[^/@\s]*@")  # postgres://user:password@host
+_SECRET_NAMES = [".env", ".env.*", "*.env", "id_rsa*", "id_dsa*", "id_ecdsa*", "id_ed25519*", "id_xmss*",
+                 "*_rsa", "*_ed25519", "*_ecdsa", "ssh_host_*key*", "*.ppk", "*.pem", "*.key", "*.p12",
+                 "*.pfx", "*.jks", "*.keystore", "*.keychain", "*.keychain-db", "*.kdbx", "*.gpg", "secring.*",
+                 ".netrc", "_netrc", ".pgpass", ".my.cnf", ".npmrc", ".yarnrc.yml", ".pypirc", ".s3cfg", ".boto",
+                 ".htpasswd", "htpasswd", ".dockercfg", "kubeconfig", ".vault-token", ".terraformrc",
+                 "*.tfstate", "*.tfstate.*", "*.tfvars", "*.ovpn", "wallet.dat", "token.pickle",
+                 "credentials", "credentials.*", "*credentials*.json", ".git-credentials",
+                 "service-account*.json", "*service_account*.json", "client_secret*.json", "secrets.*"]
+_SECRET_DIRS = {".ssh", ".aws", ".gnupg", ".git", ".docker", ".kube", ".azure", ".password-store",
+                "keyrings", "gcloud", ".gcloud"}
+_SECRET_PAIRS = {("gh", "hosts.yml"), ("hub", "hub"), ("gh", "config.yml"), ("containers", "auth.json"),
+                 (".composer", "auth.json"), ("composer", "auth.json")}
 
 
 def is_secret(path: Path) -> bool:
     """True for files that hold keys or credentials, wherever they are."""
     # lower case: on case-insensitive file systems .GIT/config is .git/config
-    if any(p.lower() in _SECRET_DIRS for p in path.parts):
+    parts = [p.lower() for p in Path(path).parts]
+    if any(p in _SECRET_DIRS for p in parts):
         return True
-    name = path.name.lower()
+    if len(parts) >= 2 and (parts[-2], parts[-1]) in _SECRET_PAIRS:
+        return True
+    name = parts[-1] if parts else ""
     return any(fnmatch.fnmatch(name, pattern) for pattern in _SECRET_NAMES)
 
 
-def resolve_inside(path: str, roots: list[Path], must_exist: bool = True) -> Path:
-    """Resolve ``path`` (relative to each root in turn) to a real path inside
-    one of ``roots``; raise ToolError for anything else."""
+def locate(path: str, roots: list[Path], must_exist: bool = True) -> tuple[Path, Path]:
+    """Resolve ``path`` (relative to each root in turn) to (real root, path
+    relative to it) inside one of ``roots``; raise ToolError for anything else."""
     if not isinstance(path, str) or "\x00" in path:
         raise ToolError("path must be a string without NUL characters")
     cleaned = path.strip()
@@ -58,58 +68,101 @@ def resolve_inside(path: str, roots: list[Path], must_exist: bool = True) -> Pat
         if is_secret(rel):
             raise ToolError(f"{path!r}: reading or writing secrets (keys, .env, credentials, .git) is refused")
         if not must_exist or real.exists():
-            return real
+            return root, rel
         candidates.append(real)
     if candidates:
         raise ToolError(f"{path!r}: no such file or directory")
     raise ToolError(f"{path!r}: outside the folders you may use")
 
 
-def clean_environment() -> dict[str, str]:
-    """The environment for model-written code: no keys, tokens or passwords,
-    by name or as the password of a URL."""
-    return {k: v for k, v in os.environ.items()
-            if not _SECRET_ENV.search(k) and not _URL_PASSWORD.search(v)}
+def resolve_inside(path: str, roots: list[Path], must_exist: bool = True) -> Path:
+    """The real path of ``path`` inside one of ``roots`` (see ``locate``)."""
+    root, rel = locate(path, roots, must_exist)
+    return root / rel
 
 
-def _limits() -> None:  # runs in the child before exec
+def check_output_folder(output, agents_dir=None, log_dir=None) -> None:
+    """Refuse an output folder that holds (or lies inside) the agents'
+    memories, the log folder with the journal and checkpoint, or $HOME:
+    write_file and run_python write there. Raises ConfigError."""
+    out = Path(output).expanduser().resolve()
+    home = Path(os.path.expanduser("~")).resolve()
+    if out == home or out in home.parents:
+        raise ConfigError(f"output folder {output}: it holds your home folder {home}; "
+                          "model-written code writes there. Choose a project folder for --output")
+    for what, option, folder in (("agents folder", "--agents-dir", agents_dir), ("log folder", "--log-dir", log_dir)):
+        if folder is None:
+            continue
+        other = Path(folder).expanduser().resolve()
+        if out == other or out in other.parents or other in out.parents:
+            raise ConfigError(f"output folder {output}: it overlaps the {what} {folder}; agents and their code "
+                              f"could rewrite memories, the journal or the checkpoint. Choose another --output "
+                              f"or {option}")
+
+
+def python_mode(value) -> str:
+    """``run_python`` as the library takes it: True or "sandboxed" (the
+    default: only under a verified OS sandbox), "bwrap" (the same inside
+    bubblewrap), "unsandboxed" (the user's choice where none works), False or
+    "off"."""
+    if value is True or value is None:
+        return "sandboxed"
+    if value is False:
+        return "off"
+    if isinstance(value, str) and value.strip().lower() in PYTHON_MODES:
+        return value.strip().lower()
+    raise ConfigError(f"run_python: expected True, False or one of {', '.join(PYTHON_MODES)}, got {value!r}")
+
+
+def refusal(level: confine.SandboxLevel, mode: str) -> str:
+    """Why run_python may not run under ``level`` in ``mode`` ('' when it may):
+    without a verified OS sandbox only the user's "unsandboxed" runs code."""
+    if mode == "unsandboxed" or level.confined:
+        return ""
+    why = "; ".join(level.problems) or f"only {level.text} works here"
+    if mode == "bwrap":
+        return f"run_python is off: the bubblewrap sandbox chosen for this run does not work ({why})"
+    return (f"run_python is off: no operating-system sandbox works on this machine ({why}). The person "
+            "running azclaw may allow unconfined code with --unsandboxed-python (library: "
+            "run_python=\"unsandboxed\")")
+
+
+def run_python(code: str, cwd: Path, timeout: float = PYTHON_TIMEOUT, output_limit: int = PYTHON_OUTPUT,
+               mode="sandboxed", sources=()) -> str:
+    """Run ``code`` with ``python -I`` in ``cwd`` under the OS sandbox (see
+    ``confine``); kill its whole process tree at the time limit and when it
+    ends; return its status and output, cut."""
+    mode = python_mode(mode)
+    if mode == "off":
+        raise ToolError("run_python is turned off for this run")
+    level = confine.probe_sandbox(mode)
+    refused = refusal(level, mode)
+    if refused:
+        raise ToolError(refused)
+    names = tuple(n for n in level.namespaces if n != "user")
+    limits = confine.Limits(cpu_seconds=int(timeout) + 1, memory_bytes=PYTHON_MEMORY_BYTES)
     try:
-        import resource
-        resource.setrlimit(resource.RLIMIT_AS, (PYTHON_MEMORY_BYTES, PYTHON_MEMORY_BYTES))
-        cpu = int(PYTHON_TIMEOUT) + 1
-        resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu))
-    except (ImportError, ValueError, OSError):
-        pass
+        outcome = confine.run(code, Path(cwd), sources=sources, timeout=timeout, output_bytes=output_limit * 4 + 4,
+                              confine=mode != "unsandboxed", namespaces=names, use_cgroup=bool(level.cgroup),
+                              limits=limits, bwrap=mode == "bwrap")
+    except confine.SetupError as exc:
+        raise ToolError(f"run_python did not run the code: {exc}") from None
+    text = outcome.output.decode("utf-8", "replace")
+    if len(text) > output_limit or outcome.dropped:
+        more = len(text) - output_limit + outcome.dropped
+        text = text[:output_limit] + f"\n[... {'at least ' if outcome.dropped else ''}{more} more characters cut]"
+    return f"[{outcome.status}]\n{text}" if text else f"[{outcome.status}, no output]"
 
 
-def _kill_group(proc: subprocess.Popen) -> None:
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        if proc.returncode is None:
-            proc.kill()
-
-
-def run_python(code: str, cwd: Path, timeout: float = PYTHON_TIMEOUT,
-               output_limit: int = PYTHON_OUTPUT) -> str:
-    """Run ``code`` in a separate isolated interpreter in ``cwd``; kill its
-    whole process group at the time limit, and what it left running when it
-    ends; return its output, cut."""
-    cwd.mkdir(parents=True, exist_ok=True)
-    proc = subprocess.Popen(
-        [sys.executable, "-I", "-c", code], cwd=cwd, env=clean_environment(),
-        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-        start_new_session=True, preexec_fn=_limits if os.name == "posix" else None)
-    try:
-        out, _ = proc.communicate(timeout=timeout)
-        status = f"exit code {proc.returncode}"
-    except subprocess.TimeoutExpired:
-        _kill_group(proc)
-        out, _ = proc.communicate()
-        status = f"killed after {timeout:g}s time limit"
-    # what the code started in the background must not outlive the call
-    _kill_group(proc)
-    text = out.decode("utf-8", "replace")
-    if len(text) > output_limit:
-        text = text[:output_limit] + f"\n[... {len(text) - output_limit} more characters cut]"
-    return f"[{status}]\n{text}" if text else f"[{status}, no output]"
+def sandbox_summary(mode="sandboxed") -> str:
+    """The level run_python gets in this process, for the journal's
+    ``run_start`` and ``azclaw doctor``: verified by ``probe_sandbox``."""
+    mode = python_mode(mode)
+    if mode == "off":
+        return "run_python off"
+    level = confine.probe_sandbox(mode)
+    if mode != "unsandboxed" and not level.confined:
+        why = "; ".join(level.problems) or f"only {level.text}"
+        hint = "" if mode == "bwrap" else " without --unsandboxed-python"
+        return f"none: run_python refused{hint} ({why})"
+    return level.text

@@ -34,7 +34,8 @@ class ToolContext:
     source_dirs: list[Path]
     memory: Any = None  # a TeamMemory
     round: int = 0
-    run_python_enabled: bool = True
+    # True / "sandboxed": only under a verified OS sandbox; "unsandboxed": also without one; False / "off"
+    run_python_enabled: bool | str = True
     approve: Callable[[str, str], bool] | None = None
     memories_stored: list[str] = field(default_factory=list)
     files_written: list[str] = field(default_factory=list)

@@ -9,7 +9,8 @@ import re
 import pytest
 
 from azclaw import Agent
-from azclaw.doctor import FAIL, OK, WARN, check_folder, diagnose, prompt_size
+from azclaw.confine import probe_sandbox
+from azclaw.doctor import FAIL, OK, WARN, check_folder, check_sandbox, diagnose, prompt_size
 from fakellm import call, text
 from helpers import assert_one_error_line
 
@@ -156,6 +157,23 @@ def test_folder_checks(workdir):
     assert blocked.status == FAIL and "is a file" in blocked.detail
 
 
+def test_the_python_sandbox_check_states_the_level_the_self_test_found(workdir):
+    level = probe_sandbox()
+    [check] = check_sandbox(workdir / "output", workdir / "logs", workdir / "agents")
+    assert check.name == "python sandbox"
+    if level.confined:
+        assert check.status == OK and check.detail == level.text and "landlock ABI" in check.detail
+    else:
+        assert check.status == WARN and "--unsandboxed-python" in check.fix
+
+
+@pytest.mark.parametrize("output, agents, logs", [(".", "agents", "logs"), ("out", "out/agents", "logs"),
+                                                  ("logs", "agents", "logs"), ("agents/x", "agents", "logs")])
+def test_an_output_folder_that_overlaps_memories_or_logs_fails(workdir, output, agents, logs):
+    checks = check_sandbox(workdir / output, workdir / logs, workdir / agents)
+    assert checks[0].status == FAIL and checks[0].name == "output apart" and "overlaps" in checks[0].detail
+
+
 # -- the command ------------------------------------------------------------------
 
 def test_command_prints_one_line_per_check_and_exits_0(fake_llm, azclaw):
@@ -167,7 +185,7 @@ def test_command_prints_one_line_per_check_and_exits_0(fake_llm, azclaw):
     assert lines[-1].startswith("azclaw doctor: ") and "0 FAIL" in lines[-1]
     names = [line[5:].split(":")[0] for line in lines[:-1]]
     assert names == ["reachable", "server", "tool calls", "context", "agents folder", "output folder",
-                     "log folder", "agentazall"]
+                     "log folder", "python sandbox", "agentazall"]
 
 
 def test_command_against_a_server_that_writes_tool_calls_as_text(fake_llm, azclaw):

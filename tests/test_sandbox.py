@@ -2,6 +2,7 @@
 
 import os
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -10,6 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from azclaw import sandbox
+from azclaw.confine import SandboxLevel
 from azclaw.errors import ToolError
 
 
@@ -99,12 +101,19 @@ def _gone(pid: int, wait: float = 10.0) -> bool:
     return False
 
 
+# the sleeper writes its own number as /proc knows it: inside a PID namespace
+# its os.getpid() means nothing to the test
+_SLEEPER = ("import os, time; open('child.pid.tmp', 'w').write(os.readlink('/proc/self')); "
+            "os.rename('child.pid.tmp', 'child.pid'); time.sleep(60)")
+
+
 def test_run_python_is_killed_at_the_time_limit_with_its_children(tmp_path):
-    code = ("import subprocess, sys, time\n"
-            "p = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)'])\n"
-            "open('child.pid', 'w').write(str(p.pid)); print('started', flush=True); time.sleep(60)")
-    result = sandbox.run_python(code, tmp_path, timeout=1.5)
-    assert "killed after 1.5s" in result and "started" in result
+    code = ("import os, subprocess, sys, time\n"
+            f"p = subprocess.Popen([sys.executable, '-c', {_SLEEPER!r}])\n"
+            "while not os.path.exists('child.pid'): time.sleep(0.01)\n"
+            "print('started', flush=True); time.sleep(60)")
+    result = sandbox.run_python(code, tmp_path, timeout=5)
+    assert "killed after 5s" in result and "started" in result
     assert _gone(int((tmp_path / "child.pid").read_text())), "the child of the timed-out code is still alive"
 
 
@@ -120,10 +129,10 @@ def test_run_python_memory_is_limited(tmp_path):
 
 
 def test_run_python_leaves_no_background_process_behind(tmp_path):
-    code = ("import subprocess, sys\n"
-            "p = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)'],\n"
+    code = ("import os, subprocess, sys, time\n"
+            f"p = subprocess.Popen([sys.executable, '-c', {_SLEEPER!r}],\n"
             "                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)\n"
-            "open('child.pid', 'w').write(str(p.pid))")
+            "while not os.path.exists('child.pid'): time.sleep(0.01)")
     result = sandbox.run_python(code, tmp_path)
     assert "exit code 0" in result
     assert _gone(int((tmp_path / "child.pid").read_text())), "a process started by run_python outlived the call"
@@ -132,15 +141,17 @@ def test_run_python_leaves_no_background_process_behind(tmp_path):
 @pytest.mark.parametrize("name, value", [
     ("DATABASE_URL", "postgres://app:hunter2-should-not-leak@db:5432/app"),
     ("DB_PASS", "hunter2-should-not-leak"),
-    ("GPG_PASSPHRASE", "hunter2-should-not-leak"),
     ("SENTRY_DSN", "https://hunter2-should-not-leak@o1.ingest.sentry.io/1"),
-    ("MYSQL_PWD", "hunter2-should-not-leak"),
-], ids=["url-password", "pass", "passphrase", "dsn", "pwd"])  # ids: PYTEST_CURRENT_TEST holds them
-def test_run_python_does_not_see_passwords_in_any_shape(tmp_path, monkeypatch, name, value):
+    ("GITHUB_PAT", "hunter2-should-not-leak"),
+    ("CI_JOB_JWT", "hunter2-should-not-leak"),
+    ("SLACK_WEBHOOK_URL", "https://hooks.slack.com/services/hunter2-should-not-leak"),
+    ("AZCLAW_HARMLESS", "hunter2-should-not-leak"),
+], ids=["url-password", "pass", "dsn", "pat", "jwt", "webhook", "any-other-name"])  # ids: PYTEST_CURRENT_TEST holds them
+def test_run_python_sees_only_an_allow_list_of_the_environment(tmp_path, monkeypatch, name, value):
     monkeypatch.setenv(name, value)
-    monkeypatch.setenv("AZCLAW_HARMLESS", "visible")
+    monkeypatch.setenv("TZ", "Europe/Vienna")
     result = sandbox.run_python("import os; print(dict(os.environ))", tmp_path)
-    assert "hunter2" not in result and "visible" in result
+    assert "hunter2" not in result and name not in result and "Europe/Vienna" in result
 
 
 @pytest.mark.parametrize("path", [".GIT/config", ".Ssh/id_ed25519", "sub/.AWS/credentials"])
@@ -149,3 +160,179 @@ def test_secret_folders_are_refused_in_any_letter_case(tmp_path, path):
     (tmp_path / path).write_text("PLANTED")
     with pytest.raises(ToolError, match="secrets"):
         sandbox.resolve_inside(path, [tmp_path])
+
+
+# -- file tools: links swapped in while they open, hard links, more secrets ---
+
+def _tool(name: str, ctx, **args):
+    from azclaw.builtin_tools import build_default_registry
+    registry = build_default_registry()
+    return registry.execute(_Call(name, args), ctx, registry.allowed(True)).content
+
+
+class _Call:
+    def __init__(self, name, arguments):
+        self.id, self.name, self.arguments, self.error = "call_1", name, arguments, ""
+
+
+def _swapper(folder: Path, outside: Path, stop: threading.Event) -> None:
+    """Swap ``folder`` for a link to ``outside`` and back, as fast as it can."""
+    real = folder.with_name(folder.name + "_real")
+    while not stop.is_set():
+        try:
+            folder.rename(real)
+            folder.symlink_to(outside, target_is_directory=True)
+            folder.unlink()
+            real.rename(folder)
+        except OSError:
+            pass
+
+
+def _race(tmp_path, action) -> list[str]:
+    from azclaw.tools import ToolContext
+    src, out, outside = tmp_path / "src", tmp_path / "out", tmp_path / "outside"
+    for folder in (src / "dir", out / "dir", outside):
+        folder.mkdir(parents=True)
+    (src / "dir" / "notes.txt").write_text("public\n")
+    (outside / "notes.txt").write_text("SECRET-OUTSIDE\n")
+    ctx = ToolContext("developer", True, out, [src])
+    stop = threading.Event()
+    swapping = threading.Thread(target=_swapper, args=(src / "dir" if action == "read" else out / "dir", outside,
+                                                       stop))
+    swapping.start()
+    try:
+        if action == "read":
+            return [_tool("read_file", ctx, path="dir/notes.txt") for _ in range(300)]
+        return [_tool("write_file", ctx, path="dir/notes.txt", content=f"written {n}") for n in range(300)]
+    finally:
+        stop.set()
+        swapping.join()
+
+
+def test_read_file_never_follows_a_link_swapped_in_while_it_opens(tmp_path):
+    results = _race(tmp_path, "read")
+    assert all(r == "public" or r.startswith("ERROR") for r in results), {r for r in results if "SECRET" in r}
+
+
+def test_write_file_never_writes_through_a_link_swapped_in_while_it_opens(tmp_path):
+    results = _race(tmp_path, "write")
+    assert (tmp_path / "outside" / "notes.txt").read_text() == "SECRET-OUTSIDE\n"
+    assert sorted(p.name for p in (tmp_path / "outside").iterdir()) == ["notes.txt"]
+    assert all(r.startswith(("Wrote", "ERROR")) for r in results)
+
+
+def test_read_file_refuses_a_hard_link_in_the_output_folder(tmp_path):
+    from azclaw.tools import ToolContext
+    out, outside = tmp_path / "out", tmp_path / "outside"
+    out.mkdir()
+    outside.mkdir()
+    (outside / "key").write_text("SECRET-KEY")
+    os.link(outside / "key", out / "copy.txt")
+    (out / "plain.txt").write_text("fine")
+    ctx = ToolContext("developer", True, out, [])
+    assert "hard links" in _tool("read_file", ctx, path="copy.txt")
+    assert _tool("read_file", ctx, path="plain.txt") == "fine"
+
+
+@pytest.mark.parametrize("path", ["etc/ssh/ssh_host_ed25519_key", "putty/server.ppk", "service-account.json",
+                                  "gcp/service_account_prod.json", "client_secret_1234.apps.json", ".vault-token",
+                                  ".config/gh/hosts.yml", "infra/terraform.tfstate", "prod.tfvars",
+                                  ".config/gcloud/application_default_credentials.json", ".my.cnf", "deploy_rsa",
+                                  ".docker/config.json", "kubeconfig", ".s3cfg", "keystore.jks"])
+def test_more_secret_files_are_refused(path):
+    assert sandbox.is_secret(Path(path))
+
+
+@pytest.mark.parametrize("path", ["hosts.yml", "src/keyboard.py", "docs/service.md", "client.json", "README.md"])
+def test_ordinary_files_are_not_taken_for_secrets(path):
+    assert not sandbox.is_secret(Path(path))
+
+
+@pytest.mark.parametrize("output, agents, logs", [(".", "agents", "logs"), ("work", "work/agents", "logs"),
+                                                  ("logs", "agents", "logs"), ("agents/x", "agents", "logs"),
+                                                  ("logs/out", "agents", "logs")])
+def test_an_output_folder_overlapping_memories_or_logs_is_refused(tmp_path, output, agents, logs):
+    from azclaw.errors import ConfigError
+    with pytest.raises(ConfigError, match="overlaps"):
+        sandbox.check_output_folder(tmp_path / output, tmp_path / agents, tmp_path / logs)
+
+
+def test_an_output_folder_beside_memories_and_logs_is_fine(tmp_path):
+    sandbox.check_output_folder(tmp_path / "output", tmp_path / "agents", tmp_path / "logs")
+
+
+def test_the_home_folder_is_refused_as_output(monkeypatch, tmp_path):
+    from azclaw.errors import ConfigError
+    monkeypatch.setenv("HOME", str(tmp_path))
+    with pytest.raises(ConfigError, match="home folder"):
+        sandbox.check_output_folder(tmp_path, tmp_path / "a" / "agents", tmp_path / "a" / "logs")
+
+
+# -- approval: the content of a write ----------------------------------------
+
+def test_a_new_file_is_previewed_with_its_content_and_a_changed_one_as_a_diff():
+    from azclaw.approval import write_preview
+    new = write_preview("app.py", None, "print('hello')\n")
+    assert "new file" in new and "print('hello')" in new
+    diff = write_preview("app.py", "a = 1\nb = 2\n", "a = 1\nb = 3\n")
+    assert "-b = 2" in diff and "+b = 3" in diff and "replaces" in diff
+    long = write_preview("big.txt", None, "x" * 10_000, limit=500)
+    assert len(long) < 700 and "more characters not shown" in long
+
+
+def test_the_approver_shows_escape_codes_instead_of_obeying_them():
+    import io
+    from azclaw.approval import TerminalApprover
+
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    screen = Terminal()
+    approver = TerminalApprover(stdin=Terminal("n\n"), stdout=screen)
+    assert approver("write_file", "ok.py (new file):\nsafe\x1b[2J\x1b[1Ahidden") is False
+    assert "\x1b" not in screen.getvalue() and "\\x1b[2J" in screen.getvalue()
+
+
+# -- the run: options and the journal -----------------------------------------
+
+def test_run_refuses_an_output_folder_that_holds_the_agents(azclaw, fake_llm):
+    from helpers import assert_one_error_line
+    fake = fake_llm()
+    proc = azclaw("run", "--task", "x", "--endpoint", fake.url, "--output", ".")
+    assert_one_error_line(proc, "output folder .", "agents folder", "--output")
+    assert fake.chats == []
+
+
+def test_unsandboxed_python_is_the_users_choice_and_the_journal_says_so(azclaw, fake_llm, workdir):
+    from fakellm import call, text
+    from helpers import journal
+    fake = fake_llm(per_agent={"developer": [call("run_python", {"code": "print('ran', 6 * 7)"}), text("done")]})
+    proc = azclaw("run", "--task", "x", "--name", "task", "--endpoint", fake.url, "--agents", "developer",
+                  "--max-rounds", "1", "--unsandboxed-python")
+    assert proc.returncode == 0, proc.stderr
+    assert fake.chats[1].tool_results == ["[exit code 0]\nran 42\n"]
+    start = journal(workdir / "logs" / "task_journal.jsonl")[0]
+    assert start["event"] == "run_start" and start["sandbox"].endswith("(unsandboxed by choice)")
+
+
+def test_a_mistyped_run_python_mode_is_refused_with_the_choices():
+    from azclaw import Agent, Orchestrator
+    from azclaw.errors import ConfigError
+    with pytest.raises(ConfigError, match="sandboxed, bwrap, unsandboxed, off"):
+        Orchestrator([Agent("developer", can_write=True)], run_python="sandboxd")
+
+
+@pytest.mark.parametrize("level, mode, refused", [
+    (SandboxLevel(rlimits=("cpu",), problems=("Landlock is not available in this kernel",)), "sandboxed", True),
+    (SandboxLevel(landlock=7, rlimits=("cpu",)), "sandboxed", True),  # files confined, network not
+    (SandboxLevel(seccomp=True, rlimits=("cpu",)), "sandboxed", True),  # network confined, files not
+    (SandboxLevel(rlimits=("cpu",), mode="bwrap", problems=("bwrap is not installed",)), "bwrap", True),
+    (SandboxLevel(rlimits=("cpu",), mode="unsandboxed"), "unsandboxed", False),
+    (SandboxLevel(landlock=7, seccomp=True, rlimits=("cpu",)), "sandboxed", False),
+], ids=["no-landlock", "no-seccomp", "no-landlock-but-seccomp", "bwrap-missing", "users-choice", "confined"])
+def test_without_a_verified_os_sandbox_run_python_runs_only_by_the_users_choice(level, mode, refused):
+    why = sandbox.refusal(level, mode)
+    assert bool(why) == refused
+    if refused and mode == "sandboxed":
+        assert "--unsandboxed-python" in why and (level.problems[0] if level.problems else "only") in why

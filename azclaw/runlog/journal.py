@@ -8,7 +8,8 @@ Events and their fields:
 * ``run_start``: topic, title, first_round, last_round, agents [names],
   resumed_from (the checkpoint's round, or null for a fresh run), pid and
   host of the writing process, phases [{name, rounds: [start, end]}],
-  probes [{after_round, question, expect}]
+  probes [{after_round, question, expect}], sandbox (the run_python sandbox
+  level as the self-test found it, e.g. "landlock ABI 7 + seccomp net + rlimits")
 * ``turn_start``: round, agent (version 3: an agent's turn began; the
   ``turn`` line follows when it ends)
 * ``turn``: ``Turn.to_dict()`` (``azclaw/turn.py``): round, phase (name or
