@@ -125,6 +125,11 @@ def _parse_arguments(raw: object) -> tuple[dict | None, str, str]:
         return None, raw, "arguments are nested too deep"
     if not isinstance(value, dict):
         return None, raw, f"arguments must be a JSON object, got {type(value).__name__}"
+    if "\\u" in raw:  # escapes may have made lone surrogates: dumped, cleaned, read again
+        try:
+            value = json.loads(clean(json.dumps(value, ensure_ascii=False)))
+        except (ValueError, RecursionError):
+            return None, raw, "arguments could not be read"
     return value, raw, ""
 
 

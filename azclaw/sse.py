@@ -116,7 +116,7 @@ class Assembler:
     def __init__(self, on_progress: Callable[[Progress], None] | None = None, endpoint: str = "",
                  limit: int = MAX_REPLY_BYTES):
         self.text: list[str] = []
-        self.reasoning = 0
+        self.reasoning: list[str] = []
         self.calls: list[_Call] = []
         self._by_index: dict[object, _Call] = {}
         self.finish_reason = ""
@@ -166,7 +166,8 @@ class Assembler:
         for key in ("reasoning_content", "reasoning"):
             piece = delta.get(key)
             if isinstance(piece, str) and piece:
-                self.reasoning += len(piece)
+                self._grow(len(piece))
+                self.reasoning.append(piece)
                 self.progress.thinking = True
                 moved = True
         calls = delta.get("tool_calls")
@@ -227,6 +228,8 @@ class Assembler:
     def body(self) -> dict:
         """The reply as a non-streamed request would have returned it."""
         message: dict = {"role": "assistant", "content": "".join(self.text)}
+        if self.reasoning:
+            message["reasoning_content"] = "".join(self.reasoning)
         if self.calls:
             message["tool_calls"] = [
                 {"id": c.id, "type": "function",

@@ -139,7 +139,6 @@ FAULTS = {
                    b"400\r\n{\"choices\": [",
     "cut_body": b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 5000\r\n\r\n"
                 + _COMPLETION[:30],
-    "bad_content_length": b"HTTP/1.1 200 OK\r\nContent-Length: abc\r\n\r\n" + _COMPLETION,
     "http_0_9": _COMPLETION,
 }
 
@@ -238,7 +237,8 @@ class FakeLLM:
                  text_calls: bool = False, stream: str = "yes", style: str = "vllm"):
         self.script = list(script or [])
         # imitating other servers: extra GET/POST routes (path -> JSON body, or
-        # (status, body), or a function of the Recorded request returning one),
+        # (status, body), or a function of the Recorded request returning one;
+        # a body given as bytes is sent as it is),
         # the /v1/models entries, tool calls written as text
         self.routes = dict(routes or {})
         if stream not in ("yes", "no", "reject"):
@@ -307,6 +307,7 @@ class FakeLLM:
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+            disable_nagle_algorithm = True  # streamed events go out at once, as real servers send them
 
             def log_message(self, *args):
                 pass
@@ -439,7 +440,7 @@ class FakeLLM:
                 if callable(answer):
                     answer = answer(fake.requests[-1])
                 status, body = answer if isinstance(answer, tuple) else (200, answer)
-                self._send(status, json.dumps(body))
+                self._send(status, body if isinstance(body, bytes) else json.dumps(body))
                 return True
 
         return Handler

@@ -114,3 +114,40 @@ def test_any_response_body_parses_or_raises_endpoint_error(body):
         parse_completion(data if isinstance(data, dict) else {"choices": body})
     except EndpointError:
         pass
+
+
+ADVERSARIAL = {
+    # cubic for the old fence regex: a whitespace run between ```json and a brace that is never closed
+    "fence with a whitespace run": "```json" + " " * 400_000 + "{" + " " * 400_000 + "x",
+    "fence never closed": "```" + "\n" * 800_000 + "{}",
+    # quadratic for the old <think> regex: many openings, no closing
+    "unclosed think tags": "<think>" * 150_000,
+    "think tags closed at the very end": "<think>" * 150_000 + "</think>done",
+    "unclosed tool_call tags": "<tool_call>" * 100_000,
+    "tool_call blocks of junk": "<tool_call>{</tool_call>" * 40_000,
+    "braces": "{" * 400_000 + "}" * 400_000,
+}
+
+
+@pytest.mark.parametrize("reply", list(ADVERSARIAL.values()), ids=list(ADVERSARIAL))
+def test_the_parser_finishes_on_adversarial_replies_of_a_megabyte(reply):
+    """Linear time: each of these took the old regexes minutes to hours; a
+    thread bounds the wait generously instead of timing the parser."""
+    import threading
+
+    from helpers import CLI_TIMEOUT
+    done = []
+    worker = threading.Thread(target=lambda: done.append(parse_text_calls(strip_thinking(reply))), daemon=True)
+    worker.start()
+    worker.join(CLI_TIMEOUT)
+    assert done, f"the parser did not finish within {CLI_TIMEOUT} s"
+
+
+@pytest.mark.parametrize("raw, kept", [
+    ("<think>a</think>b<think>c</think>d", "bd"),
+    ("x<think>a<think>b</think>y</think>z", "z"),
+    ("<think>open<think>still</think>answer", "answer"),
+    ("```json\n{\"name\": \"recall\", \"arguments\": {}}\n```", "```json\n{\"name\": \"recall\", \"arguments\": {}}\n```"),
+])
+def test_think_blocks_are_removed_as_before(raw, kept):
+    assert strip_thinking(raw) == kept
