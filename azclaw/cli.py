@@ -60,7 +60,8 @@ def endpoints(value: str) -> str | list[str]:
 def build_team(args) -> list[Agent]:
     endpoint = endpoints(args.endpoint or os.environ.get(ENDPOINT_ENV) or DEFAULT_ENDPOINT)
     common = dict(model=args.model, max_tokens=args.max_tokens, temperature=args.temperature,
-                  timeout=args.timeout, retries=args.retries)
+                  timeout=args.timeout, retries=args.retries, max_outage=args.max_outage,
+                  stall_timeout=args.stall_timeout, stream=not args.no_stream)
     roles = dict(DEFAULT_TEAM)
     if not args.agents:
         return [Agent(name, role=role, endpoint=endpoint, can_write=name == "developer", **common)
@@ -227,8 +228,13 @@ def make_parser() -> argparse.ArgumentParser:
     run.add_argument("--temperature", type=float, default=0.7)
     run.add_argument("--timeout", type=float, default=600.0,
                      help="seconds one request may take (default 600: a local model on a CPU is slow)")
-    run.add_argument("--retries", type=int, default=4,
-                     help="retries of a failed request, with backoff, on every endpoint (default 4)")
+    run.add_argument("--retries", type=int, default=None,
+                     help="cap on the retries of a failed request (default: none, --max-outage decides)")
+    run.add_argument("--max-outage", type=float, default=1800.0, metavar="SECONDS",
+                     help="retry a request while its endpoints keep failing this long (default 1800)")
+    run.add_argument("--stall-timeout", type=float, default=120.0, metavar="SECONDS",
+                     help="a streamed reply silent this long is a hung request, retried (default 120)")
+    run.add_argument("--no-stream", action="store_true", help="ask for plain replies, not streamed ones")
     run.add_argument("--max-failed-rounds", type=int, default=3,
                      help="stop after this many rounds in a row in which every turn failed (default 3)")
     run.add_argument("--context-budget", type=int, default=CONTEXT_BUDGET, metavar="TOKENS",
@@ -313,7 +319,8 @@ def make_parser() -> argparse.ArgumentParser:
     doctor.add_argument("--timeout", type=float, default=180.0,
                         help="seconds the test request with a tool may take (default 180)")
     add_local_options(doctor)
-    doctor.set_defaults(func=cmd_doctor, temperature=0.7, retries=0)
+    doctor.set_defaults(func=cmd_doctor, temperature=0.7, retries=0, max_outage=0.0, stall_timeout=120.0,
+                        no_stream=False)
     return parser
 
 
