@@ -35,11 +35,15 @@ class ToolCall:
 @dataclass
 class Usage:
     """Token counts as the server reported them (0 when it did not).
-    ``cached_tokens``: prompt tokens the server took from its cache."""
+    ``cached_tokens``: prompt tokens the server took from its cache.
+    ``estimated``: the server streamed its reply without counts (as
+    llama-cpp-python does), so completion tokens are the pieces received
+    and prompt tokens the request's characters / 4."""
 
     prompt_tokens: int = 0
     completion_tokens: int = 0
     cached_tokens: int = 0
+    estimated: bool = False
 
 
 @dataclass

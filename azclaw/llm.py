@@ -55,6 +55,7 @@ DEFAULT_STALL_TIMEOUT = 120.0  # a stream silent this long after it started is h
 DEFAULT_MAX_OUTAGE = 1800.0  # seconds an endpoint may keep failing before a request gives up
 LOADING_WAIT = 300.0  # seconds health_check waits for a server answering 503 while it loads
 BAD_REPLY_RETRIES = 4  # malformed replies are not an outage: retried this many times
+ESTIMATE_CHARS_PER_TOKEN = 4  # for a prompt whose server streamed no token counts
 _RETRY_STATUS = {408, 409, 425, 429, 500, 502, 503, 504}
 _NO_STREAM_STATUS = {400, 404, 405, 406, 415, 422, 501}
 _HOST = re.compile(r"[A-Za-z0-9._\-]+|\[[0-9A-Fa-f:.%A-Za-z]+\]")
@@ -213,6 +214,8 @@ class LLMClient:
                     completion = self._read_stream(url, ex.chunks(stall=self.stall_timeout), on_delta)
                 else:
                     completion = self._read_body(url, ex.read(), on_delta)
+                if completion.usage.estimated:
+                    completion.usage.prompt_tokens = len(data) // ESTIMATE_CHARS_PER_TOKEN
         except Failure as exc:
             if exc.kind in ("redirect", "too_big"):
                 raise EndpointError(str(exc)) from None
@@ -255,6 +258,8 @@ class LLMClient:
             raise _Retry(f"{url}: the stream ended before the reply did", outage=False)
         completion = self._parse(url, assembler.body())
         completion.streamed = True
+        if assembler.usage is None and assembler.timings is None:
+            completion.usage = Usage(0, assembler.progress.tokens, 0, estimated=True)
         completion.cut_off = assembler.cut_off or cut_off or completion.cut_off
         return completion
 

@@ -9,6 +9,7 @@
 * no body is read past ``MAX_REPLY_BYTES``;
 * redirects are followed only to the same scheme, host and port, so the API
   key never travels to another host;
+* $http_proxy, $https_proxy and $no_proxy are honoured as urllib does;
 * whatever the server sends (a bad status line, 101 headers, a line of 70 KB,
   broken chunked encoding, a cut body) ends as a ``Failure``, never as an
   exception of ``http.client``.
@@ -16,6 +17,7 @@
 
 from __future__ import annotations
 
+import base64
 import http.client
 import json
 import math
@@ -23,6 +25,7 @@ import socket
 import threading
 import time
 import urllib.parse
+import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
@@ -159,25 +162,45 @@ class Exchange:
             except (OSError, http.client.HTTPException):
                 pass
 
-    def _connect(self, url: str) -> http.client.HTTPConnection:
+    def _connect(self, url: str) -> tuple[http.client.HTTPConnection, str]:
+        """A connection for ``url`` and the request target to send on it,
+        through the proxy of $http_proxy / $https_proxy unless $no_proxy
+        names the host (as urllib does)."""
         scheme, host, port = origin(url)
+        parsed = urllib.parse.urlsplit(url)
+        target = (parsed.path or "/") + (f"?{parsed.query}" if parsed.query else "")
         left = max(self.deadline.left, 0.001)
-        cls = http.client.HTTPSConnection if scheme == "https" else http.client.HTTPConnection
-        conn = cls(host, port, timeout=left)
+        proxy = urllib.request.getproxies().get(scheme)
+        if proxy and not urllib.request.proxy_bypass(host):
+            via = urllib.parse.urlsplit(proxy if "://" in proxy else "http://" + proxy)
+            headers = {}
+            if via.username is not None:
+                token = base64.b64encode(f"{urllib.parse.unquote(via.username)}:"
+                                         f"{urllib.parse.unquote(via.password or '')}".encode()).decode()
+                headers["Proxy-Authorization"] = f"Basic {token}"
+            if scheme == "https":
+                conn: http.client.HTTPConnection = http.client.HTTPSConnection(via.hostname, via.port or 80,
+                                                                               timeout=left)
+                conn.set_tunnel(host, port, headers=headers)
+            else:
+                conn = http.client.HTTPConnection(via.hostname, via.port or 80, timeout=left)
+                target = f"http://{f'[{host}]' if ':' in host else host}:{port}{target}"
+                self.request_headers.update(headers)
+        else:
+            cls = http.client.HTTPSConnection if scheme == "https" else http.client.HTTPConnection
+            conn = cls(host, port, timeout=left)
         with self._lock:
             if self.expired:
                 raise TimeoutError
             self._conn = conn
-        return conn
+        return conn, target
 
     def _open(self) -> None:
         url = self.url
         for _ in range(MAX_REDIRECTS + 1):
             try:
-                conn = self._connect(url)
-                parsed = urllib.parse.urlsplit(url)
-                path = (parsed.path or "/") + (f"?{parsed.query}" if parsed.query else "")
-                conn.request(self.method, path, body=self.body, headers=self.request_headers)
+                conn, target = self._connect(url)
+                conn.request(self.method, target, body=self.body, headers=self.request_headers)
                 if conn.sock is not None:
                     conn.sock.settimeout(max(self.deadline.left, 0.001))
                 resp = conn.getresponse()

@@ -205,3 +205,20 @@ def test_the_cli_rides_out_broken_replies_and_exits_0(azclaw, workdir):
     journal = (workdir / "logs" / "task_journal.jsonl").read_text(encoding="utf-8")
     turns = [json.loads(line) for line in journal.splitlines() if '"turn"' in line]
     assert [t.get("errors") for t in turns if t.get("event") == "turn"] == [[], []]
+
+
+def test_an_http_proxy_from_the_environment_is_used_as_urllib_did(fake_llm, monkeypatch):
+    proxy = fake_llm(script=[text("via the proxy")])
+    monkeypatch.setenv("http_proxy", proxy.base)
+    monkeypatch.delenv("no_proxy", raising=False)
+    assert quick("http://model.invalid:8080/v1", retries=0, api_key="k").chat(HI).text == "via the proxy"
+    [request] = proxy.chats
+    assert request.path == "http://model.invalid:8080/v1/chat/completions"
+    assert request.header("Host") == "model.invalid:8080"
+
+
+def test_no_proxy_sends_the_request_directly(fake_llm, dead_url, monkeypatch):
+    fake = fake_llm(script=[text("direct")])
+    monkeypatch.setenv("http_proxy", dead_url.split("/v1")[0])
+    monkeypatch.setenv("no_proxy", "127.0.0.1")
+    assert quick(fake.url, retries=0).chat(HI).text == "direct"

@@ -220,3 +220,12 @@ def test_the_stall_timeout_must_be_positive():
         LLMClient("http://127.0.0.1:9", stall_timeout=0)
     assert "stall_timeout" in str(info.value)
     assert not isinstance(info.value, EndpointError)
+
+
+def test_a_stream_without_token_counts_gets_estimated_ones_flagged_as_such(fake_llm):
+    fake = fake_llm(script=[text("twelve chars", usage=False, pieces=3), text("counted", usage=True)])
+    client = quick(fake.url, retries=0)
+    estimated, counted = client.chat(HI), client.chat(HI)
+    assert estimated.usage.estimated and estimated.usage.completion_tokens == 4
+    assert estimated.usage.prompt_tokens > 0
+    assert not counted.usage.estimated
