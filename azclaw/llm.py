@@ -444,13 +444,12 @@ class LLMClient:
                     problems.append(f"{root + route}: HTTP {reply.status} {said}".strip())
                     if reply.status == 503:
                         loading = loading or f"{root} (HTTP 503 {said})".strip()
-                        break
             elapsed = time.monotonic() - start
             if loading and elapsed < loading_wait:
                 if not announced:
                     log.warning("%s is not ready, loading its model?; waiting up to %.0f s", loading, loading_wait)
                     announced = True
-                if not self._wait(min(1.0, loading_wait - elapsed)):
+                if not self._wait(min(0.5, loading_wait - elapsed)):
                     raise EndpointError(f"stopped while waiting for {loading}")
                 continue
             if elapsed >= wait:

@@ -85,17 +85,24 @@ def test_a_cancel_event_ends_the_wait_between_retries(fake_llm):
     assert len(fake.chats) == 1
 
 
+LOADING = (503, {"error": {"code": 503, "message": "Loading model", "type": "unavailable_error"}})
+
+
 def test_health_check_waits_for_a_server_that_is_loading_its_model(fake_llm, caplog):
-    answers = iter([(503, {"error": {"code": 503, "message": "Loading model", "type": "unavailable_error"}})] * 3)
-    fake = fake_llm(routes={"/health": lambda request: next(answers, {"status": "ok"})})
+    # llama.cpp answers 503 on every route while it loads
+    loaded = threading.Event()
+    fake = fake_llm(routes={route: (lambda request: {"status": "ok", "data": []} if loaded.is_set() else LOADING)
+                            for route in ("/health", "/v1/models")})
+    threading.Timer(1.0, loaded.set).start()
     with caplog.at_level(logging.INFO, logger="azclaw"):
         assert LLMClient(fake.url).health_check() == fake.base + "/health"
-    assert [r.path for r in fake.requests] == ["/health"] * 4
+    paths = [r.path for r in fake.requests]
+    assert paths[:2] == ["/health", "/v1/models"] and paths[-1] == "/health" and len(paths) >= 3
     assert caplog.text.count("Loading model") == 1 and "is ready" in caplog.text
 
 
 def test_health_check_gives_up_on_a_server_that_keeps_loading(fake_llm):
-    fake = fake_llm(routes={"/health": (503, {"error": {"message": "Loading model"}})})
+    fake = fake_llm(routes={"/health": LOADING, "/v1/models": LOADING})
     with pytest.raises(EndpointError) as info:
         LLMClient(fake.url).health_check(loading_wait=0.3)
     assert fake.base in str(info.value) and "still not ready" in str(info.value)
