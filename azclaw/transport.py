@@ -116,6 +116,9 @@ class Exchange:
         self.headers: dict[str, str] = {}
         self.expired = False
         self._conn: http.client.HTTPConnection | None = None
+        # http.client drops conn.sock once a reply says "Connection: close"
+        # (its body still reads from the socket): keep our own reference
+        self._sock: socket.socket | None = None
         self._resp: http.client.HTTPResponse | None = None
         self._lock = threading.Lock()
         self._watchdog = threading.Timer(max(timeout, 0.0), self._expire)
@@ -125,7 +128,7 @@ class Exchange:
     def _expire(self) -> None:
         with self._lock:
             self.expired = True
-            sock = self._conn.sock if self._conn is not None else None
+            sock = self._sock or (self._conn.sock if self._conn is not None else None)
         if sock is not None:
             try:
                 sock.shutdown(socket.SHUT_RDWR)
@@ -156,6 +159,18 @@ class Exchange:
         self._watchdog.cancel()
         with self._lock:
             conn, self._conn = self._conn, None
+            sock, self._sock = self._sock, None
+            resp, self._resp = self._resp, None
+        if resp is not None:
+            try:
+                resp.close()
+            except (OSError, http.client.HTTPException):
+                pass
+        if sock is not None:
+            try:
+                sock.close()
+            except OSError:
+                pass
         if conn is not None:
             try:
                 conn.close()
@@ -201,8 +216,12 @@ class Exchange:
             try:
                 conn, target = self._connect(url)
                 conn.request(self.method, target, body=self.body, headers=self.request_headers)
-                if conn.sock is not None:
-                    conn.sock.settimeout(max(self.deadline.left, 0.001))
+                with self._lock:
+                    self._sock = conn.sock
+                    if self.expired and self._sock is not None:
+                        self._sock.shutdown(socket.SHUT_RDWR)  # the watchdog came while connecting
+                if self._sock is not None:
+                    self._sock.settimeout(max(self.deadline.left, 0.001))
                 resp = conn.getresponse()
             except Failure:
                 raise
@@ -226,7 +245,7 @@ class Exchange:
 
     def close_connection_only(self) -> None:
         with self._lock:
-            conn, self._conn = self._conn, None
+            conn, self._conn, self._sock = self._conn, None, None
         if conn is not None:
             conn.close()
 
@@ -244,8 +263,8 @@ class Exchange:
                 raise Failure(self.url, "timeout", f"no complete reply within {self.timeout:g} s")
             wait = min(left, stall) if (stall and started) else left
             try:
-                if self._conn is not None and self._conn.sock is not None:
-                    self._conn.sock.settimeout(max(wait, 0.001))
+                if self._sock is not None:
+                    self._sock.settimeout(max(wait, 0.001))
                 data = resp.read1(_READ)
             except TimeoutError as exc:
                 if stall and started and self.deadline.left > 0:

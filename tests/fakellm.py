@@ -53,6 +53,7 @@ class Reply:
     # below HTTP: exact bytes written to the socket, then the connection is closed
     raw: bytes | None = None
     trickle: float = 0.0  # seconds between single bytes of the reply
+    trickle_from: int = 0  # bytes sent at once before the trickle starts (e.g. the headers)
     cut: int | None = None  # send only this many bytes of the body (Content-Length says all), then close
     # streaming (when the request asks for it and the server streams)
     stream: bool | None = None  # False: answer this one plain
@@ -328,13 +329,15 @@ class FakeLLM:
                     fake.requests.append(rec)
                 return rec
 
-            def _write(self, data: bytes, trickle: float = 0.0) -> None:
-                """Bytes straight to the socket, one at a time when trickling."""
+            def _write(self, data: bytes, trickle: float = 0.0, start: int = 0) -> None:
+                """Bytes straight to the socket, one at a time when trickling
+                (after the first ``start`` bytes)."""
                 try:
                     if not trickle:
                         self.wfile.write(data)
                         return
-                    for i in range(len(data)):
+                    self.wfile.write(data[:start])
+                    for i in range(start, len(data)):
                         if fake.stopping.wait(trickle):
                             return
                         self.wfile.write(data[i:i + 1])
@@ -346,13 +349,13 @@ class FakeLLM:
                 """A whole reply written by hand: exact bytes, cut or trickled."""
                 self.close_connection = True
                 if reply.raw is not None:
-                    self._write(reply.raw, reply.trickle)
+                    self._write(reply.raw, reply.trickle, reply.trickle_from)
                     return
                 head = [f"HTTP/1.1 {status} OK", "Content-Type: application/json",
                         f"Content-Length: {len(body)}", "Connection: close"]
                 head += [f"{k}: {v}" for k, v in (headers or {}).items()]
                 data = ("\r\n".join(head) + "\r\n\r\n").encode() + (body if reply.cut is None else body[:reply.cut])
-                self._write(data, reply.trickle)
+                self._write(data, reply.trickle, reply.trickle_from)
 
             def _stream(self, reply: Reply, rec: Recorded) -> None:
                 style = reply.style or fake.style

@@ -222,3 +222,24 @@ def test_no_proxy_sends_the_request_directly(fake_llm, dead_url, monkeypatch):
     monkeypatch.setenv("http_proxy", dead_url.split("/v1")[0])
     monkeypatch.setenv("no_proxy", "127.0.0.1")
     assert quick(fake.url, retries=0).chat(HI).text == "direct"
+
+
+CLOSE_HEAD = b"HTTP/1.1 200 OK\r\nContent-Type: %s\r\nConnection: close\r\n\r\n"
+
+
+def test_a_body_trickled_after_quick_headers_on_a_closing_connection_is_bounded_too(fake_llm):
+    head = CLOSE_HEAD % b"application/json"
+    body = b'{"choices": [{"message": {"content": "' + b"z" * 400 + b'"}}]}'
+    fake = fake_llm(script=[Reply(raw=head + body, trickle=0.2, trickle_from=len(head))])
+    client = quick(fake.url, retries=0, timeout=1.0)
+    with pytest.raises(EndpointError) as info:
+        finishes(lambda: client.chat(HI), bound=30)
+    assert "no complete reply within 1 s" in str(info.value)
+
+
+def test_a_stream_on_a_closing_connection_that_stalls_is_retried(fake_llm):
+    head = CLOSE_HEAD % b"text/event-stream"
+    event = b'data: {"choices": [{"delta": {"content": "a"}}]}\n\n'
+    fake = fake_llm(script=[Reply(raw=head + event + event, trickle=30, trickle_from=len(head) + len(event)),
+                            text("after the stall")])
+    assert finishes(lambda: quick(fake.url, stall_timeout=0.5).chat(HI), bound=30).text == "after the stall"
