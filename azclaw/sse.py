@@ -38,14 +38,20 @@ class StreamError(Exception):
 
 @dataclass
 class Progress:
-    """How far a streamed reply has come, for a live console."""
+    """How far a streamed reply has come, for a live console. ``text`` (the
+    reply's text so far, ``<think>`` blocks included) is joined when read."""
 
     tokens: int = 0  # content, reasoning and argument pieces received (one per token on most servers)
-    text: str = ""  # the reply's text so far (``<think>`` blocks included)
+    chars: int = 0  # characters of text so far
     tool: str = ""  # the name of the tool call being written, if any
     thinking: bool = False  # the last pieces were reasoning
     seconds: float = 0.0
     endpoint: str = ""
+    parts: list[str] = field(default_factory=list, repr=False)
+
+    @property
+    def text(self) -> str:
+        return "".join(self.parts)
 
 
 def events(chunks: Iterable[bytes], limit: int = MAX_REPLY_BYTES) -> Iterable[str]:
@@ -126,7 +132,7 @@ class Assembler:
         self.size = 0
         self.limit = limit
         self.cut_off = ""  # "size" when the reply passed the cap
-        self.progress = Progress(endpoint=endpoint)
+        self.progress = Progress(endpoint=endpoint, parts=self.text)
         self._on_progress = on_progress
         self._start = time.monotonic()
         self._last_report = 0.0
@@ -161,6 +167,7 @@ class Assembler:
         if isinstance(content, str) and content:
             self._grow(len(content))
             self.text.append(content)
+            self.progress.chars += len(content)
             self.progress.thinking = False
             moved = True
         for key in ("reasoning_content", "reasoning"):
@@ -222,7 +229,6 @@ class Assembler:
             return
         self._last_report = now
         self.progress.seconds = now - self._start
-        self.progress.text = "".join(self.text)
         self._on_progress(self.progress)
 
     def body(self) -> dict:

@@ -118,17 +118,17 @@ def test_a_broken_progress_callback_does_not_fail_the_request(fake_llm, caplog):
 def test_a_stream_that_stalls_is_a_hung_request_and_is_retried(fake_llm, caplog):
     fake = fake_llm(script=[text("never finished " * 10, stall_after=3), text("second try")])
     with caplog.at_level(logging.WARNING, logger="azclaw"):
-        completion = quick(fake.url, stall_timeout=0.5).chat(HI)
+        completion = quick(fake.url, stall_timeout=1.0).chat(HI)
     assert completion.text == "second try" and completion.attempts == 2
     assert len(fake.chats) == 2
-    assert "stopped for 0.5 s (a hung request)" in caplog.text
+    assert "stopped for 1 s (a hung request)" in caplog.text
 
 
 def test_a_slow_stream_that_keeps_sending_is_never_taken_for_a_hung_one(fake_llm):
-    # 40 pieces, 0.05 s apart: 2 s in all, four times the stall timeout, never silent that long
-    fake = fake_llm(script=[text("x" * 40, pieces=1, pause=0.05)])
-    completion = quick(fake.url, retries=0, stall_timeout=0.5).chat(HI)
-    assert completion.text == "x" * 40 and completion.attempts == 1
+    # 60 pieces, 0.05 s apart: 3 s in all, three times the stall timeout, never silent that long
+    fake = fake_llm(script=[text("x" * 60, pieces=1, pause=0.05)])
+    completion = quick(fake.url, retries=0, stall_timeout=1.0).chat(HI)
+    assert completion.text == "x" * 60 and completion.attempts == 1
 
 
 def test_a_stream_cut_before_its_end_is_retried(fake_llm):
