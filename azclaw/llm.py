@@ -10,7 +10,9 @@ What it does about servers as they are:
   plain body, gets plain requests from then on;
 * outages are waited out in time: connection errors, timeouts, a stalled
   stream, HTTP 408/409/425/429/5xx are retried with backoff (honouring
-  ``Retry-After``) until the endpoint has failed for ``max_outage`` seconds;
+  ``Retry-After``) until the endpoints have been down for ``max_outage``
+  seconds (counted from when they went down, so the next request after a
+  long outage tries once, not for another ``max_outage``);
   malformed replies are retried a few times; one log line when an endpoint
   goes down, one per retry, one when it is back;
 * an HTTP 400 that says the request does not fit the context raises
@@ -134,6 +136,12 @@ def _mark_up(url: str) -> None:
         since = _down.pop(url, None)
     if since is not None:
         log.info("endpoint %s is back after %.0f s", url, time.monotonic() - since)
+
+
+def _outage_start(endpoints: list[str], now: float) -> float:
+    """Since when every one of ``endpoints`` has been down (``now`` if one is not)."""
+    with _down_lock:
+        return max(_down.get(url, now) for url in endpoints)
 
 
 def _say_once(key: tuple[str, str], message: str, *args) -> None:
@@ -385,7 +393,9 @@ class LLMClient:
                 return completion
             rounds += 1
             now = time.monotonic()
-            first_failure = first_failure if first_failure is not None else now
+            if first_failure is None:
+                # an outage that an earlier request already waited on counts from its start
+                first_failure = min(now, _outage_start(self.endpoints, now))
             failing = now - first_failure
             left = self.max_outage - failing
             last = errors[-1]
@@ -398,7 +408,7 @@ class LLMClient:
             if not self._wait(delay):
                 raise EndpointError(f"{last} (stopped while waiting to retry)")
         spent = time.monotonic() - first_failure
-        raise EndpointError(f"{errors[-1]} (gave up after {rounds} attempts in {spent:.0f} s"
+        raise EndpointError(f"{errors[-1]} (gave up after {rounds} attempts, failing for {spent:.0f} s"
                             f" on {len(self.endpoints)} endpoint(s))")
 
     def context_size(self) -> int | None:

@@ -131,3 +131,16 @@ def test_a_run_outlasts_an_outage_longer_than_its_old_retry_count(fake_llm):
                                               "reply after 21 requests"]
     journal = [json.loads(line) for line in orch.journal_path.read_text().splitlines()]
     assert all(not e.get("errors") for e in journal if e.get("event") == "turn")
+
+
+def test_the_outage_budget_counts_from_when_the_endpoint_went_down_not_per_request(fake_llm):
+    fake = fake_llm(responder=lambda r: error(503))
+    client = quick(fake.url, max_outage=0.5, backoff=0.05, max_backoff=0.1)
+    with pytest.raises(EndpointError):
+        client.chat(HI)
+    first = len(fake.chats)
+    other_agent = quick(fake.url, max_outage=0.5)
+    with pytest.raises(EndpointError) as info:
+        other_agent.chat(HI)
+    assert first >= 2 and len(fake.chats) == first + 1, "the budget was spent: one attempt, no more waiting"
+    assert "gave up after 1 attempts" in str(info.value)
