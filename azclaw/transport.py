@@ -233,12 +233,18 @@ class Exchange:
             if resp.status not in _REDIRECTS or not location:
                 self._resp = resp
                 return
-            target = urllib.parse.urljoin(url, location.strip())
-            if origin(target) != origin(url):
+            try:
+                target = urllib.parse.urljoin(url, location.strip())
+                same = origin(target) == origin(url)
+            except ValueError:
+                raise Failure(self.url, "redirect", f"HTTP {resp.status} redirect to an invalid "
+                                                    f"location {location[:100]!r}") from None
+            if not same:
                 raise Failure(self.url, "redirect",
                               f"HTTP {resp.status} redirect to {_shown(target)} refused: azclaw follows redirects "
                               "only on the same host, so the API key is never sent elsewhere; "
                               "use that URL as the endpoint if you trust it")
+            resp.close()
             self.close_connection_only()
             url = target
         raise Failure(self.url, "redirect", f"more than {MAX_REDIRECTS} redirects")

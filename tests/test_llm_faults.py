@@ -243,3 +243,12 @@ def test_a_stream_on_a_closing_connection_that_stalls_is_retried(fake_llm):
     fake = fake_llm(script=[Reply(raw=head + event + event, trickle=30, trickle_from=len(head) + len(event)),
                             text("after the stall")])
     assert finishes(lambda: quick(fake.url, stall_timeout=0.5).chat(HI), bound=30).text == "after the stall"
+
+
+@pytest.mark.parametrize("location", ["http://127.0.0.1:notaport/x", "http://[::1/x", "ftp://127.0.0.1/x",
+                                      "javascript:alert(1)"])
+def test_a_redirect_to_an_odd_location_is_an_error_naming_the_url(fake_llm, location):
+    fake = fake_llm(script=[redirect(location)])
+    with pytest.raises(EndpointError) as info:
+        quick(fake.url).chat(HI)
+    assert fake.url in str(info.value) and "redirect" in str(info.value)

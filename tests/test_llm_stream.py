@@ -229,3 +229,23 @@ def test_a_stream_without_token_counts_gets_estimated_ones_flagged_as_such(fake_
     assert estimated.usage.estimated and estimated.usage.completion_tokens == 4
     assert estimated.usage.prompt_tokens > 0
     assert not counted.usage.estimated
+
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+from azclaw.sse import events as sse_events  # noqa: E402
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.text(alphabet=st.characters(blacklist_characters="\r\n", blacklist_categories=("Cs",)),
+                        min_size=1, max_size=30), min_size=1, max_size=8),
+       st.sampled_from(["\n", "\r\n", "\r"]), st.lists(st.integers(1, 40), max_size=20))
+def test_sse_events_are_the_same_however_the_bytes_are_split(datas, newline, cuts):
+    stream = "".join(f": comment{newline}data: {d}{newline}{newline}" for d in datas).encode()
+    chunks, pos = [], 0
+    for n in cuts:
+        chunks.append(stream[pos:pos + n])
+        pos += n
+    chunks.append(stream[pos:])
+    assert list(sse_events(chunks)) == datas
