@@ -249,3 +249,28 @@ def test_sse_events_are_the_same_however_the_bytes_are_split(datas, newline, cut
         pos += n
     chunks.append(stream[pos:])
     assert list(sse_events(chunks)) == datas
+
+
+_json = st.recursive(st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=6),
+                     lambda inner: st.lists(inner, max_size=3) | st.dictionaries(
+                         st.sampled_from(["choices", "delta", "content", "tool_calls", "index", "id", "function",
+                                          "name", "arguments", "usage", "finish_reason", "message", "x"]),
+                         inner, max_size=4), max_leaves=12)
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(_json, max_size=6))
+def test_any_stream_of_json_events_assembles_or_is_a_stream_error(chunks):
+    from azclaw.completion import parse_completion
+    from azclaw.errors import EndpointError
+    from azclaw.sse import Assembler, StreamError, assemble
+    import json as _j
+    stream = "".join(f"data: {_j.dumps(c)}\n\n" for c in chunks).encode()
+    try:
+        body = assemble([stream], Assembler()).body()
+    except StreamError:
+        return
+    try:
+        parse_completion(body)
+    except EndpointError:
+        pass
