@@ -87,6 +87,44 @@ def _loads(text: str) -> object:
         return None
 
 
+_DECODER = json.JSONDecoder()
+
+
+def _skip_space(text: str, i: int) -> int:
+    while i < len(text) and text[i].isspace():
+        i += 1
+    return i
+
+
+def _block(text: str, begin: int, budget: list[int]) -> tuple[TextCall | None, int]:
+    """The call in the block whose content starts at ``begin``, and where the
+    block ends: at the first ``</tool_call>``, or, when what comes before it
+    is not a call, after a JSON object read for itself (a ``</tool_call>``
+    inside one of its strings). Reading an object costs up to the rest of the
+    text (a failed ``raw_decode`` counts lines from its start), so those
+    reads share ``budget`` characters: the parse stays linear."""
+    end = text.find(_CLOSE, begin)
+    stop = len(text) if end < 0 else end + len(_CLOSE)
+    call = _as_call(_loads(text[begin:end if end >= 0 else len(text)].strip()))
+    if call is not None or end < 0:
+        return call, stop
+    i = _skip_space(text, begin)
+    if not text.startswith("{", i) or budget[0] < len(text) - i:
+        return None, stop
+    budget[0] -= len(text) - i
+    try:
+        obj, j = _DECODER.raw_decode(text[i:])
+    except (ValueError, RecursionError):
+        return None, stop
+    k = _skip_space(text, i + j)
+    call = _as_call(obj)
+    if call is not None and text.startswith(_CLOSE, k):
+        return call, k + len(_CLOSE)
+    if call is not None and k == len(text):
+        return call, k
+    return None, stop
+
+
 def parse_text_calls(text: str) -> tuple[list[TextCall], str]:
     """Return the calls found in ``text`` and the text that remains.
 
@@ -99,14 +137,13 @@ def parse_text_calls(text: str) -> tuple[list[TextCall], str]:
         calls: list[TextCall] = []
         kept: list[str] = []
         pos = 0
+        budget = [4 * len(text)]
         while True:
             start = text.find(_OPEN, pos)
             if start < 0:
                 kept.append(text[pos:])
                 break
-            end = text.find(_CLOSE, start + len(_OPEN))
-            stop = len(text) if end < 0 else end + len(_CLOSE)
-            call = _as_call(_loads(text[start + len(_OPEN):end if end >= 0 else len(text)].strip()))
+            call, stop = _block(text, start + len(_OPEN), budget)
             kept.append(text[pos:start] if call is not None else text[pos:stop])
             if call is not None:
                 calls.append(call)

@@ -43,6 +43,13 @@ def test_prose_and_near_misses_are_not_calls(reply):
     assert remaining == reply
 
 
+def test_a_closing_tag_inside_the_json_of_a_block_does_not_cut_it():
+    reply = '<tool_call>{"name": "write_file", "arguments": {"content": "a </tool_call> b"}}</tool_call> done'
+    calls, rest = parse_text_calls(reply)
+    assert [(c.name, c.arguments) for c in calls] == [("write_file", {"content": "a </tool_call> b"})]
+    assert rest == "done"
+
+
 def test_several_blocks_in_one_reply_are_all_found():
     reply = ('<tool_call>{"name": "recall", "arguments": {"query": "a"}}</tool_call>'
              '<tool_call>{"name": "recall", "arguments": {"query": "b"}}</tool_call>')
@@ -126,6 +133,9 @@ ADVERSARIAL = {
     "unclosed tool_call tags": "<tool_call>" * 100_000,
     "tool_call blocks of junk": "<tool_call>{</tool_call>" * 40_000,
     "braces": "{" * 400_000 + "}" * 400_000,
+    "blocks opening strings": '<tool_call>{"a": "</tool_call>' * 30_000,
+    "blocks opening arrays": "<tool_call>{\"a\": [[[[[[[[</tool_call>" * 30_000,
+    "blocks with a long key": ('<tool_call>{"' + "k" * 1000 + " ") * 800,
 }
 
 
