@@ -11,9 +11,9 @@ from .agent import Agent, default_team  # noqa: E402
 from .builtin_tools import build_default_registry  # noqa: E402
 from .checkpoint import Checkpoint, RunState  # noqa: E402
 from .confine import SandboxLevel, probe_sandbox, protect_process  # noqa: E402
-from .errors import (AzclawError, CheckpointError, ConfigError, EndpointError, LocalServerError,  # noqa: E402
-                     MemoryIndexError, RunAborted, ToolError)
-from .llm import Completion, LLMClient, ToolCall, Usage  # noqa: E402
+from .errors import (AzclawError, CheckpointError, ConfigError, ContextOverflow, EndpointError,  # noqa: E402
+                     LocalServerError, MemoryIndexError, RunAborted, ToolError)
+from .llm import Completion, LLMClient, Progress, ToolCall, Usage  # noqa: E402
 from .memory import TeamMemory  # noqa: E402
 from .orchestrator import Orchestrator  # noqa: E402
 from .runlog.reader import RunLog  # noqa: E402
@@ -31,5 +31,5 @@ __all__ = [
     "Probe", "RunAborted", "RunLog", "RunState", "RunStats", "RunStatus", "TeamMemory", "Tool", "ToolCall",
     "ToolContext", "ToolError", "ToolRegistry", "ToolResult", "Topic", "Turn", "Usage", "build_default_registry",
     "build_report", "default_team", "read_status", "take_turn", "__version__",
-    "SandboxLevel", "check_output_folder", "probe_sandbox", "protect_process",
+    "SandboxLevel", "check_output_folder", "probe_sandbox", "protect_process", "ContextOverflow", "Progress",
 ]

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import ConfigError
-from .llm import DEFAULT_TIMEOUT, LLMClient
+from .llm import DEFAULT_MAX_OUTAGE, DEFAULT_STALL_TIMEOUT, DEFAULT_TIMEOUT, LLMClient
 
 DEFAULT_ENDPOINT = "http://localhost:8080/v1/chat/completions"
 DEFAULT_MAX_TOKENS = 2048
@@ -46,15 +46,19 @@ class Agent:
     can_write: bool = False
     api_key: str | None = field(default=None, repr=False)
     timeout: float = DEFAULT_TIMEOUT
-    retries: int = 4
+    retries: int | None = None  # None: no cap on attempts, max_outage decides
     context_budget: int | None = None  # tokens per request; None: the orchestrator's
+    max_outage: float = DEFAULT_MAX_OUTAGE  # seconds its endpoints may fail before a request gives up
+    stall_timeout: float = DEFAULT_STALL_TIMEOUT  # a streamed reply silent this long is a hung request
+    stream: bool = True
     client: LLMClient = field(init=False, repr=False, compare=False)
 
     def __post_init__(self):
         if not isinstance(self.name, str) or not _NAME.match(self.name):
             raise ConfigError(f"agent name {self.name!r}: use letters, digits, '_', '-' or '.' "
                               "(up to 64 characters, starting with a letter or digit)")
-        self.client = LLMClient(self.endpoint, self.model, self.api_key, self.timeout, self.retries)
+        self.client = LLMClient(self.endpoint, self.model, self.api_key, self.timeout, self.retries,
+                                max_outage=self.max_outage, stall_timeout=self.stall_timeout, stream=self.stream)
 
     @property
     def endpoints(self) -> list[str]:

@@ -9,6 +9,7 @@ never changed after parsing.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
@@ -19,6 +20,7 @@ from . import __version__
 from .agent import DEFAULT_ENDPOINT, DEFAULT_MAX_TOKENS, DEFAULT_ROLES, Agent, default_team, is_writer
 from .approval import TerminalApprover
 from .errors import AzclawError, ConfigError
+from .llm import DEFAULT_MAX_OUTAGE, DEFAULT_STALL_TIMEOUT
 from .orchestrator import Orchestrator
 from .prompt import CONTEXT_BUDGET
 from .runlog.report import CHART_ENGINES, build_report
@@ -102,11 +104,17 @@ class TeamConfig:
     context_budget: int
     temperature: float = 0.7
     timeout: float = 600.0
-    retries: int = 4
+    retries: int | None = None
+    max_outage: float = DEFAULT_MAX_OUTAGE
+    stall_timeout: float = DEFAULT_STALL_TIMEOUT
+    stream: bool = True
 
     @classmethod
     def of(cls, args: argparse.Namespace, **fixed) -> "TeamConfig":
-        values = {name: getattr(args, name) for name in ("temperature", "timeout", "retries") if hasattr(args, name)}
+        values = {name: getattr(args, name) for name in ("temperature", "timeout", "retries", "max_outage",
+                                                         "stall_timeout") if hasattr(args, name)}
+        if hasattr(args, "no_stream"):
+            values["stream"] = not args.no_stream
         values.update(fixed)
         return cls(endpoint=endpoints(args.endpoint or os.environ.get(ENDPOINT_ENV) or DEFAULT_ENDPOINT),
                    agents=args.agents, model=args.model, max_tokens=args.max_tokens,
@@ -114,7 +122,8 @@ class TeamConfig:
 
     def team(self) -> list[Agent]:
         options = dict(model=self.model, max_tokens=self.max_tokens or DEFAULT_MAX_TOKENS,
-                       temperature=self.temperature, timeout=self.timeout, retries=self.retries)
+                       temperature=self.temperature, timeout=self.timeout, retries=self.retries,
+                       max_outage=self.max_outage, stall_timeout=self.stall_timeout, stream=self.stream)
         if not self.agents:
             return default_team(self.endpoint, **options)
         return [Agent(name, role=DEFAULT_ROLES.get(name, ""), endpoint=endpoints(url) if url else self.endpoint,
@@ -123,9 +132,9 @@ class TeamConfig:
 
     def served_by(self, server) -> "TeamConfig":
         """The same team, pointed at a started local server."""
-        return TeamConfig(server.endpoint, self.agents, server.model.name, self.max_tokens or server.max_tokens,
-                          min(self.context_budget, server.context_budget), self.temperature, self.timeout,
-                          self.retries)
+        return dataclasses.replace(self, endpoint=server.endpoint, model=server.model.name,
+                                   max_tokens=self.max_tokens or server.max_tokens,
+                                   context_budget=min(self.context_budget, server.context_budget))
 
 
 def parse_agents(spec: str) -> list[tuple[str, str, bool]]:
@@ -241,7 +250,7 @@ def cmd_serve(args) -> int:
 def cmd_doctor(args) -> int:
     from .doctor import diagnose, diagnose_local
     topic = load_topic(args.topic)
-    config = TeamConfig.of(args, retries=0)
+    config = TeamConfig.of(args, retries=0, max_outage=0.0)
     where = dict(output_dir=args.output, log_dir=args.log_dir, agents_dir=args.agents_dir, timeout=args.timeout)
     if args.local:
         diagnosis = diagnose_local(local_server(args), lambda server: config.served_by(server).team(), topic,
@@ -325,8 +334,13 @@ def make_parser() -> argparse.ArgumentParser:
     run.add_argument("--temperature", type=float, default=0.7)
     run.add_argument("--timeout", type=float, default=600.0,
                      help="seconds one request may take (default 600: a local model on a CPU is slow)")
-    run.add_argument("--retries", type=int, default=4,
-                     help="retries of a failed request, with backoff, on every endpoint (default 4)")
+    run.add_argument("--retries", type=int, default=None,
+                     help="cap on the retries of a failed request (default: none, --max-outage decides)")
+    run.add_argument("--max-outage", type=float, default=1800.0, metavar="SECONDS",
+                     help="retry a request while its endpoints keep failing this long (default 1800)")
+    run.add_argument("--stall-timeout", type=float, default=120.0, metavar="SECONDS",
+                     help="a streamed reply silent this long is a hung request, retried (default 120)")
+    run.add_argument("--no-stream", action="store_true", help="ask for plain replies, not streamed ones")
     run.add_argument("--max-failed-rounds", type=int, default=3,
                      help="stop after this many rounds in a row in which every turn failed (default 3)")
     run.add_argument("--approve", action="store_true",

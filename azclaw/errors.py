@@ -17,6 +17,15 @@ class EndpointError(AzclawError):
     """An LLM endpoint could not be reached or gave an unusable answer."""
 
 
+class ContextOverflow(EndpointError):
+    """The server refused a request longer than its context; ``limit`` is its size in tokens when it said."""
+
+    def __init__(self, message: str, limit: int | None = None, prompt_tokens: int | None = None):
+        super().__init__(message)
+        self.limit = limit
+        self.prompt_tokens = prompt_tokens
+
+
 class CheckpointError(AzclawError):
     """A checkpoint is missing, unreadable, or belongs to another run."""
 

@@ -1,80 +1,96 @@
-"""The only module that talks HTTP: a stdlib client for any OpenAI-compatible
+"""The LLM client: chat requests to any OpenAI-compatible
 ``/v1/chat/completions`` endpoint (llama.cpp, vLLM, Ollama, LM Studio,
-OpenRouter).
+OpenRouter). The HTTP itself is in ``transport`` (one exchange, bounded in
+time and size), streamed replies in ``sse``, reply parsing in ``completion``.
 
-It retries what a busy or restarting server does (connection errors,
-timeouts, HTTP 429 and 5xx) with exponential backoff and jitter, honours
-``Retry-After``, and fails over to the next endpoint when one is down.
+What it does about servers as they are:
+
+* replies stream (``"stream": true``) when the endpoint supports it; an
+  endpoint that refuses (an HTTP 4xx that names "stream"), or answers with a
+  plain body, gets plain requests from then on;
+* outages are waited out in time: connection errors, timeouts, a stalled
+  stream, HTTP 408/409/425/429/5xx are retried with backoff (honouring
+  ``Retry-After``) until the endpoints have been down for ``max_outage``
+  seconds (counted from when they went down, so the next request after a
+  long outage tries once, not for another ``max_outage``);
+  malformed replies are retried a few times; one log line when an endpoint
+  goes down, one per retry, one when it is back;
+* an HTTP 400 that says the request does not fit the context raises
+  ``ContextOverflow`` with the server's limit; ``context_size()`` asks the
+  server for its context;
+* a server that does not know the model ``default`` but serves one model
+  gets that model's name.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import random
-import socket
+import re
+import threading
 import time
-import urllib.error
 import urllib.parse
-import urllib.request
-from dataclasses import dataclass, field
+from collections.abc import Callable
 
-from .errors import ConfigError, EndpointError
-from .textcalls import parse_text_calls, strip_thinking
+from .completion import (MAX_SCAN, Completion, ToolCall, Usage, context_overflow, error_message,
+                         parse_completion)
+from .errors import ConfigError, ContextOverflow, EndpointError
+from .probe import PROBE_TIMEOUT, context_size as probe_context_size, served_models
+from .sse import Assembler, Progress, StreamError, assemble
+from .transport import (MAX_REPLY_BYTES, Exchange, Failure, HttpReply, decode_text, fetch_json, parse_json,
+                        retry_after)
+
+__all__ = ["API_KEY_ENV", "Completion", "ContextOverflow", "DEFAULT_MAX_OUTAGE", "DEFAULT_STALL_TIMEOUT",
+           "DEFAULT_TIMEOUT", "HttpReply", "LLMClient", "MAX_REPLY_BYTES", "Progress", "ToolCall", "Usage",
+           "base_url", "fetch_json", "normalize_endpoint", "parse_completion"]
+
+log = logging.getLogger("azclaw")
 
 API_KEY_ENV = "AZCLAW_API_KEY"
 # Local models on CPUs can take minutes for one long reply; a short default
-# would turn slow-but-working servers into failures.
+# would turn slow-but-working servers into failures. It bounds the whole
+# request: connect, prompt evaluation, every byte of the reply.
 DEFAULT_TIMEOUT = 600.0
+DEFAULT_STALL_TIMEOUT = 120.0  # a stream silent this long after it started is hung
+DEFAULT_MAX_OUTAGE = 1800.0  # seconds an endpoint may keep failing before a request gives up
+LOADING_WAIT = 300.0  # seconds health_check waits for a server answering 503 while it loads
+BAD_REPLY_RETRIES = 4  # malformed replies are not an outage: retried this many times
+ESTIMATE_CHARS_PER_TOKEN = 4  # for a prompt whose server streamed no token counts
 _RETRY_STATUS = {408, 409, 425, 429, 500, 502, 503, 504}
+_NO_STREAM_STATUS = {400, 404, 405, 406, 415, 422, 501}
+_HOST = re.compile(r"[A-Za-z0-9._\-]+|\[[0-9A-Fa-f:.%A-Za-z]+\]")
 
-
-@dataclass
-class ToolCall:
-    """One call the model asked for. ``arguments`` is None when the model's
-    arguments were not a JSON object; ``error`` then says why."""
-
-    id: str
-    name: str
-    arguments: dict | None
-    raw_arguments: str = ""
-    error: str = ""
-
-
-@dataclass
-class Usage:
-    """Token counts as the server reported them (0 when it did not)."""
-
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-
-
-@dataclass
-class Completion:
-    """What one chat-completions call returned, reasoning stripped."""
-
-    text: str
-    tool_calls: list[ToolCall] = field(default_factory=list)
-    usage: Usage = field(default_factory=Usage)
-    finish_reason: str = ""
-    seconds: float = 0.0
-    endpoint: str = ""
-    text_calls: bool = False  # the calls were parsed out of the text
+_down_lock = threading.Lock()
+_down: dict[str, float] = {}  # endpoint -> when it started failing (shared by every client)
+_said: set[tuple[str, str]] = set()  # log lines said once per process
 
 
 def normalize_endpoint(url: str) -> str:
-    """Accept ``http://host:port``, ``…/v1`` or the full chat URL."""
+    """Accept ``http://host:port``, ``…/v1`` or the full chat URL; a host in
+    another script is turned into its ASCII (IDNA) form."""
     try:
         parsed = urllib.parse.urlparse(url.strip())
-        parsed.port  # a port that is not a number raises here, not in the first request
-    except ValueError as exc:
+        port = parsed.port  # a port that is not a number raises here, not in the first request
+    except (ValueError, AttributeError) as exc:
         raise ConfigError(f"endpoint {url!r}: {exc}") from None
-    if parsed.scheme not in ("http", "https") or not parsed.netloc:
+    if parsed.scheme not in ("http", "https") or not parsed.netloc or not parsed.hostname:
         raise ConfigError(f"endpoint {url!r}: expected an http:// or https:// URL")
+    host = parsed.hostname
+    if not host.isascii():
+        try:
+            host = host.encode("idna").decode("ascii")
+        except UnicodeError as exc:
+            raise ConfigError(f"endpoint {url!r}: {parsed.hostname!r} is not a valid host name ({exc})") from None
+    shown = f"[{host}]" if ":" in host else host
+    if not _HOST.fullmatch(shown):
+        raise ConfigError(f"endpoint {url!r}: {parsed.hostname!r} is not a valid host name")
+    netloc = shown + (f":{port}" if port is not None else "")
     path = parsed.path.rstrip("/")
     if not path.endswith("/chat/completions"):
         path = path + ("/chat/completions" if path.endswith("/v1") else "/v1/chat/completions")
-    return urllib.parse.urlunparse(parsed._replace(path=path))
+    return urllib.parse.urlunparse(parsed._replace(netloc=netloc, path=path))
 
 
 def base_url(endpoint: str) -> str:
@@ -85,243 +101,390 @@ def base_url(endpoint: str) -> str:
     return endpoint.rstrip("/")
 
 
-@dataclass
-class HttpReply:
-    """One plain HTTP answer, for probing what a server is (``azclaw doctor``)."""
+class _Retry(Exception):
+    """A failed attempt worth another. ``outage``: the endpoint is down (as
+    opposed to a malformed reply)."""
 
-    url: str
-    status: int
-    headers: dict = field(default_factory=dict)
-    data: object = None  # the JSON body; None when it was not JSON
-    text: str = ""  # the start of the body
-
-    @property
-    def ok(self) -> bool:
-        return 200 <= self.status < 300
-
-
-def fetch_json(url: str, payload: dict | None = None, timeout: float = 10.0,
-               api_key: str | None = None) -> HttpReply:
-    """One GET (or POST of ``payload``), no retries. HTTP errors come back as
-    replies; EndpointError is raised only when nothing answered."""
-    headers = {"Accept": "application/json", "User-Agent": "azclaw"}
-    if api_key:
-        headers["Authorization"] = f"Bearer {api_key}"
-    body = None
-    if payload is not None:
-        body = json.dumps(payload).encode("utf-8")
-        headers["Content-Type"] = "application/json"
-    req = urllib.request.Request(url, data=body, headers=headers, method="POST" if body else "GET")
-    try:
-        with urllib.request.urlopen(req, timeout=timeout) as resp:
-            status, reply_headers, raw = resp.status, dict(resp.headers), resp.read()
-    except urllib.error.HTTPError as exc:
-        status, reply_headers, raw = exc.code, dict(exc.headers or {}), exc.read()
-    except (urllib.error.URLError, socket.timeout, TimeoutError, ConnectionError, OSError) as exc:
-        raise EndpointError(f"{url}: {getattr(exc, 'reason', exc)}") from None
-    text = raw[:2000].decode("utf-8", "replace")
-    try:
-        data = json.loads(raw)
-    except ValueError:
-        data = None
-    return HttpReply(url, status, reply_headers, data, text)
-
-
-class _Retryable(Exception):
-    def __init__(self, message: str, retry_after: float | None = None):
+    def __init__(self, message: str, outage: bool, retry_after: float | None = None):
         super().__init__(message)
+        self.outage = outage
         self.retry_after = retry_after
 
 
-def _retry_after(headers) -> float | None:
-    value = headers.get("Retry-After") if headers else None
-    try:
-        return max(0.0, float(value)) if value is not None else None
-    except ValueError:
-        return None
+class _HttpError(Exception):
+    def __init__(self, url: str, status: int, raw: bytes, headers: dict):
+        self.url, self.status, self.headers = url, status, headers
+        self.text = decode_text(raw)
+        try:
+            self.body = parse_json(raw)
+        except ValueError:
+            self.body = None
+        self.message = error_message(self.body, self.text)
+        super().__init__(f"{url}: HTTP {status} {self.message}".strip())
 
 
-def _parse_arguments(raw: object) -> tuple[dict | None, str, str]:
-    """Arguments arrive as a JSON string (OpenAI, llama.cpp, vLLM) or an
-    object (Ollama, text calls); return (dict or None, raw text, error)."""
-    if isinstance(raw, dict):
-        return raw, json.dumps(raw, ensure_ascii=False), ""
-    if raw is None or raw == "":
-        return {}, "", ""
-    if not isinstance(raw, str):
-        return None, json.dumps(raw), f"arguments must be a JSON object, got {type(raw).__name__}"
-    try:
-        value = json.loads(raw)
-    except ValueError as exc:
-        return None, raw, f"arguments are not valid JSON ({exc.msg} at char {exc.pos})"
-    if not isinstance(value, dict):
-        return None, raw, f"arguments must be a JSON object, got {type(value).__name__}"
-    return value, raw, ""
+def _mark_down(url: str, reason: str) -> None:
+    with _down_lock:
+        if url in _down:
+            return
+        _down[url] = time.monotonic()
+    log.warning("endpoint %s is down: %s", url, reason)
 
 
-def _content_text(content: object) -> str:
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):  # content parts
-        return "".join(p.get("text", "") for p in content if isinstance(p, dict))
-    return ""
+def _mark_up(url: str) -> None:
+    with _down_lock:
+        since = _down.pop(url, None)
+    if since is not None:
+        log.info("endpoint %s is back after %.0f s", url, time.monotonic() - since)
 
 
-def _count(value: object) -> int:
-    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else 0
+def _outage_start(endpoints: list[str], now: float) -> float:
+    """Since when every one of ``endpoints`` has been down (``now`` if one is not)."""
+    with _down_lock:
+        return max(_down.get(url, now) for url in endpoints)
 
 
-def parse_completion(data: dict, endpoint: str = "") -> Completion:
-    """Turn a chat-completions response body into a Completion."""
-    choices = data.get("choices") if isinstance(data, dict) else None
-    if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
-        raise EndpointError(f"{endpoint}: response has no choices")
-    choice = choices[0]
-    message = choice.get("message") if isinstance(choice.get("message"), dict) else {}
-    text = strip_thinking(_content_text(message.get("content")))
-    calls: list[ToolCall] = []
-    raw_calls = message.get("tool_calls") if isinstance(message.get("tool_calls"), list) else []
-    for n, raw in enumerate(raw_calls):
-        raw = raw if isinstance(raw, dict) else {}
-        fn = raw.get("function") if isinstance(raw.get("function"), dict) else {}
-        args, raw_args, error = _parse_arguments(fn.get("arguments"))
-        calls.append(ToolCall(id=str(raw.get("id") or f"call_{n}"), name=str(fn.get("name") or ""),
-                              arguments=args, raw_arguments=raw_args, error=error))
-    from_text = False
-    if not calls:
-        found, rest = parse_text_calls(text)
-        if found:
-            from_text = True
-            text = rest
-            for n, tc in enumerate(found):
-                args, raw_args, error = _parse_arguments(tc.arguments)
-                calls.append(ToolCall(id=f"call_text_{n}", name=tc.name, arguments=args,
-                                      raw_arguments=raw_args, error=error))
-    usage = data.get("usage") if isinstance(data.get("usage"), dict) else {}
-    return Completion(
-        text=text,
-        tool_calls=calls,
-        usage=Usage(_count(usage.get("prompt_tokens")), _count(usage.get("completion_tokens"))),
-        finish_reason=str(choice.get("finish_reason") or ""),
-        endpoint=endpoint,
-        text_calls=from_text,
-    )
+def _say_once(key: tuple[str, str], message: str, *args) -> None:
+    with _down_lock:
+        if key in _said:
+            return
+        _said.add(key)
+    log.info(message, *args)
+
+
+def _why(message: str, url: str) -> str:
+    return message[len(url) + 2:] if message.startswith(url + ": ") else message
 
 
 class LLMClient:
     """A chat-completions client for one agent: one or more endpoints, tried
-    in order, the last one that worked first."""
+    in order, the last one that worked first.
+
+    ``timeout`` bounds one request as a whole (connect and every read);
+    ``stall_timeout`` ends a streamed reply that stops arriving. A failing
+    request is retried until its endpoints have failed for ``max_outage``
+    seconds; ``retries``, when set, also caps the attempts (``retries=0``:
+    one attempt). ``cancel``, a ``threading.Event``, ends a wait between
+    retries when set (the request then raises EndpointError).
+    """
 
     def __init__(self, endpoints: str | list[str], model: str = "default", api_key: str | None = None,
-                 timeout: float = DEFAULT_TIMEOUT, retries: int = 4, backoff: float = 1.0,
-                 max_backoff: float = 60.0):
+                 timeout: float = DEFAULT_TIMEOUT, retries: int | None = None, backoff: float = 1.0,
+                 max_backoff: float = 60.0, *, max_outage: float = DEFAULT_MAX_OUTAGE,
+                 stall_timeout: float = DEFAULT_STALL_TIMEOUT, stream: bool = True,
+                 cancel: threading.Event | None = None):
         urls = [endpoints] if isinstance(endpoints, str) else list(endpoints)
         if not urls:
             raise ConfigError("endpoint: at least one URL is needed")
         self.endpoints = [normalize_endpoint(u) for u in urls]
-        if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
+        if retries is not None and (isinstance(retries, bool) or not isinstance(retries, int) or retries < 0):
             raise ConfigError(f"retries: expected a whole number >= 0, got {retries!r}")
-        if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout > 0:
-            raise ConfigError(f"timeout: expected seconds > 0, got {timeout!r}")
+        for name, value, low in (("timeout", timeout, 0), ("stall_timeout", stall_timeout, 0),
+                                 ("max_outage", max_outage, -1)):
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > low \
+                    or value != value or value == float("inf"):
+                raise ConfigError(f"{name}: expected seconds {'> 0' if low == 0 else '>= 0'}, got {value!r}")
         self.model = model
         self.api_key = api_key if api_key is not None else os.environ.get(API_KEY_ENV) or None
         self.timeout = timeout
         self.retries = retries
         self.backoff = backoff
         self.max_backoff = max_backoff
+        self.max_outage = max_outage
+        self.stall_timeout = stall_timeout
+        self.stream = stream
+        self.cancel = cancel
         self._preferred = 0
+        self._no_stream: set[str] = set()  # endpoints that do not stream
+        self._model_for: dict[str, str] = {}  # the model name an endpoint was found to serve
+        self._context: dict[str, int | None] = {}  # endpoint -> context size in tokens (None: unknown)
 
-    # -- HTTP ---------------------------------------------------------------
+    # -- one request -----------------------------------------------------------------
     def _headers(self) -> dict:
-        headers = {"Content-Type": "application/json", "Accept": "application/json",
-                   "User-Agent": "azclaw"}
+        headers = {"Content-Type": "application/json", "Accept": "application/json", "User-Agent": "azclaw"}
         if self.api_key:
             headers["Authorization"] = f"Bearer {self.api_key}"
         return headers
 
-    def _request(self, url: str, body: bytes | None, timeout: float) -> dict:
-        req = urllib.request.Request(url, data=body, headers=self._headers(),
-                                     method="POST" if body is not None else "GET")
+    def _exchange(self, url: str, payload: dict, model: str, stream: bool,
+                  on_delta: Callable[[Progress], None] | None) -> Completion:
+        body = dict(payload, model=model)
+        if stream:
+            body["stream"] = True
+            body["stream_options"] = {"include_usage": True}
+        data = json.dumps(body, ensure_ascii=False).encode("utf-8", "replace")
+        start = time.monotonic()
         try:
-            with urllib.request.urlopen(req, timeout=timeout) as resp:
-                raw = resp.read()
-        except urllib.error.HTTPError as exc:
-            detail = " ".join(exc.read()[:300].decode("utf-8", "replace").split())
-            message = f"{url}: HTTP {exc.code} {detail}".strip()
-            if exc.code in _RETRY_STATUS:
-                raise _Retryable(message, _retry_after(exc.headers)) from None
-            raise EndpointError(message) from None
-        except (urllib.error.URLError, socket.timeout, TimeoutError, ConnectionError, OSError) as exc:
-            reason = getattr(exc, "reason", exc)
-            raise _Retryable(f"{url}: {reason}") from None
-        try:
-            return json.loads(raw)
-        except ValueError:
-            raise _Retryable(f"{url}: response is not JSON: {raw[:120]!r}") from None
+            with Exchange(url, "POST", data, self._headers(), self.timeout) as ex:
+                if not 200 <= ex.status < 300:
+                    raise _HttpError(url, ex.status, ex.read_some(), ex.headers)
+                if "text/event-stream" in ex.headers.get("content-type", "").lower():
+                    completion = self._read_stream(url, ex.chunks(stall=self.stall_timeout), on_delta)
+                else:
+                    completion = self._read_body(url, ex.read(), on_delta)
+                if completion.usage.estimated:
+                    completion.usage.prompt_tokens = len(data) // ESTIMATE_CHARS_PER_TOKEN
+        except Failure as exc:
+            if exc.kind in ("redirect", "too_big"):
+                raise EndpointError(str(exc)) from None
+            raise _Retry(str(exc), outage=exc.kind in ("down", "timeout", "stall")) from None
+        completion.seconds = time.monotonic() - start
+        completion.model = model
+        return completion
 
+    def _read_body(self, url: str, raw: bytes, on_delta) -> Completion:
+        try:
+            data = parse_json(raw)
+        except ValueError:
+            if raw.lstrip().startswith(b"data:"):  # a stream sent without its content type
+                return self._read_stream(url, [raw], on_delta)
+            raise _Retry(f"{url}: response is not JSON: {raw[:120]!r}", outage=False) from None
+        return self._parse(url, data)
+
+    def _read_stream(self, url: str, chunks, on_delta) -> Completion:
+        assembler = Assembler(_guarded(on_delta), endpoint=url)
+        cut_off = ""
+        try:
+            assemble(chunks, assembler)
+        except StreamError as exc:
+            if exc.body is None:
+                raise _Retry(f"{url}: {exc}", outage=False) from None
+            try:
+                raw = json.dumps(exc.body)
+            except (ValueError, RecursionError):
+                raw = ""
+            overflow = context_overflow(url, 400, exc.body, raw)
+            if overflow is not None:
+                self._learn(url, overflow)
+                raise overflow from None
+            raise _Retry(f"{url}: error in the stream: {error_message(exc.body, raw)}", outage=False) from None
+        except Failure as exc:
+            if exc.kind != "timeout" or not assembler.received:
+                raise
+            cut_off = "timeout"  # the reply was coming in: keep what arrived
+        if not cut_off and not assembler.done and not assembler.finish_reason and not assembler.cut_off:
+            raise _Retry(f"{url}: the stream ended before the reply did", outage=False)
+        completion = self._parse(url, assembler.body())
+        completion.streamed = True
+        if assembler.usage is None and assembler.timings is None:
+            completion.usage = Usage(0, assembler.progress.tokens, 0, estimated=True)
+        completion.cut_off = assembler.cut_off or cut_off or completion.cut_off
+        return completion
+
+    def _parse(self, url: str, data: object) -> Completion:
+        try:
+            return parse_completion(data, url)
+        except EndpointError as exc:
+            raise _Retry(str(exc), outage=False) from None
+        except (ValueError, TypeError, KeyError, IndexError, AttributeError, RecursionError, OverflowError) as exc:
+            raise _Retry(f"{url}: unusable reply ({type(exc).__name__}: {str(exc)[:100]})", outage=False) from None
+
+    def _one(self, url: str, payload: dict, stream: bool, on_delta, depth: int = 0) -> Completion:
+        """One attempt on one endpoint (a second request when the endpoint
+        refuses streaming or the model name)."""
+        model = self._model_for.get(url, self.model)
+        stream = stream and url not in self._no_stream
+        try:
+            completion = self._exchange(url, payload, model, stream, on_delta)
+        except _HttpError as err:
+            overflow = context_overflow(url, err.status, err.body, err.text)
+            if overflow is not None:
+                self._learn(url, overflow)
+                raise overflow from None
+            if err.status in _RETRY_STATUS:
+                raise _Retry(str(err), outage=True, retry_after=retry_after(err.headers)) from None
+            if depth < 2 and err.status == 404 and model == "default" and "model" in err.message.lower() \
+                    and self._pick_model(url, err):
+                return self._one(url, payload, stream, on_delta, depth + 1)
+            if depth < 2 and stream and err.status in _NO_STREAM_STATUS and "stream" in err.text[:MAX_SCAN].lower():
+                completion = self._one(url, payload, False, on_delta, depth + 1)
+                self._no_stream.add(url)
+                log.info("%s refused a streamed request (HTTP %d: %s); it gets plain requests from now on",
+                         url, err.status, err.message[:120])
+                return completion
+            raise EndpointError(str(err)) from None
+        if stream and not completion.streamed:
+            self._no_stream.add(url)  # asked to stream, it answered plain: don't ask again
+        return completion
+
+    def _pick_model(self, url: str, err: _HttpError) -> bool:
+        """The server does not know ``default``: take the one model it lists."""
+        models = served_models(base_url(url), self.api_key, timeout=min(self.timeout, PROBE_TIMEOUT))
+        if not models:
+            return False
+        if len(models) > 1:
+            shown = ", ".join(models[:20]) + (f" (and {len(models) - 20} more)" if len(models) > 20 else "")
+            raise EndpointError(f"{err}; the server serves {len(models)} models, name one "
+                                f"(--model, or the agent's model): {shown}") from None
+        self._model_for[url] = models[0]
+        _say_once((url, models[0]), "%s does not know the model 'default'; using the one it serves: %s",
+                  base_url(url), models[0])
+        return True
+
+    def _learn(self, url: str, overflow: ContextOverflow) -> None:
+        if overflow.limit:
+            self._context[url] = overflow.limit
+
+    # -- retries ---------------------------------------------------------------------------
     def _delay(self, attempt: int, retry_after: float | None) -> float:
         if retry_after is not None:
             return min(retry_after, self.max_backoff)
-        base = min(self.backoff * (2 ** attempt), self.max_backoff)
+        base = min(self.backoff * (2 ** min(attempt, 30)), self.max_backoff)
         return base / 2 + random.uniform(0, base / 2)
 
     def _order(self) -> list[int]:
         n = len(self.endpoints)
         return [(self._preferred + i) % n for i in range(n)]
 
-    # -- API ----------------------------------------------------------------
+    def _wait(self, seconds: float) -> bool:
+        """Sleep; False when ``cancel`` was set."""
+        if self.cancel is None:
+            time.sleep(seconds)
+            return True
+        return not self.cancel.wait(seconds)
+
+    # -- API ---------------------------------------------------------------------------------
     def chat(self, messages: list[dict], tools: list[dict] | None = None,
-             max_tokens: int | None = None, temperature: float | None = None) -> Completion:
+             max_tokens: int | None = None, temperature: float | None = None, *,
+             response_format: dict | None = None, tool_choice: str | dict | None = None,
+             on_delta: Callable[[Progress], None] | None = None, stream: bool | None = None) -> Completion:
         """Send one chat request; retry and fail over; raise EndpointError
-        when every endpoint failed every attempt."""
-        payload: dict = {"model": self.model, "messages": messages}
+        when the endpoints failed longer than the outage budget (or
+        ``retries`` times), ContextOverflow at once when the request does not
+        fit the server's context.
+
+        ``response_format`` (e.g. ``{"type": "json_schema", ...}``) and
+        ``tool_choice`` (default ``"auto"`` with tools) are passed through.
+        ``on_delta(progress)`` is called as a streamed reply arrives (at most
+        ten times a second). ``stream=False`` asks for a plain reply."""
+        payload: dict = {"messages": messages}
         if tools:
             payload["tools"] = tools
-            payload["tool_choice"] = "auto"
+            payload["tool_choice"] = tool_choice if tool_choice is not None else "auto"
+        if response_format is not None:
+            payload["response_format"] = response_format
         if max_tokens is not None:
             payload["max_tokens"] = max_tokens
         if temperature is not None:
             payload["temperature"] = temperature
-        body = json.dumps(payload, ensure_ascii=False).encode("utf-8")
-        errors: list[str] = []
-        for attempt in range(self.retries + 1):
-            retry_after = None
+        want_stream = self.stream if stream is None else stream
+        errors: list[_Retry] = []
+        rounds = requests = bad = 0
+        first_failure: float | None = None
+        while True:
+            wait_hint = None
             for index in self._order():
                 url = self.endpoints[index]
-                start = time.monotonic()
+                requests += 1
                 try:
-                    data = self._request(url, body, self.timeout)
-                except _Retryable as exc:
-                    errors.append(str(exc))
+                    completion = self._one(url, payload, want_stream, on_delta)
+                except _Retry as exc:
+                    errors.append(exc)
+                    if exc.outage:
+                        _mark_down(url, _why(str(exc), url))
+                    else:
+                        bad += 1
                     if exc.retry_after is not None:
-                        retry_after = max(retry_after or 0.0, exc.retry_after)
+                        wait_hint = max(wait_hint or 0.0, exc.retry_after)
                     continue
-                completion = parse_completion(data, url)
-                completion.seconds = time.monotonic() - start
+                _mark_up(url)
                 self._preferred = index
+                completion.attempts = requests
                 return completion
-            if attempt < self.retries:
-                time.sleep(self._delay(attempt, retry_after))
-        raise EndpointError(f"{errors[-1]} (gave up after {self.retries + 1} attempts"
+            rounds += 1
+            now = time.monotonic()
+            if first_failure is None:
+                # an outage that an earlier request already waited on counts from its start
+                first_failure = min(now, _outage_start(self.endpoints, now))
+            failing = now - first_failure
+            left = self.max_outage - failing
+            last = errors[-1]
+            if (self.retries is not None and rounds > self.retries) or left <= 0 or \
+                    (bad > BAD_REPLY_RETRIES and not last.outage):
+                break
+            delay = min(self._delay(rounds - 1, wait_hint), left)
+            log.warning("%s; retry %d in %.1f s (failing for %.0f s, giving up after %.0f s)",
+                        last, rounds, delay, failing, self.max_outage)
+            if not self._wait(delay):
+                raise EndpointError(f"{last} (stopped while waiting to retry)")
+        spent = time.monotonic() - first_failure
+        raise EndpointError(f"{errors[-1]} (gave up after {rounds} attempts, failing for {spent:.0f} s"
                             f" on {len(self.endpoints)} endpoint(s))")
 
-    def health_check(self, wait: float = 0.0) -> str:
+    def context_size(self) -> int | None:
+        """The server's context in tokens (the smallest of the endpoints that
+        tell), asked once per endpoint and kept; None when none tells. A
+        ContextOverflow that named the limit updates it."""
+        sizes = []
+        for url in self.endpoints:
+            if url not in self._context:
+                found = probe_context_size(base_url(url), self._model_for.get(url, self.model), self.api_key,
+                                           timeout=min(self.timeout, PROBE_TIMEOUT))
+                self._context[url] = found.tokens if found else None
+                if found:
+                    log.debug("%s: context of %d tokens (%s)", url, found.tokens, found.source)
+            if self._context[url]:
+                sizes.append(self._context[url])
+        return min(sizes) if sizes else None
+
+    def health_check(self, wait: float = 0.0, loading_wait: float = LOADING_WAIT) -> str:
         """Check that at least one endpoint answers ``/health`` or
         ``/v1/models``; return the URL that answered. ``wait`` seconds are
-        spent retrying a server that is still starting."""
-        deadline = time.monotonic() + wait
+        spent retrying a server that is not reachable yet; a server answering
+        503 (loading its model) is waited for up to ``loading_wait`` seconds."""
+        start = time.monotonic()
+        announced = False
         while True:
             problems: list[str] = []
+            loading = ""
             for url in self.endpoints:
                 root = base_url(url)
                 for route in ("/health", "/v1/models"):
                     try:
-                        self._request(root + route, None, timeout=min(self.timeout, 10.0))
-                        return root + route
-                    except (_Retryable, EndpointError) as exc:
+                        reply = fetch_json(root + route, timeout=min(self.timeout, PROBE_TIMEOUT),
+                                           api_key=self.api_key)
+                    except EndpointError as exc:
                         problems.append(str(exc))
-            if time.monotonic() >= deadline:
+                        continue
+                    if reply.ok and (reply.data is not None or not reply.text.strip()):
+                        if announced:
+                            log.info("%s is ready", root)
+                        return root + route
+                    said = error_message(reply.data, reply.text)
+                    problems.append(f"{root + route}: HTTP {reply.status} {said}".strip())
+                    if reply.status == 503:
+                        loading = loading or f"{root} (HTTP 503 {said})".strip()
+            elapsed = time.monotonic() - start
+            if loading and elapsed < loading_wait:
+                if not announced:
+                    log.warning("%s is not ready, loading its model?; waiting up to %.0f s", loading, loading_wait)
+                    announced = True
+                if not self._wait(min(0.5, loading_wait - elapsed)):
+                    raise EndpointError(f"stopped while waiting for {loading}")
+                continue
+            if elapsed >= wait:
+                if loading:
+                    raise EndpointError(f"{loading} is still not ready after {elapsed:.0f} s")
                 raise EndpointError(f"endpoint {self.endpoints[0]} is not reachable: {problems[0]}"
                                     if len(self.endpoints) == 1 else
                                     "no endpoint is reachable: " + "; ".join(problems[::2]))
-            time.sleep(0.5)
+            if not self._wait(0.5):
+                raise EndpointError("stopped while waiting for the endpoint")
+
+
+def _guarded(on_delta: Callable[[Progress], None] | None) -> Callable[[Progress], None] | None:
+    """A progress callback that cannot break a request: its first error is
+    logged and it is not called again."""
+    if on_delta is None:
+        return None
+    broken = []
+
+    def call(progress: Progress) -> None:
+        if broken:
+            return
+        try:
+            on_delta(progress)
+        except Exception as exc:  # a console bug must not fail the request
+            broken.append(exc)
+            log.warning("progress callback failed, not called again: %s: %s", type(exc).__name__, exc)
+    return call

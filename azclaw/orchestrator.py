@@ -27,7 +27,7 @@ from .checkpoint import Checkpoint, RunState
 from .errors import CheckpointError, ConfigError, RunAborted, StorageError
 from .files import RunLock, sweep_temporary
 from .memory import TeamMemory
-from .progress import Progress
+from .console import RunConsole
 from .prompt import CONTEXT_BUDGET, MESSAGE_BUDGET, round_message, system_prompt
 from .runlog.journal import Journal, current_run, read_journal
 from .stats import Coherence, RunStats
@@ -89,7 +89,7 @@ class Orchestrator:
         self._empty_streak: dict[str, int] = {}
         self.stop_reason = ""
         self.journal: Journal | None = None
-        self.progress: Progress | None = None
+        self.progress: RunConsole | None = None
 
     # -- what the run has done (the state the checkpoint holds) --------------
     stats = property(lambda self: self.state.stats)
@@ -241,7 +241,7 @@ class Orchestrator:
             raise
         last = max_rounds or planned or self.topic.last_round or DEFAULT_ROUNDS
         sweep_temporary(self.log_dir, [self.checkpoint_path.name, self.journal_path.name])
-        self.progress = Progress(self.log_dir / f"{self.topic.name}.log", console=self.verbose)
+        self.progress = RunConsole(self.log_dir / f"{self.topic.name}.log", console=self.verbose)
         # a resume redoes the rounds after the last finished one: their old lines leave the journal
         self.journal = Journal.open(self.journal_path, resumed_from=self.last_round if resume else None)
         if self.stop.clear_stale():

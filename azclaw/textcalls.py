@@ -13,12 +13,9 @@ that happens to contain JSON is never run:
 from __future__ import annotations
 
 import json
-import re
 from dataclasses import dataclass
 
-_BLOCK = re.compile(r"<tool_call>(.*?)(?:</tool_call>|\Z)", re.DOTALL)
-_FENCE = re.compile(r"\A```(?:json)?\s*(.*?)\s*```\Z", re.DOTALL)
-_THINK = re.compile(r"<think>.*?</think>", re.DOTALL)
+_OPEN, _CLOSE = "<tool_call>", "</tool_call>"
 
 
 @dataclass
@@ -32,13 +29,40 @@ class TextCall:
 def strip_thinking(text: str) -> str:
     """Drop ``<think>…</think>`` blocks, and a reasoning prefix whose opening
     tag was in the prompt template (only ``</think>`` appears)."""
-    text = _THINK.sub("", text)
+    text = _drop_think_blocks(text)
     if "</think>" in text:
         text = text.rsplit("</think>", 1)[1]
     if text.lstrip().startswith("<think>"):
         # Cut off mid-thought: nothing after it is an answer.
         return ""
     return text.strip()
+
+
+def _drop_think_blocks(text: str) -> str:
+    """Remove each ``<think>`` … first ``</think>`` after it, in one pass
+    (a regex would rescan the rest of the text for every unclosed tag)."""
+    if "<think>" not in text:
+        return text
+    kept: list[str] = []
+    pos = 0
+    while True:
+        start = text.find("<think>", pos)
+        end = text.find("</think>", start + 7) if start >= 0 else -1
+        if end < 0:
+            kept.append(text[pos:])
+            return "".join(kept)
+        kept.append(text[pos:start])
+        pos = end + 8
+
+
+def _unfence(text: str) -> str:
+    """The inside of a reply that is one ```json fence (``text`` stripped)."""
+    if len(text) < 6 or not text.startswith("```") or not text.endswith("```"):
+        return text
+    inner = text[3:-3]
+    if inner.startswith("json"):
+        inner = inner[4:]
+    return inner.strip()
 
 
 def _as_call(obj: object) -> TextCall | None:
@@ -63,6 +87,44 @@ def _loads(text: str) -> object:
         return None
 
 
+_DECODER = json.JSONDecoder()
+
+
+def _skip_space(text: str, i: int) -> int:
+    while i < len(text) and text[i].isspace():
+        i += 1
+    return i
+
+
+def _block(text: str, begin: int, budget: list[int]) -> tuple[TextCall | None, int]:
+    """The call in the block whose content starts at ``begin``, and where the
+    block ends: at the first ``</tool_call>``, or, when what comes before it
+    is not a call, after a JSON object read for itself (a ``</tool_call>``
+    inside one of its strings). Reading an object costs up to the rest of the
+    text (a failed ``raw_decode`` counts lines from its start), so those
+    reads share ``budget`` characters: the parse stays linear."""
+    end = text.find(_CLOSE, begin)
+    stop = len(text) if end < 0 else end + len(_CLOSE)
+    call = _as_call(_loads(text[begin:end if end >= 0 else len(text)].strip()))
+    if call is not None or end < 0:
+        return call, stop
+    i = _skip_space(text, begin)
+    if not text.startswith("{", i) or budget[0] < len(text) - i:
+        return None, stop
+    budget[0] -= len(text) - i
+    try:
+        obj, j = _DECODER.raw_decode(text[i:])
+    except (ValueError, RecursionError):
+        return None, stop
+    k = _skip_space(text, i + j)
+    call = _as_call(obj)
+    if call is not None and text.startswith(_CLOSE, k):
+        return call, k + len(_CLOSE)
+    if call is not None and k == len(text):
+        return call, k
+    return None, stop
+
+
 def parse_text_calls(text: str) -> tuple[list[TextCall], str]:
     """Return the calls found in ``text`` and the text that remains.
 
@@ -71,22 +133,23 @@ def parse_text_calls(text: str) -> tuple[list[TextCall], str]:
     """
     if not text:
         return [], text
-    if "<tool_call>" in text:
+    if _OPEN in text:
         calls: list[TextCall] = []
-
-        def take(match: re.Match) -> str:
-            call = _as_call(_loads(match.group(1).strip()))
-            if call is None:
-                return match.group(0)
-            calls.append(call)
-            return ""
-
-        rest = _BLOCK.sub(take, text)
-        return calls, rest.strip()
-    stripped = text.strip()
-    fenced = _FENCE.match(stripped)
-    if fenced:
-        stripped = fenced.group(1)
+        kept: list[str] = []
+        pos = 0
+        budget = [4 * len(text)]
+        while True:
+            start = text.find(_OPEN, pos)
+            if start < 0:
+                kept.append(text[pos:])
+                break
+            call, stop = _block(text, start + len(_OPEN), budget)
+            kept.append(text[pos:start] if call is not None else text[pos:stop])
+            if call is not None:
+                calls.append(call)
+            pos = stop
+        return (calls, "".join(kept).strip()) if calls else ([], text)
+    stripped = _unfence(text.strip())
     if stripped.startswith("{") and stripped.endswith("}"):
         call = _as_call(_loads(stripped))
         if call is not None:

@@ -111,24 +111,25 @@ def overhead(rounds: int) -> dict:
     process (no tools), against a bare urllib loop replaying the same bodies."""
     os.chdir(_scratch())
     marks: list[tuple[float, float]] = []
-    original = LLMClient._request
+    original = LLMClient._exchange
 
-    def timed(self, url, body, timeout):
+    def timed(self, *args, **kwargs):
         start = time.perf_counter()
         try:
-            return original(self, url, body, timeout)
+            return original(self, *args, **kwargs)
         finally:
-            if body is not None:
-                marks.append((start, time.perf_counter()))
+            marks.append((start, time.perf_counter()))
 
-    LLMClient._request = timed
+    LLMClient._exchange = timed
     try:
         with FakeLLM(default="ok " * 50) as fake:
             team = [Agent(n, endpoint=fake.url) for n in ("architect", "developer", "reviewer")]
             Orchestrator(team, verbose=False).run(max_rounds=rounds)
-            bodies = [json.dumps(r.body).encode() for r in fake.chats]
+            # the bare loop asks for plain replies (it has no SSE reader)
+            bodies = [json.dumps({k: v for k, v in r.body.items() if k not in ("stream", "stream_options")}).encode()
+                      for r in fake.chats]
     finally:
-        LLMClient._request = original
+        LLMClient._exchange = original
     ours = [(b[0] - a[1]) * 1000 for a, b in zip(marks, marks[1:])]
     bare_marks = []
     with FakeLLM(default="ok " * 50) as bare:

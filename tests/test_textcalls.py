@@ -43,6 +43,13 @@ def test_prose_and_near_misses_are_not_calls(reply):
     assert remaining == reply
 
 
+def test_a_closing_tag_inside_the_json_of_a_block_does_not_cut_it():
+    reply = '<tool_call>{"name": "write_file", "arguments": {"content": "a </tool_call> b"}}</tool_call> done'
+    calls, rest = parse_text_calls(reply)
+    assert [(c.name, c.arguments) for c in calls] == [("write_file", {"content": "a </tool_call> b"})]
+    assert rest == "done"
+
+
 def test_several_blocks_in_one_reply_are_all_found():
     reply = ('<tool_call>{"name": "recall", "arguments": {"query": "a"}}</tool_call>'
              '<tool_call>{"name": "recall", "arguments": {"query": "b"}}</tool_call>')
@@ -114,3 +121,43 @@ def test_any_response_body_parses_or_raises_endpoint_error(body):
         parse_completion(data if isinstance(data, dict) else {"choices": body})
     except EndpointError:
         pass
+
+
+ADVERSARIAL = {
+    # cubic for the old fence regex: a whitespace run between ```json and a brace that is never closed
+    "fence with a whitespace run": "```json" + " " * 400_000 + "{" + " " * 400_000 + "x",
+    "fence never closed": "```" + "\n" * 800_000 + "{}",
+    # quadratic for the old <think> regex: many openings, no closing
+    "unclosed think tags": "<think>" * 150_000,
+    "think tags closed at the very end": "<think>" * 150_000 + "</think>done",
+    "unclosed tool_call tags": "<tool_call>" * 100_000,
+    "tool_call blocks of junk": "<tool_call>{</tool_call>" * 40_000,
+    "braces": "{" * 400_000 + "}" * 400_000,
+    "blocks opening strings": '<tool_call>{"a": "</tool_call>' * 30_000,
+    "blocks opening arrays": "<tool_call>{\"a\": [[[[[[[[</tool_call>" * 30_000,
+    "blocks with a long key": ('<tool_call>{"' + "k" * 1000 + " ") * 800,
+}
+
+
+@pytest.mark.parametrize("reply", list(ADVERSARIAL.values()), ids=list(ADVERSARIAL))
+def test_the_parser_finishes_on_adversarial_replies_of_a_megabyte(reply):
+    """Linear time: each of these took the old regexes minutes to hours; a
+    thread bounds the wait generously instead of timing the parser."""
+    import threading
+
+    from helpers import CLI_TIMEOUT
+    done = []
+    worker = threading.Thread(target=lambda: done.append(parse_text_calls(strip_thinking(reply))), daemon=True)
+    worker.start()
+    worker.join(CLI_TIMEOUT)
+    assert done, f"the parser did not finish within {CLI_TIMEOUT} s"
+
+
+@pytest.mark.parametrize("raw, kept", [
+    ("<think>a</think>b<think>c</think>d", "bd"),
+    ("x<think>a<think>b</think>y</think>z", "z"),
+    ("<think>open<think>still</think>answer", "answer"),
+    ("```json\n{\"name\": \"recall\", \"arguments\": {}}\n```", "```json\n{\"name\": \"recall\", \"arguments\": {}}\n```"),
+])
+def test_think_blocks_are_removed_as_before(raw, kept):
+    assert strip_thinking(raw) == kept

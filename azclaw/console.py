@@ -20,11 +20,11 @@ from pathlib import Path
 from typing import TextIO
 
 log = logging.getLogger("azclaw")
-_OWN = "azclaw_progress"  # marks the records a Progress sent itself
+_OWN = "azclaw_progress"  # marks the records a RunConsole sent itself
 
 
-class Progress:
-    """The progress lines of one run."""
+class RunConsole:
+    """The progress lines of one run: its log file, the console, the azclaw logger."""
 
     def __init__(self, log_file: Path, console: bool | TextIO = True):
         self.log_file = Path(log_file)
@@ -72,7 +72,7 @@ class _Forward(logging.Handler):
     """Sends what other azclaw modules log (WARNING and up, unless the
     program lowered the logger's level) to the run's file and console."""
 
-    def __init__(self, progress: Progress):
+    def __init__(self, progress: RunConsole):
         super().__init__(logging.INFO)
         self.progress = progress
 

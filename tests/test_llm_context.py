@@ -1,0 +1,114 @@
+"""Context overflow is its own error with the server's limit; the client
+learns a server's context size; the model name ``default`` is resolved."""
+
+import logging
+
+import pytest
+
+from azclaw import ContextOverflow, EndpointError, LLMClient
+from fakellm import OVERFLOW_SERVERS, model_not_found, overflow, text
+
+HI = [{"role": "user", "content": "hi"}]
+LIMITS = {"llama.cpp": 4096, "llama.cpp-old": None, "vllm": 4096, "openai": 4096, "ollama": None,
+          "llama-cpp-python": 4096}
+
+
+@pytest.mark.parametrize("server", OVERFLOW_SERVERS)
+def test_a_context_length_400_is_a_context_overflow_with_the_limit_when_the_server_says_it(fake_llm, server):
+    fake = fake_llm(script=[overflow(server, n_ctx=4096, prompt=5000), text("never")])
+    client = LLMClient(fake.url, backoff=0.001)
+    with pytest.raises(ContextOverflow) as info:
+        client.chat(HI)
+    assert isinstance(info.value, EndpointError)
+    assert info.value.limit == LIMITS[server]
+    assert fake.url in str(info.value) and "context" in str(info.value)
+    assert len(fake.chats) == 1, "the same request is not sent again"
+    if LIMITS[server]:
+        assert client.context_size() == 4096
+        assert [r.path for r in fake.requests if r.method == "GET"] == [], "learnt from the error, not asked"
+
+
+def test_the_prompt_size_the_server_counted_is_kept(fake_llm):
+    fake = fake_llm(script=[overflow("llama.cpp", n_ctx=2048, prompt=3100)])
+    with pytest.raises(ContextOverflow) as info:
+        LLMClient(fake.url).chat(HI)
+    assert (info.value.limit, info.value.prompt_tokens) == (2048, 3100)
+
+
+def test_an_ordinary_400_is_not_a_context_overflow(fake_llm):
+    fake = fake_llm(script=[overflow("vllm").__class__(status=400, body='{"error": {"message": "bad tool"}}')])
+    with pytest.raises(EndpointError) as info:
+        LLMClient(fake.url).chat(HI)
+    assert not isinstance(info.value, ContextOverflow)
+
+
+SERVERS = {
+    "llama.cpp": dict(routes={"/props": {"default_generation_settings": {"n_ctx": 8192}, "total_slots": 1}}),
+    "llama.cpp, newer": dict(routes={"/props": {"n_ctx": 16384}}),
+    "vLLM": dict(models=[{"id": "Qwen/Qwen3-8B", "owned_by": "vllm", "max_model_len": 32768}]),
+    "OpenRouter": dict(models=[{"id": "a/b", "context_length": 65536}]),
+    "Ollama num_ctx": dict(models=[{"id": "qwen3:8b", "owned_by": "library"}],
+                           routes={"/api/show": {"parameters": "stop \"<|im_end|>\"\nnum_ctx    12288",
+                                                 "model_info": {"qwen3.context_length": 40960}}}),
+    "Ollama loaded": dict(models=[{"id": "qwen3:8b", "owned_by": "library"}],
+                          routes={"/api/show": {"parameters": "", "model_info": {"qwen3.context_length": 40960}},
+                                  "/api/ps": {"models": [{"name": "qwen3:8b", "context_length": 4096}]}}),
+}
+SIZES = {"llama.cpp": 8192, "llama.cpp, newer": 16384, "vLLM": 32768, "OpenRouter": 65536, "Ollama num_ctx": 12288,
+         "Ollama loaded": 4096}
+
+
+@pytest.mark.parametrize("server", list(SERVERS))
+def test_context_size_is_asked_of_the_server_once(fake_llm, server):
+    fake = fake_llm(**SERVERS[server])
+    client = LLMClient(fake.url)
+    assert client.context_size() == SIZES[server]
+    asked = len(fake.requests)
+    assert client.context_size() == SIZES[server]
+    assert len(fake.requests) == asked, "kept, not asked again"
+
+
+def test_context_size_is_none_when_the_server_does_not_tell_and_is_not_asked_again(fake_llm):
+    fake = fake_llm(models=[{"id": "m1"}, {"id": "m2"}])
+    client = LLMClient(fake.url)
+    assert client.context_size() is None
+    asked = len(fake.requests)
+    assert client.context_size() is None and len(fake.requests) == asked
+
+
+def test_a_server_without_a_model_named_default_gets_the_one_it_serves(fake_llm, caplog):
+    fake = fake_llm(responder=lambda r: model_not_found("vllm") if r.body["model"] == "default" else text("hi"),
+                    models=[{"id": "Qwen/Qwen3-8B", "owned_by": "vllm"}])
+    client = LLMClient(fake.url)
+    with caplog.at_level(logging.INFO, logger="azclaw"):
+        assert client.chat(HI).text == "hi"
+        assert client.chat(HI).text == "hi"
+    assert [r.body["model"] for r in fake.chats] == ["default", "Qwen/Qwen3-8B", "Qwen/Qwen3-8B"]
+    assert caplog.text.count("does not know the model 'default'") == 1 and "Qwen/Qwen3-8B" in caplog.text
+
+
+def test_a_server_with_several_models_and_none_named_default_is_an_error_listing_them(fake_llm):
+    fake = fake_llm(responder=lambda r: model_not_found("ollama"),
+                    models=[{"id": "qwen3:8b"}, {"id": "llama3.2:3b"}])
+    with pytest.raises(EndpointError) as info:
+        LLMClient(fake.url).chat(HI)
+    assert "qwen3:8b" in str(info.value) and "llama3.2:3b" in str(info.value) and "--model" in str(info.value)
+    assert len(fake.chats) == 1
+
+
+def test_a_named_model_that_is_not_served_stays_an_error(fake_llm):
+    fake = fake_llm(responder=lambda r: model_not_found("vllm", model="gpt-4"), models=[{"id": "qwen"}])
+    with pytest.raises(EndpointError) as info:
+        LLMClient(fake.url, model="gpt-4").chat(HI)
+    assert "gpt-4" in str(info.value) and len(fake.chats) == 1
+
+
+def test_response_format_and_tool_choice_are_passed_through(fake_llm):
+    schema = {"type": "json_schema", "json_schema": {"name": "step", "schema": {"type": "object"}}}
+    fake = fake_llm()
+    tools = [{"type": "function", "function": {"name": "recall"}}]
+    LLMClient(fake.url).chat(HI, tools, response_format=schema, tool_choice="required")
+    LLMClient(fake.url).chat(HI, response_format=schema)
+    first, second = fake.chats
+    assert first.body["response_format"] == schema and first.body["tool_choice"] == "required"
+    assert second.body["response_format"] == schema and "tool_choice" not in second.body
