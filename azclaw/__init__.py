@@ -5,7 +5,8 @@ __version__ = "0.2.0"
 from .agent import Agent
 from .builtin_tools import build_default_registry
 from .checkpoint import Checkpoint
-from .errors import AzclawError, CheckpointError, ConfigError, EndpointError, RunAborted, ToolError
+from .errors import (AzclawError, CheckpointError, ConfigError, EndpointError, LocalServerError, RunAborted,
+                     ToolError)
 from .llm import Completion, LLMClient, ToolCall, Usage
 from .memory import TeamMemory
 from .orchestrator import Orchestrator
@@ -17,7 +18,7 @@ from .topic import Phase, Probe, Topic
 
 __all__ = [
     "Agent", "AgentStats", "AzclawError", "Checkpoint", "CheckpointError", "Completion", "ConfigError",
-    "EndpointError", "LLMClient", "Orchestrator", "Phase", "Probe", "RunAborted", "RunStats",
+    "EndpointError", "LLMClient", "LocalServerError", "Orchestrator", "Phase", "Probe", "RunAborted", "RunStats",
     "TeamMemory", "Tool", "ToolCall", "ToolContext", "ToolError", "ToolRegistry", "ToolResult",
     "Topic", "Usage", "RunStatus", "build_default_registry", "build_report", "read_status", "__version__",
 ]

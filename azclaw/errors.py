@@ -27,3 +27,7 @@ class RunAborted(AzclawError):
 
 class ToolError(AzclawError):
     """A tool refused or failed a call; the message goes back to the model."""
+
+
+class LocalServerError(AzclawError):
+    """The local model server is not installed, or did not start or stay up."""
