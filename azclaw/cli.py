@@ -73,9 +73,11 @@ def build_team(args) -> list[Agent]:
 DEFAULT_MAX_TOKENS = 2048
 
 
-def local_server(args, log_path=None):
-    """The LocalServer that --local and its options describe (not started)."""
+def local_server(args, log_path=None, team: bool = True):
+    """The LocalServer that --local and its options describe (not started):
+    one server per agent (LocalTeamServer) unless ``team`` is False."""
     from .local_server import DEFAULT_MAX_TOKENS as LOCAL_MAX_TOKENS, LocalServer
+    from .local_team import LocalTeamServer
     if getattr(args, "endpoint", None):
         raise ConfigError("--local starts its own server: leave out --endpoint")
     if getattr(args, "agents", None) and any(url for _, url, _ in parse_agents(args.agents, "")):
@@ -83,14 +85,27 @@ def local_server(args, log_path=None):
     if getattr(args, "max_tokens", None) is None:
         args.max_tokens = LOCAL_MAX_TOKENS
     model = None if args.model in (None, "default") else args.model
-    return LocalServer(model=model, chat_format=args.chat_format, n_ctx=args.ctx, max_tokens=args.max_tokens,
-                       threads=args.threads, port=getattr(args, "port", 0), log_path=log_path)
+    options = dict(model=model, chat_format=args.chat_format, n_ctx=args.ctx, max_tokens=args.max_tokens,
+                   threads=args.threads, port=getattr(args, "port", 0), log_path=log_path)
+    if not team:
+        return LocalServer(**options)
+    return LocalTeamServer([head.partition("/")[0] for head in _agent_heads(args)], **options)
+
+
+def _agent_heads(args) -> list[str]:
+    """``name[/marker]`` of every agent of --agents (or the default team)."""
+    if not getattr(args, "agents", None):
+        return [name for name, _ in DEFAULT_TEAM]
+    return [item.strip().partition(":")[0] for item in args.agents.split(",")]
 
 
 def use_local(args, server) -> list[Agent]:
-    """Point the team at a started local server."""
+    """Point the team at a started local server: each agent at its own."""
     args.endpoint = server.endpoint
     args.model = server.model.name
+    if hasattr(server, "endpoint_for"):
+        args.agents = ",".join(f"{head}:{server.endpoint_for(head.partition('/')[0])}"
+                               for head in _agent_heads(args))
     return build_team(args)
 
 
@@ -107,7 +122,7 @@ def cmd_run(args) -> int:
 
 
 def cmd_serve(args) -> int:
-    server = local_server(args)
+    server = local_server(args, team=False)
     try:
         with server:
             print(f"azclaw: serving {server.describe()}\n"
