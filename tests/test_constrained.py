@@ -106,6 +106,8 @@ def test_response_format_in_the_openai_and_the_llama_cpp_python_shape():
     ('{"tool": "list_files"}', "list_files", {}),
     ('Sure! {"tool": "recall", "arguments": {"query": "q"}} done', "recall", {"query": "q"}),
     ('<think>plan</think>{"tool": "recall", "arguments": {}}', "recall", {}),
+    ('{"tool": "write_file", "arguments": {"path": "a.py", "content": "x = 1\nprint(x)\n"}}', "write_file",
+     {"path": "a.py", "content": "x = 1\nprint(x)\n"}),  # raw newlines: some grammars let them through
 ])
 def test_a_call_is_read(text, name, args):
     reply = parse_reply(text, step_format(TOOLS))

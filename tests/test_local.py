@@ -48,6 +48,11 @@ def server_pid(log: Path) -> int:
     return int(found.group(1))
 
 
+def server_pids(log: Path) -> list[int]:
+    return [int(p) for p in re.findall(r"Started server process \[(\d+)\]",
+                                       log.read_text(encoding="utf-8", errors="replace"))]
+
+
 def gone(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -178,7 +183,9 @@ def test_two_real_rounds_of_three_agents(workdir):
     assert log.read_text().count('"POST /v1/chat/completions HTTP/1.1" 200') >= len(turns)
     port = int(ENDPOINT.search(proc.stdout + proc.stderr).group(1))
     assert not listening(port)
-    assert gone(server_pid(log))
+    pids = server_pids(log)
+    assert len(set(pids)) == len(TEAM) and "one server per agent: 3 servers" in proc.stdout  # one per agent
+    assert all(gone(pid) for pid in pids)
 
 
 @needs_extra
