@@ -127,7 +127,7 @@ def matplotlib_img(chart: Chart) -> str:
     ax.set_ylim(0, top * 1.08 if top > 0 else 1)  # from zero: a flat line must look flat
     if x:
         ax.set_xlim(min(x) - 0.6, max(x) + 0.6)
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True, nbins=12))
+    ax.set_xticks(x_ticks(x))  # rounds are whole numbers, also when there are one or two
     if chart.integer:
         ax.yaxis.set_major_locator(MaxNLocator(integer=True))
     ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:,.0f}" if float(v).is_integer() else f"{v:,g}"))
