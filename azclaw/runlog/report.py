@@ -128,7 +128,8 @@ def _cards(status: RunStatus) -> str:
              ("Coherence", _e(status.coherence))]
     if status.working:
         cards.insert(2, ("Working", ", ".join(
-            f'{_e(w.agent)} <span class="since" data-since="{_e(w.since)}">{short_duration(w.seconds)}</span>'
+            f'{_e(w.agent)} <span class="meta">round {w.round}, for</span> '
+            f'<span class="since" data-since="{_e(w.since)}">{short_duration(w.seconds)}</span>'
             for w in status.working)))
     return "".join(f'<div class="card"><div class="k">{_e(k)}</div><div class="v">{v}</div></div>' for k, v in cards)
 

@@ -209,7 +209,7 @@ _LIVE_JS = r"""
       });
     }
     document.title = doc.title;
-    if (atEnd && updates > 0) window.scrollTo(0, root.scrollHeight);
+    if (atEnd) window.scrollTo(0, root.scrollHeight);  // a reader at the end follows the run
   }
   function pad(n) { return (n < 10 ? "0" : "") + n; }
   function short(s) {

@@ -225,7 +225,8 @@ article.turn:last-child { border-bottom: 0; } article.probe { background: #fbfaf
 .who { margin-bottom: 4px; } .who b { color: #0b4f8a; }
 .msg { white-space: pre-wrap; overflow-wrap: anywhere; }
 details.call { margin: 4px 0 6px; border-left: 3px solid #d0d7de; padding: 2px 8px; background: #f6f8fa; }
-details.call > summary { cursor: pointer; font-size: 13px; overflow: hidden; text-overflow: ellipsis; white-space: nowrap; }
+details.call > summary { cursor: pointer; font-size: 13px; overflow: hidden; text-overflow: ellipsis;
+                         white-space: nowrap; }
 details.call .preview { color: #555; font-family: monospace; font-size: 12px; }
 details.call .k { color: #666; font-size: 12px; margin-top: 4px; }
 details.call pre { margin: 2px 0; padding: 4px 6px; background: #fff; border: 1px solid #e5e5e5; font-size: 12px;
