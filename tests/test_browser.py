@@ -28,6 +28,7 @@ pytestmark = pytest.mark.skipif(not CHROMIUM.exists(),
                                 reason="no /usr/bin/chromium: apt-get install chromium to check the live page "
                                        "in a real browser")
 AGENTS = ["architect", "developer", "reviewer"]
+CLOSE_ROUND_1 = b'<script>document.querySelector("#round-1 > summary").click();</script>'
 
 
 def chromium(*args: str, budget_ms: int = 0) -> subprocess.CompletedProcess:
@@ -99,7 +100,8 @@ def test_the_page_brings_in_what_the_run_writes_after_it_was_loaded(served):
 
     class Proxy(BaseHTTPRequestHandler):
         """Passes the browser's requests on; before answering its first
-        /version poll, the run writes round 3 (the page is loaded by then)."""
+        /version poll, the run writes round 3 (the page is loaded by then).
+        Into the first page it adds a reader's click that closes round 1."""
 
         def log_message(self, *args):
             pass
@@ -113,6 +115,8 @@ def test_the_page_brings_in_what_the_run_writes_after_it_was_loaded(served):
                     status, body, kind = answer.status, answer.read(), answer.headers["Content-Type"]
             except urllib.error.HTTPError as exc:  # /favicon.ico
                 status, body, kind = exc.code, exc.read(), exc.headers["Content-Type"]
+            if self.path == "/" and polls == ["/"]:
+                body = body.replace(b"</body>", CLOSE_ROUND_1 + b"</body>")
             self.send_response(status)
             self.send_header("Content-Type", kind)
             self.send_header("Content-Length", str(len(body)))
@@ -128,7 +132,8 @@ def test_the_page_brings_in_what_the_run_writes_after_it_was_loaded(served):
         proxy.server_close()
     assert polls[0] == "/" and "/version" in polls, polls
     assert re.search(r'<html[^>]* data-updates="[1-9]', dom), "the page's script updated it"
-    assert re.findall(r'<details class="round" id="round-(\d)"', dom) == ["1", "2", "3"]
+    rounds = re.findall(r'<details class="round" id="round-(\d)" data-v="\w+"( open="")?', dom)
+    assert rounds == [("1", ""), ("2", ' open=""'), ("3", ' open=""')], "the round the reader closed stays closed"
     assert "reviewer in round 3: &lt;em&gt;not markup&lt;/em&gt;" in dom
     assert re.search(r'<div id="live" data-version="\w+" class="">live · (updated|checked)', dom)
 

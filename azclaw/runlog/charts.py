@@ -162,7 +162,8 @@ def svg_chart(chart: Chart) -> str:
         tops = [sum(v[i] or 0 for v in chart.series.values()) for i in range(len(x))]
     else:
         tops = [v for values in chart.series.values() for v in values if v is not None]
-    ymax, ystep = nice_scale(max(tops, default=0), integer=chart.integer)
+    # headroom, as matplotlib's: the phase names at the top must not sit on the lines
+    ymax, ystep = nice_scale(max(tops, default=0) * (1.08 if _visible_phases(chart) else 1), integer=chart.integer)
     x0, x1 = min(x, default=0) - 0.6, max(x, default=1) + 0.6
     pw, ph = W - LEFT - RIGHT, H - TOP - BOTTOM
 
