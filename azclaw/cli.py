@@ -445,6 +445,17 @@ def make_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _output_closed() -> bool:
+    """Has the program reading our standard output gone away?"""
+    import select
+    try:
+        poller = select.poll()
+        poller.register(sys.stdout.fileno(), select.POLLOUT)
+        return any(events & select.POLLERR for _, events in poller.poll(0))
+    except (OSError, ValueError, AttributeError):  # no fileno, or no poll() on this system
+        return True
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = make_parser()
     args = parser.parse_args(argv)
@@ -456,6 +467,8 @@ def main(argv: list[str] | None = None) -> int:
         sys.stdout.flush()  # a reader that went away shows here, not in a traceback at exit
         return code
     except BrokenPipeError:
+        if not _output_closed():
+            raise  # another pipe (a tool's, a server's) broke: not the reader going away
         # azclaw status | head -1: the reader has what it wanted
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
