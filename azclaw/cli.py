@@ -79,7 +79,7 @@ def add_mcp_option(parser: argparse.ArgumentParser, what: str) -> None:
 
 
 def add_journal_option(parser: argparse.ArgumentParser) -> None:
-    """Which run to read (status, report)."""
+    """Which run to read (status, report, show)."""
     parser.add_argument("--log-dir", default="./logs", metavar="DIR",
                         help="the run's --log-dir, or a journal file (default ./logs; the newest journal in it)")
 
@@ -306,8 +306,45 @@ def cmd_mcp(args) -> int:
 
 
 def cmd_report(args) -> int:
+    if args.serve:
+        return serve_report(args)
+    if args.port is not None:
+        raise ConfigError("--port is the port of --serve; add --serve, or leave --port out")
     path = build_report(args.log_dir, args.out, args.charts)
     print(f"azclaw: wrote {path}")
+    return 0
+
+
+def serve_report(args) -> int:
+    from .runlog.serve import ReportServer
+    if args.out:
+        raise ConfigError("--out writes the report to a file and --serve serves it live: give one of them")
+    server = ReportServer(args.log_dir, args.charts, args.port or 0)
+    print(f"azclaw: serving the report of {args.log_dir} at {server.url} ; it updates as the run goes; "
+          "Ctrl+C stops", flush=True)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        print("azclaw: stopped serving the report", file=sys.stderr)
+    finally:
+        server.close()
+    return 0
+
+
+def cmd_show(args) -> int:
+    from .runlog.show import parse_rounds, show
+    from .runlog.transcript import Selection
+    first, last = parse_rounds(args.round) if args.round else (None, None)
+    selection = Selection(first, last, args.agent)
+    try:
+        shown = show(args.log_dir, sys.stdout, selection, tools=args.tools, follow=args.follow,
+                     waiting=lambda text: print(f"azclaw: {text}", file=sys.stderr, flush=True))
+    except KeyboardInterrupt:
+        return 0  # how a follower is meant to stop
+    if not shown.items and not args.follow:
+        print(f"azclaw: nothing to show: no turn in {shown.journal} matches"
+              + (f" --round {args.round}" if args.round else "") + (f" --agent {args.agent}" if args.agent else ""),
+              file=sys.stderr)
     return 0
 
 
@@ -390,7 +427,25 @@ def make_parser() -> argparse.ArgumentParser:
     report.add_argument("--charts", choices=CHART_ENGINES, default="auto",
                         help="matplotlib (pip install 'azclaw[report]') or hand-drawn svg; "
                              "auto: matplotlib when installed (default)")
+    report.add_argument("--serve", action="store_true",
+                        help="serve the report on 127.0.0.1 instead of writing it, kept current as the run goes; "
+                             "Ctrl+C stops")
+    report.add_argument("--port", type=int, metavar="N", help="the port of --serve (default: a free one)")
     report.set_defaults(func=cmd_report)
+
+    show = _command(sub, "show", "print what the team said, round by round; --follow prints a live run as it goes", [
+        "azclaw show                          (the newest run in ./logs)",
+        "azclaw show --round 12 --agent developer --tools",
+        "azclaw show --round 190-200 | less",
+        "azclaw show --follow                 (like tail -f, until the run ends; Ctrl+C stops)"])
+    add_journal_option(show)
+    show.add_argument("--round", metavar="N", help="only round N, or rounds A-B")
+    show.add_argument("--agent", metavar="NAME", help="only what this agent said")
+    show.add_argument("--tools", action="store_true",
+                      help="with every tool call: its arguments and result, as the journal keeps them")
+    show.add_argument("--follow", action="store_true",
+                      help="keep printing turns as a live run writes them, until it ends (Ctrl+C stops)")
+    show.set_defaults(func=cmd_show)
 
     serve = _command(sub, "serve", "start the local model server on its own, for several azclaw runs", [
         "azclaw serve --local                 (prints the endpoint; Ctrl+C stops it)",
@@ -431,6 +486,17 @@ def make_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _output_closed() -> bool:
+    """Has the program reading our standard output gone away?"""
+    import select
+    try:
+        poller = select.poll()
+        poller.register(sys.stdout.fileno(), select.POLLOUT)
+        return any(events & select.POLLERR for _, events in poller.poll(0))
+    except (OSError, ValueError, AttributeError):  # no fileno, or no poll() on this system
+        return True
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = make_parser()
     args = parser.parse_args(argv)
@@ -438,7 +504,15 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
-        return args.func(args)
+        code = args.func(args)
+        sys.stdout.flush()  # a reader that went away shows here, not in a traceback at exit
+        return code
+    except BrokenPipeError:
+        if not _output_closed():
+            raise  # another pipe (a tool's, a server's) broke: not the reader going away
+        # azclaw status | head -1: the reader has what it wanted
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except AzclawError as exc:
         print(f"azclaw: error: {exc}", file=sys.stderr)
         return 1

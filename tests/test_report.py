@@ -61,6 +61,12 @@ def test_the_report_command_writes_one_html_file_with_every_chart_and_table(run)
     for agent in AGENTS:
         assert f"<tr><td>{agent}</td><td>{LAST_ROUND}</td>" in page
     assert "resumed from round 12" in page and "killed or crashed (no run_end)" in page
+    rounds = re.findall(r'<details class="round" id="round-(\d+)" data-v="\w+"( open)?>', page)
+    assert rounds == [(str(r), " open" if r > LAST_ROUND - 3 else "") for r in range(1, LAST_ROUND + 1)]
+    transcript = page[page.index('<section id="transcript"'):]
+    assert transcript.count('<article class="turn">') == LAST_ROUND * len(AGENTS), "every turn once, none redone twice"
+    assert "answering the probe &ldquo;What database engine did we choose?&rdquo;" in transcript
+    assert '<summary><code>write_file</code> <span class="ok">ok</span>' in transcript
 
 
 def test_without_matplotlib_the_charts_are_inline_svg_with_a_line_per_agent(run):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -32,6 +33,8 @@ def test_status_from_another_terminal_shows_the_live_run(run):
     assert f"round {KILL_ROUND}/{LAST_ROUND} in progress ({KILL_ROUND - 1} done), phase Build" in text
     assert "coherence   5/6 answers correct" in text  # probes of rounds 5 and 12 so far
     assert "checkpoint  logs/todo_api_checkpoint.json (round 10)" in text
+    assert re.search(r"^  working     developer for \d+s \(since \d\d:\d\d:\d\d UTC\)$", text, re.M), \
+        "the developer's request of round 13 is held"
     rows = {line.split()[0]: line.split() for line in text.splitlines() if line.split()[:1] in ([a] for a in AGENTS)}
     assert rows["architect"][1] == str(KILL_ROUND)  # its turn of round 13 is done; the developer's is held
     assert rows["developer"][1] == rows["reviewer"][1] == str(KILL_ROUND - 1)
@@ -45,12 +48,14 @@ def test_status_json_during_the_run_is_for_scripts(run):
     assert data["coherence"] == {"correct": 5, "scored": 6, "asked": 6, "unanswered": 0,
                                  "text": "5/6 answers correct"}
     assert [a["name"] for a in data["agents"]] == AGENTS
+    assert [(w["agent"], w["round"]) for w in data["working"]] == [("developer", KILL_ROUND)]
 
 
 def test_status_after_a_kill_says_the_run_died_and_how_far_it_got(run):
     data = run.status_after_kill
     assert (data["state"], data["running"], data["current_round"]) == ("killed", False, None)
     assert data["round"] == KILL_ROUND - 1 and data["checkpoint_round"] == 10
+    assert data["working"] == [], "the turn that was under way died with the process"
 
 
 def test_status_after_the_resumed_run_finished(run):

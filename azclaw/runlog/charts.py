@@ -127,7 +127,7 @@ def matplotlib_img(chart: Chart) -> str:
     ax.set_ylim(0, top * 1.08 if top > 0 else 1)  # from zero: a flat line must look flat
     if x:
         ax.set_xlim(min(x) - 0.6, max(x) + 0.6)
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True, nbins=12))
+    ax.set_xticks(x_ticks(x))  # rounds are whole numbers, also when there are one or two
     if chart.integer:
         ax.yaxis.set_major_locator(MaxNLocator(integer=True))
     ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:,.0f}" if float(v).is_integer() else f"{v:,g}"))
@@ -162,7 +162,8 @@ def svg_chart(chart: Chart) -> str:
         tops = [sum(v[i] or 0 for v in chart.series.values()) for i in range(len(x))]
     else:
         tops = [v for values in chart.series.values() for v in values if v is not None]
-    ymax, ystep = nice_scale(max(tops, default=0), integer=chart.integer)
+    # headroom, as matplotlib's: the phase names at the top must not sit on the lines
+    ymax, ystep = nice_scale(max(tops, default=0) * (1.08 if _visible_phases(chart) else 1), integer=chart.integer)
     x0, x1 = min(x, default=0) - 0.6, max(x, default=1) + 0.6
     pw, ph = W - LEFT - RIGHT, H - TOP - BOTTOM
 

@@ -170,22 +170,24 @@ class Journal:
 def read_journal(path: Path) -> list[dict]:
     """Every complete line of a journal; a torn or foreign line, or one whose
     round is not a number, is skipped."""
-    events = []
     try:
         with open(path, encoding="utf-8") as fh:
-            for line in fh:
-                try:
-                    record = json.loads(line)
-                except ValueError:
-                    continue
-                if not isinstance(record, dict) or "event" not in record:
-                    continue
-                if "round" in record and (not isinstance(record["round"], int) or isinstance(record["round"], bool)):
-                    continue  # edited by hand into something no reader can place
-                events.append(record)
+            return [record for record in map(parse_line, fh) if record is not None]
     except FileNotFoundError:
         return []
-    return events
+
+
+def parse_line(line: str | bytes) -> dict | None:
+    """One journal line as an event, or None for a torn or foreign line."""
+    try:
+        record = json.loads(line)
+    except ValueError:  # UnicodeDecodeError included
+        return None
+    if not isinstance(record, dict) or "event" not in record:
+        return None
+    if "round" in record and (not isinstance(record["round"], int) or isinstance(record["round"], bool)):
+        return None  # edited by hand into something no reader can place
+    return record
 
 
 def current_run(events: list[dict]) -> list[dict]:

@@ -23,6 +23,19 @@ LAST_ERRORS = 5
 
 
 @dataclass
+class Working:
+    """An agent whose turn has begun (its ``turn_start``) and not ended."""
+
+    agent: str
+    round: int
+    since: str  # ISO-8601 time of its turn_start
+    seconds: float  # how long it has been working, when the status was read
+
+    def to_dict(self) -> dict:
+        return {"agent": self.agent, "round": self.round, "since": self.since, "seconds": round(self.seconds, 1)}
+
+
+@dataclass
 class RunStatus:
     """The state of the current or last run in a log folder."""
 
@@ -48,6 +61,7 @@ class RunStatus:
     last_errors: list[dict] = field(default_factory=list)
     probes: list[dict] = field(default_factory=list)
     coherence: Coherence = field(default_factory=Coherence)
+    working: list[Working] = field(default_factory=list)  # turns in progress (several in a parallel round)
 
     def to_dict(self) -> dict:
         data = {k: getattr(self, k) for k in (
@@ -63,6 +77,7 @@ class RunStatus:
                            "empty_replies": a.empty_replies, "truncated_replies": a.truncated_replies}
                           for name, a in self.agents.items()]
         data["coherence"] = self.coherence.to_dict()
+        data["working"] = [w.to_dict() for w in self.working]
         return data
 
 
@@ -113,8 +128,30 @@ def status_of(run: RunLog, now: datetime | None = None) -> RunStatus:
     shown = status.current_round or status.round
     status.phase = _phase(last.get("phases"), shown) or next(
         (t.phase for t in reversed(run.turns) if t.round == shown), None)
+    if end is None and status.running is not False:
+        status.working = working(events, last.get("run"), now)
     _read_checkpoint(status, Path(path))
     return status
+
+
+def working(events: list[dict], run_id, now: datetime) -> list[Working]:
+    """The turns of session ``run_id`` that began (``turn_start``) and have
+    no ``turn`` line yet, in the order they began."""
+    begun: dict[tuple, dict] = {}
+    for e in events:
+        if e.get("run") != run_id:
+            continue
+        key = (e.get("round"), e.get("agent"))
+        if e.get("event") == "turn_start":
+            begun[key] = e
+        elif e.get("event") == "turn":
+            begun.pop(key, None)
+    result = []
+    for e in begun.values():
+        since = _time(e.get("time"))
+        seconds = max(0.0, (now - since).total_seconds()) if since else 0.0
+        result.append(Working(str(e.get("agent") or ""), _round(e.get("round")), str(e.get("time") or ""), seconds))
+    return result
 
 
 def format_status(s: RunStatus) -> str:
@@ -135,6 +172,10 @@ def format_status(s: RunStatus) -> str:
              f"  elapsed     {_duration(s.elapsed)}" + (f" over {s.sessions} sessions" if s.sessions > 1 else ""),
              f"  coherence   {s.coherence}",
              f"  journal     {s.journal} (updated {s.updated[:19].replace('T', ' ')} UTC)"]
+    if s.working:
+        lines.insert(3, "  working     " + ", ".join(
+            f"{w.agent} for {short_duration(w.seconds)}" for w in s.working)
+            + f" (since {s.working[0].since[11:19]} UTC)")
     if s.checkpoint:
         lines.append(f"  checkpoint  {s.checkpoint} (round {s.checkpoint_round})")
     lines.append("")
@@ -232,6 +273,16 @@ def _read_checkpoint(status: RunStatus, journal: Path) -> None:
 def _duration(seconds: float) -> str:
     seconds = int(seconds)
     return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
+
+
+def short_duration(seconds: float) -> str:
+    """45s, 2m13s, 1h02m."""
+    seconds = int(seconds)
+    if seconds < 60:
+        return f"{seconds}s"
+    if seconds < 3600:
+        return f"{seconds // 60}m{seconds % 60:02d}s"
+    return f"{seconds // 3600}h{seconds // 60 % 60:02d}m"
 
 
 def _one_line(text: str, limit: int) -> str:
