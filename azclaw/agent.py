@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import ConfigError
+from .toolmodes import check_mode, starting_mode
 from .llm import DEFAULT_MAX_OUTAGE, DEFAULT_STALL_TIMEOUT, DEFAULT_TIMEOUT, LLMClient
 
 DEFAULT_ENDPOINT = "http://localhost:8080/v1/chat/completions"
@@ -51,12 +52,15 @@ class Agent:
     max_outage: float = DEFAULT_MAX_OUTAGE  # seconds its endpoints may fail before a request gives up
     stall_timeout: float = DEFAULT_STALL_TIMEOUT  # a streamed reply silent this long is a hung request
     stream: bool = True
+    tool_mode: str = "auto"  # native, text, constrained, or auto (toolmodes.py)
     client: LLMClient = field(init=False, repr=False, compare=False)
+    active_mode: str = field(init=False, repr=False, compare=False)  # the mode in use (auto starts native)
 
     def __post_init__(self):
         if not isinstance(self.name, str) or not _NAME.match(self.name):
             raise ConfigError(f"agent name {self.name!r}: use letters, digits, '_', '-' or '.' "
                               "(up to 64 characters, starting with a letter or digit)")
+        self.active_mode = starting_mode(check_mode(self.tool_mode, f"agent {self.name}: tool_mode"))
         self.client = LLMClient(self.endpoint, self.model, self.api_key, self.timeout, self.retries,
                                 max_outage=self.max_outage, stall_timeout=self.stall_timeout, stream=self.stream)
 

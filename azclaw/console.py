@@ -31,8 +31,45 @@ class RunConsole:
         self._file = open(self.log_file, "a", encoding="utf-8", errors="replace")
         self._console = (sys.stderr if console is True else console) or None
         self._lock = threading.Lock()
+        self._status = False
         self._handler = _Forward(self)
         log.addHandler(self._handler)
+
+    @property
+    def live(self) -> bool:
+        """A terminal that can take a status line that rewrites itself."""
+        try:
+            return self._console is not None and self._console.isatty()
+        except (AttributeError, ValueError):
+            return False
+
+    def follow(self, agent: str, round_no: int, last: int):
+        """A callback for a streamed reply (``LLMClient.chat(on_delta=...)``)
+        that keeps one status line current on a terminal: the agent, its
+        time, tokens so far and their rate, the tool it is writing a call
+        for. None when the console is not a terminal (a log, CI): plain
+        lines only, one per finished turn."""
+        if not self.live:
+            return None
+
+        def show(progress) -> None:
+            rate = progress.tokens / progress.seconds if progress.seconds else 0.0
+            doing = f", calling {progress.tool}" if getattr(progress, "tool", "") else (
+                ", thinking" if getattr(progress, "thinking", False) else "")
+            self.status(f"[round {round_no}/{last}] {agent}: {progress.seconds:.0f}s, {progress.tokens} tok, "
+                        f"{rate:.1f} tok/s{doing}")
+        return show
+
+    def status(self, text: str) -> None:
+        """Rewrite the live status line (terminals only)."""
+        with self._lock:
+            if self._console is not None and self.live:
+                try:
+                    self._console.write("\r\x1b[K" + text[:200])
+                    self._console.flush()
+                    self._status = True
+                except (OSError, ValueError):
+                    self._console = None
 
     def info(self, message: str, *args) -> None:
         self._emit("INFO", message, args)
@@ -58,6 +95,9 @@ class RunConsole:
                 pass  # a full disk must not end the run here; the journal says what happened
             if self._console is not None:
                 try:
+                    if self._status:  # a plain line replaces the status line
+                        self._console.write("\r\x1b[K")
+                        self._status = False
                     print(text if level == "INFO" else f"{level.lower()}: {text}", file=self._console, flush=True)
                 except (OSError, ValueError):
                     self._console = None  # the terminal went away: keep running, keep the file

@@ -34,6 +34,7 @@ from .stats import Coherence, RunStats
 from .stopping import StopControl
 from .tools import ToolContext, ToolRegistry
 from .topic import Probe, Topic
+from .toolmodes import instructions
 from .turn import DEFAULT_TOOL_STEPS, Turn, take_turn
 
 DEFAULT_ROUNDS = 10
@@ -169,6 +170,14 @@ class Orchestrator:
             raise RunAborted(f"stopped after {why}; checkpoint: {self.checkpoint_path}")
         return self.stats
 
+    def _announce_stop(self, why: str) -> None:
+        self.progress.warning("%s: stopping after round %d finishes; press Ctrl+C again to stop now", why,
+                              self.last_round + 1)
+        for agent in self.agents:  # a wait for a server that is down ends now; the round is then not done
+            if agent.client.cancel is None:
+                agent.client.cancel = threading.Event()
+            agent.client.cancel.set()
+
     def _silent_agents(self, turns: list[Turn]) -> list[str]:
         """Agents whose last ``max_failed_rounds`` turns were all empty replies."""
         for turn in turns:
@@ -188,12 +197,12 @@ class Orchestrator:
         self.progress.info("[round %d/%d] %s: %d+%d tok, %.1f tok/s, %s%s", round_no, last, agent.name,
                            turn.prompt_tokens, turn.completion_tokens, turn.tokens_per_second, tools,
                            f", ERROR {turn.errors[-1]}" if turn.errors else "")
-        if turn.truncated:
-            self.progress.warning("%s: %d of %d replies cut off at max_tokens %d", agent.name, turn.truncated,
-                                  turn.requests, agent.max_tokens)
-        if turn.empty:
-            self.progress.warning("%s: the model's reply was empty%s", agent.name,
-                                  " (cut off at max_tokens)" if turn.truncated else "")
+        for problem in dict.fromkeys(turn.problems):
+            self.progress.warning("%s: %s", agent.name, problem)
+        if turn.switched:
+            self.progress.warning("%s: tool calls now go constrained (JSON by a schema): %s", agent.name,
+                                  turn.switched)
+            self.journal.write("tool_mode", round=round_no, agent=agent.name, mode=turn.mode, reason=turn.switched)
         self.journal.write("turn", **turn.to_dict())
         return turn
 
@@ -202,9 +211,11 @@ class Orchestrator:
                           source_dirs=self.source_dirs, memory=self.memory, round=round_no,
                           run_python_enabled=self.run_python, approve=self.approve)
         phase = self.topic.phase_for(round_no)
-        return take_turn(agent, system_prompt(agent, self.topic, self.task, self.agents, tools, round_no, last),
+        how = instructions(agent.active_mode, tools, agent.max_tokens)
+        return take_turn(agent, system_prompt(agent, self.topic, self.task, self.agents, tools, round_no, last, how),
                          user, tools, self.registry, ctx, phase=phase.name if phase else None, probe=probe,
-                         max_steps=self.max_tool_steps, context_budget=agent.context_budget or self.context_budget)
+                         max_steps=self.max_tool_steps, context_budget=agent.context_budget or self.context_budget,
+                         on_delta=self.progress.follow(agent.name, round_no, last))
 
     def _ask_probe(self, probe: Probe, round_no: int, last: int) -> None:
         """Ask every agent the probe's question; only recall is offered."""
@@ -236,18 +247,21 @@ class Orchestrator:
             if self.check_health:
                 for agent in self.agents:
                     agent.client.health_check()
+                    self._fit_to_server(agent)
         except BaseException:
             self._lock.release()
             raise
         last = max_rounds or planned or self.topic.last_round or DEFAULT_ROUNDS
         sweep_temporary(self.log_dir, [self.checkpoint_path.name, self.journal_path.name])
+        for agent in self.agents:
+            if agent.client.cancel is not None:
+                agent.client.cancel.clear()  # a Ctrl+C of an earlier run of these agents is done with
         self.progress = RunConsole(self.log_dir / f"{self.topic.name}.log", console=self.verbose)
         # a resume redoes the rounds after the last finished one: their old lines leave the journal
         self.journal = Journal.open(self.journal_path, resumed_from=self.last_round if resume else None)
         if self.stop.clear_stale():
             self.progress.info("removed a STOP file left from an earlier run: %s", self.stop.stop_file)
-        self.stop.install(announce=lambda why: self.progress.warning(
-            "%s: stopping after round %d finishes; press Ctrl+C again to stop now", why, self.last_round + 1))
+        self.stop.install(announce=self._announce_stop)
         sandbox.protect_process()  # same-user processes (model-written code) cannot read our memory or environ
         python_sandbox = (sandbox.sandbox_summary(self.run_python) if any(a.can_write for a in self.agents)
                           else "run_python not offered (no writer)")
@@ -265,6 +279,14 @@ class Orchestrator:
             self.progress.warning("the topic's phases name source files that no source folder holds: %s "
                                   "(give their folder with --source)", ", ".join(missing))
         return last
+
+    def _fit_to_server(self, agent: Agent) -> None:
+        """Where the server tells its context size, an agent's requests are
+        fitted to it from the start (a reply has to fit too)."""
+        size = agent.client.context_size()
+        budget = agent.context_budget or self.context_budget
+        if size and size - agent.max_tokens < budget:
+            agent.context_budget = max(256, size - agent.max_tokens)
 
     def _restore(self, resume) -> int:
         """Take up the state of an interrupted run: its checkpoint, then the

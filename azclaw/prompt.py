@@ -63,10 +63,12 @@ def stable_part(agent, topic: Topic, task: str, team: list, tools) -> str:
     return "\n\n".join(parts)
 
 
-def system_prompt(agent, topic: Topic, task: str, team: list, tools, round_no: int, last_round: int) -> str:
-    """The whole system prompt of ``agent`` in round ``round_no``."""
-    return (stable_part(agent, topic, task, team, tools) + "\n\n"
-            + round_part(round_no, last_round, topic.phase_for(round_no), topic))
+def system_prompt(agent, topic: Topic, task: str, team: list, tools, round_no: int, last_round: int,
+                  how_to_call: str = "") -> str:
+    """The whole system prompt of ``agent`` in round ``round_no``;
+    ``how_to_call`` tells how tool calls are written in its tool mode."""
+    stable = stable_part(agent, topic, task, team, tools) + (f"\n{how_to_call}" if how_to_call else "")
+    return stable + "\n\n" + round_part(round_no, last_round, topic.phase_for(round_no), topic)
 
 
 def round_part(round_no: int, last_round: int, phase: Phase | None, topic: Topic) -> str:
@@ -112,11 +114,27 @@ def request_chars(messages: list[dict]) -> int:
                for m in messages)
 
 
-def fit_messages(messages: list[dict], budget_tokens: int) -> int:
-    """Cut the oldest tool results of a turn until its request fits
-    ``budget_tokens``; returns the request's size in characters (still over
-    the budget when nothing more can be cut)."""
+def fit_messages(messages: list[dict], budget_tokens: int, where: str = "the run journal") -> int:
+    """Fit a turn's request into ``budget_tokens``: cut its oldest tool
+    results first, then the longest messages (the previous round's, say),
+    each with a pointer to ``where`` the full text is. The system prompt is
+    never cut. Returns the request's size in characters."""
     budget = budget_tokens * CHARS_PER_TOKEN
+    size = _cut_tool_results(messages, budget)
+    while size > budget:
+        longest = max(messages[1:], key=lambda m: len(m.get("content") or ""), default=None)
+        text = (longest or {}).get("content") or ""
+        over = size - budget
+        keep = max(200, len(text) - over - 200)
+        if longest is None or keep >= len(text) - 100:
+            break  # nothing worth cutting is left
+        note = f"\n[... {len(text) - keep} characters cut to fit the model's context; the full text is in {where}]"
+        longest["content"] = text[:keep] + note
+        size -= len(text) - len(longest["content"])
+    return size
+
+
+def _cut_tool_results(messages: list[dict], budget: int) -> int:
     size = request_chars(messages)
     last_step = max((i for i, m in enumerate(messages) if m["role"] == "assistant"), default=len(messages))
     for m in messages[2:last_step]:

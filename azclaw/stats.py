@@ -22,6 +22,7 @@ class AgentStats:
     requests: int = 0
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    cached_tokens: int = 0  # prompt tokens the server served from its cache (where it says)
     seconds: float = 0.0  # time spent waiting for the model
     tool_calls: int = 0
     tool_errors: int = 0  # calls that returned an error to the model
@@ -39,6 +40,11 @@ class AgentStats:
     @property
     def tokens_per_second(self) -> float:
         return self.completion_tokens / self.seconds if self.seconds > 0 else 0.0
+
+    @property
+    def cached_share(self) -> float:
+        """The share of prompt tokens served from the server's cache."""
+        return self.cached_tokens / self.prompt_tokens if self.prompt_tokens else 0.0
 
     @property
     def files_written(self) -> int:
@@ -99,6 +105,7 @@ class RunStats:
         a.requests += turn.requests
         a.prompt_tokens += turn.prompt_tokens
         a.completion_tokens += turn.completion_tokens
+        a.cached_tokens += turn.cached_tokens
         a.seconds += turn.seconds  # with its tokens, so tok/s stays a true rate
         a.tool_calls += calls
         for name, count in turn.tool_calls.items():
@@ -136,8 +143,9 @@ class RunStats:
 
 def agent_table(agents: dict[str, AgentStats]) -> str:
     """Agents as rows; every column as wide as its widest cell, so none run together."""
-    head = ["agent", "turns", "tokens", "tok/s", "tools", "memories", "files", "errors", "empty", "cut"]
-    rows = [[name, str(a.turns), f"{a.tokens:,}", f"{a.tokens_per_second:.1f}", str(a.tool_calls),
+    head = ["agent", "turns", "tokens", "cached", "tok/s", "tools", "memories", "files", "errors", "empty", "cut"]
+    rows = [[name, str(a.turns), f"{a.tokens:,}", f"{a.cached_share:.0%}", f"{a.tokens_per_second:.1f}",
+             str(a.tool_calls),
              str(a.memories_stored), str(a.files_written), str(a.errors), str(a.empty_replies),
              str(a.truncated_replies)] for name, a in agents.items()]
     widths = [max(len(r[i]) for r in [head, *rows]) for i in range(len(head))]

@@ -20,9 +20,10 @@ import time
 from dataclasses import asdict, dataclass, field, fields
 
 from .agent import Agent
-from .errors import EndpointError
+from .errors import ContextOverflow, EndpointError
 from .llm import Completion
 from .prompt import CHARS_PER_TOKEN, fit_messages
+from .toolmodes import Step, append_step, instructions, read_reply, switch_reason
 from .tools import Tool, ToolContext, ToolRegistry, ToolResult
 
 log = logging.getLogger("azclaw")
@@ -97,7 +98,11 @@ class Turn:
     errors: list[str] = field(default_factory=list)
     calls: list[ToolUse] = field(default_factory=list)  # the audit trail: every tool call, in order
     empty: bool = False  # the model answered, with nothing
-    truncated: int = 0  # replies cut off at max_tokens
+    truncated: int = 0  # replies cut off (at max_tokens, or by the time or size limit)
+    cached_tokens: int = 0  # prompt tokens the server served from its cache, where it says so
+    mode: str = ""  # how the tool calls travelled: native, text or constrained (toolmodes.py)
+    switched: str = ""  # why an auto agent went constrained in this turn
+    problems: list[str] = field(default_factory=list)  # what was wrong with replies, one line each
     probe: bool = False  # an answer to a coherence probe, not a round's turn
     retried: bool = False  # an attempt of a round in which every turn failed: its round ran again
 
@@ -136,6 +141,8 @@ class Turn:
                 setattr(turn, f.name, _int(value))
             elif f.type == "float":
                 setattr(turn, f.name, _float(value))
+            elif f.type == "str" and f.name in ("mode", "switched"):
+                setattr(turn, f.name, value if isinstance(value, str) else "")
             elif f.type == "list[str]":
                 setattr(turn, f.name, [str(v) for v in value] if isinstance(value, list) else [])
         calls = data.get("tool_calls")
@@ -159,88 +166,101 @@ def _float(value) -> float:
 
 def take_turn(agent: Agent, system: str, user: str, tools: list[Tool], registry: ToolRegistry,
               ctx: ToolContext, *, phase: str | None = None, max_steps: int = DEFAULT_TOOL_STEPS,
-              context_budget: int, probe: bool = False) -> Turn:
+              context_budget: int, probe: bool = False, on_delta=None) -> Turn:
     """Run one turn of ``agent`` with ``tools`` offered; never raises for
-    what the model or the server does (failures are in ``Turn.errors``)."""
-    turn = Turn(agent.name, ctx.round, phase, probe=probe)
+    what the model or the server does (failures are in ``Turn.errors``).
+    ``on_delta(progress)`` follows a streamed reply as it arrives."""
+    turn = Turn(agent.name, ctx.round, phase, probe=probe, mode=agent.active_mode)
     messages = [{"role": "system", "content": system}, {"role": "user", "content": user}]
-    schemas = [t.schema() for t in tools] or None
+    offered = list(tools)
     seen: set[str] = set()
     used_ids: set[str] = set()
-    for step in range(max_steps + 1):
-        if step == max_steps and schemas:
+    for n_step in range(max_steps + 1):
+        if n_step == max_steps and offered:
             messages.append({"role": "user", "content": STEPS_USED})
-            schemas = None
-        completion = _call(agent, messages, schemas, turn, context_budget)
+            offered = []
+        # a constrained turn's first step must call a tool: small models otherwise rarely do
+        step = Step.of(agent.active_mode, offered, agent.max_tokens, must_call=n_step == 0 and not probe)
+        completion = _call(agent, messages, step, turn, context_budget, on_delta)
         if completion is None:
             break
-        if not completion.tool_calls or not schemas:
-            turn.text = completion.text
+        reading = read_reply(step, completion)
+        if reading.final:
+            turn.text = reading.text
             break
         results = []
-        for n, call in enumerate(completion.tool_calls):
+        for n, call in enumerate(reading.calls):
             # servers that number calls per reply (call_0 every step) would pair a
             # result with the wrong call; strict APIs refuse a repeated id outright
             if call.id in used_ids:
-                call.id = f"{call.id}_s{step}_{n}"
+                call.id = f"{call.id}_s{n_step}_{n}"
             used_ids.add(call.id)
             arguments = call.raw_arguments if call.arguments is None else json.dumps(call.arguments, sort_keys=True)
             key = f"{call.name}\x00{arguments}"
             if key in seen:
                 results.append(ToolResult(call.id, call.name, DUPLICATE, duplicate=True))
-                turn.calls.append(ToolUse.of(call.name, arguments, DUPLICATE, True, 0.0, step, duplicate=True))
+                turn.calls.append(ToolUse.of(call.name, arguments, DUPLICATE, True, 0.0, n_step, duplicate=True))
                 continue
             seen.add(key)
             started = time.monotonic()
-            outcome = registry.execute(call, ctx, tools)
+            outcome = registry.execute(call, ctx, offered)
             turn.calls.append(ToolUse.of(call.name, call.raw_arguments or arguments, outcome.content, outcome.ok,
-                                         time.monotonic() - started, step))
+                                         time.monotonic() - started, n_step))
             turn.tool_calls[call.name] = turn.tool_calls.get(call.name, 0) + 1
             turn.tool_errors += not outcome.ok
             results.append(outcome)
-        append_tool_step(messages, completion, results)
-        if all(r.duplicate for r in results):
+        turn.tool_errors += bool(reading.error)
+        append_step(messages, step, completion, reading, results)
+        if results and all(r.duplicate for r in results):
             messages.append({"role": "user", "content": ALL_REPEATED})
-            schemas = None
+            offered = []
+        why = switch_reason(step, completion, reading, results) if agent.tool_mode == "auto" else ""
+        if why:  # from the next step on, and for the rest of the run
+            agent.active_mode = turn.mode = "constrained"
+            turn.switched = why
+            messages[0] = {"role": "system", "content": system + "\n\n" + instructions("constrained", tools,
+                                                                                     agent.max_tokens)}
     turn.memories = list(ctx.memories_stored)
     turn.files = list(ctx.files_written)
     turn.empty = not turn.text and not turn.errors
     return turn
 
 
-def _call(agent: Agent, messages: list[dict], schemas, turn: Turn, budget: int) -> Completion | None:
-    """One request of the turn, fitted to the context budget first."""
-    size = fit_messages(messages, budget)
-    if size > budget * CHARS_PER_TOKEN:
-        log.warning("%s: a request of about %d tokens exceeds the context budget of %d tokens",
-                    agent.name, size // CHARS_PER_TOKEN, budget)
-    turn.context_chars = max(turn.context_chars, size)
-    try:
-        completion = agent.client.chat(messages, schemas, agent.max_tokens, agent.temperature)
-    except EndpointError as exc:
-        turn.errors.append(str(exc))
-        return None
+def _call(agent: Agent, messages: list[dict], step: Step, turn: Turn, budget: int,
+          on_delta=None) -> Completion | None:
+    """One request of the turn, fitted to the context budget first. A server
+    that says the request is over its context gets it once more, cut to the
+    limit it named (or to what it tells of its context)."""
+    for attempt in (1, 2):
+        size = fit_messages(messages, budget)
+        if size > budget * CHARS_PER_TOKEN:
+            log.warning("%s: a request of about %d tokens exceeds the context budget of %d tokens",
+                        agent.name, size // CHARS_PER_TOKEN, budget)
+        turn.context_chars = max(turn.context_chars, size)
+        try:
+            completion = agent.client.chat(messages, max_tokens=agent.max_tokens, temperature=agent.temperature,
+                                           on_delta=on_delta, **step.options())
+            break
+        except ContextOverflow as exc:
+            limit = exc.limit or agent.client.context_size()
+            smaller = (limit - agent.max_tokens) if limit and limit > agent.max_tokens else budget * 2 // 3
+            if attempt == 2 or smaller >= budget or smaller < 1:
+                turn.errors.append(str(exc))
+                return None
+            log.warning("%s: the server's context is %s tokens; the request is cut to %d and sent again",
+                        agent.name, limit or "smaller", smaller)
+            budget = agent.context_budget = smaller  # learned for the rest of the run
+        except EndpointError as exc:
+            turn.errors.append(str(exc))
+            return None
     turn.requests += 1
     turn.prompt_tokens += completion.usage.prompt_tokens
+    turn.cached_tokens += completion.usage.cached_tokens
     turn.context_tokens = max(turn.context_tokens, completion.usage.prompt_tokens)
     turn.completion_tokens += completion.usage.completion_tokens
     turn.seconds += completion.seconds
-    turn.truncated += completion.finish_reason == "length"
+    turn.truncated += bool(completion.cut_off)
+    problem = completion.problem(agent.max_tokens)
+    if problem:
+        turn.problems.append(problem)
     return completion
-
-
-def append_tool_step(messages: list[dict], completion: Completion, results: list[ToolResult]) -> None:
-    """Add a tool step to the turn's messages. Calls the model wrote as text
-    get their results as text too: templates that do not know tool calls
-    often reject the ``tool`` role."""
-    if completion.text_calls:
-        messages.append({"role": "assistant", "content": completion.text or "(calling tools)"})
-        body = "\n\n".join(f"Result of {r.name}:\n{r.content}" for r in results)
-        messages.append({"role": "user", "content": body})
-        return
-    messages.append({"role": "assistant", "content": completion.text or "", "tool_calls": [
-        {"id": c.id, "type": "function",
-         "function": {"name": c.name, "arguments": c.raw_arguments or json.dumps(c.arguments or {})}}
-        for c in completion.tool_calls]})
-    for r in results:
-        messages.append({"role": "tool", "tool_call_id": r.call_id, "name": r.name, "content": r.content})

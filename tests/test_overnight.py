@@ -124,8 +124,7 @@ def test_an_agent_that_only_answers_with_nothing_stops_the_run_and_each_empty_re
     with pytest.raises(RunAborted, match="bob gave only empty replies for 3 rounds in a row"):
         orch.run(max_rounds=10)
     log = (workdir / "logs" / "task.log").read_text()
-    assert log.count("bob: the model's reply was empty (cut off at max_tokens)") == 3
-    assert log.count("bob: 1 of 1 replies cut off at max_tokens 2048") == 3
+    assert log.count("bob: reply cut off at max_tokens 2048") == 3
     assert orch.stats.agents["bob"].empty_replies == 3 and orch.stats.agents["bob"].truncated_replies == 3
     assert orch.last_round == 3  # alice spoke: the rounds were done
 

@@ -33,10 +33,10 @@ def test_the_summary_status_and_the_journal_add_up_the_same_turns_probes_include
         live.pop("tokens_per_second"), read.pop("tokens_per_second")
         assert live == read, name
     def rows(text):  # the agent table's rows, but tok/s (the journal rounds seconds to milliseconds)
-        return [line.split()[:3] + line.split()[4:] for line in text.splitlines()
+        return [line.split()[:4] + line.split()[5:] for line in text.splitlines()
                 if line.split() and line.split()[0] in ("agent", "arch", "dev")]
     assert rows(orch.summary()) == rows(format_status(status)) == rows(stats.table())
-    assert rows(stats.table())[1][3:7] == ["2", "1", "0", "0"]  # arch: tools, memories, files, errors
+    assert rows(stats.table())[1][4:8] == ["2", "1", "0", "0"]  # arch: tools, memories, files, errors
     turns = RunLog.read("logs").turns
     assert [(t.agent, t.tool_calls) for t in turns] == [("arch", {"remember": 1}),
                                                        ("dev", {"write_file": 1, "list_files": 1})]
