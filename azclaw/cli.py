@@ -153,18 +153,21 @@ class TeamConfig:
     def served_by(self, server) -> "TeamConfig":
         """The same team, pointed at a started local server."""
         by_agent = server.endpoints if isinstance(getattr(server, "endpoints", None), dict) else {}
+        # plain replies: llama-cpp-python streams without token counts (or what its cache served)
         return dataclasses.replace(self, endpoint=server.endpoint, model=server.model.name, by_agent=by_agent,
+                                   stream=False,
                                    max_tokens=self.max_tokens or server.max_tokens,
                                    context_budget=min(self.context_budget, server.context_budget))
 
 
 def team_specs(args) -> list[AgentSpec] | None:
     """The agents of --team or --agents (None: the default team)."""
-    if getattr(args, "team", None) and args.agents:
+    team, agents = getattr(args, "team", None), getattr(args, "agents", None)
+    if team and agents:
         raise ConfigError("--team and --agents both name the team: give one of them")
-    if getattr(args, "team", None):
-        return load_team(args.team)
-    return parse_agents(args.agents) if args.agents else None
+    if team:
+        return load_team(team)
+    return parse_agents(agents) if agents else None
 
 
 def endpoints(value: str) -> str | list[str]:

@@ -132,8 +132,11 @@ def arguments_schema(tool, max_tokens: int) -> dict:
     limits = string_limits(params, budget_chars(max_tokens) - sum(len(n) + 6 for n in params))
     props = {n: _bounded(spec if isinstance(spec, dict) else {"type": "string"}, limits.get(n, MIN_STRING * 8))
              for n, spec in params.items()}
-    return {"type": "object", "properties": props, "required": [n for n in tool.required if n in props],
-            "additionalProperties": False}
+    required = [n for n in tool.required if n in props]
+    for name in required:  # a required string left empty is a call that can only fail ("text is empty")
+        if props[name].get("type") == "string":
+            props[name]["minLength"] = 1
+    return {"type": "object", "properties": props, "required": required, "additionalProperties": False}
 
 
 def _alternative(name: str, arguments: dict) -> dict:

@@ -18,6 +18,7 @@ is gone and exits on its own.
 from __future__ import annotations
 
 import importlib.util
+import logging
 import os
 import signal
 import socket
@@ -33,6 +34,7 @@ from .errors import EndpointError, LocalServerError
 from .llm import fetch_json
 from .local_child import CHATML_FORMAT, GEMMA_FORMAT
 
+log = logging.getLogger("azclaw")
 INSTALL = "pip install 'azclaw[local]'"
 # Without these flags llama.cpp is built for the build machine's CPU, and on
 # some CPUs that build dies with a general protection fault.
@@ -42,6 +44,7 @@ DEFAULT_CTX = 4096  # tokens; the models know 8k-32k, but a small CPU pays for e
 DEFAULT_MAX_TOKENS = 256  # per reply: a model this small rarely says more that is worth waiting for
 READY_TIMEOUT = 180.0
 STOP_TIMEOUT = 10.0
+SUPERVISE_EVERY = 1.0  # seconds between looks at the server azclaw started
 _ENV_DROP = ("HOST", "PORT", "CONFIG_FILE")  # llama_cpp.server reads these ahead of its flags
 
 __all__ = ["BUNDLED", "DEFAULT_MODEL", "LocalServer", "LocalServerError", "bundled_model"]
@@ -159,6 +162,9 @@ class LocalServer:
         self.ready_timeout = ready_timeout
         self.server_args = [str(a) for a in server_args]
         self.process: subprocess.Popen | None = None
+        self.restarts = 0  # times the watchdog started it again
+        self._watchdog: threading.Thread | None = None
+        self._restart_lock = threading.Lock()
         self._log = None
         self._previous_sigterm = None
         self._temp_log = False  # a log azclaw named itself goes away when all went well
@@ -219,6 +225,7 @@ class LocalServer:
                 self._catch_sigterm()
                 self._spawn()
                 if self._wait_ready():
+                    self._supervise()
                     return self
                 log = self.log_tail()
                 retry = not fixed_port and "address already in use" in log.lower()
@@ -232,6 +239,46 @@ class LocalServer:
             self._temp_log = self._temp_log and isinstance(exc, KeyboardInterrupt)
             self.stop()
             raise
+
+    def _supervise(self) -> None:
+        """Watch the server while azclaw uses it: if it exits (killed, out of
+        memory, crashed), say so with its exit status and log, and start it
+        again on the same port; the agents' requests ride the gap out as an
+        outage (they retry)."""
+        if self._watchdog is not None:
+            return
+
+        def watch() -> None:
+            while True:
+                proc = self.process
+                if proc is None:  # stopped on purpose
+                    return
+                if proc.poll() is None:
+                    time.sleep(SUPERVISE_EVERY)
+                    continue
+                log.warning("the local model server (pid %d) exited with status %s; its log: %s; starting it again",
+                            proc.pid, proc.returncode, self.log_path)
+                with self._restart_lock:
+                    if self.process is not proc:
+                        continue
+                    if self._log is not None:
+                        self._log.close()
+                    self._spawn()
+                try:
+                    back = self._wait_ready()
+                except (LocalServerError, AttributeError):  # AttributeError: stopped meanwhile
+                    back = False
+                if self.process is None:
+                    return
+                if not back:
+                    log.warning("the local model server did not come back; its log %s ends:\n%s",
+                                self.log_path, self.log_tail())
+                    return
+                self.restarts += 1
+                log.warning("the local model server is back at %s", self.endpoint)
+
+        self._watchdog = threading.Thread(target=watch, daemon=True, name="azclaw-local-server-watch")
+        self._watchdog.start()
 
     def _spawn(self) -> None:
         env = {k: v for k, v in os.environ.items() if k not in _ENV_DROP}
@@ -273,7 +320,11 @@ class LocalServer:
 
     def stop(self) -> None:
         """Stop the server and anything it started; safe to call twice."""
-        proc, self.process = self.process, None
+        with self._restart_lock:
+            proc, self.process = self.process, None
+        watchdog, self._watchdog = self._watchdog, None
+        if watchdog is not None and watchdog is not threading.current_thread():
+            watchdog.join(timeout=SUPERVISE_EVERY * 3)
         if proc is not None and proc.poll() is None:
             for sig, wait in ((signal.SIGTERM, STOP_TIMEOUT), (signal.SIGKILL, 5.0)):
                 try:

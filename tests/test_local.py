@@ -164,10 +164,10 @@ def test_a_missing_model_file_is_named(workdir):
 
 @needs_extra
 def test_two_real_rounds_of_three_agents(workdir):
-    proc = subprocess.run([sys.executable, "-m", "azclaw", "run", "--local", "--agents", ",".join(TEAM),
-                           "--task", "Plan a command-line todo app in Python: files and commands.",
-                           "--max-rounds", "2", "--max-tokens", "48", "--timeout", "120"],
-                          cwd=workdir, env=cli_env(), capture_output=True, text=True, timeout=170,
+    # the README's first command, as a newcomer runs it (the default team is TEAM)
+    proc = subprocess.run([sys.executable, "-m", "azclaw", "run", "--local", "--task",
+                           "Plan a command-line todo app in Python", "--max-rounds", "2"],
+                          cwd=workdir, env=cli_env(), capture_output=True, text=True, timeout=600,
                           stdin=subprocess.DEVNULL)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     events = journal(run_file(workdir / "logs", "_journal.jsonl"))
@@ -176,6 +176,14 @@ def test_two_real_rounds_of_three_agents(workdir):
     for turn in turns:
         assert turn["requests"] >= 1 and not turn["errors"], turn
         assert turn["completion_tokens"] > 0 and turn["prompt_tokens"] > 0, turn
+        assert turn["mode"] == "constrained" and turn["calls"], turn  # every turn calls a tool
+    # effects, not words: tools ran without an error, and something is on disk (a memory or a file)
+    ran = [c for t in turns for c in t["calls"] if c["ok"] and not c["duplicate"]]
+    assert len(ran) >= 3, [c for t in turns for c in t["calls"]]
+    memories = list((workdir / "agents").rglob("remember/*.txt"))
+    written = [p for p in (workdir / "output").rglob("*") if p.is_file()]
+    assert memories or written, [c for t in turns for c in t["calls"]]
+    assert sum(len(t["memories"]) for t in turns) >= len(memories)
     end = [e for e in events if e.get("event") == "run_end"]
     assert end and end[-1]["round"] == 2 and end[-1]["reason"] == "finished"
     assert read_json(run_file(workdir / "logs", "_checkpoint.json"))["round"] == 2
@@ -325,3 +333,17 @@ def test_each_agent_keeps_its_prompt_in_its_own_server(workdir):
     assert not any(listening(p) for p in ports)
     for pid in pids:
         wait_for(lambda: gone(pid), timeout=30, what=f"server {pid} to end")
+
+
+@needs_extra
+def test_a_local_server_that_dies_is_started_again_on_its_port(workdir):
+    with LocalServer(log_path=workdir / "server.log") as server:
+        first = server.process.pid
+        os.kill(first, signal.SIGKILL)
+        wait_for(lambda: server.restarts == 1, 180, "the watchdog to start the server again")
+        assert server.process.pid != first
+        reply = fetch_json(server.base + "/v1/models", timeout=10)
+        assert reply.ok
+    log = (workdir / "server.log").read_text()
+    assert log.count("azclaw: starting the model server on") == 2
+    assert all(gone(pid) for pid in (first, ))
