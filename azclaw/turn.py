@@ -100,6 +100,7 @@ class Turn:
     truncated: int = 0  # replies cut off at max_tokens
     probe: bool = False  # an answer to a coherence probe, not a round's turn
     retried: bool = False  # an attempt of a round in which every turn failed: its round ran again
+    dropped: int = 0  # messages of the conversation left out to fit the context budget (full, window modes)
 
     @property
     def failed(self) -> bool:
