@@ -66,6 +66,9 @@ class Orchestrator:
                                      ("context_budget", context_budget, 1)):
             if isinstance(value, bool) or not isinstance(value, int) or value < least:
                 raise ConfigError(f"{option}: expected a whole number >= {least}, got {value!r}")
+        # None: memory, or on resume the mode the run was started in
+        self._context_given = None if context is None else ContextMode.parse(context)
+        self.context = self._context_given or ContextMode()
         self.agents = list(agents)
         self.topic = topic or Topic(title="task")
         self.task = ""
@@ -75,9 +78,6 @@ class Orchestrator:
             if not folder.is_dir():
                 raise ConfigError(f"source folder {folder}: not found")
         self.registry = registry or build_default_registry()
-        # None: memory, or on resume the mode the run was started in
-        self._context_given = None if context is None else ContextMode.parse(context)
-        self.context = self._context_given or ContextMode()
         self.parallel, self.max_tool_steps, self.checkpoint_every = parallel, max_tool_steps, checkpoint_every
         self.message_budget, self.max_failed_rounds, self.context_budget = message_budget, max_failed_rounds, context_budget
         self.run_python, self.check_health, self.approve, self.verbose = run_python, check_health, approve, verbose
