@@ -54,6 +54,7 @@ endpoint{f' &middot; <code>{_e(command)}</code>' if command else ''}</p>
 {ratios}
 <h2>Modes</h2>
 {_summary(cmp)}
+{"".join(f'<p class="warn">Note: {_e(n)}.</p>' for n in cmp.notes())}
 <p class="note">Time is each run's elapsed time; tokens count every turn and probe answer. <i>Cached</i> is what
 the server reported taking from its prompt cache (n/a: it did not say). <i>Limit at</i> is the first round in
 which a mode had to leave messages out to fit the context budget.</p>
@@ -64,7 +65,7 @@ which a mode had to leave messages out to fit the context budget.</p>
 <h2>Per round</h2>
 <p class="note">Means over the round's turns. Seconds: wall time of a turn, tools included. Gen tok/s: completion
 tokens / seconds waiting for the model (the prompt's evaluation included). E2e tok/s: completion tokens / the
-turn's seconds. Dropped: messages left out of the round's requests.</p>
+turn's seconds. Dropped: messages left out of a turn's request to fit the context budget.</p>
 {_rounds(cmp)}
 <h2>Each mode's charts</h2>
 <p class="note">The charts of <code>azclaw report</code>, one column per mode, on one scale per row.</p>
@@ -94,7 +95,8 @@ def _rounds(cmp: Comparison) -> str:
     ran = [m for m in cmp.modes if m.rounds]
     if not ran:
         return "<p>No mode finished a round.</p>"
-    columns = list(COLUMNS) + ["largest request", "cached"]
+    cached = any(r.cached_tokens is not None for m in ran for r in m.rounds)
+    columns = list(COLUMNS) + ["largest request"] + (["cached"] if cached else [])
     head1 = "<tr><th></th>" + "".join(f'<th colspan="{len(columns)}" class="mode">{_e(m.mode)}</th>'
                                       for m in ran) + "</tr>"
     head2 = "<tr><th>round</th>" + "".join(f"<th>{_e(c)}</th>" for _ in ran for c in columns) + "</tr>"
@@ -107,9 +109,10 @@ def _rounds(cmp: Comparison) -> str:
                 cells += ["<td>&ndash;</td>"] * len(columns)
                 continue
             values = [f"{r.per_turn(r.prompt_tokens):,.0f}", f"{r.per_turn(r.seconds):.1f}",
-                      f"{r.generation_tps:.1f}", f"{r.end_to_end_tps:.1f}", f"{r.dropped:,}",
-                      f"{r.per_turn(r.context_tokens):,.0f}",
-                      "n/a" if r.cached_tokens is None else f"{r.per_turn(r.cached_tokens):,.0f}"]
+                      f"{r.generation_tps:.1f}", f"{r.end_to_end_tps:.1f}", f"{r.per_turn(r.dropped):,.0f}",
+                      f"{r.per_turn(r.context_tokens):,.0f}"]
+            if cached:
+                values.append("n/a" if r.cached_tokens is None else f"{r.per_turn(r.cached_tokens):,.0f}")
             limit = ' class="limit"' if m.limit_round == n else ""
             cells += [f"<td{limit}>{v}</td>" for v in values]
         rows.append(f"<tr><td>{n}</td>{''.join(cells)}</tr>")
@@ -159,5 +162,6 @@ p.ratio { font-size: 16px; margin: 12px 0; }
 .wide { overflow-x: auto; }
 th.mode { text-align: center !important; border-bottom: 2px solid #999; }
 td.limit { background: #fff3cd; }
+p.warn { background: #fff3cd; padding: 6px 10px; border-radius: 4px; }
 td details p { margin: 4px 0; font-weight: normal; color: #222; white-space: pre-wrap; }
 """

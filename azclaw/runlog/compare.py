@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
-from ..errors import AzclawError, ConfigError
+from ..errors import AzclawError
 from ..stats import Coherence
 from ..turn import Turn
 from .charts import Chart, build_charts, phases_of
@@ -39,7 +39,7 @@ class RoundFigures:
     model_seconds: float = 0.0  # waiting for the model
     seconds: float = 0.0  # wall time of the turns
     cached_tokens: int | None = None  # None: the journal does not say
-    dropped: int = 0
+    dropped: int = 0  # messages left out, summed over the round's turns
 
     def per_turn(self, value: float) -> float:
         return value / self.turns if self.turns else 0.0
@@ -77,6 +77,14 @@ class ModeRun:
     agents: list[str] = field(default_factory=list)
 
     @property
+    def memories(self) -> int:
+        return sum(len(t.memories) for t in self.turns)
+
+    @property
+    def tool_calls(self) -> int:
+        return sum(sum(t.tool_calls.values()) for t in self.turns)
+
+    @property
     def done(self) -> int:
         """The last round the journal shows whole."""
         return max((r.round for r in self.rounds), default=0)
@@ -98,6 +106,12 @@ class Comparison:
             return None
         shared = set.intersection(*({r.round for r in m.rounds} for m in ran))
         return max(shared, default=None)
+
+    def notes(self) -> list[str]:
+        """What a reader must know to read the figures right."""
+        return [f"{m.mode}: the team stored no memories and called no tools in {m.done} rounds (the model did "
+                "not use them), so nothing it answered came from memory" for m in self.modes
+                if m.rounds and not m.memories and not m.tool_calls]
 
     def ratios(self) -> list[tuple[ModeRun, ModeRun, int, float, float]]:
         """(mode, baseline, round, seconds-per-turn ratio, prompt-tokens-per-turn
@@ -133,7 +147,7 @@ def read_mode(mode: str, folder: Path) -> ModeRun:
     try:
         log = RunLog.read(find_journal(folder / "logs"))
         status = status_of(log)
-    except (ConfigError, AzclawError):
+    except AzclawError:  # no journal: the mode did not run
         return run
     run.journal, run.title, run.state = log.path, status.title, status.state
     run.last_round, run.seconds, run.coherence = status.last_round, status.elapsed, status.coherence
@@ -212,7 +226,7 @@ def _time(value) -> datetime | None:
 COLUMNS = ("prompt/turn", "s/turn", "gen tok/s", "e2e tok/s", "dropped")
 
 
-def shown_rounds(cmp: Comparison, most: int = 12) -> list[int]:
+def shown_rounds(cmp: Comparison, most: int = 8) -> list[int]:
     """Round 1, every k-th round, each mode's limit round and the last."""
     every = sorted({r.round for m in cmp.modes for r in m.rounds})
     if not every:
@@ -242,7 +256,7 @@ def format_table(cmp: Comparison) -> str:
                 cells.append(" ".join(f"{'-':>{w}}" for w in width))
                 continue
             values = (f"{r.per_turn(r.prompt_tokens):,.0f}", f"{r.per_turn(r.seconds):.1f}",
-                      f"{r.generation_tps:.1f}", f"{r.end_to_end_tps:.1f}", f"{r.dropped:,}")
+                      f"{r.generation_tps:.1f}", f"{r.end_to_end_tps:.1f}", f"{r.per_turn(r.dropped):,.0f}")
             cells.append(" ".join(f"{v:>{w}}" for v, w in zip(values, width)))
         mark = " <- " + ", ".join(m.mode for m in ran if m.limit_round == n) + " hit the context limit" \
             if any(m.limit_round == n for m in ran) else ""
@@ -252,6 +266,7 @@ def format_table(cmp: Comparison) -> str:
     for m, base, at, seconds, tokens in cmp.ratios():
         lines.append(f"round {at}, {m.mode} against {base.mode}: {seconds:.1f}x the seconds per turn, "
                      f"{tokens:.1f}x the prompt tokens per turn")
+    lines += [f"note: {note}" for note in cmp.notes()]
     return "\n".join(lines)
 
 
@@ -302,8 +317,8 @@ def overlay_charts(cmp: Comparison) -> list[Chart]:
               phases=phases),
         Chart("End-to-end tokens/s (completion tokens / turn seconds)", "tokens / second", rounds,
               series(lambda r: r.end_to_end_tps), phases=phases),
-        Chart("Messages dropped to fit the context budget", "messages", rounds,
-              series(lambda r: float(r.dropped)), phases=phases, integer=True),
+        Chart("Messages left out of a turn's request to fit the context budget", "messages", rounds,
+              series(lambda r: r.per_turn(r.dropped)), phases=phases),
     ]
 
 
