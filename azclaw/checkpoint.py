@@ -11,7 +11,9 @@ Format (version 1), one JSON object::
       "stats": RunStats.to_dict(),
       "memory_counts": {agent: int},
       "written_files": [str],      # distinct output files the team wrote
-      "history": [{"round", "agent", "text"}],   # the last 100 messages
+      "context": "memory" | "full" | "window:N",  # the run's context mode (memory when absent)
+      "history": [{"round", "agent", "text"}],   # the last 100 messages; in full
+                                                 # mode all, in window:N mode enough for N rounds
       "probe_answers": [{"round", "agent", "question", "answer", "correct"}]
     }
 
@@ -28,6 +30,7 @@ from pathlib import Path
 
 from .errors import CheckpointError, StorageError
 from .files import read_json, write_atomic
+from .context import previous
 from .prompt import Message
 from .stats import RunStats
 from .turn import Turn
@@ -45,8 +48,9 @@ class RunState:
 
     round: int = 0  # the last completed round
     stats: RunStats = field(default_factory=RunStats)
-    history: list[Message] = field(default_factory=list)  # the last HISTORY_KEEP messages
+    history: list[Message] = field(default_factory=list)  # the last ``keep`` messages
     probe_answers: list[dict] = field(default_factory=list)
+    keep: int | None = HISTORY_KEEP  # messages the context mode needs (None: all); not saved
 
     @property
     def written_files(self) -> list[str]:
@@ -58,7 +62,8 @@ class RunState:
             self.stats.add(turn)
             if turn.text:
                 self.history.append(Message(round_no, turn.agent, turn.text))
-        del self.history[:-HISTORY_KEEP]
+        if self.keep is not None:
+            del self.history[:-self.keep]
         self.round = self.stats.rounds = round_no
 
     def add_probe(self, turn, question: str, correct: bool | None) -> dict:
@@ -93,8 +98,7 @@ class RunState:
         """The messages of the latest round before ``round_no`` that produced
         any: after a round in which every turn failed (a server down, a
         resume after an abort) the team goes on from the last words it had."""
-        latest = max((m.round for m in self.history if m.round < round_no), default=None)
-        return [m for m in self.history if m.round == latest]
+        return previous(self.history, round_no)
 
 
 @dataclass
@@ -107,6 +111,7 @@ class Checkpoint:
     state: RunState = field(default_factory=RunState)
     memory_counts: dict[str, int] = field(default_factory=dict)
     saved_at: str = ""
+    context: str = "memory"  # the run's context mode
 
     round = property(lambda self: self.state.round)
     stats = property(lambda self: self.state.stats)
@@ -124,7 +129,8 @@ class Checkpoint:
             "stats": state.stats.to_dict(),
             "memory_counts": dict(self.memory_counts),
             "written_files": state.written_files,
-            "history": [m.to_dict() for m in state.history[-HISTORY_KEEP:]],
+            "context": self.context,
+            "history": [m.to_dict() for m in state.history],  # add_round keeps what the context mode needs
             "probe_answers": list(state.probe_answers),
         }
 
@@ -145,7 +151,7 @@ class Checkpoint:
             return cls(topic_name=str(topic["name"]), topic_title=str(topic["title"]),
                        max_rounds=int(data["max_rounds"]), state=state,
                        memory_counts={str(k): int(v) for k, v in data.get("memory_counts", {}).items()},
-                       saved_at=str(data.get("saved_at", "")))
+                       saved_at=str(data.get("saved_at", "")), context=str(data.get("context") or "memory"))
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise CheckpointError(f"{source}: damaged checkpoint ({type(exc).__name__}: {exc})") from None
 

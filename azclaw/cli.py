@@ -12,6 +12,7 @@ import argparse
 import dataclasses
 import json
 import os
+import shlex
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,10 +20,12 @@ from pathlib import Path
 from . import __version__
 from .agent import DEFAULT_ENDPOINT, DEFAULT_MAX_TOKENS, DEFAULT_ROLES, Agent, default_team, is_writer
 from .approval import TerminalApprover
+from .context import ContextMode
 from .errors import AzclawError, ConfigError
 from .llm import DEFAULT_MAX_OUTAGE, DEFAULT_STALL_TIMEOUT
 from .orchestrator import Orchestrator
 from .prompt import CONTEXT_BUDGET
+from .runlog.compare import format_table
 from .runlog.report import CHART_ENGINES, build_report
 from .runlog.status import format_status, read_status
 from .team import AgentSpec, load_team, parse_agents
@@ -31,6 +34,7 @@ from .topic import Topic, find_topic, slug
 
 ENDPOINT_ENV = "AZCLAW_ENDPOINT"
 PACKAGE_TOPICS = Path(__file__).resolve().parent / "topics"
+BENCH_TOPIC = "long-coherence"
 
 
 # -- options shared by several commands ---------------------------------------
@@ -205,6 +209,7 @@ def local_server(args: argparse.Namespace, log_path=None, team: bool = True):
 
 def cmd_run(args) -> int:
     config = TeamConfig.of(args)
+    ContextMode.parse(args.context)  # a bad --context fails before a local server starts
     if not args.local:
         return run_team(args, config)
     with local_server(args, Path(args.log_dir) / "local_server.log") as server:
@@ -229,7 +234,7 @@ def run_team(args, config: TeamConfig) -> int:
                             source_dirs=sources, agents_dir=args.agents_dir, parallel=args.parallel,
                             run_python=python_mode(args), verbose=not args.quiet, registry=registry,
                             max_failed_rounds=args.max_failed_rounds, context_budget=config.context_budget,
-                            checkpoint_every=args.checkpoint_every,
+                            checkpoint_every=args.checkpoint_every, context=args.context,
                             approve=TerminalApprover() if args.approve else None)
         if args.task:
             orch.set_task(args.task, args.name)
@@ -244,6 +249,37 @@ def python_mode(args) -> str:
     if args.unsandboxed_python:
         return "unsandboxed"
     return "bwrap" if args.python_sandbox == "bwrap" else "sandboxed"
+
+
+def cmd_bench(args) -> int:
+    from .bench import check_fresh, mode_folders, parse_modes, run_bench
+    modes = parse_modes(args.modes)
+    if args.rounds is not None and args.rounds < 1:
+        raise ConfigError(f"--rounds {args.rounds}: expected a round number >= 1")
+    check_fresh(mode_folders(Path(args.out), modes))
+    topic_name = args.topic or (None if args.task else BENCH_TOPIC)
+    load_topic(topic_name)  # a bad topic fails before a local server starts
+    urls = any(spec.endpoint for spec in team_specs(args) or [])
+    local = args.local or not (args.endpoint or os.environ.get(ENDPOINT_ENV) or urls)
+    config = TeamConfig.of(args)
+
+    def bench(config: TeamConfig) -> int:
+        command = "azclaw " + shlex.join(sys.argv[1:]) if sys.argv[1:2] == ["bench"] else ""
+        say = (lambda line: None) if args.quiet else (lambda line: print(line, file=sys.stderr, flush=True))
+        result = run_bench(config.team, modes, args.out, topic=lambda: load_topic(topic_name), task=args.task,
+                           rounds=args.rounds, charts=args.charts, command=command, say=say,
+                           context_budget=config.context_budget, verbose=not args.quiet)
+        print(format_table(result.comparison))
+        if result.stopped:
+            print(f"azclaw bench: {result.stopped}; the comparison holds what finished", file=sys.stderr)
+        print(f"azclaw: wrote {result.report}")
+        return 130 if result.interrupted else 0
+
+    if not local:
+        return bench(config)
+    with local_server(args, Path(args.out) / "local_server.log") as server:
+        print(f"azclaw: local model server: {server.describe()} at {server.endpoint}", flush=True)
+        return bench(config.served_by(server))
 
 
 def _mcp_servers(specs: list[str], topic: Topic | None) -> list:
@@ -405,6 +441,10 @@ def make_parser() -> argparse.ArgumentParser:
     run.add_argument("--approve", action="store_true",
                      help="ask on the terminal before every write_file and run_python")
     run.add_argument("--parallel", action="store_true", help="run the agents of a round at the same time")
+    run.add_argument("--context", metavar="MODE",
+                     help="what of the conversation each request carries: memory (the previous round; the "
+                          "default, or a resumed run's own mode), full (everything so far, cut at the context "
+                          "budget) or window:N (the last N rounds)")
     run.add_argument("--no-run-python", action="store_true", help="turn the run_python tool off")
     add_mcp_option(run, "offer an MCP server's tools as NAME__TOOL")
     run.add_argument("--unsandboxed-python", action="store_true",
@@ -415,6 +455,26 @@ def make_parser() -> argparse.ArgumentParser:
                           "bwrap (the same inside bubblewrap, which must be installed)")
     run.add_argument("--quiet", action="store_true", help="no progress on the console")
     run.set_defaults(func=cmd_run)
+
+    bench = _command(sub, "bench", "run one topic or task in two or more context modes and compare them", [
+        "azclaw bench --local --rounds 25          (memory against full, the long-coherence topic)",
+        "azclaw bench --topic todo-api --endpoint http://localhost:8080 --modes memory,full,window:3",
+        "azclaw bench --task 'Plan a CLI todo app' --rounds 10 --out runs/bench"])
+    add_topic_options(bench, required=False, purpose=f"what the team works on (default: the {BENCH_TOPIC} topic)")
+    add_team_options(bench, "for every agent (without it, or --agents with URLs: --local)")
+    bench.add_argument("--modes", default="memory,full", metavar="MODES",
+                       help="context modes to compare, comma-separated: memory, full, window:N "
+                            "(default memory,full)")
+    bench.add_argument("--rounds", type=int, metavar="N",
+                       help="rounds per mode (default: the topic's last phase, else 10)")
+    bench.add_argument("--out", default="./bench", metavar="DIR",
+                       help="a folder per mode (DIR/memory, DIR/full, ...) and DIR/bench_report.html "
+                            "(default ./bench)")
+    bench.add_argument("--charts", choices=CHART_ENGINES, default="auto",
+                       help="matplotlib or hand-drawn svg; auto: matplotlib when installed (default)")
+    bench.add_argument("--temperature", type=float, default=0.7)
+    bench.add_argument("--quiet", action="store_true", help="no progress on the console, only the table")
+    bench.set_defaults(func=cmd_bench)
 
     stop = _command(sub, "stop", "ask a running azclaw to stop after its current round",
                     ["azclaw stop   (writes ./STOP)"])

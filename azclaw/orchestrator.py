@@ -23,12 +23,13 @@ from pathlib import Path
 from . import sandbox
 from .agent import Agent
 from .builtin_tools import build_default_registry
-from .checkpoint import Checkpoint, RunState
+from .checkpoint import HISTORY_KEEP, Checkpoint, RunState
+from .context import ContextMode
 from .errors import CheckpointError, ConfigError, RunAborted, StorageError
 from .files import RunLock, sweep_temporary
 from .memory import TeamMemory
 from .console import RunConsole
-from .prompt import CONTEXT_BUDGET, MESSAGE_BUDGET, round_message, system_prompt
+from .prompt import CHARS_PER_TOKEN, CONTEXT_BUDGET, MESSAGE_BUDGET, system_prompt
 from .runlog.journal import Journal, current_run, read_journal
 from .stats import Coherence, RunStats
 from .stopping import StopControl
@@ -55,7 +56,7 @@ class Orchestrator:
                  max_tool_steps: int = DEFAULT_TOOL_STEPS, checkpoint_every: int = 5, stop_file="STOP",
                  message_budget: int = MESSAGE_BUDGET, max_failed_rounds: int = 3, run_python: bool = True,
                  check_health: bool = True, approve=None, context_budget: int = CONTEXT_BUDGET,
-                 verbose: bool = True):
+                 context: str | ContextMode | None = None, verbose: bool = True):
         names = [a.name for a in agents]
         if not agents:
             raise ConfigError("agents: a team needs at least one agent")
@@ -67,6 +68,9 @@ class Orchestrator:
                                      ("context_budget", context_budget, 1)):
             if isinstance(value, bool) or not isinstance(value, int) or value < least:
                 raise ConfigError(f"{option}: expected a whole number >= {least}, got {value!r}")
+        # None: memory, or on resume the mode the run was started in
+        self._context_given = None if context is None else ContextMode.parse(context)
+        self.context = self._context_given or ContextMode()
         self.agents = list(agents)
         self.topic = topic or Topic(title="task")
         self.task = ""
@@ -99,7 +103,7 @@ class Orchestrator:
     last_round = property(lambda self: self.state.round)
 
     def _fresh_state(self) -> RunState:
-        state = RunState(stats=RunStats())
+        state = RunState(stats=RunStats(), keep=self.context.history_keep(len(self.agents), HISTORY_KEEP))
         for agent in self.agents:
             state.stats.agent(agent.name)
         return state
@@ -185,14 +189,28 @@ class Orchestrator:
         return [name for name, streak in self._empty_streak.items() if streak >= self.max_failed_rounds]
 
     def _run_round(self, round_no: int, last: int) -> list[Turn]:
-        user = round_message(round_no, self.state.previous(round_no), self.topic.initial_prompt or self.task,
-                             self.message_budget, str(self.journal_path))
-        jobs = [lambda a=a: self._turn(a, round_no, last, user) for a in self.agents]
+        jobs = [lambda a=a: self._turn(a, round_no, last) for a in self.agents]
         return _in_threads(jobs) if self.parallel and len(jobs) > 1 else [job() for job in jobs]
 
-    def _turn(self, agent: Agent, round_no: int, last: int, user: str) -> Turn:
+    def _conversation(self, agent: Agent, round_no: int, last: int, tools, closing: str | None = None):
+        """What of the team's conversation ``agent`` is sent (the context mode)."""
+        room = 0
+        if self.context.kind != "memory":  # the budget's room once the system prompt is in
+            room = (agent.context_budget or self.context_budget) * CHARS_PER_TOKEN - len(
+                system_prompt(agent, self.topic, self.task, self.agents, tools, round_no, last))
+        return self.context.conversation(round_no if closing is None else round_no + 1, self.state.history,
+                                         self.topic.initial_prompt or self.task, room, self.message_budget,
+                                         str(self.journal_path), closing)
+
+    def _turn(self, agent: Agent, round_no: int, last: int) -> Turn:
         self.journal.write("turn_start", round=round_no, agent=agent.name)
-        turn = self._take_turn(agent, round_no, last, user, self.registry.allowed(agent.can_write, agent.tools))
+        tools = self.registry.allowed(agent.can_write, agent.tools)
+        conversation = self._conversation(agent, round_no, last, tools)
+        turn = self._take_turn(agent, round_no, last, conversation.text, tools)
+        turn.dropped = conversation.dropped
+        if conversation.dropped:
+            self.progress.info("%s: %d earlier messages left out to fit the context budget", agent.name,
+                               conversation.dropped)
         tools = ", ".join(f"{n}x{c}" if c > 1 else n for n, c in turn.tool_calls.items()) or "no tools"
         self.progress.info("[round %d/%d] %s: %d+%d tok, %.1f tok/s, %s%s", round_no, last, agent.name,
                            turn.prompt_tokens, turn.completion_tokens, turn.tokens_per_second, tools,
@@ -223,7 +241,9 @@ class Orchestrator:
                     "Answer from what you know; use recall to look it up. Answer in a few sentences.")
         for agent in self.agents:
             tools = [t for t in self.registry.allowed(agent.can_write, agent.tools) if t.name == "recall"]
-            turn = self._take_turn(agent, round_no, last, question, tools, probe=True)
+            conversation = self._conversation(agent, round_no, last, tools, closing=question)
+            turn = self._take_turn(agent, round_no, last, conversation.text, tools, probe=True)
+            turn.dropped = conversation.dropped
             correct = probe.score(turn.text)
             answer = self.state.add_probe(turn, probe.question, correct)
             self.journal.write("probe", **{**turn.to_dict(), **answer, "expect": probe.expect})
@@ -266,14 +286,16 @@ class Orchestrator:
         python_sandbox = (sandbox.sandbox_summary(self.run_python) if any(a.can_write for a in self.agents)
                           else "run_python not offered (no writer)")
         self.journal.write("run_start", topic=self.topic.name, title=self.topic.title, first_round=self.last_round + 1,
-                           last_round=last, agents=[a.name for a in self.agents],
+                           last_round=last, agents=[a.name for a in self.agents], context=str(self.context),
+                           context_budget=self.context_budget,
                            resumed_from=self.last_round if resume else None, pid=os.getpid(),
                            host=socket.gethostname(), sandbox=python_sandbox,
                            phases=[{"name": p.name, "rounds": [p.start, p.end]} for p in self.topic.phases],
                            probes=[{"after_round": p.after_round, "question": p.question, "expect": p.expect}
                                    for p in self.topic.coherence_probes])
-        self.progress.info("azclaw run %r: rounds %d-%d, agents %s; run_python: %s", self.topic.title,
-                           self.last_round + 1, last, ", ".join(a.name for a in self.agents), python_sandbox)
+        self.progress.info("azclaw run %r: rounds %d-%d, agents %s%s; run_python: %s", self.topic.title,
+                           self.last_round + 1, last, ", ".join(a.name for a in self.agents),
+                           "" if self.context.kind == "memory" else f", context {self.context}", python_sandbox)
         missing = self.topic.missing_sources(self.source_dirs)
         if missing:
             self.progress.warning("the topic's phases name source files that no source folder holds: %s "
@@ -299,19 +321,33 @@ class Orchestrator:
             checkpoint = Checkpoint.load(path)
             identity, planned, state = (checkpoint.topic_name, checkpoint.topic_title), checkpoint.max_rounds, \
                 checkpoint.state
+            recorded = checkpoint.context
         else:  # killed before its first checkpoint: the journal alone
             identity, planned, state = (starts[-1].get("topic"), starts[-1].get("title")), \
                 starts[-1].get("last_round"), self._fresh_state()
-            path = self.journal_path
+            path, recorded = self.journal_path, starts[-1].get("context")
         if identity != (self.topic.name, self.topic.title):
             raise CheckpointError(f"{path}: it belongs to topic {identity[0]!r} ({identity[1]!r}), "
                                   f"not {self.topic.name!r} ({self.topic.title!r})")
+        self._resume_context(recorded, path)
+        state.keep = self.context.history_keep(len(self.agents), HISTORY_KEEP)
         if starts and (starts[-1].get("topic"), starts[-1].get("title")) == identity:
             state.replay(events)
         self.state = state
         for agent in self.agents:
             self.stats.agent(agent.name)
         return planned if isinstance(planned, int) and planned > 0 else None
+
+    def _resume_context(self, recorded, source: Path) -> None:
+        """A resumed run goes on in the context mode it ran in."""
+        try:
+            mode = ContextMode.parse(recorded or "memory")
+        except ConfigError as exc:
+            raise CheckpointError(f"{source}: {exc}") from None
+        if self._context_given is not None and self._context_given != mode:
+            raise CheckpointError(f"{source}: the run used context {mode}; resume it with --context {mode}, "
+                                  "or start a new run")
+        self.context = mode
 
     def save_checkpoint(self, max_rounds: int) -> Path:
         """Write the checkpoint of the last completed round."""
@@ -321,7 +357,8 @@ class Orchestrator:
             if self.progress:
                 self.progress.warning("memory counts left out of the checkpoint: %s", exc)
             counts = {}
-        checkpoint = Checkpoint(self.topic.name, self.topic.title, max_rounds, self.state, counts)
+        checkpoint = Checkpoint(self.topic.name, self.topic.title, max_rounds, self.state, counts,
+                                context=str(self.context))
         path = checkpoint.save(self.checkpoint_path)
         if self.journal:
             self.journal.write("checkpoint", round=self.last_round, path=str(path))

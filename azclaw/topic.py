@@ -14,6 +14,7 @@ from pathlib import Path
 
 from .errors import ConfigError
 from .files import read_json
+from .scoring import score
 
 _TOPIC_FIELDS = {"title", "system_context", "initial_prompt", "phases", "coherence_probes", "agent_roles",
                  "source_dirs", "mcp_servers"}
@@ -41,11 +42,9 @@ class Probe:
     expect: list[str] = field(default_factory=list)
 
     def score(self, answer: str) -> bool | None:
-        """True when the answer holds every expected phrase; None without any."""
-        if not self.expect:
-            return None
-        low = answer.lower()
-        return all(e.lower() in low for e in self.expect)
+        """True when the answer holds every expected phrase as whole words
+        and not negated (``azclaw/scoring.py``); None without any."""
+        return score(answer, self.expect)
 
 
 @dataclass

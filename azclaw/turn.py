@@ -105,6 +105,7 @@ class Turn:
     problems: list[str] = field(default_factory=list)  # what was wrong with replies, one line each
     probe: bool = False  # an answer to a coherence probe, not a round's turn
     retried: bool = False  # an attempt of a round in which every turn failed: its round ran again
+    dropped: int = 0  # messages of the conversation left out to fit the context budget (full, window modes)
 
     @property
     def failed(self) -> bool:

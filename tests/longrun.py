@@ -5,7 +5,7 @@ Shared by test_journal, test_status and test_report. The script:
 * three agents (architect, developer, reviewer); the architect remembers a
   decision every 3rd round, the reviewer every 5th, the developer writes a
   file every 4th round; checkpoints every 5 rounds;
-* probes after rounds 5 and 20 (database, expect "postgres"), 12 (language,
+* probes after rounds 5 and 20 (database, expect "postgres|postgresql"), 12 (language,
   expect "python") and 24 (not scored). The architect answers both right,
   the developer gets the language wrong (after the kill), the reviewer the
   database;
@@ -40,9 +40,9 @@ TOPIC = {
     "phases": [{"name": "Design", "rounds": [1, 8]}, {"name": "Build", "rounds": [9, 18]},
                {"name": "Review", "rounds": [19, LAST_ROUND]}],
     "coherence_probes": [
-        {"after_round": 5, "question": "What database engine did we choose?", "expect": ["postgres"]},
+        {"after_round": 5, "question": "What database engine did we choose?", "expect": ["postgres|postgresql"]},
         {"after_round": 12, "question": "Which language is the service written in?", "expect": ["python"]},
-        {"after_round": 20, "question": "What database engine did we choose?", "expect": ["postgres"]},
+        {"after_round": 20, "question": "What database engine did we choose?", "expect": ["postgres|postgresql"]},
         {"after_round": LAST_ROUND, "question": "What is left to do?"},
     ],
 }

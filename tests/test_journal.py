@@ -14,7 +14,7 @@ from longrun import AGENTS, EXPECTED_SCORE, KILL_ROUND, LAST_ROUND, killed_and_r
 TURN_FIELDS = {"v", "event", "time", "run", "round", "phase", "agent", "prompt_tokens", "completion_tokens",
                "context_tokens", "context_chars", "requests", "seconds", "tokens_per_second", "tool_calls",
                "tool_errors", "memories", "files", "errors", "text", "empty", "truncated", "calls",
-               "cached_tokens", "mode", "switched", "problems"}
+               "cached_tokens", "mode", "switched", "problems", "dropped"}
 
 
 @pytest.fixture(scope="module")
@@ -54,7 +54,7 @@ def test_run_start_lines_record_the_process_the_phases_and_the_probes(run):
     assert (second["first_round"], second["last_round"]) == (KILL_ROUND, LAST_ROUND)
     assert [p["name"] for p in first["phases"]] == ["Design", "Build", "Review"]
     assert first["probes"][0] == {"after_round": 5, "question": "What database engine did we choose?",
-                                  "expect": ["postgres"]}
+                                  "expect": ["postgres|postgresql"]}
     assert first["agents"] == AGENTS
 
 

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from azclaw import Topic
+from azclaw import Probe, Topic
 from azclaw.errors import ConfigError
 from fakellm import text
 from helpers import orchestrator, read_json, team
@@ -160,3 +160,42 @@ def test_shipped_topics_load():
     assert len(shipped) >= 2
     topics = [Topic.load(p) for p in shipped]
     assert any(len(t.phases) > 1 and t.coherence_probes for t in topics), "one multi-phase topic with probes"
+
+
+@pytest.mark.parametrize("answer, expect, correct", [
+    # whole words and phrases, in any letter case, with plain inflections
+    ("We use PostgreSQL 16.", ["postgresql"], True),
+    ("We use PostgreSQL 16.", ["postgres"], False),  # a substring is not the word
+    ("We use PostgreSQL 16.", ["postgres|postgresql"], True),  # alternatives
+    ("Records of closed accounts are rejected.", ["reject"], True),
+    ("The projection is done.", ["reject"], False),
+    ("Amounts are integer cents.", ["integer cents"], True),
+    ("Cents, stored as integers.", ["integer cents"], False),  # a phrase keeps its order
+    ("Use decimal.Decimal for money", ["decimal"], True),
+    ("It returns 201 Created", ["201"], True),
+    # a negation before the phrase does not count
+    ("We never reject anything.", ["reject"], False),
+    ("Definitely not postgres; sqlite it is.", ["postgres"], False),
+    ("No sqlite, ever.", ["sqlite"], False),
+    ("We don't use floats.", ["float"], False),
+    ("Use Decimal instead of float.", ["float"], False),
+    ("It isn't 8443 any more.", ["8443"], False),
+    ("Not SQLite but PostgreSQL.", ["postgresql"], True),  # the negation belongs to another clause
+    ("No, the port is 7070.", ["7070"], True),
+    ("We don't use floats; amounts are integer cents.", ["cents"], True),
+    ("Not 8443: it moved to 7070, not back to 8443.", ["7070"], True),
+    # digits match as whole numbers
+    ("A 9 and a 2.", ["92"], False),
+    ("It is 92 characters wide.", ["9"], False),
+    ("The year 1950.", ["9"], False),
+    ("PIC S9(09)V99: 9 digits before the point, 2 after.", ["9", "2"], True),
+    ("The balance is 1,250.00", ["1250.00"], True),
+    ("It returns 2010", ["201"], False),
+    ("Port 07070", ["7070"], True),
+    # every phrase is needed; none expected is not scored
+    ("Reminders after 30 days on port 7070", ["30", "7070"], True),
+    ("Reminders after 30 days on port 8443", ["30", "7070"], False),
+    ("anything", [], None),
+])
+def test_probe_answers_are_scored_by_whole_words_not_substrings_or_negations(answer, expect, correct):
+    assert Probe(1, "q?", expect).score(answer) is correct

@@ -32,6 +32,7 @@ class Chart:
     phases: list[tuple[int, str]] = field(default_factory=list)  # (first round, name)
     dashed: set[str] = field(default_factory=set)  # labels drawn dashed (totals)
     integer: bool = False  # counts: whole-number ticks only
+    ymax: float = 0.0  # the top of the scale at least this (charts side by side share one scale)
 
 
 # -- the data -----------------------------------------------------------------
@@ -124,6 +125,7 @@ def matplotlib_img(chart: Chart) -> str:
                     textcoords="offset points", va="top", fontsize=8, color="#666666", parse_math=False)
     top = max((v or 0 for v in (bottom if chart.kind == "bars" else
                                    [v for vs in chart.series.values() for v in vs])), default=0)
+    top = max(top, chart.ymax)
     ax.set_ylim(0, top * 1.08 if top > 0 else 1)  # from zero: a flat line must look flat
     if x:
         ax.set_xlim(min(x) - 0.6, max(x) + 0.6)
@@ -163,7 +165,7 @@ def svg_chart(chart: Chart) -> str:
     else:
         tops = [v for values in chart.series.values() for v in values if v is not None]
     # headroom, as matplotlib's: the phase names at the top must not sit on the lines
-    ymax, ystep = nice_scale(max(tops, default=0) * (1.08 if _visible_phases(chart) else 1), integer=chart.integer)
+    ymax, ystep = nice_scale(max(max(tops, default=0) * (1.08 if _visible_phases(chart) else 1), chart.ymax), integer=chart.integer)
     x0, x1 = min(x, default=0) - 0.6, max(x, default=1) + 0.6
     pw, ph = W - LEFT - RIGHT, H - TOP - BOTTOM
 

@@ -9,7 +9,10 @@ Events and their fields:
   resumed_from (the checkpoint's round, or null for a fresh run), pid and
   host of the writing process, phases [{name, rounds: [start, end]}],
   probes [{after_round, question, expect}], sandbox (the run_python sandbox
-  level as the self-test found it, e.g. "landlock ABI 7 + seccomp net + rlimits")
+  level as the self-test found it, e.g. "landlock ABI 7 + seccomp net + rlimits"),
+  context (the context mode:
+  "memory", "full" or "window:N"; journals without it ran in memory mode),
+  context_budget (tokens)
 * ``turn_start``: round, agent (version 3: an agent's turn began; the
   ``turn`` line follows when it ends)
 * ``turn``: ``Turn.to_dict()`` (``azclaw/turn.py``): round, phase (name or
@@ -26,7 +29,9 @@ Events and their fields:
   ok, seconds, step, arguments_chars and result_chars (the full lengths:
   arguments and result are cut to 2,000 characters, run_python's to
   65,536, so the code that ran and what it printed are always there),
-  duplicate (a repeat of an earlier call, not run again))
+  duplicate (a repeat of an earlier call, not run again)), dropped (messages
+  of the conversation left out of the turn's request to fit the context
+  budget; always 0 in memory mode)
 * ``probe``: the fields of a turn (the answer's cost), plus question,
   expect [phrases], answer (= text), correct (true/false, or null when the
   probe has no ``expect``)
