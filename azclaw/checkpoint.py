@@ -32,7 +32,7 @@ from .errors import CheckpointError, StorageError
 from .files import read_json, write_atomic
 from .context import previous
 from .prompt import Message
-from .stats import RunStats
+from .stats import Coherence, RunStats
 from .turn import Turn
 
 FORMAT = "azclaw-checkpoint"
@@ -93,6 +93,16 @@ class RunState:
             for e in probes.values():
                 self.add_probe(Turn.from_dict(e), str(e.get("question") or ""), e.get("correct"))
         return done
+
+    def summary(self) -> str:
+        """The end-of-run summary: totals, the per-agent table, the coherence score."""
+        s = self.stats
+        lines = [f"Rounds {s.rounds} | tokens {s.prompt_tokens:,} prompt + {s.completion_tokens:,} completion"
+                 f" | memories {s.memories_stored} | files {s.files_written} | tool calls {s.tool_calls}"
+                 f" | errors {s.errors} | {s.elapsed / 60:.1f} min", s.table()]
+        if self.probe_answers:
+            lines.append(f"Coherence: {Coherence.of(self.probe_answers)}")
+        return "\n".join(lines)
 
     def previous(self, round_no: int) -> list[Message]:
         """The messages of the latest round before ``round_no`` that produced

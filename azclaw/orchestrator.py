@@ -30,8 +30,9 @@ from .files import RunLock, sweep_temporary
 from .memory import TeamMemory
 from .console import RunConsole
 from .prompt import CHARS_PER_TOKEN, CONTEXT_BUDGET, MESSAGE_BUDGET, system_prompt
-from .runlog.journal import Journal, current_run, read_journal
-from .stats import Coherence, RunStats
+from .resume import take_up
+from .runlog.journal import Journal
+from .stats import RunStats
 from .stopping import StopControl
 from .tools import ToolContext, ToolRegistry
 from .topic import Probe, Topic
@@ -310,33 +311,15 @@ class Orchestrator:
         if size and size - agent.max_tokens < budget:
             agent.context_budget = max(256, size - agent.max_tokens)
 
-    def _restore(self, resume) -> int:
-        """Take up the state of an interrupted run: its checkpoint, then the
-        rounds its journal shows finished after it. Returns the last round
-        that run planned."""
-        path = self.checkpoint_path if resume is True else Path(resume)
-        events = current_run(read_journal(self.journal_path))
-        starts = [e for e in events if e.get("event") == "run_start"]
-        if path.exists() or resume is not True or not starts:
-            checkpoint = Checkpoint.load(path)
-            identity, planned, state = (checkpoint.topic_name, checkpoint.topic_title), checkpoint.max_rounds, \
-                checkpoint.state
-            recorded = checkpoint.context
-        else:  # killed before its first checkpoint: the journal alone
-            identity, planned, state = (starts[-1].get("topic"), starts[-1].get("title")), \
-                starts[-1].get("last_round"), self._fresh_state()
-            path, recorded = self.journal_path, starts[-1].get("context")
-        if identity != (self.topic.name, self.topic.title):
-            raise CheckpointError(f"{path}: it belongs to topic {identity[0]!r} ({identity[1]!r}), "
-                                  f"not {self.topic.name!r} ({self.topic.title!r})")
-        self._resume_context(recorded, path)
-        state.keep = self.context.history_keep(len(self.agents), HISTORY_KEEP)
-        if starts and (starts[-1].get("topic"), starts[-1].get("title")) == identity:
-            state.replay(events)
-        self.state = state
+    def _restore(self, resume) -> int | None:
+        """Take up an interrupted run's state; return the last round it planned."""
+        found = take_up(resume, self.checkpoint_path, self.journal_path, self.topic.name, self.topic.title)
+        self._resume_context(found.context, found.source)
+        found.state.keep = self.context.history_keep(len(self.agents), HISTORY_KEEP)
+        self.state = found.state
         for agent in self.agents:
             self.stats.agent(agent.name)
-        return planned if isinstance(planned, int) and planned > 0 else None
+        return found.planned
 
     def _resume_context(self, recorded, source: Path) -> None:
         """A resumed run goes on in the context mode it ran in."""
@@ -385,13 +368,7 @@ class Orchestrator:
             self._lock.release()
 
     def summary(self) -> str:
-        s = self.stats
-        lines = [f"Rounds {s.rounds} | tokens {s.prompt_tokens:,} prompt + {s.completion_tokens:,} completion"
-                 f" | memories {s.memories_stored} | files {s.files_written} | tool calls {s.tool_calls}"
-                 f" | errors {s.errors} | {s.elapsed / 60:.1f} min", s.table()]
-        if self.probe_answers:
-            lines.append(f"Coherence: {Coherence.of(self.probe_answers)}")
-        return "\n".join(lines)
+        return self.state.summary()
 
 
 def _team_memory(agents: list[Agent], agents_dir: Path) -> TeamMemory:
