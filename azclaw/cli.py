@@ -24,7 +24,7 @@ from .context import ContextMode
 from .errors import AzclawError, ConfigError
 from .llm import DEFAULT_MAX_OUTAGE, DEFAULT_STALL_TIMEOUT
 from .orchestrator import Orchestrator
-from .prompt import CONTEXT_BUDGET
+from .prompt import CONTEXT_BUDGET, MESSAGE_BUDGET
 from .runlog.compare import format_table
 from .runlog.report import CHART_ENGINES, build_report
 from .runlog.status import format_status, read_status
@@ -234,7 +234,8 @@ def run_team(args, config: TeamConfig) -> int:
                             source_dirs=sources, agents_dir=args.agents_dir, parallel=args.parallel,
                             run_python=python_mode(args), verbose=not args.quiet, registry=registry,
                             max_failed_rounds=args.max_failed_rounds, context_budget=config.context_budget,
-                            checkpoint_every=args.checkpoint_every, context=args.context,
+                            checkpoint_every=args.checkpoint_every, message_budget=args.message_budget,
+                            context=args.context,
                             approve=TerminalApprover() if args.approve else None)
         if args.task:
             orch.set_task(args.task, args.name)
@@ -420,6 +421,9 @@ def make_parser() -> argparse.ArgumentParser:
                           "source_dirs)")
     run.add_argument("--name", help="name of the run's checkpoint, journal and log files (default: the topic "
                                     "file's name, or the task's first words and a short hash of it)")
+    run.add_argument("--message-budget", type=int, default=MESSAGE_BUDGET, metavar="CHARS",
+                     help=f"characters of each agent's previous-round message sent on (default {MESSAGE_BUDGET}); "
+                          "a longer one is cut with a pointer to the journal")
     run.add_argument("--checkpoint-every", type=int, default=5, metavar="N",
                      help="write the checkpoint every N rounds, and whenever the run ends (default 5)")
     run.add_argument("--max-rounds", type=int, help="number of the last round (default: the topic's "

@@ -144,3 +144,12 @@ def test_the_first_ctrl_c_is_acknowledged_at_once(fake_llm, azclaw_popen, workdi
     assert proc.wait(CLI_TIMEOUT) == 0
     assert json.loads(run_file(workdir / "logs", "_journal.jsonl").read_text().splitlines()[-1])["reason"] == \
         "stopped"
+
+
+def test_the_message_budget_is_an_option_of_the_command(fake_llm, azclaw):
+    fake = fake_llm(responder=lambda request: text("x" * 3000 + " END-OF-MESSAGE"))
+    proc = azclaw("run", "--task", "T", "--agents", "solo", "--endpoint", fake.url, "--max-rounds", "2",
+                  "--message-budget", "500")
+    assert proc.returncode == 0, proc.stderr
+    round2 = [r for r in fake.chats if r.round == 2][0].user
+    assert "END-OF-MESSAGE" not in round2 and "more characters; the full text is in" in round2

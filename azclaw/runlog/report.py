@@ -139,15 +139,18 @@ def _now() -> str:
 
 
 def _agents_table(s: RunStatus) -> str:
-    head = ("<tr><th>agent</th><th>turns</th><th>prompt tokens</th><th>completion tokens</th>"
-            "<th>avg tok/s</th><th>tool calls</th><th>memories</th><th>files</th><th>errors</th></tr>")
+    head = ("<tr><th>agent</th><th>turns</th><th>prompt tokens</th><th>cached</th><th>completion tokens</th>"
+            "<th>avg tok/s</th><th>tool calls</th><th>memories</th><th>files</th><th>errors</th>"
+            "<th>empty replies</th><th>cut off</th></tr>")
     rows = []
     for name, a in s.agents.items():
         by_tool = ", ".join(f"{k} {v}" for k, v in sorted(a.tool_calls_by_name.items(), key=lambda kv: -kv[1]))
-        rows.append(f"<tr><td>{_e(name)}</td><td>{a.turns}</td><td>{a.prompt_tokens:,}</td>"
+        cached = f"{a.cached_share:.0%}" if a.cached_tokens else "&ndash;"  # a server that never says: unknown
+        rows.append(f"<tr><td>{_e(name)}</td><td>{a.turns}</td><td>{a.prompt_tokens:,}</td><td>{cached}</td>"
                     f"<td>{a.completion_tokens:,}</td><td>{a.tokens_per_second:.1f}</td>"
                     f'<td title="{_e(by_tool)}">{a.tool_calls}</td><td>{a.memories_stored}</td>'
-                    f"<td>{a.files_written}</td><td>{a.errors}</td></tr>")
+                    f"<td>{a.files_written}</td><td>{a.errors}</td><td>{a.empty_replies}</td>"
+                    f"<td>{a.truncated_replies}</td></tr>")
     return f'<table class="num">{head}{"".join(rows)}</table>'
 
 

@@ -71,6 +71,7 @@ class RunStatus:
         data["elapsed"] = round(self.elapsed, 1)
         data["agents"] = [{"name": name, "turns": a.turns, "prompt_tokens": a.prompt_tokens,
                            "completion_tokens": a.completion_tokens, "tokens": a.tokens,
+                           "cached_tokens": a.cached_tokens, "cached_share": round(a.cached_share, 3),
                            "seconds": round(a.seconds, 3), "tokens_per_second": round(a.tokens_per_second, 2),
                            "tool_calls": a.tool_calls, "tool_calls_by_name": dict(a.tool_calls_by_name),
                            "memories": a.memories_stored, "files": a.files_written, "errors": a.errors,
