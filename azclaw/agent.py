@@ -64,6 +64,14 @@ class Agent:
         self.client = LLMClient(self.endpoint, self.model, self.api_key, self.timeout, self.retries,
                                 max_outage=self.max_outage, stall_timeout=self.stall_timeout, stream=self.stream)
 
+    def fit_to_server(self, default_budget: int) -> None:
+        """Where the server tells its context size, fit this agent's requests
+        to it from the start (a reply has to fit too)."""
+        size = self.client.context_size()
+        budget = self.context_budget or default_budget
+        if size and size - self.max_tokens < budget:
+            self.context_budget = max(256, size - self.max_tokens)
+
     @property
     def endpoints(self) -> list[str]:
         return self.client.endpoints

@@ -16,12 +16,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from .agent import Agent
 from .builtin_tools import build_default_registry
 from .context import ContextMode
 from .errors import AzclawError, ConfigError, EndpointError
-from .orchestrator import Orchestrator
 from .runlog.bench_report import write_bench_report
 from .runlog.compare import Comparison, compare_runs
 from .topic import Topic
@@ -82,11 +82,13 @@ def warm_up(agents: list[Agent]) -> None:
 
 
 def run_bench(team: Callable[[], list[Agent]], modes: list[ContextMode], out: str | Path, *,
-              topic: Callable[[], Topic | None] = lambda: None, task: str | None = None,
-              rounds: int | None = None, charts: str = "auto", command: str = "",
+              orchestrator: Callable[..., Any], topic: Callable[[], Topic | None] = lambda: None,
+              task: str | None = None, rounds: int | None = None, charts: str = "auto", command: str = "",
               say: Callable[[str], None] = lambda line: None, **options) -> BenchResult:
     """Run ``topic()`` (or ``task``) once per mode with a fresh ``team()``,
-    then write the comparison. ``options`` go to every Orchestrator."""
+    then write the comparison. ``orchestrator`` is the class that runs a
+    mode (``azclaw.Orchestrator``; the bench sits beside the loop, not
+    under it); ``options`` go to every one."""
     out = Path(out)
     folders = mode_folders(out, modes)
     check_fresh(folders)
@@ -98,7 +100,7 @@ def run_bench(team: Callable[[], list[Agent]], modes: list[ContextMode], out: st
             folder = folders[str(mode)]
             say(f"azclaw bench: mode {mode} ({n} of {len(modes)}) in {folder}")
             with build_default_registry() as registry:
-                orch = Orchestrator(team(), topic=first_topic if n == 1 else topic(), output_dir=folder / "output",
+                orch = orchestrator(team(), topic=first_topic if n == 1 else topic(), output_dir=folder / "output",
                                     log_dir=folder / "logs", agents_dir=folder / "agents", context=mode,
                                     registry=registry, **options)
                 if task:

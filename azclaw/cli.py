@@ -267,8 +267,8 @@ def cmd_bench(args) -> int:
     def bench(config: TeamConfig) -> int:
         command = "azclaw " + shlex.join(sys.argv[1:]) if sys.argv[1:2] == ["bench"] else ""
         say = (lambda line: None) if args.quiet else (lambda line: print(line, file=sys.stderr, flush=True))
-        result = run_bench(config.team, modes, args.out, topic=lambda: load_topic(topic_name), task=args.task,
-                           rounds=args.rounds, charts=args.charts, command=command, say=say,
+        result = run_bench(config.team, modes, args.out, orchestrator=Orchestrator,
+                           topic=lambda: load_topic(topic_name), task=args.task, rounds=args.rounds, charts=args.charts, command=command, say=say,
                            context_budget=config.context_budget, verbose=not args.quiet)
         print(format_table(result.comparison))
         if result.stopped:

@@ -29,6 +29,7 @@ from .errors import CheckpointError, ConfigError, RunAborted, StorageError
 from .files import RunLock, sweep_temporary
 from .memory import TeamMemory
 from .console import RunConsole
+from .parallel import in_threads
 from .prompt import CHARS_PER_TOKEN, CONTEXT_BUDGET, MESSAGE_BUDGET, system_prompt
 from .resume import take_up
 from .runlog.journal import Journal
@@ -191,7 +192,7 @@ class Orchestrator:
 
     def _run_round(self, round_no: int, last: int) -> list[Turn]:
         jobs = [lambda a=a: self._turn(a, round_no, last) for a in self.agents]
-        return _in_threads(jobs) if self.parallel and len(jobs) > 1 else [job() for job in jobs]
+        return in_threads(jobs) if self.parallel and len(jobs) > 1 else [job() for job in jobs]
 
     def _conversation(self, agent: Agent, round_no: int, last: int, tools, closing: str | None = None):
         """What of the team's conversation ``agent`` is sent (the context mode)."""
@@ -268,7 +269,7 @@ class Orchestrator:
             if self.check_health:
                 for agent in self.agents:
                     agent.client.health_check()
-                    self._fit_to_server(agent)
+                    agent.fit_to_server(self.context_budget)
         except BaseException:
             self._lock.release()
             raise
@@ -302,14 +303,6 @@ class Orchestrator:
             self.progress.warning("the topic's phases name source files that no source folder holds: %s "
                                   "(give their folder with --source)", ", ".join(missing))
         return last
-
-    def _fit_to_server(self, agent: Agent) -> None:
-        """Where the server tells its context size, an agent's requests are
-        fitted to it from the start (a reply has to fit too)."""
-        size = agent.client.context_size()
-        budget = agent.context_budget or self.context_budget
-        if size and size - agent.max_tokens < budget:
-            agent.context_budget = max(256, size - agent.max_tokens)
 
     def _restore(self, resume) -> int | None:
         """Take up an interrupted run's state; return the last round it planned."""
@@ -376,28 +369,3 @@ def _team_memory(agents: list[Agent], agents_dir: Path) -> TeamMemory:
         return TeamMemory({a.name: Path(a.root) if a.root else agents_dir / a.name for a in agents})
     except OSError as exc:
         raise ConfigError(f"agent folder {exc.filename}: {exc.strerror}") from None
-
-
-def _in_threads(jobs: list) -> list:
-    """Run ``jobs`` at once and return their results in order. Daemon
-    threads, so a second Ctrl+C can end the process without waiting for
-    requests still in flight."""
-    results: list = [None] * len(jobs)
-    failures: list = [None] * len(jobs)
-
-    def work(i: int) -> None:
-        try:
-            results[i] = jobs[i]()
-        except BaseException as exc:  # re-raised in the caller's thread
-            failures[i] = exc
-
-    threads = [threading.Thread(target=work, args=(i,), daemon=True, name=f"azclaw-turn-{i}")
-               for i in range(len(jobs))]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    for failure in failures:
-        if failure is not None:
-            raise failure
-    return results
