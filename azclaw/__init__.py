@@ -8,20 +8,20 @@ import logging
 logging.getLogger("azclaw").addHandler(logging.NullHandler())
 
 from .agent import Agent, default_team  # noqa: E402
-from .builtin_tools import build_default_registry  # noqa: E402
+from .tools.builtin import build_default_registry  # noqa: E402
 from .checkpoint import Checkpoint, RunState  # noqa: E402
-from .confine import SandboxLevel, probe_sandbox, protect_process  # noqa: E402
+from .tools.confine import SandboxLevel, probe_sandbox, protect_process  # noqa: E402
 from .errors import (AzclawError, CheckpointError, ConfigError, ContextOverflow, EndpointError,  # noqa: E402
                      LocalServerError, MemoryIndexError, RunAborted, ToolError)
-from .llm import Completion, LLMClient, Progress, ToolCall, Usage  # noqa: E402
+from .client.llm import Completion, LLMClient, Progress, ToolCall, Usage  # noqa: E402
 from .memory import TeamMemory  # noqa: E402
 from .orchestrator import Orchestrator  # noqa: E402
 from .runlog.reader import RunLog  # noqa: E402
 from .runlog.report import build_report  # noqa: E402
 from .runlog.status import RunStatus, read_status  # noqa: E402
-from .sandbox import check_output_folder  # noqa: E402
+from .tools.sandbox import check_output_folder  # noqa: E402
 from .stats import AgentStats, Coherence, RunStats  # noqa: E402
-from .tools import Tool, ToolContext, ToolRegistry, ToolResult  # noqa: E402
+from .tools.registry import Tool, ToolContext, ToolRegistry, ToolResult  # noqa: E402
 from .topic import Phase, Probe, Topic  # noqa: E402
 from .turn import Turn, take_turn  # noqa: E402
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from .errors import ConfigError
 from .toolmodes import check_mode, starting_mode
-from .llm import DEFAULT_MAX_OUTAGE, DEFAULT_STALL_TIMEOUT, DEFAULT_TIMEOUT, LLMClient
+from .client.llm import DEFAULT_MAX_OUTAGE, DEFAULT_STALL_TIMEOUT, DEFAULT_TIMEOUT, LLMClient
 
 DEFAULT_ENDPOINT = "http://localhost:8080/v1/chat/completions"
 DEFAULT_MAX_TOKENS = 2048

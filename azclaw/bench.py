@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from .agent import Agent
-from .builtin_tools import build_default_registry
+from .tools.builtin import build_default_registry
 from .context import ContextMode
 from .errors import AzclawError, ConfigError, EndpointError
 from .runlog.bench_report import write_bench_report

@@ -19,10 +19,10 @@ from pathlib import Path
 
 from . import __version__
 from .agent import DEFAULT_ENDPOINT, DEFAULT_MAX_TOKENS, DEFAULT_ROLES, Agent, default_team, is_writer
-from .approval import TerminalApprover
+from .tools.approval import TerminalApprover
 from .context import ContextMode
 from .errors import AzclawError, ConfigError
-from .llm import DEFAULT_MAX_OUTAGE, DEFAULT_STALL_TIMEOUT
+from .client.llm import DEFAULT_MAX_OUTAGE, DEFAULT_STALL_TIMEOUT
 from .orchestrator import Orchestrator
 from .prompt import CONTEXT_BUDGET, MESSAGE_BUDGET
 from .runlog.compare import format_table
@@ -188,8 +188,8 @@ def load_topic(name: str | None) -> Topic | None:
 def local_server(args: argparse.Namespace, log_path=None, team: bool = True):
     """The local model server that --local and its options describe (not
     started): one server per agent (LocalTeamServer) unless ``team`` is False."""
-    from .local_server import DEFAULT_MAX_TOKENS as LOCAL_MAX_TOKENS, LocalServer
-    from .local_team import LocalTeamServer
+    from .local.server import DEFAULT_MAX_TOKENS as LOCAL_MAX_TOKENS, LocalServer
+    from .local.team import LocalTeamServer
     if getattr(args, "endpoint", None):
         raise ConfigError("--local starts its own server: leave out --endpoint")
     specs = team_specs(args)
@@ -218,7 +218,7 @@ def cmd_run(args) -> int:
 
 
 def run_team(args, config: TeamConfig) -> int:
-    from .builtin_tools import build_default_registry
+    from .tools.builtin import build_default_registry
     topic = load_topic(args.topic)
     if topic and args.name:
         topic.name = slug(args.name)

@@ -29,8 +29,8 @@ import json
 import re
 from dataclasses import dataclass, field
 
-from .llm import ToolCall
-from .textcalls import strip_thinking
+from .client.llm import ToolCall
+from .client.textcalls import strip_thinking
 
 REPLY = "reply"  # the name of the final-message alternative
 SCHEMA_NAME = "azclaw_step"

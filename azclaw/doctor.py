@@ -20,11 +20,11 @@ import urllib.parse
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import confine, sandbox
+from .tools import confine, sandbox
 from .agent import Agent
-from .builtin_tools import build_default_registry
+from .tools.builtin import build_default_registry
 from .errors import AzclawError, ConfigError, EndpointError
-from .llm import LLMClient, base_url, fetch_json
+from .client.llm import LLMClient, base_url, fetch_json
 from .toolmodes import Step, instructions, read_reply
 from .prompt import CHARS_PER_TOKEN, CONTEXT_BUDGET, MESSAGE_BUDGET, system_prompt
 from .topic import Topic

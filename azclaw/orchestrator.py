@@ -20,9 +20,9 @@ import threading
 import time
 from pathlib import Path
 
-from . import sandbox
+from .tools import sandbox
 from .agent import Agent
-from .builtin_tools import build_default_registry
+from .tools.builtin import build_default_registry
 from .checkpoint import HISTORY_KEEP, Checkpoint, RunState
 from .context import ContextMode
 from .errors import CheckpointError, ConfigError, RunAborted, StorageError
@@ -35,7 +35,7 @@ from .resume import take_up
 from .runlog.journal import Journal
 from .stats import RunStats
 from .stopping import StopControl
-from .tools import ToolContext, ToolRegistry
+from .tools.registry import ToolContext, ToolRegistry
 from .topic import Probe, Topic
 from .toolmodes import instructions
 from .turn import DEFAULT_TOOL_STEPS, Turn, take_turn

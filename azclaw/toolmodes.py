@@ -23,9 +23,9 @@ import json
 from dataclasses import dataclass, field
 
 from . import constrained
-from .completion import Completion, ToolCall
+from .client.completion import Completion, ToolCall
 from .errors import ConfigError
-from .tools import Tool, ToolResult
+from .tools.registry import Tool, ToolResult
 
 MODES = ("auto", "native", "text", "constrained")
 TEXT_INSTRUCTIONS = ("To call a tool, write a block like this in your reply, one per call:\n"

@@ -21,10 +21,10 @@ from dataclasses import asdict, dataclass, field, fields
 
 from .agent import Agent
 from .errors import ContextOverflow, EndpointError
-from .llm import Completion
+from .client.llm import Completion
 from .prompt import CHARS_PER_TOKEN, fit_messages
 from .toolmodes import Step, append_step, instructions, read_reply, switch_reason
-from .tools import Tool, ToolContext, ToolRegistry, ToolResult
+from .tools.registry import Tool, ToolContext, ToolRegistry, ToolResult
 
 log = logging.getLogger("azclaw")
 

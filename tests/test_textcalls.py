@@ -6,8 +6,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from azclaw.llm import parse_completion
-from azclaw.textcalls import parse_text_calls, strip_thinking
+from azclaw.client.llm import parse_completion
+from azclaw.client.textcalls import parse_text_calls, strip_thinking
 
 
 @pytest.mark.parametrize("reply, name, args, rest", [

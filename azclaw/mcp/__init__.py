@@ -1,7 +1,7 @@
 """MCP (Model Context Protocol): tools from MCP servers in, the team's memory out.
 
 - ``client``: MCP servers' tools in a ToolRegistry, as ``NAME__TOOL``
-  (``ToolRegistry.add_mcp_server``, ``azclaw run --mcp``).
+  (``add_server(registry, ...)``, ``azclaw run --mcp``).
 - ``server``: ``azclaw mcp``, the team memory of a run folder as an MCP server.
 - ``config``: the server specs (``--mcp`` values, a topic's ``mcp_servers``).
 - ``doctor``: ``azclaw doctor --mcp`` checks.
@@ -15,7 +15,7 @@ from __future__ import annotations
 from ..errors import ConfigError
 from .config import INSTALL, McpServerSpec, check_unique, parse_config_file, parse_option, parse_servers
 
-__all__ = ["McpServerSpec", "parse_config_file", "parse_option", "parse_servers", "require_sdk",
+__all__ = ["McpServerSpec", "add_server", "parse_config_file", "parse_option", "parse_servers", "require_sdk",
            "servers_of", "start_servers"]
 
 
@@ -47,3 +47,14 @@ def start_servers(registry, specs: list[McpServerSpec], log_dir=None) -> list[st
     except BaseException:
         registry.close()
         raise
+
+
+def add_server(registry, name: str, command: str | list[str] | None = None, url: str | None = None,
+               **options) -> list[str]:
+    """Start the MCP server ``name`` (``command`` over stdio, or ``url`` over
+    Streamable HTTP) and add its tools to ``registry`` as ``NAME__TOOL``;
+    returns their names. ``registry.close()`` stops it. ``options``: env,
+    cwd, roles, timeout, log_dir (see ``McpServerSpec``)."""
+    require_sdk()
+    from .client import add_server as add
+    return add(registry, name, command=command, url=url, **options)

@@ -39,7 +39,7 @@ from mcp.client.streamable_http import streamable_http_client  # noqa: E402
 from mcp.shared.exceptions import MCPError  # noqa: E402
 
 from ..errors import ConfigError, McpServerError, ToolError  # noqa: E402
-from ..tools import Tool, ToolRegistry  # noqa: E402
+from ..tools.registry import Tool, ToolRegistry  # noqa: E402
 from .config import SEP, START_TIMEOUT, McpServerSpec  # noqa: E402
 
 log = logging.getLogger("azclaw")
@@ -352,7 +352,7 @@ def register(registry: ToolRegistry, spec: McpServerSpec, log_dir: str | Path | 
 
 def add_server(registry: ToolRegistry, name: str, command: str | list[str] | None = None,
                url: str | None = None, **options) -> list[str]:
-    """``ToolRegistry.add_mcp_server``: ``command`` is an argv list or a
+    """``azclaw.mcp.add_server``: ``command`` is an argv list or a
     string split like a shell would."""
     argv = shlex.split(command) if isinstance(command, str) else list(command or [])
     log_dir = options.pop("log_dir", None)

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from .errors import ConfigError, ToolError
+from ..errors import ConfigError, ToolError
 
 log = logging.getLogger("azclaw")
 
@@ -174,15 +174,6 @@ class ToolRegistry:
     def add(self, tool: Tool) -> None:
         with self._lock:
             self._tools[tool.name] = tool
-
-    def add_mcp_server(self, name: str, command: str | list[str] | None = None, url: str | None = None,
-                       **options) -> list[str]:
-        """Start the MCP server ``name`` (``command`` over stdio, or ``url``
-        over Streamable HTTP) and add its tools as ``NAME__TOOL``; returns
-        their names. Needs ``pip install 'azclaw[mcp]'``; ``close()`` stops it.
-        ``options``: env, cwd, roles, timeout (see ``azclaw.mcp.McpServerSpec``)."""
-        from .mcp.client import add_server
-        return add_server(self, name, command=command, url=url, **options)
 
     def on_close(self, release: Callable[[], None]) -> None:
         """Call ``release`` when the registry is closed (a tool's server, a connection)."""

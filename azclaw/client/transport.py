@@ -365,7 +365,7 @@ def fetch_json(url: str, payload: dict | None = None, timeout: float = 10.0,
                api_key: str | None = None) -> HttpReply:
     """One GET (or POST of ``payload``), no retries. HTTP errors come back as
     replies; EndpointError is raised only when nothing usable answered."""
-    from .errors import EndpointError
+    from ..errors import EndpointError
 
     headers = {"Accept": "application/json", "User-Agent": "azclaw"}
     if api_key:

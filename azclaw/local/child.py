@@ -1,7 +1,7 @@
 """Inside the bundled model server's process: azclaw's chat formats, a small
 ASGI layer over llama-cpp-python's server, and a watchdog on azclaw.
 
-    python -m azclaw.local_child --parent PID -- <llama_cpp.server flags>
+    python -m azclaw.local.child --parent PID -- <llama_cpp.server flags>
 
 Nothing here runs in azclaw's own process (it imports llama_cpp).
 

@@ -30,9 +30,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import EndpointError, LocalServerError
-from .llm import fetch_json
-from .local_child import CHATML_FORMAT, GEMMA_FORMAT
+from ..errors import EndpointError, LocalServerError
+from ..client.llm import fetch_json
+from .child import CHATML_FORMAT, GEMMA_FORMAT
 
 log = logging.getLogger("azclaw")
 INSTALL = "pip install 'azclaw[local]'"
@@ -196,7 +196,7 @@ class LocalServer:
     def command(self) -> list[str]:
         # logits_all off: the server turns it on for logprobs, which azclaw never asks for, and
         # then computes the whole vocabulary for every prompt token (half of Gemma's turn)
-        cmd = [sys.executable, "-m", "azclaw.local_child", "--parent", str(os.getpid()), "--",
+        cmd = [sys.executable, "-m", "azclaw.local.child", "--parent", str(os.getpid()), "--",
                "--model", str(self.model), "--host", self.host, "--port", str(self.port),
                "--n_ctx", str(self.n_ctx), "--n_threads", str(self.threads), "--verbose", "False",
                "--logits_all", "False", "--model_alias", self.model.name if self.model else "local"]

@@ -7,7 +7,7 @@ import re
 import sys
 import threading
 
-from .errors import ConfigError
+from ..errors import ConfigError
 
 PREVIEW_CHARS = 2400
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f\x80-\x9f]")

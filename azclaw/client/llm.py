@@ -36,7 +36,7 @@ from collections.abc import Callable
 
 from .completion import (MAX_SCAN, Completion, ToolCall, Usage, context_overflow, error_message,
                          parse_completion)
-from .errors import ConfigError, ContextOverflow, EndpointError
+from ..errors import ConfigError, ContextOverflow, EndpointError
 from .probe import PROBE_TIMEOUT, context_size as probe_context_size, served_models
 from .sse import Assembler, Progress, StreamError, assemble
 from .transport import (MAX_REPLY_BYTES, Exchange, Failure, HttpReply, decode_text, fetch_json, parse_json,

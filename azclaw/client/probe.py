@@ -20,7 +20,7 @@ import re
 from dataclasses import dataclass
 
 from .completion import MAX_COUNT
-from .errors import EndpointError
+from ..errors import EndpointError
 from .transport import fetch_json
 
 PROBE_TIMEOUT = 10.0

@@ -21,8 +21,8 @@ from __future__ import annotations
 
 import time
 
-from .errors import LocalServerError
-from .local_server import LocalServer
+from ..errors import LocalServerError
+from .server import LocalServer
 
 MAX_SERVERS = 4  # more agents than this share servers, in turn
 

@@ -12,8 +12,8 @@ from pathlib import Path
 
 from . import safeopen, sandbox
 from .approval import write_preview
-from .errors import ToolError
-from .tools import ToolContext, ToolRegistry
+from ..errors import ToolError
+from .registry import ToolContext, ToolRegistry
 
 LIST_LIMIT = 200
 MAX_PREVIEW_READ = 200_000

@@ -13,7 +13,7 @@ import json
 import re
 from dataclasses import dataclass, field
 
-from .errors import ContextOverflow, EndpointError
+from ..errors import ContextOverflow, EndpointError
 from .textcalls import parse_text_calls, strip_thinking
 
 MAX_COUNT = 2 ** 31  # a token count at or above this is not a count

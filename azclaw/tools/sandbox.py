@@ -16,7 +16,7 @@ from pathlib import Path
 
 from . import confine
 from .confine import protect_process  # noqa: F401 - the orchestrator calls it at run start
-from .errors import ConfigError, ToolError
+from ..errors import ConfigError, ToolError
 
 MAX_WRITE_BYTES = 1_000_000
 PYTHON_TIMEOUT = 30.0
