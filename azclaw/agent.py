@@ -1,4 +1,10 @@
-"""An agent: a name, a role, the endpoint(s) that think for it, and what it may do."""
+"""An agent: a name, a role, the endpoint(s) that think for it, and what it may do.
+
+``Agent`` is settings only: nothing in it changes while a run goes. What
+does change (the tool mode in use, the context the server allows, the
+client and its outage bookkeeping) lives in the run's ``AgentSession``
+(``session.py``).
+"""
 
 from __future__ import annotations
 
@@ -6,9 +12,11 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .client.endpoint import Endpoint
+from .client.llm import DEFAULT_MAX_OUTAGE, DEFAULT_STALL_TIMEOUT, DEFAULT_TIMEOUT, check_limits
 from .errors import ConfigError
-from .toolmodes import check_mode, starting_mode
-from .client.llm import DEFAULT_MAX_OUTAGE, DEFAULT_STALL_TIMEOUT, DEFAULT_TIMEOUT, LLMClient
+from .options import option
+from .toolmodes import MODES, check_mode
 
 DEFAULT_ENDPOINT = "http://localhost:8080/v1/chat/completions"
 DEFAULT_MAX_TOKENS = 2048
@@ -29,11 +37,12 @@ class Agent:
     """One member of the team.
 
     ``endpoint`` may be a list: the agent fails over to the next URL when one
-    is down. ``tools`` narrows the tools the agent is offered (None: every
-    tool its role allows); only ``can_write`` agents get write_file and
-    run_python. ``root`` is its AgentAZAll folder (default
-    ``<agents_dir>/<name>``). ``api_key`` defaults to $AZCLAW_API_KEY.
-    ``context_budget`` overrides the orchestrator's for this agent.
+    is down (``endpoints`` holds them parsed). ``tools`` narrows the tools
+    the agent is offered (None: every tool its role allows); only
+    ``can_write`` agents get write_file and run_python. ``root`` is its
+    AgentAZAll folder (default ``<agents_dir>/<name>``). ``api_key``
+    defaults to $AZCLAW_API_KEY. ``context_budget`` overrides the run's for
+    this agent. ``headers`` go with every request (a gateway's own).
     """
 
     name: str
@@ -41,40 +50,39 @@ class Agent:
     endpoint: str | list[str] = DEFAULT_ENDPOINT
     model: str = "default"
     tools: list[str] | None = None
-    max_tokens: int = DEFAULT_MAX_TOKENS
-    temperature: float = 0.7
+    max_tokens: int = option(DEFAULT_MAX_TOKENS, "reply limit per request (256 with --local)", metavar="TOKENS",
+                             group="requests")
+    temperature: float = option(0.7, "sampling temperature", metavar="T", group="requests")
     root: str | Path | None = None
     can_write: bool = False
     api_key: str | None = field(default=None, repr=False)
-    timeout: float = DEFAULT_TIMEOUT
-    retries: int | None = None  # None: no cap on attempts, max_outage decides
-    context_budget: int | None = None  # tokens per request; None: the orchestrator's
-    max_outage: float = DEFAULT_MAX_OUTAGE  # seconds its endpoints may fail before a request gives up
-    stall_timeout: float = DEFAULT_STALL_TIMEOUT  # a streamed reply silent this long is a hung request
+    timeout: float = option(DEFAULT_TIMEOUT, "seconds one request may take, as a whole (a local model on a CPU "
+                            "is slow)", metavar="SECONDS", group="requests")
+    retries: int | None = option(None, "cap on the retries of a failed request (default: none, --max-outage "
+                                 "decides)", metavar="N", group="requests", kind=int)
+    context_budget: int | None = None  # tokens per request; None: the run's
+    max_outage: float = option(DEFAULT_MAX_OUTAGE, "retry a request while its endpoints keep failing this long",
+                               metavar="SECONDS", group="requests")
+    stall_timeout: float = option(DEFAULT_STALL_TIMEOUT, "a streamed reply silent this long is a hung request, "
+                                  "retried", metavar="SECONDS", group="requests")
     stream: bool = True
-    tool_mode: str = "auto"  # native, text, constrained, or auto (toolmodes.py)
-    client: LLMClient = field(init=False, repr=False, compare=False)
-    active_mode: str = field(init=False, repr=False, compare=False)  # the mode in use (auto starts native)
+    tool_mode: str = option("auto", "how tool calls travel: " + ", ".join(MODES) + " (native: the tools field; "
+                            "text: <tool_call> blocks; constrained: JSON by a schema; auto: native, moving on when "
+                            "calls fail; constrained with --local)", metavar="MODE", group="requests")
+    headers: dict[str, str] = field(default_factory=dict)
+    endpoints: tuple[Endpoint, ...] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self):
         if not isinstance(self.name, str) or not _NAME.match(self.name):
             raise ConfigError(f"agent name {self.name!r}: use letters, digits, '_', '-' or '.' "
                               "(up to 64 characters, starting with a letter or digit)")
-        self.active_mode = starting_mode(check_mode(self.tool_mode, f"agent {self.name}: tool_mode"))
-        self.client = LLMClient(self.endpoint, self.model, self.api_key, self.timeout, self.retries,
-                                max_outage=self.max_outage, stall_timeout=self.stall_timeout, stream=self.stream)
-
-    def fit_to_server(self, default_budget: int) -> None:
-        """Where the server tells its context size, fit this agent's requests
-        to it from the start (a reply has to fit too)."""
-        size = self.client.context_size()
-        budget = self.context_budget or default_budget
-        if size and size - self.max_tokens < budget:
-            self.context_budget = max(256, size - self.max_tokens)
-
-    @property
-    def endpoints(self) -> list[str]:
-        return self.client.endpoints
+        check_mode(self.tool_mode, f"agent {self.name}: tool_mode")
+        urls = [self.endpoint] if isinstance(self.endpoint, (str, Endpoint)) else list(self.endpoint)
+        if not urls:
+            raise ConfigError(f"agent {self.name}: endpoint: at least one URL is needed")
+        self.endpoints = tuple(Endpoint.parse(u) for u in urls)
+        check_limits(timeout=self.timeout, stall_timeout=self.stall_timeout, max_outage=self.max_outage,
+                     retries=self.retries)
 
 
 def is_writer(name: str) -> bool:

@@ -19,6 +19,9 @@ from pathlib import Path
 from typing import Any
 
 from .agent import Agent
+from .client.llm import Outages
+from .options import RunFolder
+from .session import default_client
 from .tools.builtin import build_default_registry
 from .context import ContextMode
 from .errors import AzclawError, ConfigError, EndpointError
@@ -74,9 +77,10 @@ def warm_up(agents: list[Agent]) -> None:
         if key in seen:
             continue
         seen.add(key)
+        client = default_client(agent, Outages())
         try:
-            agent.client.health_check()
-            agent.client.chat([{"role": "user", "content": "Say OK."}], None, 8, 0.0)
+            client.health_check()
+            client.chat([{"role": "user", "content": "Say OK."}], None, 8, 0.0)
         except EndpointError:
             pass
 
@@ -100,15 +104,16 @@ def run_bench(team: Callable[[], list[Agent]], modes: list[ContextMode], out: st
             folder = folders[str(mode)]
             say(f"azclaw bench: mode {mode} ({n} of {len(modes)}) in {folder}")
             with build_default_registry() as registry:
-                orch = orchestrator(team(), topic=first_topic if n == 1 else topic(), output_dir=folder / "output",
-                                    log_dir=folder / "logs", agents_dir=folder / "agents", context=mode,
+                where = RunFolder.under(folder)
+                orch = orchestrator(team(), topic=first_topic if n == 1 else topic(), output_dir=where.output,
+                                    log_dir=where.logs, agents_dir=where.agents, context=mode,
                                     registry=registry, **options)
                 if task:
                     orch.set_task(task)
                 ran.append(str(mode))
                 orch.run(max_rounds=rounds)
-            if orch.stop_reason != "finished":
-                stopped = f"mode {mode} stopped ({orch.stop_reason})"
+            if orch.ending.reason != "max_rounds":
+                stopped = f"mode {mode} stopped ({orch.ending.detail or orch.ending.reason})"
                 break
     except KeyboardInterrupt:
         stopped, interrupted = "interrupted", True

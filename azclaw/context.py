@@ -21,11 +21,24 @@ import re
 from dataclasses import dataclass
 
 from .errors import ConfigError
-from .prompt import MESSAGE_BUDGET, Message, round_message, trim
+
+MESSAGE_CHARS = 4000  # characters of one agent's message sent on (RunOptions.message_chars)
 
 MODES = ("memory", "full", "window:N")
 _WINDOW = re.compile(r"window:([0-9]+)")
 NOTE_CHARS = 120  # room kept for the note that says how many messages were left out
+
+
+@dataclass
+class Message:
+    """One agent's final message of one round (round 0: the opening prompt)."""
+
+    round: int
+    agent: str
+    text: str
+
+    def to_dict(self) -> dict:
+        return {"round": self.round, "agent": self.agent, "text": self.text}
 
 
 @dataclass(frozen=True)
@@ -60,6 +73,16 @@ class ContextMode:
     def __str__(self) -> str:
         return f"window:{self.rounds}" if self.kind == "window" else self.kind
 
+    def shown(self) -> str:
+        """What a request carries, as the system prompt tells the agents."""
+        if self.kind == "full":
+            return ("You are shown the team's whole conversation so far; when it grows too long for one request, "
+                    "the oldest messages are left out.")
+        if self.kind == "window":
+            rounds = "round" if self.rounds == 1 else f"{self.rounds} rounds"
+            return f"You are shown what every agent said in the last {rounds}. Nothing older is shown again."
+        return "You are shown only what every agent said in the previous round. Nothing older is shown again."
+
     @property
     def slug(self) -> str:
         """A folder name for the mode: ``window-3``."""
@@ -74,26 +97,28 @@ class ContextMode:
         return default
 
     def conversation(self, round_no: int, history: list[Message], opening: str, room: int,
-                     message_budget: int = MESSAGE_BUDGET, where: str = "the run journal",
+                     message_chars: int = MESSAGE_CHARS, where: str = "the run journal",
                      closing: str | None = None) -> Conversation:
         """The user message of a turn in ``round_no``. ``room`` is the
         characters the message may take (the context budget less the system
         prompt); only ``full`` and ``window`` fill it. ``closing`` replaces
         "Round N: your turn." (a probe's question)."""
+        opening = Message(0, "", opening.strip() or "Begin.")
+        if round_no == 1 and closing is None:
+            return Conversation(opening.text)
         if self.kind == "memory":
             if closing is not None:
                 return Conversation(closing)
-            return Conversation(round_message(round_no, previous(history, round_no), opening, message_budget,
-                                              where))
-        if round_no == 1 and closing is None:
-            return Conversation(round_message(1, [], opening, message_budget, where))
-        earlier = [m for m in history if m.round < round_no]
-        entries = [Message(0, "", opening.strip() or "Begin.")] + earlier
+            entries = previous(history, round_no)
+            if not entries:
+                return Conversation(f"Round {round_no}: no messages came from the previous round. Continue the task.")
+            return fit(entries, f"Round {round_no}: your turn.", None, message_chars, where)
+        entries = [opening] + [m for m in history if m.round < round_no]
         if self.kind == "window":
             rounds = sorted({m.round for m in entries})[-(self.rounds or 1):]
             entries = [m for m in entries if m.round >= rounds[0]]
         closing = closing if closing is not None else f"Round {round_no}: your turn."
-        return fit(entries, closing, room, message_budget, where)
+        return fit(entries, closing, room, message_chars, where)
 
 
 def previous(history: list[Message], round_no: int) -> list[Message]:
@@ -104,11 +129,14 @@ def previous(history: list[Message], round_no: int) -> list[Message]:
     return [m for m in history if m.round == latest]
 
 
-def fit(entries: list[Message], closing: str, room: int, message_budget: int, where: str) -> Conversation:
+def fit(entries: list[Message], closing: str, room: int | None, message_chars: int, where: str) -> Conversation:
     """The conversation ``entries`` (round 0 is the opening prompt) as one
-    message of at most ``room`` characters: the oldest entries are left out
-    first, never the newest one."""
-    blocks = [_block(m, message_budget, where) for m in entries]
+    message of at most ``room`` characters (None: no limit): the oldest
+    entries are left out first, never the newest one. The one renderer of
+    every context mode."""
+    blocks = [_block(m, message_chars, where) for m in entries]
+    if room is None:
+        return Conversation(_render(entries, blocks, closing, 0))
     # from the newest entry back: how many of the newest fit (with their round headings)
     used, keep, seen = len(closing) + NOTE_CHARS, 0, set()
     for m, block in zip(reversed(entries), reversed(blocks)):
@@ -121,10 +149,16 @@ def fit(entries: list[Message], closing: str, room: int, message_budget: int, wh
     return Conversation(_render(entries[dropped:], blocks[dropped:], closing, dropped), dropped)
 
 
-def _block(m: Message, budget: int, where: str) -> str:
+def _block(m: Message, chars: int, where: str) -> str:
     if m.round == 0:
         return m.text
-    return f"[{m.agent}]\n{trim(m.text, budget, where)}"
+    return f"[{m.agent}]\n{trim(m.text, chars, where)}"
+
+
+def trim(text: str, chars: int, where: str) -> str:
+    if len(text) <= chars:
+        return text
+    return text[:chars] + f"\n[... {len(text) - chars} more characters; the full text is in {where}]"
 
 
 def _heading(round_no: int) -> str:

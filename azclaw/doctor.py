@@ -13,6 +13,7 @@ from __future__ import annotations
 import importlib
 import importlib.metadata
 import json
+import os
 import re
 import tempfile
 import time
@@ -24,9 +25,13 @@ from .tools import confine, sandbox
 from .agent import Agent
 from .tools.builtin import build_default_registry
 from .errors import AzclawError, ConfigError, EndpointError
-from .client.llm import LLMClient, base_url, fetch_json
+from .client.endpoint import Endpoint
+from .client.llm import API_KEY_ENV, LLMClient, fetch_json
 from .toolmodes import Step, instructions, read_reply
-from .prompt import CHARS_PER_TOKEN, CONTEXT_BUDGET, MESSAGE_BUDGET, system_prompt
+from .options import RunOptions
+from .prompt import CHARS_PER_TOKEN, system_prompt
+
+DEFAULTS = RunOptions()
 from .topic import Topic
 
 OK, WARN, FAIL = "OK", "WARN", "FAIL"
@@ -110,7 +115,7 @@ class PromptSize:
 
 
 def prompt_size(agents: list[Agent], topic: Topic | None = None, task: str = "",
-                context_budget: int = CONTEXT_BUDGET) -> PromptSize:
+                context_budget: int = DEFAULTS.context_budget) -> PromptSize:
     """Build the system prompt each agent would get and add the largest
     previous-round message block and the tool schemas."""
     topic = topic or (Topic.from_task(task) if task else Topic(title="task"))
@@ -122,7 +127,7 @@ def prompt_size(agents: list[Agent], topic: Topic | None = None, task: str = "",
         system = system_prompt(agent, topic, task, agents, tools, last, last)
         schemas = len(json.dumps([t.schema() for t in tools]))
         # one message per agent, each at most one reply long (and never over the budget)
-        messages = len(agents) * min(MESSAGE_BUDGET, agent.max_tokens * CHARS_PER_TOKEN)
+        messages = len(agents) * min(DEFAULTS.message_chars, agent.max_tokens * CHARS_PER_TOKEN)
         opening = len(topic.initial_prompt or task)
         chars = len(system) + schemas + max(messages, opening)
         first = max(first, chars // CHARS_PER_TOKEN + agent.max_tokens)
@@ -149,7 +154,7 @@ def _int(value) -> int | None:
 
 def identify(endpoint: str, api_key: str | None = None, models_reply=None) -> ServerInfo:
     """Best effort from the routes a server has and the shapes it answers in."""
-    root = base_url(endpoint)
+    root = Endpoint.parse(endpoint).root
     info = ServerInfo()
     models = models_reply if models_reply is not None else _get(root + "/v1/models", api_key)
     entries = []
@@ -226,7 +231,7 @@ def _ollama_context(root: str, api_key: str | None, info: ServerInfo) -> None:
 
 def check_reachable(endpoint: str, api_key: str | None):
     """(Check, the /v1/models reply or None)."""
-    url = base_url(endpoint) + "/v1/models"
+    url = Endpoint.parse(endpoint).route("/v1/models")
     start = time.monotonic()
     try:
         reply = fetch_json(url, timeout=PROBE_TIMEOUT, api_key=api_key)
@@ -429,20 +434,21 @@ def check_agentazall() -> Check:
 
 
 def diagnose(agents: list[Agent], topic: Topic | None = None, task: str = "", output_dir="./output",
-             log_dir="./logs", agents_dir="./agents", context_budget: int = CONTEXT_BUDGET,
+             log_dir="./logs", agents_dir="./agents", context_budget: int = DEFAULTS.context_budget,
              timeout: float = TOOL_TIMEOUT, n_ctx: int | None = None) -> Diagnosis:
     """Check a team's endpoints (each once) and the machine it runs on."""
     diagnosis = Diagnosis()
     size = prompt_size(agents, topic, task, context_budget)
     seen: set[tuple] = set()
     for agent in agents:
+        api_key = agent.api_key or os.environ.get(API_KEY_ENV) or None
         for endpoint in agent.endpoints:
-            key = (endpoint, agent.model, agent.client.api_key)
+            key = (endpoint.chat, agent.model, api_key)
             if key in seen:
                 continue
             seen.add(key)
-            diagnosis.checks += check_endpoint(endpoint, agent.model, agent.client.api_key, size,
-                                               agent.max_tokens, timeout, n_ctx)
+            diagnosis.checks += check_endpoint(endpoint.chat, agent.model, api_key, size, agent.max_tokens, timeout,
+                                               n_ctx)
     diagnosis.checks += machine_checks(output_dir, log_dir, agents_dir)
     return diagnosis
 

@@ -10,37 +10,49 @@
    with recall().
 5. Every 5 rounds, and whenever the run ends, a checkpoint is written; a STOP
    file or a signal ends the run after the current round.
+
+The loop emits events (``events.py``) and does nothing else with them: the
+journal, the run state, the console and the watchers are subscribers. What
+a subscriber returns (``Stop``, ``Nudge``, ``Skip``) is done between turns.
 """
 
 from __future__ import annotations
 
+import copy
 import os
 import socket
-import threading
 import time
+from dataclasses import fields, replace
 from pathlib import Path
 
-from .tools import sandbox
 from .agent import Agent
-from .tools.builtin import build_default_registry
-from .checkpoint import HISTORY_KEEP, Checkpoint, RunState
+from .checkpoint import Checkpoint
+from .console import RunConsole
 from .context import ContextMode
 from .errors import CheckpointError, ConfigError, RunAborted, StorageError
+from .events import (CheckpointWritten, Ending, Event, Notice, Nudge, Observer, Observers, ProbeAnswered,
+                     ReplyProgress, RoundFailed, RoundFinished, RunFinished, RunStarted, RunWarning, Skip, Stop,
+                     ToolModeChanged, TurnFinished, TurnStarted)
 from .files import RunLock, sweep_temporary
 from .memory import TeamMemory
-from .console import RunConsole
+from .options import RunFolder, RunOptions
 from .parallel import in_threads
-from .prompt import CHARS_PER_TOKEN, CONTEXT_BUDGET, MESSAGE_BUDGET, system_prompt
+from .prompt import CHARS_PER_TOKEN, system_prompt
 from .resume import take_up
 from .runlog.journal import Journal
+from .session import AgentSession, ClientFactory, start_sessions
+from .state import HISTORY_KEEP, RunState
 from .stats import RunStats
 from .stopping import StopControl
+from .toolmodes import instructions
+from .tools import build_default_registry, sandbox
 from .tools.registry import ToolContext, ToolRegistry
 from .topic import Probe, Topic
-from .toolmodes import instructions
-from .turn import DEFAULT_TOOL_STEPS, Turn, take_turn
+from .turn import Turn, take_turn
+from .watchers import default_watchers
 
 DEFAULT_ROUNDS = 10
+_OLD_OPTIONS = {"run_python": "python", "message_budget": "message_chars"}  # keywords of azclaw 0.3
 
 
 class Orchestrator:
@@ -48,64 +60,70 @@ class Orchestrator:
 
     ``source_dirs`` are the folders agents may read (the output folder is
     always readable); only writers write, and only into ``output_dir``.
-    Memories live in each agent's AgentAZAll root under ``agents_dir``, or in
-    the ``memory`` given (a TeamMemory holding every agent of the team).
+    Memories live in each agent's AgentAZAll root under ``agents_dir``, or
+    in the ``memory`` given. ``options`` (a ``RunOptions``), or any of its
+    fields as keywords (``parallel=True``), say how the run goes;
+    ``observers`` are called with every event; ``client_factory(agent,
+    outages)`` makes each agent's LLM client.
     """
 
-    def __init__(self, agents: list[Agent], topic: Topic | None = None, output_dir="./output",
-                 log_dir="./logs", source_dirs=None, registry: ToolRegistry | None = None,
-                 agents_dir="./agents", *, memory: TeamMemory | None = None, parallel: bool = False,
-                 max_tool_steps: int = DEFAULT_TOOL_STEPS, checkpoint_every: int = 5, stop_file="STOP",
-                 message_budget: int = MESSAGE_BUDGET, max_failed_rounds: int = 3, run_python: bool = True,
-                 check_health: bool = True, approve=None, context_budget: int = CONTEXT_BUDGET,
-                 context: str | ContextMode | None = None, verbose: bool = True):
+    def __init__(self, agents: list[Agent], topic: Topic | None = None, output_dir="./output", log_dir="./logs",
+                 source_dirs=None, registry: ToolRegistry | None = None, agents_dir="./agents", *,
+                 memory: TeamMemory | None = None, options: RunOptions | None = None,
+                 observers: list[Observer] = (), client_factory: ClientFactory | None = None,
+                 verbose: bool = True, **option_values):
         names = [a.name for a in agents]
         if not agents:
             raise ConfigError("agents: a team needs at least one agent")
         duplicated = sorted({n for n in names if names.count(n) > 1})
         if duplicated:
             raise ConfigError(f"agents: name {duplicated[0]!r} is used twice")
-        for option, value, least in (("max_tool_steps", max_tool_steps, 0), ("checkpoint_every", checkpoint_every, 1),
-                                     ("message_budget", message_budget, 1), ("max_failed_rounds", max_failed_rounds, 1),
-                                     ("context_budget", context_budget, 1)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < least:
-                raise ConfigError(f"{option}: expected a whole number >= {least}, got {value!r}")
-        # None: memory, or on resume the mode the run was started in
-        self._context_given = None if context is None else ContextMode.parse(context)
-        self.context = self._context_given or ContextMode()
+        stop_file = option_values.pop("stop_file", "STOP")
+        self.options = _options(options, option_values)
         self.agents = list(agents)
         self.topic = topic or Topic(title="task")
         self.task = ""
-        self.output_dir, self.log_dir, self.agents_dir = Path(output_dir), Path(log_dir), Path(agents_dir)
+        self.folder = RunFolder(output_dir, log_dir, agents_dir, stop_file)
         self.source_dirs = [Path(d) for d in (self.topic.source_dirs if source_dirs is None else source_dirs)]
         for folder in self.source_dirs:
             if not folder.is_dir():
                 raise ConfigError(f"source folder {folder}: not found")
         self.registry = registry or build_default_registry()
-        self.parallel, self.max_tool_steps, self.checkpoint_every = parallel, max_tool_steps, checkpoint_every
-        self.message_budget, self.max_failed_rounds, self.context_budget = message_budget, max_failed_rounds, context_budget
-        self.check_health, self.approve, self.verbose = check_health, approve, verbose
-        self.run_python = sandbox.python_mode(run_python)
-        sandbox.check_output_folder(self.output_dir, self.agents_dir, self.log_dir)
-        self.stop = StopControl(Path(stop_file))
-        self.memory = memory if memory is not None else _team_memory(self.agents, self.agents_dir)
+        self.observers = list(observers)
+        self.client_factory = client_factory
+        self.verbose = verbose
+        sandbox.check_output_folder(self.folder.output, self.folder.agents, self.folder.logs)
+        self.stop = StopControl(self.folder.stop_file)
+        self.memory = memory if memory is not None else _team_memory(self.agents, self.folder.agents)
         missing = [n for n in names if n not in self.memory.roots]
         if missing:
             raise ConfigError(f"memory: no AgentAZAll root for agent {missing[0]!r}")
         self.state = self._fresh_state()
-        self._empty_streak: dict[str, int] = {}
-        self.stop_reason = ""
+        self.ending: Ending | None = None
+        self.sessions: dict[str, AgentSession] = {}
         self.journal: Journal | None = None
-        self.progress: RunConsole | None = None
+        self._events = Observers()
+        self._kept: dict[str, Turn] = {}  # finished turns of the round a resume takes up
 
     # -- what the run has done (the state the checkpoint holds) --------------
     stats = property(lambda self: self.state.stats)
     history = property(lambda self: self.state.history)
     probe_answers = property(lambda self: self.state.probe_answers)
     last_round = property(lambda self: self.state.round)
+    context = property(lambda self: self.options.context or ContextMode())
+    output_dir = property(lambda self: self.folder.output)
+    log_dir = property(lambda self: self.folder.logs)
+    agents_dir = property(lambda self: self.folder.agents)
+    checkpoint_path = property(lambda self: self.folder.checkpoint(self.topic.name))
+    journal_path = property(lambda self: self.folder.journal(self.topic.name))
+
+    @property
+    def stop_reason(self) -> str:
+        """Why the last run ended ("" before one): ``self.ending.reason``."""
+        return self.ending.reason if self.ending else ""
 
     def _fresh_state(self) -> RunState:
-        state = RunState(stats=RunStats(), keep=self.context.history_keep(len(self.agents), HISTORY_KEEP))
+        state = RunState(keep=self.context.history_keep(len(self.agents), HISTORY_KEEP))
         for agent in self.agents:
             state.stats.agent(agent.name)
         return state
@@ -117,140 +135,142 @@ class Orchestrator:
         if self.topic.name == "task" and self.topic.title == "task":
             self.topic = Topic.from_task(text, name)
 
-    @property
-    def checkpoint_path(self) -> Path:
-        return self.log_dir / f"{self.topic.name}_checkpoint.json"
-
-    @property
-    def journal_path(self) -> Path:
-        return self.log_dir / f"{self.topic.name}_journal.jsonl"
-
     # -- the run ------------------------------------------------------------
     def run(self, max_rounds: int | None = None, resume=None) -> RunStats:
         """Run until round ``max_rounds`` (default: the resumed run's own last
-        round, else the topic's last phase, else 10), a STOP file, or a
-        signal. ``resume`` is a checkpoint path, or True: this topic's
-        checkpoint in ``log_dir`` and the rounds its journal shows finished
-        after it (the journal alone when no checkpoint was written yet)."""
+        round, else the topic's last phase, else 10), a STOP file, a signal,
+        or an observer's ``Stop``. ``resume`` is a checkpoint path, or True:
+        this topic's checkpoint and the turns its journal shows finished after it."""
         last = self._start(max_rounds, resume)
-        reason, round_no, failed, started = "finished", self.last_round + 1, 0, time.monotonic()
+        round_no, failed, started = self.last_round + 1, 0, time.monotonic()
         try:
-            while round_no <= last:
+            while self.ending is None and round_no <= last:
                 turns = self._run_round(round_no, last)
-                failed = failed + 1 if all(t.failed for t in turns) else 0
-                if failed:  # nothing came back: the round is not done, and is run again
-                    for turn in turns:
-                        self.stats.add(turn.retry())
-                    self.progress.warning("round %d: every turn failed (%s); it runs again", round_no,
-                                          turns[-1].errors[-1])
+                if self.ending is not None:  # an observer stopped the run between turns
+                    break
+                if turns and all(t.failed for t in turns):  # nothing came back: the round runs again
+                    failed += 1
+                    self._emit(RoundFailed(round_no, failed, turns[-1].errors[-1]))
+                    if failed >= self.options.max_failed_rounds:
+                        self.ending = Ending("failed_rounds", f"{failed} rounds in which every turn failed "
+                                             f"(round {round_no}); last error: {turns[-1].errors[-1]}")
                 else:
+                    failed = 0
+                    self._ask_probes(round_no, last)
                     with self.stop.deferred():  # a round is folded in whole, or not at all
-                        self.state.add_round(round_no, turns)
-                    for probe in self.topic.probes_after(round_no):
-                        self._ask_probe(probe, round_no, last)
-                    self.journal.write("round_end", round=round_no)
+                        self._emit(RoundFinished(round_no, tuple(turns)))
+                    if round_no % self.options.checkpoint_every == 0 and round_no < last:
+                        self.save_checkpoint(last)
                     round_no += 1
-                quiet = self._silent_agents(turns)
-                if failed >= self.max_failed_rounds or quiet:
-                    reason = "aborted"
-                    break
-                if not failed and (round_no - 1) % self.checkpoint_every == 0 and round_no <= last:
-                    self.save_checkpoint(last)
-                if self.stop.should_stop():
-                    reason = "stopped"
-                    break
-        except KeyboardInterrupt:
-            reason = "interrupted"
+                self.ending = self.ending or self.stop.ending()
+            self.ending = self.ending or Ending("max_rounds", f"round {last} of {last}")
+        except KeyboardInterrupt as exc:
+            self.ending = Ending("signal", str(exc) or "interrupted")
             raise
-        except BaseException:
-            reason = "error"  # the journal must not call a crashed run finished
+        except BaseException as exc:  # the journal must not call a crashed run finished
+            self.ending = Ending("error", f"{type(exc).__name__}: {exc}"[:500])
             raise
         finally:
-            self.stop.restore()
-            self.stats.elapsed += time.monotonic() - started
-            self._finish(reason, last)
-        if reason == "aborted":
-            why = (f"{failed} rounds in which every turn failed (round {round_no}, tried {failed} times); "
-                   f"last error: {turns[-1].errors[-1]}" if failed else
-                   f"{', '.join(quiet)} gave only empty replies for {self.max_failed_rounds} rounds in a row")
-            raise RunAborted(f"stopped after {why}; checkpoint: {self.checkpoint_path}")
+            self._finish(last, time.monotonic() - started)
+        if self.ending.reason == "failed_rounds":
+            raise RunAborted(f"stopped after {self.ending.detail}; checkpoint: {self.checkpoint_path}")
         return self.stats
 
-    def _announce_stop(self, why: str) -> None:
-        self.progress.warning("%s: stopping after round %d finishes; press Ctrl+C again to stop now", why,
-                              self.last_round + 1)
-        for agent in self.agents:  # a wait for a server that is down ends now; the round is then not done
-            if agent.client.cancel is None:
-                agent.client.cancel = threading.Event()
-            agent.client.cancel.set()
-
-    def _silent_agents(self, turns: list[Turn]) -> list[str]:
-        """Agents whose last ``max_failed_rounds`` turns were all empty replies."""
-        for turn in turns:
-            self._empty_streak[turn.agent] = self._empty_streak.get(turn.agent, 0) + 1 if turn.empty else 0
-        return [name for name, streak in self._empty_streak.items() if streak >= self.max_failed_rounds]
+    def _emit(self, event: Event, depth: int = 0) -> None:
+        """Tell every observer; do what they ask (between turns)."""
+        for action in self._events.emit(event):
+            if isinstance(action, Event) and depth < 3:  # an observer has something to say
+                self._emit(action, depth + 1)
+            elif isinstance(action, Stop) and self.ending is None:
+                self.ending = action.ending
+            elif isinstance(action, Nudge) and action.agent in self.sessions:
+                self.sessions[action.agent].nudges.append(action.text)
+            elif isinstance(action, Skip) and action.agent in self.sessions:
+                self.sessions[action.agent].skip_rounds = max(self.sessions[action.agent].skip_rounds, action.rounds)
 
     def _run_round(self, round_no: int, last: int) -> list[Turn]:
-        jobs = [lambda a=a: self._turn(a, round_no, last) for a in self.agents]
-        return in_threads(jobs) if self.parallel and len(jobs) > 1 else [job() for job in jobs]
+        kept, self._kept = self._kept, {}
+        jobs = []
+        for agent in self.agents:
+            session = self.sessions[agent.name]
+            if agent.name in kept:
+                continue
+            if session.skip_rounds > 0:
+                session.skip_rounds -= 1
+                self._emit(RunWarning(f"{agent.name} sits out round {round_no}", round_no, agent.name, "skip"))
+                continue
+            jobs.append(lambda s=session: self._turn(s, round_no, last))
+        if self.options.parallel and len(jobs) > 1:
+            turns = in_threads(jobs)
+        else:
+            turns = []
+            for job in jobs:
+                if self.ending is not None:
+                    break
+                turns.append(job())
+        return [t for a in self.agents for t in [kept.get(a.name)] if t] + turns
 
-    def _conversation(self, agent: Agent, round_no: int, last: int, tools, closing: str | None = None):
-        """What of the team's conversation ``agent`` is sent (the context mode)."""
-        room = 0
-        if self.context.kind != "memory":  # the budget's room once the system prompt is in
-            room = (agent.context_budget or self.context_budget) * CHARS_PER_TOKEN - len(
-                system_prompt(agent, self.topic, self.task, self.agents, tools, round_no, last))
-        return self.context.conversation(round_no if closing is None else round_no + 1, self.state.history,
-                                         self.topic.initial_prompt or self.task, room, self.message_budget,
-                                         str(self.journal_path), closing)
-
-    def _turn(self, agent: Agent, round_no: int, last: int) -> Turn:
-        self.journal.write("turn_start", round=round_no, agent=agent.name)
+    def _turn(self, session: AgentSession, round_no: int, last: int) -> Turn:
+        agent = session.agent
+        self._emit(TurnStarted(round_no, agent.name))
         tools = self.registry.allowed(agent.can_write, agent.tools)
-        conversation = self._conversation(agent, round_no, last, tools)
-        turn = self._take_turn(agent, round_no, last, conversation.text, tools)
+        conversation = self._conversation(session, round_no, last, tools)
+        nudge = session.take_nudges()
+        user = conversation.text + (f"\n\nNote from the run: {nudge}" if nudge else "")
+        turn = self._take_turn(session, round_no, last, user, tools)
         turn.dropped = conversation.dropped
-        if conversation.dropped:
-            self.progress.info("%s: %d earlier messages left out to fit the context budget", agent.name,
-                               conversation.dropped)
-        tools = ", ".join(f"{n}x{c}" if c > 1 else n for n, c in turn.tool_calls.items()) or "no tools"
-        self.progress.info("[round %d/%d] %s: %d+%d tok, %.1f tok/s, %s%s", round_no, last, agent.name,
-                           turn.prompt_tokens, turn.completion_tokens, turn.tokens_per_second, tools,
-                           f", ERROR {turn.errors[-1]}" if turn.errors else "")
-        for problem in dict.fromkeys(turn.problems):
-            self.progress.warning("%s: %s", agent.name, problem)
         if turn.switched:
-            self.progress.warning("%s: tool calls now go constrained (JSON by a schema): %s", agent.name,
-                                  turn.switched)
-            self.journal.write("tool_mode", round=round_no, agent=agent.name, mode=turn.mode, reason=turn.switched)
-        self.journal.write("turn", **turn.to_dict())
+            self._emit(ToolModeChanged(round_no, agent.name, turn.mode, turn.switched))
+        self._emit(TurnFinished(turn))
         return turn
 
-    def _take_turn(self, agent: Agent, round_no: int, last: int, user: str, tools, probe: bool = False) -> Turn:
+    def _conversation(self, session: AgentSession, round_no: int, last: int, tools, closing: str | None = None):
+        """What of the team's conversation the agent is sent (the context mode)."""
+        room = 0
+        if self.context.kind != "memory":  # the budget's room once the system prompt is in
+            room = session.context_budget * CHARS_PER_TOKEN - len(self._system(session, tools, round_no, last))
+        history = self.state.history if closing is None else self.state.messages(round_no)
+        return self.context.conversation(round_no if closing is None else round_no + 1, history,
+                                         self.topic.initial_prompt or self.task, room, self.options.message_chars,
+                                         str(self.journal_path), closing)
+
+    def _system(self, session: AgentSession, tools, round_no: int, last: int) -> str:
+        how = instructions(session.tool_mode, tools, session.agent.max_tokens)
+        return system_prompt(session.agent, self.topic, self.task, self.agents, tools, round_no, last, how,
+                             self.context)
+
+    def _take_turn(self, session: AgentSession, round_no: int, last: int, user: str, tools,
+                   probe: bool = False) -> Turn:
+        agent = session.agent
         ctx = ToolContext(agent=agent.name, can_write=agent.can_write, output_dir=self.output_dir,
                           source_dirs=self.source_dirs, memory=self.memory, round=round_no,
-                          run_python_enabled=self.run_python, approve=self.approve)
+                          run_python_enabled=self.options.python, approve=self.options.approve)
         phase = self.topic.phase_for(round_no)
-        how = instructions(agent.active_mode, tools, agent.max_tokens)
-        return take_turn(agent, system_prompt(agent, self.topic, self.task, self.agents, tools, round_no, last, how),
-                         user, tools, self.registry, ctx, phase=phase.name if phase else None, probe=probe,
-                         max_steps=self.max_tool_steps, context_budget=agent.context_budget or self.context_budget,
-                         on_delta=self.progress.follow(agent.name, round_no, last))
 
-    def _ask_probe(self, probe: Probe, round_no: int, last: int) -> None:
-        """Ask every agent the probe's question; only recall is offered."""
+        def streaming(progress) -> None:
+            self._events.emit(ReplyProgress(round_no, agent.name, progress))
+        return take_turn(session, self._system(session, tools, round_no, last), user, tools, self.registry, ctx,
+                         phase=phase.name if phase else None, probe=probe, max_steps=self.options.max_tool_steps,
+                         on_delta=streaming)
+
+    def _ask_probes(self, round_no: int, last: int) -> None:
+        """Ask every agent each probe due after ``round_no``; only recall is offered."""
+        answered = {(p.turn.agent, p.question) for p in self.state.pending_probes if p.turn.round == round_no}
+        for probe in self.topic.probes_after(round_no):
+            for agent in self.agents:
+                if (agent.name, probe.question) not in answered:
+                    self._ask_probe(self.sessions[agent.name], probe, round_no, last)
+
+    def _ask_probe(self, session: AgentSession, probe: Probe, round_no: int, last: int) -> None:
         question = (f"Coherence check after round {round_no}: {probe.question}\n"
                     "Answer from what you know; use recall to look it up. Answer in a few sentences.")
-        for agent in self.agents:
-            tools = [t for t in self.registry.allowed(agent.can_write, agent.tools) if t.name == "recall"]
-            conversation = self._conversation(agent, round_no, last, tools, closing=question)
-            turn = self._take_turn(agent, round_no, last, conversation.text, tools, probe=True)
-            turn.dropped = conversation.dropped
-            correct = probe.score(turn.text)
-            answer = self.state.add_probe(turn, probe.question, correct)
-            self.journal.write("probe", **{**turn.to_dict(), **answer, "expect": probe.expect})
-            self.progress.info("[probe after round %d] %s: %s%s", round_no, agent.name, turn.text[:200],
-                               "" if correct is None else f" ({'correct' if correct else 'WRONG'})")
+        agent = session.agent
+        tools = [t for t in self.registry.allowed(agent.can_write, agent.tools) if t.name == "recall"]
+        conversation = self._conversation(session, round_no, last, tools, closing=question)
+        turn = self._take_turn(session, round_no, last, conversation.text, tools, probe=True)
+        turn.dropped = conversation.dropped
+        correct = None if turn.failed else probe.score(turn.text)
+        self._emit(ProbeAnswered(turn, probe.question, tuple(probe.expect or ()), correct))
 
     # -- start, checkpoint, finish -------------------------------------------
     def _start(self, max_rounds: int | None, resume) -> int:
@@ -263,46 +283,50 @@ class Orchestrator:
                 folder.mkdir(parents=True, exist_ok=True)
             except OSError as exc:
                 raise ConfigError(f"{option} {folder}: {exc.strerror}") from None
-        self._lock = RunLock(self.log_dir / f"{self.topic.name}.lock", f"topic {self.topic.name!r}").acquire()
+        self.ending = None
+        self._lock = RunLock(self.folder.lock(self.topic.name), f"topic {self.topic.name!r}").acquire()
         try:
             planned = self._restore(resume) if resume else None
-            if self.check_health:
-                for agent in self.agents:
-                    agent.client.health_check()
-                    agent.fit_to_server(self.context_budget)
+            self.sessions = start_sessions(self.agents, self.options.context_budget, self.client_factory)
+            if self.options.check_health:
+                for session in self.sessions.values():
+                    session.client.health_check()
+                    session.fit_to_server()
         except BaseException:
             self._lock.release()
             raise
         last = max_rounds or planned or self.topic.last_round or DEFAULT_ROUNDS
-        sweep_temporary(self.log_dir, [self.checkpoint_path.name, self.journal_path.name])
-        for agent in self.agents:
-            if agent.client.cancel is not None:
-                agent.client.cancel.clear()  # a Ctrl+C of an earlier run of these agents is done with
-        self.progress = RunConsole(self.log_dir / f"{self.topic.name}.log", console=self.verbose)
-        # a resume redoes the rounds after the last finished one: their old lines leave the journal
+        sweep_temporary(self.log_dir, self.folder.own_files(self.topic.name))
+        console = RunConsole(self.folder.log(self.topic.name), console=self.verbose)
+        # a resume redoes the turns after the last finished one: their old lines leave the journal
         self.journal = Journal.open(self.journal_path, resumed_from=self.last_round if resume else None)
+        trusted = [self.journal, self.state.apply, console]
+        self._events = Observers(trusted + default_watchers(self.options), self.observers)
+        self._console = console
         if self.stop.clear_stale():
-            self.progress.info("removed a STOP file left from an earlier run: %s", self.stop.stop_file)
+            self._emit(Notice(f"removed a STOP file left from an earlier run: {self.stop.stop_file}"))
         self.stop.install(announce=self._announce_stop)
         sandbox.protect_process()  # same-user processes (model-written code) cannot read our memory or environ
-        python_sandbox = (sandbox.sandbox_summary(self.run_python) if any(a.can_write for a in self.agents)
+        python_sandbox = (sandbox.sandbox_summary(self.options.python) if any(a.can_write for a in self.agents)
                           else "run_python not offered (no writer)")
-        self.journal.write("run_start", topic=self.topic.name, title=self.topic.title, first_round=self.last_round + 1,
-                           last_round=last, agents=[a.name for a in self.agents], context=str(self.context),
-                           context_budget=self.context_budget,
-                           resumed_from=self.last_round if resume else None, pid=os.getpid(),
-                           host=socket.gethostname(), sandbox=python_sandbox,
-                           phases=[{"name": p.name, "rounds": [p.start, p.end]} for p in self.topic.phases],
-                           probes=[{"after_round": p.after_round, "question": p.question, "expect": p.expect}
-                                   for p in self.topic.coherence_probes])
-        self.progress.info("azclaw run %r: rounds %d-%d, agents %s%s; run_python: %s", self.topic.title,
-                           self.last_round + 1, last, ", ".join(a.name for a in self.agents),
-                           "" if self.context.kind == "memory" else f", context {self.context}", python_sandbox)
+        self._emit(RunStarted(
+            topic=self.topic.name, title=self.topic.title, first_round=self.last_round + 1, last_round=last,
+            agents=tuple(a.name for a in self.agents), context=str(self.context),
+            context_budget=self.options.context_budget, resumed_from=self.last_round if resume else None,
+            pid=os.getpid(), host=socket.gethostname(), sandbox=python_sandbox, phases=tuple(self.topic.phases),
+            probes=tuple({"after_round": p.after_round, "question": p.question, "expect": p.expect}
+                         for p in self.topic.coherence_probes), stats=copy.deepcopy(self.stats)))
         missing = self.topic.missing_sources(self.source_dirs)
         if missing:
-            self.progress.warning("the topic's phases name source files that no source folder holds: %s "
-                                  "(give their folder with --source)", ", ".join(missing))
+            self._emit(RunWarning("the topic's phases name source files that no source folder holds: "
+                                  f"{', '.join(missing)} (give their folder with --source)", what="sources"))
         return last
+
+    def _announce_stop(self, why: str) -> None:
+        self._events.emit(Notice(f"{why}: stopping after round {self.last_round + 1} finishes; press Ctrl+C "
+                                 "again to stop now", "warning"))
+        for session in self.sessions.values():  # a wait for a server that is down ends now
+            session.cancel.set()
 
     def _restore(self, resume) -> int | None:
         """Take up an interrupted run's state; return the last round it planned."""
@@ -312,6 +336,8 @@ class Orchestrator:
         self.state = found.state
         for agent in self.agents:
             self.stats.agent(agent.name)
+        self._kept = {name: turn for name, turn in self.state.take_up(self.last_round + 1).items()
+                      if name in {a.name for a in self.agents}}
         return found.planned
 
     def _resume_context(self, recorded, source: Path) -> None:
@@ -320,48 +346,62 @@ class Orchestrator:
             mode = ContextMode.parse(recorded or "memory")
         except ConfigError as exc:
             raise CheckpointError(f"{source}: {exc}") from None
-        if self._context_given is not None and self._context_given != mode:
+        if self.options.context is not None and self.options.context != mode:
             raise CheckpointError(f"{source}: the run used context {mode}; resume it with --context {mode}, "
                                   "or start a new run")
-        self.context = mode
+        self.options = replace(self.options, context=mode)
 
     def save_checkpoint(self, max_rounds: int) -> Path:
         """Write the checkpoint of the last completed round."""
         try:
             counts = self.memory.counts()
         except Exception as exc:  # a locked or broken index must not cost the checkpoint
-            if self.progress:
-                self.progress.warning("memory counts left out of the checkpoint: %s", exc)
+            self._events.emit(Notice(f"memory counts left out of the checkpoint: {exc}", "warning"))
             counts = {}
         checkpoint = Checkpoint(self.topic.name, self.topic.title, max_rounds, self.state, counts,
                                 context=str(self.context))
         path = checkpoint.save(self.checkpoint_path)
-        if self.journal:
-            self.journal.write("checkpoint", round=self.last_round, path=str(path))
+        self._emit(CheckpointWritten(self.last_round, str(path)))
         return path
 
-    def _finish(self, reason: str, last: int) -> None:
-        self.stop_reason = reason if reason != "stopped" else self.stop.reason
+    def _finish(self, last: int, elapsed: float) -> None:
+        self.stop.restore()
+        self.stats.elapsed += elapsed
         try:
             path = self.save_checkpoint(last)
-            if reason == "stopped":
+            if self.ending.reason == "stopped":
                 self.stop.consume_stop_file()
-                self.journal.write("stop", round=self.last_round, reason=self.stop.reason)
-                self.progress.info("stopped after round %d (%s)", self.last_round, self.stop.reason)
-            self.journal.write("run_end", round=self.last_round, reason=reason, stats=self.stats.to_dict())
-            self.progress.info("checkpoint: %s", path)
-            self.progress.info(self.summary())
+            self._emit(RunFinished(self.last_round, self.ending, self._totals(), self.summary(), str(path)))
         except StorageError as exc:
-            self.progress.warning("%s", exc)
-            if reason not in ("error", "interrupted"):  # else the error that ended the run is the one to tell
+            self._events.emit(Notice(str(exc), "warning"))
+            if self.ending.reason not in ("error", "signal"):  # else the error that ended the run is the one to tell
                 raise
         finally:
             self.memory.close()  # the index reopens itself if the orchestrator runs again
-            self.progress.close()
+            self._console.close()
             self._lock.release()
+
+    def _totals(self) -> RunStats:
+        """The run's totals with the turns of a round it stopped in."""
+        totals = copy.deepcopy(self.stats)
+        for turn in self.state.pending.values():
+            totals.add(turn)
+        return totals
 
     def summary(self) -> str:
         return self.state.summary()
+
+
+def _options(options: RunOptions | None, values: dict) -> RunOptions:
+    values = {_OLD_OPTIONS.get(k, k): v for k, v in values.items()}
+    valid = {f.name for f in fields(RunOptions)}
+    unknown = sorted(set(values) - valid)
+    if unknown:
+        raise ConfigError(f"{unknown[0]}: not an option of Orchestrator; options: {', '.join(sorted(valid))}")
+    try:
+        return replace(options or RunOptions(), **values)
+    except TypeError as exc:
+        raise ConfigError(str(exc)) from None
 
 
 def _team_memory(agents: list[Agent], agents_dir: Path) -> TeamMemory:

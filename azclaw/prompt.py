@@ -1,49 +1,35 @@
-"""What an agent is sent each turn: a system prompt and one user message.
+"""What an agent is sent each turn: the system prompt, and fitting a turn's
+request into the context budget. (The user message, the conversation as
+the context mode has it, is rendered in ``context.py``.)
 
 The system prompt puts everything that stays the same across rounds first
 (context, role, task, team, tools, rules) and what changes last (round,
 phase), so consecutive prompts of one agent share a long identical prefix
-and the server's prompt cache stays warm. The user message holds the
-initial prompt in round 1 and, after that, only what every agent said in
-the previous round.
+and the server's prompt cache stays warm. It says truthfully what the
+context mode sends.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
+from .context import ContextMode
 from .topic import Phase, Topic
 
-MESSAGE_BUDGET = 4000  # characters of one agent's previous-round message
-CONTEXT_BUDGET = 12000  # tokens one request may carry before older tool results are cut
 CHARS_PER_TOKEN = 3  # a cautious estimate; the server's own count is in the stats
 CUT_RESULT = "[earlier tool result cut to keep this request within the context budget; call again if needed]"
 
 _RULES = """How this team works:
 - The work goes in rounds. In each round every agent speaks once.
-- You are shown only what every agent said in the previous round. Nothing older is shown again.
+- {shown}
 - Anything that must last (decisions, designs, file layouts, open problems) goes into memory with remember(text, title). Use recall(query) to find earlier decisions, yours and your teammates'.
 - Do not repeat a tool call you already made in this turn; work with the results you have.
 - End your turn with a short message to the team (under 300 words): what you did, what you decided, what should happen next."""
-
-
-@dataclass
-class Message:
-    """One agent's final message of one round."""
-
-    round: int
-    agent: str
-    text: str
-
-    def to_dict(self) -> dict:
-        return {"round": self.round, "agent": self.agent, "text": self.text}
 
 
 def describe_tools(tools) -> str:
     return "\n".join(f"- {t.signature()}: {t.description}" for t in tools)
 
 
-def stable_part(agent, topic: Topic, task: str, team: list, tools) -> str:
+def stable_part(agent, topic: Topic, task: str, team: list, tools, context: ContextMode = ContextMode()) -> str:
     """The part of the system prompt that does not change during a run."""
     parts = []
     if topic.system_context:
@@ -58,16 +44,16 @@ def stable_part(agent, topic: Topic, task: str, team: list, tools) -> str:
     elif writers:
         team_line += f" Only {', '.join(writers)} can write files; ask them to."
     parts.append(team_line)
-    parts.append(_RULES)
+    parts.append(_RULES.format(shown=context.shown()))
     parts.append("Your tools:\n" + (describe_tools(tools) or "- none"))
     return "\n\n".join(parts)
 
 
 def system_prompt(agent, topic: Topic, task: str, team: list, tools, round_no: int, last_round: int,
-                  how_to_call: str = "") -> str:
+                  how_to_call: str = "", context: ContextMode = ContextMode()) -> str:
     """The whole system prompt of ``agent`` in round ``round_no``;
     ``how_to_call`` tells how tool calls are written in its tool mode."""
-    stable = stable_part(agent, topic, task, team, tools) + (f"\n{how_to_call}" if how_to_call else "")
+    stable = stable_part(agent, topic, task, team, tools, context) + (f"\n{how_to_call}" if how_to_call else "")
     return stable + "\n\n" + round_part(round_no, last_round, topic.phase_for(round_no), topic)
 
 
@@ -85,26 +71,6 @@ def round_part(round_no: int, last_round: int, phase: Phase | None, topic: Topic
     elif topic.phases:
         lines.append("No phase is planned for this round: finish open work, consolidate and review.")
     return "\n".join(lines)
-
-
-def trim(text: str, budget: int, where: str) -> str:
-    if len(text) <= budget:
-        return text
-    return text[:budget] + f"\n[... {len(text) - budget} more characters; the full text is in {where}]"
-
-
-def round_message(round_no: int, previous: list[Message], initial_prompt: str,
-                  budget: int = MESSAGE_BUDGET, where: str = "the run journal") -> str:
-    """The user message of a turn."""
-    if round_no == 1:
-        return initial_prompt.strip() or "Begin."
-    if not previous:
-        return f"Round {round_no}: no messages came from the previous round. Continue the task."
-    parts = [f"Messages of round {previous[0].round}:"]
-    for message in previous:
-        parts.append(f"[{message.agent}]\n{trim(message.text, budget, where)}")
-    parts.append(f"Round {round_no}: your turn.")
-    return "\n\n".join(parts)
 
 
 def request_chars(messages: list[dict]) -> int:

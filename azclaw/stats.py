@@ -2,16 +2,26 @@
 
 Turns are added with one function, ``RunStats.add``, wherever they come
 from (a live round, a probe, a journal read back), so the console summary,
-``azclaw status`` and ``azclaw report`` always agree.
+``azclaw status`` and ``azclaw report`` always agree. The names are the
+``Turn``'s: ``tool_calls`` counts calls that ran, ``tools`` counts them by
+name, ``memories`` counts what was stored, ``files`` lists the distinct
+paths written, ``errors``, ``empty`` and ``truncated`` count what went
+wrong.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field, fields
 from typing import TYPE_CHECKING
+
+from .numbers import number, whole
 
 if TYPE_CHECKING:
     from .turn import Turn
+
+# the names of checkpoints and status files before version 0.4
+_OLD_NAMES = {"memories_stored": "memories", "tool_calls_by_name": "tools", "empty_replies": "empty",
+              "truncated_replies": "truncated"}
 
 
 @dataclass
@@ -26,12 +36,12 @@ class AgentStats:
     seconds: float = 0.0  # time spent waiting for the model
     tool_calls: int = 0
     tool_errors: int = 0  # calls that returned an error to the model
-    memories_stored: int = 0
-    errors: int = 0
-    empty_replies: int = 0
-    truncated_replies: int = 0
-    tool_calls_by_name: dict[str, int] = field(default_factory=dict)
+    tools: dict[str, int] = field(default_factory=dict)  # calls by tool name
+    memories: int = 0
     files: list[str] = field(default_factory=list)  # distinct paths it wrote, in order
+    errors: int = 0
+    empty: int = 0  # turns that ended with an empty reply
+    truncated: int = 0  # replies cut off
 
     @property
     def tokens(self) -> int:
@@ -46,24 +56,39 @@ class AgentStats:
         """The share of prompt tokens served from the server's cache."""
         return self.cached_tokens / self.prompt_tokens if self.prompt_tokens else 0.0
 
-    @property
-    def files_written(self) -> int:
-        return len(self.files)
-
-    # the names the status table and its JSON use
-    memories = property(lambda self: self.memories_stored)
-    tool_call_count = property(lambda self: self.tool_calls)
+    def add(self, turn: "Turn") -> None:
+        self.turns += not (turn.probe or turn.retried)
+        self.requests += turn.requests
+        self.prompt_tokens += turn.prompt_tokens
+        self.completion_tokens += turn.completion_tokens
+        self.cached_tokens += turn.cached_tokens
+        self.seconds += turn.seconds  # with its tokens, so tok/s stays a true rate
+        self.tool_calls += turn.tool_calls
+        self.tool_errors += turn.tool_errors
+        for name, n in turn.tools.items():
+            self.tools[name] = self.tools.get(name, 0) + n
+        self.memories += len(turn.memories)
+        self.files.extend(f for f in dict.fromkeys(turn.files) if f not in self.files)
+        self.errors += len(turn.errors)
+        self.empty += turn.empty
+        self.truncated += turn.truncated
 
     def to_dict(self) -> dict:
-        data = asdict(self)
-        data["files_written"] = self.files_written
+        data = {f.name: getattr(self, f.name) for f in fields(self)}
+        data["tools"], data["files"] = dict(self.tools), list(self.files)
+        data["seconds"] = round(self.seconds, 3)
+        data["tokens"] = self.tokens
         data["tokens_per_second"] = round(self.tokens_per_second, 2)
+        data["cached_share"] = round(self.cached_share, 3)
         return data
 
     @classmethod
     def from_dict(cls, data: dict) -> "AgentStats":
+        """Rebuild from ``to_dict`` (or a checkpoint of an earlier version);
+        a field of the wrong type raises TypeError here, not in a run."""
+        data = {_OLD_NAMES.get(k, k): v for k, v in data.items()}
         stats = cls(**_numbers(cls, data))
-        stats.tool_calls_by_name = {str(k): int(v) for k, v in _mapping(data, "tool_calls_by_name").items()}
+        stats.tools = {str(k): whole(v) for k, v in _mapping(data, "tools").items()}
         files = data.get("files") or []
         if not isinstance(files, list):
             raise TypeError(f"stats field 'files': expected a list, got {files!r}")
@@ -73,68 +98,69 @@ class AgentStats:
 
 @dataclass
 class RunStats:
-    """The run's totals; ``agents`` holds each agent's AgentStats."""
+    """The run's totals: ``agents`` holds each agent's AgentStats, and the
+    team's figures are their sums."""
 
     rounds: int = 0
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    memories_stored: int = 0
-    tool_calls: int = 0
-    files_written: int = 0  # distinct files in the output folder written by the team
-    errors: int = 0
     elapsed: float = 0.0  # seconds, summed over resumed sessions
     agents: dict[str, AgentStats] = field(default_factory=dict)
+
+    def agent(self, name: str) -> AgentStats:
+        return self.agents.setdefault(name, AgentStats())
+
+    def add(self, turn: "Turn") -> None:
+        """Add what a turn (or a probe answer) cost and did."""
+        self.agent(turn.agent).add(turn)
+
+    def _sum(self, name: str):
+        return sum(getattr(a, name) for a in self.agents.values())
+
+    prompt_tokens = property(lambda self: self._sum("prompt_tokens"))
+    completion_tokens = property(lambda self: self._sum("completion_tokens"))
+    cached_tokens = property(lambda self: self._sum("cached_tokens"))
+    requests = property(lambda self: self._sum("requests"))
+    seconds = property(lambda self: self._sum("seconds"))
+    tool_calls = property(lambda self: self._sum("tool_calls"))
+    tool_errors = property(lambda self: self._sum("tool_errors"))
+    memories = property(lambda self: self._sum("memories"))
+    errors = property(lambda self: self._sum("errors"))
 
     @property
     def total_tokens(self) -> int:
         return self.prompt_tokens + self.completion_tokens
-
-    def agent(self, name: str) -> AgentStats:
-        return self.agents.setdefault(name, AgentStats())
 
     @property
     def files(self) -> list[str]:
         """Every distinct file the team wrote, sorted."""
         return sorted({f for a in self.agents.values() for f in a.files})
 
-    def add(self, turn: "Turn") -> None:
-        """Add what a turn (or a probe answer) cost and did."""
-        a = self.agent(turn.agent)
-        calls = sum(turn.tool_calls.values())
-        a.turns += not (turn.probe or turn.retried)
-        a.requests += turn.requests
-        a.prompt_tokens += turn.prompt_tokens
-        a.completion_tokens += turn.completion_tokens
-        a.cached_tokens += turn.cached_tokens
-        a.seconds += turn.seconds  # with its tokens, so tok/s stays a true rate
-        a.tool_calls += calls
-        for name, count in turn.tool_calls.items():
-            a.tool_calls_by_name[name] = a.tool_calls_by_name.get(name, 0) + count
-        a.tool_errors += turn.tool_errors
-        a.memories_stored += len(turn.memories)
-        a.errors += len(turn.errors)
-        a.empty_replies += turn.empty
-        a.truncated_replies += turn.truncated
-        a.files.extend(f for f in dict.fromkeys(turn.files) if f not in a.files)
-        self.prompt_tokens += turn.prompt_tokens
-        self.completion_tokens += turn.completion_tokens
-        self.tool_calls += calls
-        self.memories_stored += len(turn.memories)
-        self.errors += len(turn.errors)
-        if turn.files:
-            self.files_written = len(self.files)
+    # the seed's names
+    @property
+    def files_written(self) -> int:
+        return len(self.files)
+
+    @property
+    def memories_stored(self) -> int:
+        return self.memories
 
     def to_dict(self) -> dict:
-        data = asdict(self)
-        data["agents"] = {name: agent.to_dict() for name, agent in self.agents.items()}
-        return data
+        return {"rounds": self.rounds, "elapsed": round(self.elapsed, 3), "prompt_tokens": self.prompt_tokens,
+                "completion_tokens": self.completion_tokens, "cached_tokens": self.cached_tokens,
+                "tool_calls": self.tool_calls, "tool_errors": self.tool_errors, "memories": self.memories,
+                "files": self.files, "errors": self.errors,
+                "agents": {name: agent.to_dict() for name, agent in self.agents.items()}}
 
     @classmethod
     def from_dict(cls, data: dict) -> "RunStats":
         """Rebuild from ``to_dict``; a field of the wrong type raises
         TypeError or ValueError here, not in the middle of a run."""
         agents = {str(name): AgentStats.from_dict(raw) for name, raw in _mapping(data, "agents").items()}
-        return cls(**_numbers(cls, data), agents=agents)
+        for key in ("rounds", "elapsed", "prompt_tokens", "completion_tokens", "cached_tokens", "tool_calls",
+                    "tool_errors", "memories", "memories_stored", "errors"):  # the totals are the agents' sums
+            value = data.get(key, 0)
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise TypeError(f"stats field {key!r}: expected a number, got {value!r}")
+        return cls(whole(data.get("rounds")), number(data.get("elapsed")), agents)
 
     def table(self, names: list[str] | None = None) -> str:
         """The per-agent table of the console summary and ``azclaw status``."""
@@ -145,9 +171,8 @@ def agent_table(agents: dict[str, AgentStats]) -> str:
     """Agents as rows; every column as wide as its widest cell, so none run together."""
     head = ["agent", "turns", "tokens", "cached", "tok/s", "tools", "memories", "files", "errors", "empty", "cut"]
     rows = [[name, str(a.turns), f"{a.tokens:,}", f"{a.cached_share:.0%}", f"{a.tokens_per_second:.1f}",
-             str(a.tool_calls),
-             str(a.memories_stored), str(a.files_written), str(a.errors), str(a.empty_replies),
-             str(a.truncated_replies)] for name, a in agents.items()]
+             str(a.tool_calls), str(a.memories), str(len(a.files)), str(a.errors), str(a.empty), str(a.truncated)]
+            for name, a in agents.items()]
     widths = [max(len(r[i]) for r in [head, *rows]) for i in range(len(head))]
     lines = []
     for row in [head, *rows]:

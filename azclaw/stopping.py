@@ -6,10 +6,13 @@ stops at once (the last completed round's checkpoint is still written).
 
 from __future__ import annotations
 
+import os
 import signal
 import threading
 from contextlib import contextmanager
 from pathlib import Path
+
+from .events import Ending
 
 
 class StopControl:
@@ -17,7 +20,8 @@ class StopControl:
 
     def __init__(self, stop_file: Path):
         self.stop_file = Path(stop_file)
-        self.reason = ""
+        self.reason = ""  # what asked: "STOP file ./STOP", "SIGINT received"
+        self.kind = ""  # "stopped" (a STOP file, azclaw stop) or "signal"
         self._requested = threading.Event()
         self._previous: dict[int, object] = {}
         self._deferring = False
@@ -25,22 +29,30 @@ class StopControl:
         self._announce = None
 
     def clear_stale(self) -> bool:
-        """Remove a STOP file left from an earlier run; True if there was one."""
+        """Remove a STOP file left from an earlier run; True if there was
+        one. A STOP that is a folder (or anything but a file) is left alone
+        and counts as a request to stop."""
         try:
             self.stop_file.unlink()
             return True
         except FileNotFoundError:
             return False
+        except OSError:  # a folder, a file in a read-only folder: it stays, and it stops the run
+            return False
 
-    def request(self, reason: str) -> None:
+    def request(self, reason: str, kind: str = "stopped") -> None:
         if not self._requested.is_set():
-            self.reason = reason
+            self.reason, self.kind = reason, kind
             self._requested.set()
 
     def should_stop(self) -> bool:
-        if not self._requested.is_set() and self.stop_file.exists():
+        if not self._requested.is_set() and os.path.lexists(self.stop_file):
             self.request(f"STOP file {self.stop_file}")
         return self._requested.is_set()
+
+    def ending(self) -> Ending | None:
+        """Why the run should end now, or None."""
+        return Ending(self.kind, self.reason) if self.should_stop() else None
 
     def consume_stop_file(self) -> None:
         """A STOP file has done its job once the run stopped for it."""
@@ -53,7 +65,7 @@ class StopControl:
                 self._pending = f"second {name}"
                 return
             raise KeyboardInterrupt(f"second {name}")
-        self.request(f"{name} received")
+        self.request(f"{name} received", "signal")
         if self._announce is not None:  # at once: a person pressed a key and waits for an answer
             self._announce(f"{name} received")
 

@@ -33,6 +33,11 @@ class Phase:
     source_files: list[str] = field(default_factory=list)
 
 
+def phase_at(phases, round_no: int) -> Phase | None:
+    """The phase that holds round ``round_no`` (the one rule, for topics and journals)."""
+    return next((p for p in phases if p.start <= round_no <= p.end), None)
+
+
 @dataclass
 class Probe:
     """A question asked of every agent after a round, to test what it knows."""
@@ -75,7 +80,7 @@ class Topic:
         return max((p.end for p in self.phases), default=None)
 
     def phase_for(self, round_no: int) -> Phase | None:
-        return next((p for p in self.phases if p.start <= round_no <= p.end), None)
+        return phase_at(self.phases, round_no)
 
     def probes_after(self, round_no: int) -> list[Probe]:
         return [p for p in self.coherence_probes if p.after_round == round_no]

@@ -7,9 +7,11 @@
    a step of nothing but repeats, the model is told to answer without tools.
 4. The reply without tool calls is the turn's message to the team.
 
-``take_turn`` returns a ``Turn``: the one record of a turn, which the loop
-folds into the run state, the journal writes (``to_dict``) and ``azclaw
-status`` and ``azclaw report`` read back (``from_dict``).
+``take_turn`` returns a ``Turn``: the one record of a turn. Its ``calls``
+(every tool use, in order) are the truth; the counts (``tool_calls``,
+``tool_errors``, ``tools``, ``memories``, ``files``) are read from them.
+The loop folds turns into the run state, the journal writes ``to_dict``,
+and ``status``, ``report`` and ``show`` read ``from_dict`` back.
 """
 
 from __future__ import annotations
@@ -17,14 +19,15 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections import Counter
 from dataclasses import asdict, dataclass, field, fields
 
-from .agent import Agent
+from .client import Completion
 from .errors import ContextOverflow, EndpointError
-from .client.llm import Completion
+from .numbers import number, whole
 from .prompt import CHARS_PER_TOKEN, fit_messages
 from .toolmodes import Step, append_step, instructions, read_reply, switch_reason
-from .tools.registry import Tool, ToolContext, ToolRegistry, ToolResult
+from .tools.registry import Effect, Tool, ToolContext, ToolRegistry, ToolResult
 
 log = logging.getLogger("azclaw")
 
@@ -33,15 +36,20 @@ ALL_REPEATED = ("Every tool call you just made repeats one you already made in t
                 "Work with the results you have: give your final message to the team now, without tools.")
 STEPS_USED = ("You have used all your tool steps for this turn. "
               "Give your final message to the team now, without tools.")
+SAY_SOMETHING = ("Your reply was empty. Write your message to the team now, in a few sentences: what you did, "
+                 "what you decided, what should happen next.")
 DUPLICATE = "[duplicate call skipped: its result is already above in this turn]"
 AUDIT_CHARS = 2000  # of a call's arguments and of its result, in the journal
 AUDIT_FULL = {"run_python": 65536}  # what model-written code ran, and what it printed, is always kept
+NOT_PARSED = ""  # the tool name of a reply whose calls did not parse
 
 
 @dataclass
 class ToolUse:
     """One tool call of a turn, as the audit trail keeps it: arguments and
-    result cut to ``AUDIT_CHARS`` (their full length beside them)."""
+    result cut to ``AUDIT_CHARS`` (their full length beside them).
+    ``tool`` is empty for a reply whose calls did not parse (``result``
+    says why); ``effect`` is what the call changed, as the tool told it."""
 
     tool: str
     arguments: str  # the arguments as the model sent them (JSON text)
@@ -52,25 +60,42 @@ class ToolUse:
     arguments_chars: int = 0
     result_chars: int = 0
     duplicate: bool = False  # repeated an earlier call of the turn: not run again
+    effect: Effect | None = None
 
     @classmethod
     def of(cls, tool: str, arguments: str, result: str, ok: bool, seconds: float, step: int,
-           duplicate: bool = False) -> "ToolUse":
+           duplicate: bool = False, effect: Effect | None = None) -> "ToolUse":
         limit = AUDIT_FULL.get(tool, AUDIT_CHARS)
         return cls(tool, _cut(arguments, limit), _cut(result, limit), ok, round(seconds, 3), step, len(arguments),
-                   len(result), duplicate)
+                   len(result), duplicate, effect)
+
+    @property
+    def counted(self) -> bool:
+        """A call that ran (not a repeat skipped, not a reply that did not parse)."""
+        return bool(self.tool) and not self.duplicate
+
+    def to_dict(self) -> dict:
+        data = asdict(self)
+        if self.effect is None:
+            del data["effect"]
+        return data
 
     @classmethod
     def from_dict(cls, data) -> "ToolUse | None":
         if not isinstance(data, dict):
             return None
-        return cls(str(data.get("tool") or ""), str(data.get("arguments") or ""), str(data.get("result") or ""),
-                   data.get("ok") is not False, _float(data.get("seconds")), _int(data.get("step")),
-                   _int(data.get("arguments_chars")), _int(data.get("result_chars")), data.get("duplicate") is True)
+        return cls(_text(data.get("tool")), _text(data.get("arguments")), _text(data.get("result")),
+                   data.get("ok") is not False, number(data.get("seconds")), whole(data.get("step")),
+                   whole(data.get("arguments_chars")), whole(data.get("result_chars")), data.get("duplicate") is True,
+                   Effect.from_dict(data.get("effect")))
 
 
 def _cut(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[:limit] + f" [... {len(text) - limit} more characters]"
+
+
+def _text(value) -> str:
+    return value if isinstance(value, str) else ""
 
 
 @dataclass
@@ -88,24 +113,45 @@ class Turn:
     requests: int = 0
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    cached_tokens: int = 0  # prompt tokens the server served from its cache, where it says so
     seconds: float = 0.0  # waiting for the model
     context_chars: int = 0
     context_tokens: int = 0
-    tool_calls: dict[str, int] = field(default_factory=dict)
-    tool_errors: int = 0
-    memories: list[str] = field(default_factory=list)
-    files: list[str] = field(default_factory=list)
-    errors: list[str] = field(default_factory=list)
     calls: list[ToolUse] = field(default_factory=list)  # the audit trail: every tool call, in order
+    errors: list[str] = field(default_factory=list)
     empty: bool = False  # the model answered, with nothing
     truncated: int = 0  # replies cut off (at max_tokens, or by the time or size limit)
-    cached_tokens: int = 0  # prompt tokens the server served from its cache, where it says so
     mode: str = ""  # how the tool calls travelled: native, text or constrained (toolmodes.py)
-    switched: str = ""  # why an auto agent went constrained in this turn
+    switched: str = ""  # why an auto agent changed its tool mode in this turn
     problems: list[str] = field(default_factory=list)  # what was wrong with replies, one line each
-    probe: bool = False  # an answer to a coherence probe, not a round's turn
-    retried: bool = False  # an attempt of a round in which every turn failed: its round ran again
     dropped: int = 0  # messages of the conversation left out to fit the context budget (full, window modes)
+    probe: bool = False  # an answer to a coherence probe, not a round's turn (not journaled: the event says)
+    retried: bool = False  # an attempt of a round in which every turn failed: its round ran again (not journaled)
+
+    # -- read from the calls ------------------------------------------------
+    @property
+    def tools(self) -> dict[str, int]:
+        """Calls that ran, by tool name."""
+        return dict(Counter(u.tool for u in self.calls if u.counted))
+
+    @property
+    def tool_calls(self) -> int:
+        return sum(1 for u in self.calls if u.counted)
+
+    @property
+    def tool_errors(self) -> int:
+        """Calls that gave the model an error, replies whose calls did not parse included."""
+        return sum(1 for u in self.calls if not u.ok)
+
+    @property
+    def memories(self) -> list[str]:
+        """Titles stored with remember."""
+        return [u.effect.target for u in self.calls if u.effect and u.effect.kind == "memory"]
+
+    @property
+    def files(self) -> list[str]:
+        """Paths written in the output folder."""
+        return [u.effect.target for u in self.calls if u.effect and u.effect.kind == "file"]
 
     @property
     def failed(self) -> bool:
@@ -120,58 +166,73 @@ class Turn:
     def tokens_per_second(self) -> float:
         return self.completion_tokens / self.seconds if self.seconds else 0.0
 
+    # -- the journal line ---------------------------------------------------
     def to_dict(self) -> dict:
         """The turn's journal fields (the event name says whether it is a probe)."""
-        data = asdict(self)
-        del data["probe"], data["retried"]
+        data = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in ("probe", "retried", "calls")}
         data["seconds"] = round(self.seconds, 3)
-        data["tokens_per_second"] = round(self.tokens_per_second, 2)
+        data["calls"] = [u.to_dict() for u in self.calls]
+        # read from the calls, written for people and scripts that read the journal with jq
+        data.update(tools=self.tools, tool_calls=self.tool_calls, tool_errors=self.tool_errors,
+                    memories=self.memories, files=self.files, tokens_per_second=round(self.tokens_per_second, 2))
         return data
 
     @classmethod
     def from_dict(cls, data: dict) -> "Turn":
         """A turn from a journal line of any version; what is missing or of
         the wrong type reads as empty, never raises."""
-        turn = cls(agent=str(data.get("agent") or ""), round=_int(data.get("round")),
+        turn = cls(agent=_text(data.get("agent")), round=whole(data.get("round")),
                    probe=data.get("event") == "probe")
         turn.phase = data["phase"] if isinstance(data.get("phase"), str) else None
-        turn.text = str(data.get("text") if "text" in data else data.get("answer") or "")
+        turn.text = _text(data.get("text") if "text" in data else data.get("answer"))
         for f in fields(cls):
             value = data.get(f.name)
             if f.type == "int" and f.name != "round":
-                setattr(turn, f.name, _int(value))
+                setattr(turn, f.name, whole(value))
             elif f.type == "float":
-                setattr(turn, f.name, _float(value))
+                setattr(turn, f.name, number(value))
             elif f.type == "str" and f.name in ("mode", "switched"):
-                setattr(turn, f.name, value if isinstance(value, str) else "")
+                setattr(turn, f.name, _text(value))
             elif f.type == "list[str]":
                 setattr(turn, f.name, [str(v) for v in value] if isinstance(value, list) else [])
-        calls = data.get("tool_calls")
-        if isinstance(calls, dict):
-            turn.tool_calls = {str(k): _int(v) for k, v in calls.items()}
-        uses = data.get("calls")  # journals before version 3 have none
-        turn.calls = [u for u in map(ToolUse.from_dict, uses if isinstance(uses, list) else []) if u]
         turn.empty = data.get("empty") is True
+        uses = data.get("calls")
+        turn.calls = [u for u in map(ToolUse.from_dict, uses if isinstance(uses, list) else []) if u]
+        _old_counts(turn, data)
         return turn
 
 
-def _int(value) -> int:
-    return int(value) if isinstance(value, (int, float)) and not isinstance(value, bool) and value == value \
-        and abs(value) < 1e18 else 0
+def _old_counts(turn: Turn, data: dict) -> None:
+    """Journals before version 4 kept the counts beside the calls (and
+    before version 3 no calls at all): rebuild the calls' effects and, where
+    there are no calls, calls that stand for the counts."""
+    memories = [str(m) for m in data["memories"]] if isinstance(data.get("memories"), list) else []
+    files = [str(f) for f in data["files"]] if isinstance(data.get("files"), list) else []
+    if any(u.effect for u in turn.calls) or not (memories or files or isinstance(data.get("tool_calls"), dict)):
+        return
+    if not turn.calls:  # version 1-2: the counts by tool name, and the errors
+        counts = data.get("tool_calls") if isinstance(data.get("tool_calls"), dict) else {}
+        turn.calls = [ToolUse(str(name), "", "") for name, n in counts.items() for _ in range(max(0, whole(n)))]
+        for use in turn.calls[:whole(data.get("tool_errors"))]:
+            use.ok = False
+    for kind, tool, targets in (("memory", "remember", memories), ("file", "write_file", files)):
+        uses = iter([u for u in turn.calls if u.tool == tool and u.ok and u.counted])
+        for target in targets:
+            use = next(uses, None)
+            if use is None:  # the counts said less than the effects: an effect without a call to count
+                use = ToolUse(NOT_PARSED, "", "")
+                turn.calls.append(use)
+            use.effect = Effect(kind, target)
 
 
-def _float(value) -> float:
-    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) \
-        and abs(value) < 1e18 else 0.0
-
-
-def take_turn(agent: Agent, system: str, user: str, tools: list[Tool], registry: ToolRegistry,
+def take_turn(session, system: str, user: str, tools: list[Tool], registry: ToolRegistry,
               ctx: ToolContext, *, phase: str | None = None, max_steps: int = DEFAULT_TOOL_STEPS,
-              context_budget: int, probe: bool = False, on_delta=None) -> Turn:
-    """Run one turn of ``agent`` with ``tools`` offered; never raises for
-    what the model or the server does (failures are in ``Turn.errors``).
-    ``on_delta(progress)`` follows a streamed reply as it arrives."""
-    turn = Turn(agent.name, ctx.round, phase, probe=probe, mode=agent.active_mode)
+              probe: bool = False, on_delta=None) -> Turn:
+    """Run one turn of ``session``'s agent with ``tools`` offered; never
+    raises for what the model or the server does (failures are in
+    ``Turn.errors``). ``on_delta(progress)`` follows a streamed reply."""
+    agent = session.agent
+    turn = Turn(agent.name, ctx.round, phase, probe=probe, mode=session.tool_mode)
     messages = [{"role": "system", "content": system}, {"role": "user", "content": user}]
     offered = list(tools)
     seen: set[str] = set()
@@ -181,8 +242,8 @@ def take_turn(agent: Agent, system: str, user: str, tools: list[Tool], registry:
             messages.append({"role": "user", "content": STEPS_USED})
             offered = []
         # a constrained turn's first step must call a tool: small models otherwise rarely do
-        step = Step.of(agent.active_mode, offered, agent.max_tokens, must_call=n_step == 0 and not probe)
-        completion = _call(agent, messages, step, turn, context_budget, on_delta)
+        step = Step.of(session.tool_mode, offered, agent.max_tokens, must_call=n_step == 0 and not probe)
+        completion = _call(session, messages, step, turn, on_delta)
         if completion is None:
             break
         reading = read_reply(step, completion)
@@ -206,32 +267,43 @@ def take_turn(agent: Agent, system: str, user: str, tools: list[Tool], registry:
             started = time.monotonic()
             outcome = registry.execute(call, ctx, offered)
             turn.calls.append(ToolUse.of(call.name, call.raw_arguments or arguments, outcome.content, outcome.ok,
-                                         time.monotonic() - started, n_step))
-            turn.tool_calls[call.name] = turn.tool_calls.get(call.name, 0) + 1
-            turn.tool_errors += not outcome.ok
+                                         time.monotonic() - started, n_step, effect=outcome.effect))
             results.append(outcome)
-        turn.tool_errors += bool(reading.error)
+        if reading.error:
+            turn.calls.append(ToolUse.of(NOT_PARSED, completion.text, f"ERROR: {reading.error}", False, 0.0, n_step))
         append_step(messages, step, completion, reading, results)
         if results and all(r.duplicate for r in results):
             messages.append({"role": "user", "content": ALL_REPEATED})
             offered = []
         why = switch_reason(step, completion, reading, results) if agent.tool_mode == "auto" else ""
         if why:  # from the next step on, and for the rest of the run
-            agent.active_mode = turn.mode = "constrained"
+            session.tool_mode = turn.mode = "constrained"
             turn.switched = why
             messages[0] = {"role": "system", "content": system + "\n\n" + instructions("constrained", tools,
                                                                                      agent.max_tokens)}
-    turn.memories = list(ctx.memories_stored)
-    turn.files = list(ctx.files_written)
+    if not turn.text and not turn.errors and not probe:
+        _nudge_once(session, messages, turn, on_delta)
     turn.empty = not turn.text and not turn.errors
     return turn
 
 
-def _call(agent: Agent, messages: list[dict], step: Step, turn: Turn, budget: int,
-          on_delta=None) -> Completion | None:
+def _nudge_once(session, messages: list[dict], turn: Turn, on_delta) -> None:
+    """An empty or cut-off reply gets one more request, with a short nudge
+    and no tools: real models often answer with nothing after a tool step,
+    or with only their thinking."""
+    messages.append({"role": "assistant", "content": "(no reply)"})
+    messages.append({"role": "user", "content": SAY_SOMETHING})
+    step = Step.of(session.tool_mode, [], session.agent.max_tokens)
+    completion = _call(session, messages, step, turn, on_delta)
+    if completion is not None:
+        turn.text = read_reply(step, completion).text
+
+
+def _call(session, messages: list[dict], step: Step, turn: Turn, on_delta=None) -> Completion | None:
     """One request of the turn, fitted to the context budget first. A server
     that says the request is over its context gets it once more, cut to the
     limit it named (or to what it tells of its context)."""
+    agent, budget = session.agent, session.context_budget
     for attempt in (1, 2):
         size = fit_messages(messages, budget)
         if size > budget * CHARS_PER_TOKEN:
@@ -239,18 +311,18 @@ def _call(agent: Agent, messages: list[dict], step: Step, turn: Turn, budget: in
                         agent.name, size // CHARS_PER_TOKEN, budget)
         turn.context_chars = max(turn.context_chars, size)
         try:
-            completion = agent.client.chat(messages, max_tokens=agent.max_tokens, temperature=agent.temperature,
-                                           on_delta=on_delta, **step.options())
+            completion = session.client.chat(messages, max_tokens=agent.max_tokens, temperature=agent.temperature,
+                                             on_delta=on_delta, **step.options())
             break
         except ContextOverflow as exc:
-            limit = exc.limit or agent.client.context_size()
+            limit = exc.limit or session.client.context_size()
             smaller = (limit - agent.max_tokens) if limit and limit > agent.max_tokens else budget * 2 // 3
             if attempt == 2 or smaller >= budget or smaller < 1:
                 turn.errors.append(str(exc))
                 return None
             log.warning("%s: the server's context is %s tokens; the request is cut to %d and sent again",
                         agent.name, limit or "smaller", smaller)
-            budget = agent.context_budget = smaller  # learned for the rest of the run
+            budget = session.context_budget = smaller  # learned for the rest of the run
         except EndpointError as exc:
             turn.errors.append(str(exc))
             return None

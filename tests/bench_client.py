@@ -22,7 +22,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from fakellm import FakeLLM  # noqa: E402
 from test_textcalls import ADVERSARIAL  # noqa: E402
 
-from azclaw import LLMClient  # noqa: E402
+from azclaw.client import LLMClient  # noqa: E402
 from azclaw.client.textcalls import parse_text_calls, strip_thinking  # noqa: E402
 
 HI = [{"role": "user", "content": "hi"}]

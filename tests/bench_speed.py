@@ -29,7 +29,8 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from fakellm import FakeLLM, Reply, calls, text  # noqa: E402
 
-from azclaw import Agent, LLMClient, Orchestrator, Topic  # noqa: E402
+from azclaw import Agent, Orchestrator, Topic  # noqa: E402
+from azclaw.client import LLMClient  # noqa: E402
 
 WORDS = ("schema database route handler token cache queue retry index migration account balance ledger "
          "customer invoice session login audit report batch parser record field decimal rounding").split()

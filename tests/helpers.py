@@ -62,6 +62,14 @@ def team(url: str, *names: str, writers: tuple[str, ...] = (), **kwargs):
     return [Agent(name, endpoint=url, can_write=name in writers, **kwargs) for name in names]
 
 
+def fast_clients(agent, outages):
+    """A client factory whose retries wait milliseconds, not seconds."""
+    from azclaw.session import default_client
+    client = default_client(agent, outages)
+    client.backoff, client.max_backoff = 0.001, 0.05
+    return client
+
+
 def orchestrator(agents, **kwargs):
     """An Orchestrator with the test defaults (quiet console)."""
     kwargs.setdefault("verbose", False)

@@ -95,7 +95,7 @@ def test_bench_runs_each_mode_in_its_folder_and_the_table_agrees_with_the_journa
             assert cells[i] == expected_round(turns, round_no), (mode, round_no)
         events = [e for e in journal(out / mode / "logs" / f"{TOPIC}_journal.jsonl") if e["event"] in ("turn", "probe")]
         line = summary(proc.stdout, mode)
-        assert line[1] == "finished" and line[2] == "5/5"
+        assert line[1] == "max_rounds" and line[2] == "5/5"
         assert line[4] == f"{sum(e['prompt_tokens'] for e in events):,}"
         assert line[5] == f"{sum(e['completion_tokens'] for e in events):,}"
         assert line[6] == "n/a"  # the scripted server reports no cached tokens
@@ -184,7 +184,7 @@ def test_ctrl_c_stops_the_bench_and_the_report_holds_what_finished(fake_llm, wor
     assert not (workdir / "b" / "full").exists(), "no mode starts after a stop"
     assert "mode memory stopped (SIGINT received)" in stderr
     line = summary(stdout, "memory")
-    assert line[1] == "stopped" and line[2] == f"{done[-1]}/40"
+    assert line[1] == "signal" and line[2] == f"{done[-1]}/40"
     assert summary(stdout, "full")[1:3] == ["not", "run"]
     assert (workdir / "b" / "bench_report.html").is_file()
 

@@ -50,7 +50,7 @@ def test_checkpoint_holds_round_stats_memory_counts_and_last_100_messages(fake_l
     assert data["round"] == 40
     assert data["memory_counts"] == {"alice": 1, "bob": 0, "carol": 0}
     assert data["stats"]["rounds"] == 40
-    assert data["stats"]["memories_stored"] == 1
+    assert data["stats"]["memories"] == 1
     requests = len(fake.chats)
     assert data["stats"]["prompt_tokens"] == TOKENS[0] * requests
     assert data["stats"]["completion_tokens"] == TOKENS[1] * requests
@@ -96,7 +96,7 @@ def test_resumed_run_ends_where_an_uninterrupted_one_would(fake_llm, workdir):
     topic = Topic.from_dict({"title": "R"}, name="res")
     orchestrator(team(fake.url, "alice", "bob"), topic=topic).run(max_rounds=7 - 4)
     resumed = orchestrator(team(fake.url, "alice", "bob"), topic=topic).run(max_rounds=7, resume=True)
-    for key in ("rounds", "prompt_tokens", "completion_tokens", "tool_calls", "memories_stored"):
+    for key in ("rounds", "prompt_tokens", "completion_tokens", "tool_calls", "memories"):
         assert getattr(resumed, key) == getattr(whole, key), key
     assert resumed.agents["bob"].turns == whole.agents["bob"].turns == 7
 

@@ -6,7 +6,8 @@ import re
 
 import pytest
 
-from azclaw import CheckpointError, ConfigError, Topic
+from azclaw.errors import CheckpointError
+from azclaw import ConfigError, Topic
 from azclaw.context import ContextMode
 from fakellm import text
 from helpers import assert_one_error_line, journal, orchestrator, read_json, team
@@ -53,8 +54,15 @@ def test_round_one_is_the_same_in_every_mode(fake_llm):
         fake = fake_llm(responder=marking)
         run(fake, mode, 1, folder=mode.replace(":", "-"))
         sent[mode] = [(r.system, r.user) for r in fake.chats]
-    assert sent["memory"] == sent["full"] == sent["window:2"]
+    assert [u for _, u in sent["memory"]] == [u for _, u in sent["full"]] == [u for _, u in sent["window:2"]]
     assert sent["memory"][0][1] == OPENING
+    # the system prompts differ only in the line that says truthfully what each mode sends
+    for mode, told in (("memory", "Nothing older is shown again"), ("full", "whole conversation so far"),
+                       ("window:2", "in the last 2 rounds")):
+        assert told in sent[mode][0][0]
+    assert "Nothing older is shown again" not in sent["full"][0][0]
+    strip = lambda text: "\n".join(line for line in text.splitlines() if not line.startswith("- You are shown"))
+    assert strip(sent["memory"][0][0]) == strip(sent["full"][0][0]) == strip(sent["window:2"][0][0])
 
 
 def test_full_requests_grow_with_the_rounds_and_memory_requests_stay_flat(fake_llm):

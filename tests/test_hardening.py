@@ -14,11 +14,12 @@ from pathlib import Path
 import pytest
 
 from azclaw import Agent, Orchestrator, RunAborted
-from azclaw.checkpoint import Checkpoint, RunState
+from azclaw.checkpoint import Checkpoint
+from azclaw.state import RunState
 from azclaw.errors import CheckpointError
 from azclaw.files import sweep_temporary
 from azclaw.stats import RunStats
-from helpers import run_file
+from helpers import fast_clients, run_file
 from fakellm import FakeLLM, Reply, call, calls, error, text
 
 
@@ -28,14 +29,8 @@ def in_tmp(tmp_path, monkeypatch):
     return tmp_path
 
 
-def fast(agent: Agent) -> Agent:
-    agent.client.backoff = 0.01
-    agent.client.max_backoff = 0.05
-    return agent
-
-
-def team(url, writer=True):
-    return [fast(Agent("architect", endpoint=url)), fast(Agent("developer", endpoint=url, can_write=writer))]
+def team(url, writer=True, **settings):
+    return [Agent("architect", endpoint=url, **settings), Agent("developer", endpoint=url, can_write=writer, **settings)]
 
 
 def free_port() -> int:
@@ -60,7 +55,7 @@ def test_a_server_that_fails_every_few_requests_loses_no_round():
         return text(f"reply {count['n']}")
 
     with FakeLLM(responder=flaky) as fake:
-        orch = Orchestrator(team(fake.url), verbose=False)
+        orch = Orchestrator(team(fake.url), verbose=False, client_factory=fast_clients)
         stats = orch.run(max_rounds=6)
     assert stats.rounds == 6 and stats.errors == 0
     assert [m.round for m in orch.history].count(6) == 2
@@ -73,8 +68,8 @@ def test_a_turn_that_keeps_failing_is_an_error_and_the_run_goes_on():
 
     with FakeLLM(responder=responder) as fake:
         agents = team(fake.url)
-        agents[0].client.retries = 1
-        orch = Orchestrator(agents, verbose=False)
+        agents[0].retries = 1
+        orch = Orchestrator(agents, verbose=False, client_factory=fast_clients)
         stats = orch.run(max_rounds=3)
     assert stats.rounds == 3
     assert stats.agents["architect"].errors == 3 and stats.agents["developer"].errors == 0
@@ -88,10 +83,8 @@ def test_rounds_in_which_every_turn_fails_abort_the_run_with_a_checkpoint():
         return error(502) if request.round >= 3 else text("ok")
 
     with FakeLLM(responder=responder) as fake:
-        agents = team(fake.url)
-        for a in agents:
-            a.client.retries = 0
-        orch = Orchestrator(agents, verbose=False, max_failed_rounds=2, checkpoint_every=1)
+        agents = team(fake.url, retries=0)
+        orch = Orchestrator(agents, verbose=False, max_failed_rounds=2, checkpoint_every=1, client_factory=fast_clients)
         with pytest.raises(RunAborted, match="2 rounds in which every turn failed"):
             orch.run(max_rounds=10)
     checkpoint = Checkpoint.load(run_file(Path("logs"), "_checkpoint.json"))
@@ -102,8 +95,8 @@ def test_rounds_in_which_every_turn_fails_abort_the_run_with_a_checkpoint():
 def test_an_agent_fails_over_to_its_next_endpoint():
     dead = f"http://127.0.0.1:{free_port()}/v1/chat/completions"
     with FakeLLM(default="from the live server") as fake:
-        agent = fast(Agent("architect", endpoint=[dead, fake.url]))
-        orch = Orchestrator([agent], verbose=False)
+        agent = Agent("architect", endpoint=[dead, fake.url])
+        orch = Orchestrator([agent], verbose=False, client_factory=fast_clients)
         stats = orch.run(max_rounds=2)
     assert stats.errors == 0 and len(fake.chats) == 2
     assert orch.history[-1].text == "from the live server"
@@ -154,14 +147,15 @@ def test_a_tool_that_raises_is_an_error_result():
     assert "tool 'explode' failed: RuntimeError: boom" in fake.chats[1].messages[-1]["content"]
 
 
-def test_empty_and_cut_off_replies_are_counted_not_crashed_on():
-    with FakeLLM(per_agent={"architect": [text(""), text("half a sent", finish_reason="length"),
+def test_empty_and_cut_off_replies_are_asked_again_once_and_counted_not_crashed_on():
+    with FakeLLM(per_agent={"architect": [text(""), text(""), text("half a sent", finish_reason="length"),
                                           Reply(text="no usage", usage=False)]}) as fake:
         orch = Orchestrator([Agent("architect", endpoint=fake.url)], verbose=False)
         stats = orch.run(max_rounds=3)
     a = stats.agents["architect"]
-    assert (a.empty_replies, a.truncated_replies, stats.rounds) == (1, 1, 3)
-    assert "no messages came from the previous round" in fake.chats[1].messages[1]["content"]
+    assert (a.empty, a.truncated, stats.rounds) == (1, 1, 3)  # round 1: empty twice (the reply and its retry)
+    assert "Your reply was empty" in fake.chats[1].messages[-1]["content"]
+    assert "no messages came from the previous round" in fake.chats[2].messages[1]["content"]
 
 
 def test_planted_secrets_and_escapes_never_reach_the_model(tmp_path):
@@ -211,8 +205,9 @@ def test_run_python_can_be_turned_off():
 
 _WRITER = """
 import sys
-from azclaw.checkpoint import Checkpoint, RunState
-from azclaw.prompt import Message
+from azclaw.checkpoint import Checkpoint
+from azclaw.state import RunState
+from azclaw.context import Message
 from azclaw.stats import RunStats
 n = 0
 while True:
@@ -360,8 +355,8 @@ def test_approval_gate_asks_and_honours_no_and_always(tmp_path):
 def test_a_server_that_stops_answering_times_out_and_the_next_attempt_succeeds():
     replies = [Reply(text="too late", delay=3.0), Reply(drop=True), text("third time lucky")]
     with FakeLLM(script=replies) as fake:
-        agent = fast(Agent("architect", endpoint=fake.url, timeout=0.5))
-        orch = Orchestrator([agent], verbose=False)
+        agent = Agent("architect", endpoint=fake.url, timeout=0.5)
+        orch = Orchestrator([agent], verbose=False, client_factory=fast_clients)
         stats = orch.run(max_rounds=1)
     assert stats.errors == 0 and orch.history[0].text == "third time lucky"
     assert len(fake.chats) == 3
@@ -369,8 +364,8 @@ def test_a_server_that_stops_answering_times_out_and_the_next_attempt_succeeds()
 
 def test_a_server_that_never_answers_fails_the_turn_with_the_url_in_the_error():
     with FakeLLM(script=[Reply(drop=True)] * 3) as fake:
-        agent = fast(Agent("architect", endpoint=fake.url, retries=2))
-        orch = Orchestrator([agent], verbose=False, max_failed_rounds=5)
+        agent = Agent("architect", endpoint=fake.url, retries=2)
+        orch = Orchestrator([agent], verbose=False, max_failed_rounds=5, client_factory=fast_clients)
         stats = orch.run(max_rounds=1)
     assert stats.errors == 1 and stats.rounds == 1
     journal = [json.loads(l) for l in run_file(Path("logs"), "_journal.jsonl").read_text().splitlines()]
@@ -419,8 +414,8 @@ def test_a_round_in_which_every_turn_failed_runs_again_with_the_messages_the_tea
         return text(f"PLAN-FROM-ROUND-{request.round}")
 
     with FakeLLM(responder=responder) as fake:
-        agent = fast(Agent("architect", endpoint=fake.url, retries=0))
-        orch = Orchestrator([agent], verbose=False)
+        agent = Agent("architect", endpoint=fake.url, retries=0)
+        orch = Orchestrator([agent], verbose=False, client_factory=fast_clients)
         stats = orch.run(max_rounds=3)
     assert stats.agents["architect"].errors == 1 and stats.agents["architect"].turns == 3
     assert [r.round for r in fake.chats] == [1, 2, 2, 3]
@@ -435,15 +430,19 @@ def test_a_run_that_crashes_still_writes_its_checkpoint_and_says_so_in_the_journ
 
     with FakeLLM(script=[text("round one"), text("round two")]) as fake:
         agent = Agent("architect", endpoint=fake.url)
-        chat = agent.client.chat
 
-        def chat_then_break(messages, *args, **kwargs):
-            if "Current round: 2 of" in messages[0]["content"]:
-                raise Broken("a bug in azclaw")
-            return chat(messages, *args, **kwargs)
+        def breaking_client(agent, outages):  # a client factory is the seam for a broken backend
+            client = fast_clients(agent, outages)
+            chat = client.chat
 
-        agent.client.chat = chat_then_break
-        orch = Orchestrator([agent], verbose=False)
+            def chat_then_break(messages, *args, **kwargs):
+                if "Current round: 2 of" in messages[0]["content"]:
+                    raise Broken("a bug in azclaw")
+                return chat(messages, *args, **kwargs)
+            client.chat = chat_then_break
+            return client
+
+        orch = Orchestrator([agent], verbose=False, client_factory=breaking_client)
         with pytest.raises(Broken):
             orch.run(max_rounds=5)
     assert Checkpoint.load(run_file(Path("logs"), "_checkpoint.json")).round == 1

@@ -8,13 +8,14 @@ from collections import Counter
 import pytest
 
 from azclaw.checkpoint import Checkpoint
-from azclaw.runlog.journal import VERSION, Journal, current_run, read_journal, unique_turns
+from azclaw.runlog.journal import VERSION, Journal, read_journal
+from azclaw.runlog.reader import RunLog
 from longrun import AGENTS, EXPECTED_SCORE, KILL_ROUND, LAST_ROUND, killed_and_resumed_run
 
 TURN_FIELDS = {"v", "event", "time", "run", "round", "phase", "agent", "prompt_tokens", "completion_tokens",
                "context_tokens", "context_chars", "requests", "seconds", "tokens_per_second", "tool_calls",
                "tool_errors", "memories", "files", "errors", "text", "empty", "truncated", "calls",
-               "cached_tokens", "mode", "switched", "problems", "dropped"}
+               "cached_tokens", "mode", "switched", "problems", "dropped", "tools"}
 
 
 @pytest.fixture(scope="module")
@@ -34,16 +35,15 @@ def test_every_turn_of_a_killed_and_resumed_run_is_in_the_journal_exactly_once(r
     assert turns == sorted(turns, key=lambda t: t[0])  # in round order: the redone rounds replaced, not appended
 
 
-def test_only_the_round_in_progress_at_the_kill_is_redone_and_moves_to_the_superseded_file(run):
+def test_a_resume_keeps_the_turns_that_finished_before_the_kill_and_runs_only_the_rest(run):
     first_run, second_run = [e["run"] for e in lines(run.journal) if e["event"] == "run_start"]
-    moved = lines(run.superseded)
-    assert {e["run"] for e in moved} == {first_run}
-    assert sorted((e["event"], e["round"], e["agent"]) for e in moved) == [
-        ("turn", KILL_ROUND, "architect"), ("turn_start", KILL_ROUND, "architect"),
-        ("turn_start", KILL_ROUND, "developer")]
+    assert not run.superseded.exists()  # nothing is redone, so nothing is superseded
     kept = lines(run.journal)
-    assert {e["run"] for e in kept if e["event"] == "turn" and e["round"] >= KILL_ROUND} == {second_run}
-    assert {e["run"] for e in kept if e["event"] == "turn" and e["round"] < KILL_ROUND} == {first_run}
+    by_turn = {(e["round"], e["agent"]): e["run"] for e in kept if e["event"] == "turn"}
+    assert by_turn[(KILL_ROUND, "architect")] == first_run  # it had finished when the kill came
+    assert by_turn[(KILL_ROUND, "developer")] == by_turn[(KILL_ROUND, "reviewer")] == second_run
+    assert {run_id for (r, _), run_id in by_turn.items() if r > KILL_ROUND} == {second_run}
+    assert {run_id for (r, _), run_id in by_turn.items() if r < KILL_ROUND} == {first_run}
     assert [e["round"] for e in kept if e["event"] == "round_end"] == list(range(1, LAST_ROUND + 1))
 
 
@@ -66,7 +66,7 @@ def test_each_line_carries_the_version_and_turns_carry_every_documented_field(ru
         assert turn["prompt_tokens"] >= turn["context_tokens"] > 0
     developer_12 = next(e for e in events if e["event"] == "turn" and e["round"] == 12
                         and e["agent"] == "developer")
-    assert developer_12["tool_calls"] == {"write_file": 1} and developer_12["files"] == ["app/step12.py"]
+    assert developer_12["tools"] == {"write_file": 1} and developer_12["files"] == ["app/step12.py"]
     assert developer_12["phase"] == "Build" and developer_12["requests"] == 2
     architect_9 = next(e for e in events if e["event"] == "turn" and e["round"] == 9 and e["agent"] == "architect")
     assert architect_9["memories"] == ["decision-9"]
@@ -76,7 +76,7 @@ def test_checkpoints_stop_and_end_lines_are_journaled(run):
     events = lines(run.journal)
     assert [e["round"] for e in events if e["event"] == "checkpoint"] == [5, 10, 15, 20, LAST_ROUND]
     end = events[-1]
-    assert end["event"] == "run_end" and end["reason"] == "finished" and end["round"] == LAST_ROUND
+    assert end["event"] == "run_end" and end["reason"] == "max_rounds" and end["round"] == LAST_ROUND
     assert end["stats"]["rounds"] == LAST_ROUND
 
 
@@ -100,7 +100,7 @@ def test_the_journal_counts_exactly_what_the_checkpoint_stats_counted(run):
         mine = [e for e in events if e["event"] in ("turn", "probe") and e["agent"] == agent]
         assert sum(e["prompt_tokens"] for e in mine) == stats.agents[agent].prompt_tokens
         assert sum(e["completion_tokens"] for e in mine) == stats.agents[agent].completion_tokens
-        assert sum(len(e.get("memories", [])) for e in mine) == stats.agents[agent].memories_stored
+        assert sum(len(e.get("memories", [])) for e in mine) == stats.agents[agent].memories
 
 
 # -- the Journal class on its own ---------------------------------------------
@@ -116,16 +116,17 @@ def write_run(path, rounds, agents=("a", "b"), resumed_from=None):
     return journal
 
 
-def test_rewind_keeps_what_a_resume_does_not_redo(tmp_path):
+def test_rewind_keeps_the_finished_turns_of_the_round_a_resume_takes_up_and_moves_later_ones(tmp_path):
     path = tmp_path / "t_journal.jsonl"
     journal = write_run(path, range(1, 6))
     journal.write("probe", round=3, agent="a", correct=True)
     journal.write("probe", round=5, agent="a", correct=False)
-    assert journal.rewind(2) == 9  # turns of 3-5, checkpoint 4, probes 3 and 5
+    assert journal.rewind(2) == 6  # turns of 4-5, checkpoint 4, probe 5: round 3 is the one taken up
     kept = read_journal(path)
     assert [(e["event"], e.get("round")) for e in kept] == [
-        ("run_start", None), ("turn", 1), ("turn", 1), ("turn", 2), ("turn", 2), ("checkpoint", 2)]
-    assert len(read_journal(journal.superseded_path)) == 9
+        ("run_start", None), ("turn", 1), ("turn", 1), ("turn", 2), ("turn", 2), ("checkpoint", 2),
+        ("turn", 3), ("turn", 3), ("probe", 3)]
+    assert len(read_journal(journal.superseded_path)) == 6
 
 
 def test_rewind_with_nothing_after_the_round_leaves_the_journal_alone(tmp_path):
@@ -146,13 +147,13 @@ def test_a_torn_last_line_is_skipped_and_a_resume_does_not_glue_the_next_line_to
     resumed.write("run_start", topic="t", resumed_from=2)
     resumed.write("turn", round=3, agent="a")
     assert [(e["event"], e.get("round")) for e in read_journal(path)][-2:] == [("run_start", None), ("turn", 3)]
-    assert "ag\n" in resumed.superseded_path.read_text(encoding="utf-8")
+    assert '"v": 2' not in path.read_text(encoding="utf-8")  # the torn line is gone, not glued to the next
 
 
 def test_a_fresh_run_archives_the_old_journal_of_its_topic(tmp_path):
     path = tmp_path / "t_journal.jsonl"
     old = write_run(path, range(1, 5))
-    old.rewind(2)
+    old.rewind(1)
     fresh = Journal.open(path)
     fresh.write("run_start", topic="t", resumed_from=None)
     archived = sorted(p.name for p in tmp_path.iterdir())
@@ -167,11 +168,10 @@ def test_readers_take_the_last_fresh_run_and_the_last_copy_of_a_turn(tmp_path):
     write_run(path, range(1, 4))  # an older journal format held several runs in one file
     write_run(path, range(1, 3))
     Journal(path).write("turn", round=2, agent="a", text="again")
-    events = current_run(read_journal(path))
-    assert sum(e["event"] == "run_start" for e in events) == 1
-    turns = unique_turns(events)
-    assert [(t["round"], t["agent"]) for t in turns] == [(1, "a"), (1, "b"), (2, "a"), (2, "b")]
-    assert turns[2]["text"] == "again"
+    run = RunLog.read(path)
+    assert len(run.starts) == 1
+    assert [(t.round, t.agent) for t in run.turns] == [(1, "a"), (1, "b"), (2, "a"), (2, "b")]
+    assert run.turns[2].text == "again"
 
 
 def test_lines_edited_by_hand_into_nonsense_are_skipped_by_readers(tmp_path):
@@ -179,8 +179,7 @@ def test_lines_edited_by_hand_into_nonsense_are_skipped_by_readers(tmp_path):
     good = {"v": VERSION, "event": "turn", "round": 1, "agent": "a", "run": "r"}
     lines = [good, {**good, "round": "three", "agent": "b"}, {**good, "round": None, "agent": "c"}, [1, 2], "x"]
     path.write_text("\n".join(json.dumps(x) for x in lines) + "\n{torn")
-    events = read_journal(path)
-    assert [e["agent"] for e in unique_turns(events)] == ["a"]
+    assert [t.agent for t in RunLog.read(path).turns] == ["a"]
 
 
 def test_every_tool_call_is_in_the_journal_with_its_arguments_result_and_time(fake_llm, workdir):

@@ -4,7 +4,9 @@ import json
 
 import pytest
 
-from azclaw import EndpointError, LLMClient, RunAborted, Topic
+from azclaw.errors import EndpointError
+from azclaw.client import LLMClient
+from azclaw import RunAborted, Topic
 from fakellm import Reply, calls, error, text
 from helpers import assert_one_error_line, orchestrator, team
 

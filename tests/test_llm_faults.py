@@ -6,11 +6,12 @@ import threading
 
 import pytest
 
-from azclaw import EndpointError, LLMClient
+from azclaw.errors import EndpointError
+from azclaw.client import LLMClient
 from azclaw.client.llm import MAX_REPLY_BYTES, normalize_endpoint
 from azclaw.errors import ConfigError
 from fakellm import FAULTS, FakeLLM, Reply, fault, redirect, text
-from helpers import CLI_TIMEOUT, orchestrator, team
+from helpers import CLI_TIMEOUT, fast_clients, orchestrator, team
 
 HI = [{"role": "user", "content": "hi"}]
 
@@ -185,9 +186,7 @@ def test_a_run_through_every_kind_of_broken_reply_loses_no_turn(fake_llm):
     script = [r for fault_reply in broken for r in (fault_reply, text("after a fault"))]
     fake = fake_llm(script=script)  # every turn meets one broken reply, then a good one
     agents = team(fake.url, "alice", "bob", retries=None)
-    for agent in agents:
-        agent.client.backoff, agent.client.max_backoff = 0.001, 0.01
-    orch = orchestrator(agents)
+    orch = orchestrator(agents, client_factory=fast_clients)
     rounds = (len(broken) + 1) // 2
     stats = orch.run(max_rounds=rounds)
     assert stats.errors == 0 and stats.rounds == rounds

@@ -7,7 +7,10 @@ import threading
 
 import pytest
 
-from azclaw import Agent, EndpointError, LLMClient
+from azclaw import Agent
+from azclaw.errors import EndpointError
+from azclaw.client import LLMClient
+from azclaw.client.llm import Outages
 from fakellm import FakeLLM, Reply, error, text
 from helpers import wait_for
 
@@ -122,9 +125,8 @@ def test_a_run_outlasts_an_outage_longer_than_its_old_retry_count(fake_llm):
         return error(503) if failures["n"] % 7 else text(f"reply after {failures['n']} requests")
     fake = fake_llm(responder=responder)
     agent = Agent("architect", endpoint=fake.url, retries=None)
-    agent.client.backoff, agent.client.max_backoff = 0.001, 0.01
-    from helpers import orchestrator
-    orch = orchestrator([agent])
+    from helpers import fast_clients, orchestrator
+    orch = orchestrator([agent], client_factory=fast_clients)
     stats = orch.run(max_rounds=3)
     assert stats.errors == 0
     assert [m.text for m in orch.history] == ["reply after 7 requests", "reply after 14 requests",
@@ -135,11 +137,12 @@ def test_a_run_outlasts_an_outage_longer_than_its_old_retry_count(fake_llm):
 
 def test_the_outage_budget_counts_from_when_the_endpoint_went_down_not_per_request(fake_llm):
     fake = fake_llm(responder=lambda r: error(503))
-    client = quick(fake.url, max_outage=0.5, backoff=0.05, max_backoff=0.1)
+    run = Outages()  # what the clients of one run share
+    client = quick(fake.url, max_outage=0.5, backoff=0.05, max_backoff=0.1, outages=run)
     with pytest.raises(EndpointError):
         client.chat(HI)
     first = len(fake.chats)
-    other_agent = quick(fake.url, max_outage=0.5)
+    other_agent = quick(fake.url, max_outage=0.5, outages=run)
     with pytest.raises(EndpointError) as info:
         other_agent.chat(HI)
     assert first >= 2 and len(fake.chats) == first + 1, "the budget was spent: one attempt, no more waiting"

@@ -5,7 +5,8 @@ import logging
 
 import pytest
 
-from azclaw import ContextOverflow, EndpointError, LLMClient
+from azclaw.errors import ContextOverflow, EndpointError
+from azclaw.client import LLMClient
 from fakellm import Reply, calls, text
 
 HI = [{"role": "user", "content": "hi"}]

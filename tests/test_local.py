@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from azclaw import LocalServerError
+from azclaw.errors import LocalServerError
 from azclaw.tools.builtin import build_default_registry
 from azclaw.constrained import instructions, parse_reply, step_format
 from azclaw.client.llm import fetch_json
@@ -185,7 +185,7 @@ def test_two_real_rounds_of_three_agents(workdir):
     assert memories or written, [c for t in turns for c in t["calls"]]
     assert sum(len(t["memories"]) for t in turns) >= len(memories)
     end = [e for e in events if e.get("event") == "run_end"]
-    assert end and end[-1]["round"] == 2 and end[-1]["reason"] == "finished"
+    assert end and end[-1]["round"] == 2 and end[-1]["reason"] == "max_rounds"
     assert read_json(run_file(workdir / "logs", "_checkpoint.json"))["round"] == 2
     log = workdir / "logs" / "local_server.log"
     assert log.read_text().count('"POST /v1/chat/completions HTTP/1.1" 200') >= len(turns)
@@ -278,7 +278,7 @@ def test_ctrl_c_ends_the_run_after_its_round_and_stops_the_server(workdir):
         if proc.poll() is None:
             proc.kill()
     events = journal(run_file(workdir / "logs", "_journal.jsonl"))
-    assert [e["reason"] for e in events if e.get("event") == "stop"] == ["SIGINT received"]
+    assert [(e["reason"], e["detail"]) for e in events if e.get("event") == "run_end"] == [("signal", "SIGINT received")]
     assert read_json(run_file(workdir / "logs", "_checkpoint.json"))["round"] == 1
     log = workdir / "logs" / "local_server.log"
     assert "Finished server process" in log.read_text() and gone(server_pid(log))

@@ -161,7 +161,7 @@ def test_a_server_that_crashes_or_hangs_gives_error_results_and_the_run_finishes
     assert second.startswith("echo two from pid ") and second.split()[-1] != first.split()[-1]  # a new process
     assert hung.startswith("ERROR: flaky__hang: no answer within 2 s") and "it is down" in hung, hung
     assert down.startswith("ERROR: MCP server 'flaky' is down"), down
-    assert journal(workdir / "logs" / "flaky_journal.jsonl")[-1]["reason"] == "finished"
+    assert journal(workdir / "logs" / "flaky_journal.jsonl")[-1]["reason"] == "max_rounds"
     assert processes_with(str(workdir)) == []
 
 
@@ -240,7 +240,7 @@ def test_an_mcp_client_recalls_the_teams_memories_and_leaves_a_note_an_agent_the
     assert seen["stored"].startswith("Stored in developer's memory as 'person-note'")
     assert seen["stranger"].startswith("ERROR ") and "unknown agent 'nobody'" in seen["stranger"]
     assert "person-note (by developer)" in seen["listed"] and "ledger-format (by architect)" in seen["listed"]
-    assert "Design a ledger" in seen["status"] and "finished" in seen["status"]
+    assert "Design a ledger" in seen["status"] and "max_rounds" in seen["status"]
 
     fake = fake_llm(per_agent={"architect": [call("recall", {"query": "currency column"}), text("Noted.")]})
     proc = azclaw("run", "--task", "Go on with the ledger", "--endpoint", fake.url, "--agents", TEAM,

@@ -12,7 +12,7 @@ import threading
 
 import pytest
 
-from azclaw import RunAborted, Topic
+from azclaw import Topic
 from fakellm import Reply, call, error, text
 from helpers import CLI_TIMEOUT, journal, orchestrator, read_json, run_file, team, wait_for
 
@@ -118,15 +118,29 @@ def test_a_probe_the_server_never_answered_is_unanswered_not_wrong(fake_llm, wor
         "(1 unanswered)" in orch.summary()
 
 
-def test_an_agent_that_only_answers_with_nothing_stops_the_run_and_each_empty_reply_is_warned(fake_llm, workdir):
-    fake = fake_llm(per_agent={"bob": [Reply(text="", finish_reason="length")] * 10})
+def test_a_silent_agent_is_nudged_once_a_turn_reported_and_the_team_goes_on(fake_llm, workdir):
+    fake = fake_llm(per_agent={"bob": [Reply(text="", finish_reason="length")] * 20})
     orch = orchestrator(team(fake.url, "alice", "bob"), max_failed_rounds=3)
-    with pytest.raises(RunAborted, match="bob gave only empty replies for 3 rounds in a row"):
-        orch.run(max_rounds=10)
+    orch.run(max_rounds=6)
+    assert orch.last_round == 6 and orch.ending.reason == "max_rounds"
+    assert len(fake.chats_of("alice")) == 6 and all(m.text for m in orch.history if m.agent == "alice")
+    bob = fake.chats_of("bob")
+    assert len(bob) == 12  # every turn: the empty reply, then one retry with a nudge
+    assert all("Your reply was empty" in r.messages[-1]["content"] for r in bob[1::2])
+    assert orch.stats.agents["bob"].empty == 6 and orch.stats.agents["bob"].truncated == 12
     log = (workdir / "logs" / "task.log").read_text()
-    assert log.count("bob: reply cut off at max_tokens 2048") == 3
-    assert orch.stats.agents["bob"].empty_replies == 3 and orch.stats.agents["bob"].truncated_replies == 3
-    assert orch.last_round == 3  # alice spoke: the rounds were done
+    assert "bob gave only empty replies for 3 rounds in a row" in log
+    warned = [e for e in journal(orch.journal_path) if e["event"] == "warning"]
+    assert [(w["agent"], w["what"], w["round"]) for w in warned] == [("bob", "silent", 3)]
+
+
+def test_a_silent_agent_stops_the_run_only_when_asked(fake_llm, workdir):
+    fake = fake_llm(per_agent={"bob": [Reply(text="")] * 20})
+    orch = orchestrator(team(fake.url, "alice", "bob"), stop_on_silent_agent=2)
+    orch.run(max_rounds=6)
+    assert orch.ending.reason == "no_progress" and "bob gave only empty replies for 2 rounds" in orch.ending.detail
+    assert orch.last_round == 1  # stopped between turns, in round 2 after bob's turn
+    assert journal(orch.journal_path)[-1]["reason"] == "no_progress"
 
 
 def test_the_first_ctrl_c_is_acknowledged_at_once(fake_llm, azclaw_popen, workdir):
@@ -143,7 +157,7 @@ def test_the_first_ctrl_c_is_acknowledged_at_once(fake_llm, azclaw_popen, workdi
         release.set()
     assert proc.wait(CLI_TIMEOUT) == 0
     assert json.loads(run_file(workdir / "logs", "_journal.jsonl").read_text().splitlines()[-1])["reason"] == \
-        "stopped"
+        "signal"
 
 
 def test_the_message_budget_is_an_option_of_the_command(fake_llm, azclaw):

@@ -12,9 +12,10 @@ import pytest
 
 from azclaw.errors import ConfigError
 from azclaw.runlog.journal import Journal
+from azclaw.events import parse
+from azclaw.runlog.reader import Logged, RunLog
 from azclaw.runlog.charts import Chart, build_charts, nice_scale, phases_of, svg_chart, x_ticks
 from azclaw.runlog.report import build_report
-from azclaw.turn import Turn
 from longrun import AGENTS, EXPECTED_SCORE, LAST_ROUND, killed_and_resumed_run
 
 CHART_TITLES = ["Context sent per round", "Generation speed per round", "Memories stored over time",
@@ -127,8 +128,8 @@ def test_charts_hold_one_value_per_round_and_agent():
                "memories": ["m1", "m2"], "tool_calls": {"remember": 2}},
               {"event": "turn", "round": 2, "agent": "a", "context_tokens": 40, "memories": ["m3"],
                "tool_calls": {"remember": 1, "recall": 1}}]
-    context, _, memories, tools = build_charts([Turn.from_dict(e) for e in events if e["event"] == "turn"], ["a"],
-                                               phases_of(events))
+    run = RunLog.of([Logged(e) for e in map(parse, events) if e], "t_journal.jsonl")
+    context, _, memories, tools = build_charts(run.turns, ["a"], phases_of(run))
     assert context.series == {"a": [30.0, 40.0]}  # a version-1 turn: prompt tokens over its requests
     assert memories.series == {"a": [2, 3]}
     assert tools.series == {"remember": [2, 1], "recall": [0, 1]}

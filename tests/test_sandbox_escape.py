@@ -223,7 +223,7 @@ def test_the_run_finished_and_its_journal_states_the_sandbox_level(hostile_run):
     events = journal(hostile_run["base"] / "logs" / "task_journal.jsonl")
     start = next(e for e in events if e["event"] == "run_start")
     assert start["sandbox"] == hostile_run["level"].text and "seccomp net" in start["sandbox"]
-    assert events[-1]["event"] == "run_end" and events[-1]["reason"] == "finished"
+    assert events[-1]["event"] == "run_end" and events[-1]["reason"] == "max_rounds"
     assert all("FORGED" not in str(e) for e in events)
 
 

@@ -1,6 +1,7 @@
 """Point 10: run and per-agent statistics, console progress, the log file."""
 
-from azclaw import RunStats, Topic
+from azclaw.stats import RunStats
+from azclaw import Topic
 from fakellm import call, calls, error, text
 from helpers import orchestrator, read_json, team
 
@@ -43,12 +44,12 @@ def test_per_agent_stats_hold_tokens_speed_tool_calls_and_files(fake_llm):
     assert arch.prompt_tokens + arch.completion_tokens == sum(TOKENS) * (len(fake.chats_of("arch")) - 1)
     assert dev.prompt_tokens + dev.completion_tokens == sum(TOKENS) * len(fake.chats_of("dev"))
     assert (arch.tool_calls, dev.tool_calls) == (1, 3)
-    assert (arch.files_written, dev.files_written) == (0, 2)
-    assert (arch.memories_stored, dev.memories_stored) == (1, 0)
+    assert (len(arch.files), len(dev.files)) == (0, 2)
+    assert (arch.memories, dev.memories) == (1, 0)
     assert (arch.errors, dev.errors) == (1, 0)
     assert arch.tokens_per_second > 0 and dev.tokens_per_second > 0
     saved = read_json(orch.checkpoint_path)["stats"]
-    assert saved["agents"]["dev"]["files_written"] == 2
+    assert len(saved["agents"]["dev"]["files"]) == 2
     assert saved["agents"]["dev"]["tokens_per_second"] > 0
 
 

@@ -12,7 +12,8 @@ import sys
 import pytest
 
 from azclaw.runlog.journal import Journal
-from azclaw.runlog.status import _alive, format_status, read_status
+from azclaw.runlog.common import alive as _alive
+from azclaw.runlog.status import format_status, read_status
 from azclaw.stats import Coherence
 from longrun import AGENTS, EXPECTED_SCORE, KILL_ROUND, LAST_ROUND, killed_and_resumed_run
 
@@ -61,7 +62,7 @@ def test_status_after_a_kill_says_the_run_died_and_how_far_it_got(run):
 def test_status_after_the_resumed_run_finished(run):
     result = azclaw(run.tmp, "status", "--log-dir", "logs")
     assert result.returncode == 0, result.stderr
-    assert "state       finished" in result.stdout
+    assert "state       ended: max_rounds" in result.stdout
     assert f"progress    round {LAST_ROUND}/{LAST_ROUND}, phase Review" in result.stdout
     assert "over 2 sessions" in result.stdout
     assert f"coherence   {EXPECTED_SCORE[0]}/{EXPECTED_SCORE[1]} answers correct" in result.stdout
@@ -70,7 +71,7 @@ def test_status_after_the_resumed_run_finished(run):
     agents = {a["name"]: a for a in data["agents"]}
     assert {n: a["turns"] for n, a in agents.items()} == {a: LAST_ROUND for a in AGENTS}
     assert agents["architect"]["memories"] == 8 and agents["reviewer"]["memories"] == 4
-    assert agents["developer"]["files"] == 6 and agents["developer"]["tool_calls_by_name"] == {"write_file": 6}
+    assert len(agents["developer"]["files"]) == 6 and agents["developer"]["tools"] == {"write_file": 6}
     assert all(a["tokens"] == a["prompt_tokens"] + a["completion_tokens"] > 0 for a in agents.values())
     assert data["last_errors"] == []
 
@@ -109,7 +110,7 @@ def test_a_run_whose_process_is_gone_reads_as_killed(tmp_path):
     assert "continue with azclaw run --resume" in format_status(status)
     assert status.last_errors == [{"round": 1, "agent": "a", "error": "HTTP 500 at /v1"}]
     row = status.agents["a"]
-    assert (row.tokens, row.tokens_per_second, row.tool_call_count, row.memories, row.files) == (
+    assert (row.tokens, row.tokens_per_second, row.tool_calls, row.memories, row.files) == (
         15, 10.0, 2, 1, ["x.py"])
 
 
@@ -131,7 +132,7 @@ def test_status_reads_the_newest_journal_of_the_folder_or_the_file_given(tmp_pat
     assert read_status(tmp_path).topic == "new"
     assert read_status(tmp_path / "old_journal.jsonl").topic == "old"
     newer.write("run_end", round=1, reason="stopped", stats={})
-    assert read_status(tmp_path).state == "stopped"
+    assert read_status(tmp_path).reason == "stopped"
 
 
 @pytest.mark.parametrize("answers, text", [

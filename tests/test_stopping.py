@@ -97,8 +97,8 @@ def test_signal_mid_round_finishes_the_round_checkpoints_exits_0_and_resume_cont
     assert [(r.agent, r.round) for r in fake.chats] == [("alice", 1), ("bob", 1)], "round 1 was finished"
     path = run_file(workdir / "logs", "_checkpoint.json")
     assert read_json(path)["round"] == 1
-    stop = [e for e in journal(run_file(workdir / "logs", "_journal.jsonl")) if e["event"] == "stop"]
-    assert stop and signum.name in stop[0]["reason"]
+    end = [e for e in journal(run_file(workdir / "logs", "_journal.jsonl")) if e["event"] == "run_end"]
+    assert end[0]["reason"] == "signal" and signum.name in end[0]["detail"]
 
     resumed = azclaw("run", "--task", "Signal me", "--agents", agents, "--max-rounds", "4", "--resume", "--quiet")
     assert resumed.returncode == 0, resumed.stderr
@@ -126,11 +126,12 @@ def test_signal_with_an_explicit_resume_path(fake_llm, azclaw, azclaw_popen, wor
 
 
 def test_a_second_signal_while_a_round_is_being_counted_leaves_stats_and_checkpoint_in_step(fake_llm, workdir):
-    from azclaw import Orchestrator, RunState
+    from azclaw import Orchestrator
+    from azclaw.state import RunState
 
     class InterruptedWhileCounting(RunState):
-        def add_round(self, round_no, turns):
-            super().add_round(round_no, turns)
+        def _fold(self, round_no):
+            super()._fold(round_no)
             if round_no == 2:  # Ctrl+C twice, the second one while round 2 is folded in
                 signal.raise_signal(signal.SIGINT)
                 signal.raise_signal(signal.SIGINT)

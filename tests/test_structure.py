@@ -7,7 +7,10 @@ import logging
 
 import pytest
 
-from azclaw import Agent, ConfigError, Orchestrator, RunLog, TeamMemory, ToolRegistry, Topic, Turn, default_team
+from azclaw import Agent, ConfigError, Orchestrator, TeamMemory, ToolRegistry, Topic, default_team
+from azclaw.runlog.reader import RunLog
+from azclaw.tools.registry import Effect
+from azclaw.turn import ToolUse, Turn
 from azclaw.cli import TeamConfig, make_parser
 from azclaw.runlog.status import format_status, read_status
 from fakellm import call, calls, text
@@ -38,7 +41,7 @@ def test_the_summary_status_and_the_journal_add_up_the_same_turns_probes_include
     assert rows(orch.summary()) == rows(format_status(status)) == rows(stats.table())
     assert rows(stats.table())[1][4:8] == ["2", "1", "0", "0"]  # arch: tools, memories, files, errors
     turns = RunLog.read("logs").turns
-    assert [(t.agent, t.tool_calls) for t in turns] == [("arch", {"remember": 1}),
+    assert [(t.agent, t.tools) for t in turns] == [("arch", {"remember": 1}),
                                                        ("dev", {"write_file": 1, "list_files": 1})]
 
 
@@ -50,14 +53,18 @@ def test_the_summary_status_and_the_journal_add_up_the_same_turns_probes_include
 ])
 def test_a_turn_reads_from_any_journal_line_without_raising(line):
     turn = Turn.from_dict(json.loads(json.dumps(line)))
-    assert isinstance(turn.round, int) and isinstance(turn.tool_calls, dict) and isinstance(turn.memories, list)
+    assert isinstance(turn.round, int) and isinstance(turn.tools, dict) and isinstance(turn.memories, list)
     assert Turn.from_dict(turn.to_dict()).to_dict() == turn.to_dict()
 
 
 def test_a_turn_written_and_read_back_is_the_same_turn():
+    uses = [ToolUse("write_file", '{"path": "a.py"}', "Wrote", effect=Effect("file", "a.py", "created")),
+            ToolUse("write_file", '{"path": "/x"}', "ERROR: refused", ok=False),
+            ToolUse("remember", '{"text": "t"}', "Remembered", effect=Effect("memory", "m", "new"))]
     turn = Turn("dev", 3, "Build", "done", requests=2, prompt_tokens=100, completion_tokens=20, seconds=2.0,
-                context_chars=900, context_tokens=60, tool_calls={"write_file": 2}, tool_errors=1,
-                memories=["m"], files=["a.py"], errors=["HTTP 500"], truncated=1)
+                context_chars=900, context_tokens=60, calls=uses, errors=["HTTP 500"], truncated=1)
+    assert (turn.tools, turn.tool_errors, turn.memories, turn.files) == ({"write_file": 2, "remember": 1}, 1, ["m"],
+                                                                         ["a.py"])
     assert Turn.from_dict({"event": "turn", **turn.to_dict()}) == turn
 
 

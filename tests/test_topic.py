@@ -8,7 +8,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from azclaw import Probe, Topic
+from azclaw.topic import Probe
+from azclaw import Topic
 from azclaw.errors import ConfigError
 from fakellm import text
 from helpers import orchestrator, read_json, team

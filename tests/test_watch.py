@@ -128,7 +128,7 @@ def test_show_follow_prints_the_turns_of_a_live_run_as_they_happen(held_run, azc
     assert follow.wait(timeout=CLI_TIMEOUT) == 0, "the follower ends with the run"
     assert blocks(out.read_text()) == ["=== round 1/2 ===", "[alice]", "[bob]", "=== round 2/2 ===", "[alice]",
                                        "[bob]"]
-    assert out.read_text().rstrip().endswith("--- the run ended (finished) after round 2 ---")
+    assert out.read_text().rstrip().endswith("--- the run ended (max_rounds) after round 2 ---")
     assert (workdir / "err1.txt").read_text() == ""
 
 
@@ -296,14 +296,14 @@ def test_a_journal_tail_returns_each_line_once_and_waits_for_a_torn_line(tmp_pat
     tail = JournalTail(path)
     assert tail.read() == []
     turn(writer, 1, "a", "one")
-    assert [e["text"] for e in tail.read()] == ["one"]
+    assert [e.event.turn.text for e in tail.read()] == ["one"]
     assert tail.read() == []
     with open(path, "a", encoding="utf-8") as fh:
         fh.write('{"v": 3, "event": "turn", "round": 1, "agent": "b", "te')
     assert tail.read() == [], "half a line is not an event yet"
     with open(path, "a", encoding="utf-8") as fh:
         fh.write('xt": "two"}\n')
-    assert [e["text"] for e in tail.read()] == ["two"]
+    assert [e.event.turn.text for e in tail.read()] == ["two"]
 
 
 def test_a_journal_tail_follows_a_rewind_and_an_archive(tmp_path):
@@ -312,13 +312,13 @@ def test_a_journal_tail_follows_a_rewind_and_an_archive(tmp_path):
     tail = JournalTail(path)
     for r in (1, 2, 3):
         turn(writer, r, "a", f"r{r}")
-    assert [e["text"] for e in tail.read()] == ["r1", "r2", "r3"]
+    assert [e.event.turn.text for e in tail.read()] == ["r1", "r2", "r3"]
 
-    resumed = Journal.open(path, resumed_from=1)  # a resume rewrites the file without rounds 2 and 3
+    resumed = Journal.open(path, resumed_from=0)  # a resume rewrites the file without rounds 2 and 3
     turn(resumed, 2, "a", "r2 again")
-    assert [e["text"] for e in tail.read()] == ["r2 again"], "kept lines are not passed on twice"
+    assert [e.event.turn.text for e in tail.read()] == ["r2 again"], "kept lines are not passed on twice"
 
     fresh = Journal.open(path)  # a fresh run renames the journal away and starts a new one
     turn(fresh, 1, "a", "new r1")
-    assert [e["text"] for e in tail.read()] == ["new r1"]
+    assert [e.event.turn.text for e in tail.read()] == ["new r1"]
     assert [e["text"] for e in journal(path)] == ["new r1"]

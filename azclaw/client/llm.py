@@ -28,23 +28,22 @@ import json
 import logging
 import os
 import random
-import re
 import threading
 import time
-import urllib.parse
 from collections.abc import Callable
 
 from .completion import (MAX_SCAN, Completion, ToolCall, Usage, context_overflow, error_message,
                          parse_completion)
 from ..errors import ConfigError, ContextOverflow, EndpointError
+from .endpoint import Endpoint
 from .probe import PROBE_TIMEOUT, context_size as probe_context_size, served_models
 from .sse import Assembler, Progress, StreamError, assemble
 from .transport import (MAX_REPLY_BYTES, Exchange, Failure, HttpReply, decode_text, fetch_json, parse_json,
                         retry_after)
 
 __all__ = ["API_KEY_ENV", "Completion", "ContextOverflow", "DEFAULT_MAX_OUTAGE", "DEFAULT_STALL_TIMEOUT",
-           "DEFAULT_TIMEOUT", "HttpReply", "LLMClient", "MAX_REPLY_BYTES", "Progress", "ToolCall", "Usage",
-           "base_url", "fetch_json", "normalize_endpoint", "parse_completion"]
+           "DEFAULT_TIMEOUT", "Endpoint", "HttpReply", "LLMClient", "MAX_REPLY_BYTES", "Outages", "Progress",
+           "ToolCall", "Usage", "fetch_json", "normalize_endpoint", "parse_completion"]
 
 log = logging.getLogger("azclaw")
 
@@ -60,45 +59,11 @@ BAD_REPLY_RETRIES = 4  # malformed replies are not an outage: retried this many 
 ESTIMATE_CHARS_PER_TOKEN = 4  # for a prompt whose server streamed no token counts
 _RETRY_STATUS = {408, 409, 425, 429, 500, 502, 503, 504}
 _NO_STREAM_STATUS = {400, 404, 405, 406, 415, 422, 501}
-_HOST = re.compile(r"[A-Za-z0-9._\-]+|\[[0-9A-Fa-f:.%A-Za-z]+\]")
-
-_down_lock = threading.Lock()
-_down: dict[str, float] = {}  # endpoint -> when it started failing (shared by every client)
-_said: set[tuple[str, str]] = set()  # log lines said once per process
 
 
 def normalize_endpoint(url: str) -> str:
-    """Accept ``http://host:port``, ``…/v1`` or the full chat URL; a host in
-    another script is turned into its ASCII (IDNA) form."""
-    try:
-        parsed = urllib.parse.urlparse(url.strip())
-        port = parsed.port  # a port that is not a number raises here, not in the first request
-    except (ValueError, AttributeError) as exc:
-        raise ConfigError(f"endpoint {url!r}: {exc}") from None
-    if parsed.scheme not in ("http", "https") or not parsed.netloc or not parsed.hostname:
-        raise ConfigError(f"endpoint {url!r}: expected an http:// or https:// URL")
-    host = parsed.hostname
-    if not host.isascii():
-        try:
-            host = host.encode("idna").decode("ascii")
-        except UnicodeError as exc:
-            raise ConfigError(f"endpoint {url!r}: {parsed.hostname!r} is not a valid host name ({exc})") from None
-    shown = f"[{host}]" if ":" in host else host
-    if not _HOST.fullmatch(shown):
-        raise ConfigError(f"endpoint {url!r}: {parsed.hostname!r} is not a valid host name")
-    netloc = shown + (f":{port}" if port is not None else "")
-    path = parsed.path.rstrip("/")
-    if not path.endswith("/chat/completions"):
-        path = path + ("/chat/completions" if path.endswith("/v1") else "/v1/chat/completions")
-    return urllib.parse.urlunparse(parsed._replace(netloc=netloc, path=path))
-
-
-def base_url(endpoint: str) -> str:
-    """The server root of a chat endpoint (``…/v1/chat/completions`` removed)."""
-    for suffix in ("/v1/chat/completions", "/chat/completions"):
-        if endpoint.endswith(suffix):
-            return endpoint[: -len(suffix)]
-    return endpoint.rstrip("/")
+    """The chat URL of ``url`` (see ``Endpoint.parse``)."""
+    return Endpoint.parse(url).chat
 
 
 class _Retry(Exception):
@@ -123,37 +88,59 @@ class _HttpError(Exception):
         super().__init__(f"{url}: HTTP {status} {self.message}".strip())
 
 
-def _mark_down(url: str, reason: str) -> None:
-    with _down_lock:
-        if url in _down:
-            return
-        _down[url] = time.monotonic()
-    log.warning("endpoint %s is down: %s", url, reason)
+class Outages:
+    """Which endpoints are down and since when, and what was said once: one
+    value shared by the clients of a run (each client has its own when none
+    is given), so agents on one server wait out one outage together."""
 
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._down: dict[str, float] = {}  # endpoint -> when it started failing
+        self._said: set[tuple[str, str]] = set()
 
-def _mark_up(url: str) -> None:
-    with _down_lock:
-        since = _down.pop(url, None)
-    if since is not None:
-        log.info("endpoint %s is back after %.0f s", url, time.monotonic() - since)
+    def mark_down(self, url: str, reason: str) -> None:
+        with self._lock:
+            if url in self._down:
+                return
+            self._down[url] = time.monotonic()
+        log.warning("endpoint %s is down: %s", url, reason)
 
+    def mark_up(self, url: str) -> None:
+        with self._lock:
+            since = self._down.pop(url, None)
+        if since is not None:
+            log.info("endpoint %s is back after %.0f s", url, time.monotonic() - since)
 
-def _outage_start(endpoints: list[str], now: float) -> float:
-    """Since when every one of ``endpoints`` has been down (``now`` if one is not)."""
-    with _down_lock:
-        return max(_down.get(url, now) for url in endpoints)
+    def since(self, urls: list[str], now: float) -> float:
+        """Since when every one of ``urls`` has been down (``now`` if one is not)."""
+        with self._lock:
+            return max(self._down.get(url, now) for url in urls)
 
+    def is_down(self, url: str) -> bool:
+        with self._lock:
+            return url in self._down
 
-def _say_once(key: tuple[str, str], message: str, *args) -> None:
-    with _down_lock:
-        if key in _said:
-            return
-        _said.add(key)
-    log.info(message, *args)
+    def say_once(self, key: tuple[str, str], message: str, *args) -> None:
+        with self._lock:
+            if key in self._said:
+                return
+            self._said.add(key)
+        log.info(message, *args)
 
 
 def _why(message: str, url: str) -> str:
     return message[len(url) + 2:] if message.startswith(url + ": ") else message
+
+
+def check_limits(*, timeout: float, stall_timeout: float, max_outage: float, retries: int | None) -> None:
+    """Raise ConfigError naming the first limit that is not a usable number."""
+    if retries is not None and (isinstance(retries, bool) or not isinstance(retries, int) or retries < 0):
+        raise ConfigError(f"retries: expected a whole number >= 0, got {retries!r}")
+    for name, value, low in (("timeout", timeout, 0), ("stall_timeout", stall_timeout, 0),
+                             ("max_outage", max_outage, -1)):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > low \
+                or value != value or value == float("inf"):
+            raise ConfigError(f"{name}: expected seconds {'> 0' if low == 0 else '>= 0'}, got {value!r}")
 
 
 class LLMClient:
@@ -172,18 +159,14 @@ class LLMClient:
                  timeout: float = DEFAULT_TIMEOUT, retries: int | None = None, backoff: float = 1.0,
                  max_backoff: float = 60.0, *, max_outage: float = DEFAULT_MAX_OUTAGE,
                  stall_timeout: float = DEFAULT_STALL_TIMEOUT, stream: bool = True,
-                 cancel: threading.Event | None = None):
-        urls = [endpoints] if isinstance(endpoints, str) else list(endpoints)
+                 cancel: threading.Event | None = None, outages: Outages | None = None,
+                 headers: dict[str, str] | None = None):
+        urls = [endpoints] if isinstance(endpoints, (str, Endpoint)) else list(endpoints)
         if not urls:
             raise ConfigError("endpoint: at least one URL is needed")
-        self.endpoints = [normalize_endpoint(u) for u in urls]
-        if retries is not None and (isinstance(retries, bool) or not isinstance(retries, int) or retries < 0):
-            raise ConfigError(f"retries: expected a whole number >= 0, got {retries!r}")
-        for name, value, low in (("timeout", timeout, 0), ("stall_timeout", stall_timeout, 0),
-                                 ("max_outage", max_outage, -1)):
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > low \
-                    or value != value or value == float("inf"):
-                raise ConfigError(f"{name}: expected seconds {'> 0' if low == 0 else '>= 0'}, got {value!r}")
+        self.endpoints = [Endpoint.parse(u) for u in urls]
+        self._roots = {e.chat: e.root for e in self.endpoints}
+        check_limits(timeout=timeout, stall_timeout=stall_timeout, max_outage=max_outage, retries=retries)
         self.model = model
         self.api_key = api_key if api_key is not None else os.environ.get(API_KEY_ENV) or None
         self.timeout = timeout
@@ -194,6 +177,8 @@ class LLMClient:
         self.stall_timeout = stall_timeout
         self.stream = stream
         self.cancel = cancel
+        self.outages = outages if outages is not None else Outages()
+        self.headers = dict(headers or {})  # sent with every request (a router's key, a gateway's own)
         self._preferred = 0
         self._no_stream: set[str] = set()  # endpoints that do not stream
         self._model_for: dict[str, str] = {}  # the model name an endpoint was found to serve
@@ -201,7 +186,8 @@ class LLMClient:
 
     # -- one request -----------------------------------------------------------------
     def _headers(self) -> dict:
-        headers = {"Content-Type": "application/json", "Accept": "application/json", "User-Agent": "azclaw"}
+        headers = {"Content-Type": "application/json", "Accept": "application/json", "User-Agent": "azclaw",
+                   **self.headers}
         if self.api_key:
             headers["Authorization"] = f"Bearer {self.api_key}"
         return headers
@@ -309,7 +295,7 @@ class LLMClient:
 
     def _pick_model(self, url: str, err: _HttpError) -> bool:
         """The server does not know ``default``: take the one model it lists."""
-        models = served_models(base_url(url), self.api_key, timeout=min(self.timeout, PROBE_TIMEOUT))
+        models = served_models(self._roots[url], self.api_key, timeout=min(self.timeout, PROBE_TIMEOUT))
         if not models:
             return False
         if len(models) > 1:
@@ -317,8 +303,8 @@ class LLMClient:
             raise EndpointError(f"{err}; the server serves {len(models)} models, name one "
                                 f"(--model, or the agent's model): {shown}") from None
         self._model_for[url] = models[0]
-        _say_once((url, models[0]), "%s does not know the model 'default'; using the one it serves: %s",
-                  base_url(url), models[0])
+        self.outages.say_once((url, models[0]), "%s does not know the model 'default'; using the one it serves: %s",
+                              self._roots[url], models[0])
         return True
 
     def _learn(self, url: str, overflow: ContextOverflow) -> None:
@@ -374,20 +360,20 @@ class LLMClient:
         while True:
             wait_hint = None
             for index in self._order():
-                url = self.endpoints[index]
+                url = self.endpoints[index].chat
                 requests += 1
                 try:
                     completion = self._one(url, payload, want_stream, on_delta)
                 except _Retry as exc:
                     errors.append(exc)
                     if exc.outage:
-                        _mark_down(url, _why(str(exc), url))
+                        self.outages.mark_down(url, _why(str(exc), url))
                     else:
                         bad += 1
                     if exc.retry_after is not None:
                         wait_hint = max(wait_hint or 0.0, exc.retry_after)
                     continue
-                _mark_up(url)
+                self.outages.mark_up(url)
                 self._preferred = index
                 completion.attempts = requests
                 return completion
@@ -395,7 +381,7 @@ class LLMClient:
             now = time.monotonic()
             if first_failure is None:
                 # an outage that an earlier request already waited on counts from its start
-                first_failure = min(now, _outage_start(self.endpoints, now))
+                first_failure = min(now, self.outages.since([e.chat for e in self.endpoints], now))
             failing = now - first_failure
             left = self.max_outage - failing
             last = errors[-1]
@@ -416,9 +402,10 @@ class LLMClient:
         tell), asked once per endpoint and kept; None when none tells. A
         ContextOverflow that named the limit updates it."""
         sizes = []
-        for url in self.endpoints:
+        for endpoint in self.endpoints:
+            url = endpoint.chat
             if url not in self._context:
-                found = probe_context_size(base_url(url), self._model_for.get(url, self.model), self.api_key,
+                found = probe_context_size(endpoint.root, self._model_for.get(url, self.model), self.api_key,
                                            timeout=min(self.timeout, PROBE_TIMEOUT))
                 self._context[url] = found.tokens if found else None
                 if found:
@@ -437,8 +424,8 @@ class LLMClient:
         while True:
             problems: list[str] = []
             loading = ""
-            for url in self.endpoints:
-                root = base_url(url)
+            for endpoint in self.endpoints:
+                root = endpoint.root
                 for route in ("/health", "/v1/models"):
                     try:
                         reply = fetch_json(root + route, timeout=min(self.timeout, PROBE_TIMEOUT),
@@ -465,7 +452,7 @@ class LLMClient:
             if elapsed >= wait:
                 if loading:
                     raise EndpointError(f"{loading} is still not ready after {elapsed:.0f} s")
-                raise EndpointError(f"endpoint {self.endpoints[0]} is not reachable: {problems[0]}"
+                raise EndpointError(f"endpoint {self.endpoints[0].chat} is not reachable: {problems[0]}"
                                     if len(self.endpoints) == 1 else
                                     "no endpoint is reachable: " + "; ".join(problems[::2]))
             if not self._wait(0.5):

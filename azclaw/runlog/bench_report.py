@@ -3,14 +3,13 @@ nothing to fetch (charts as in ``azclaw report``: matplotlib PNG, else SVG)."""
 
 from __future__ import annotations
 
-import html
 from datetime import datetime, timezone
 from pathlib import Path
 
-from .. import __version__
+from ..version import __version__
 from .charts import matplotlib_img, svg_chart
 from .compare import COLUMNS, SUMMARY, Comparison, overlay_charts, side_by_side, summary_values
-from .report import _CSS, _engine
+from .common import PAGE_CSS, chart_engine, escape as _e
 
 ANSWER_CHARS = 400
 
@@ -19,7 +18,7 @@ def write_bench_report(cmp: Comparison, path: str | Path, charts: str = "auto", 
     """Write the comparison's HTML page to ``path`` and return it."""
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
-    target.write_text(render_bench_html(cmp, _engine(charts), command), encoding="utf-8")
+    target.write_text(render_bench_html(cmp, chart_engine(charts), command), encoding="utf-8")
     return target
 
 
@@ -43,7 +42,7 @@ def render_bench_html(cmp: Comparison, engine: str = "svg", command: str = "") -
 <meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <title>azclaw bench: {_e(cmp.title)}</title>
-<style>{_CSS}{_BENCH_CSS}</style>
+<style>{PAGE_CSS}{_BENCH_CSS}</style>
 </head>
 <body>
 <header>
@@ -148,10 +147,6 @@ def _probes(cmp: Comparison) -> str:
         rows.append(f"<tr><td>{_e(round_no)}</td><td>{_e(question)}</td>"
                     f"<td>{_e(', '.join(first.get('expect') or [])) or '&ndash;'}</td>{''.join(cells)}</tr>")
     return f"<table>{head}{''.join(rows)}</table>"
-
-
-def _e(value) -> str:
-    return html.escape(str(value), quote=True)
 
 
 _BENCH_CSS = """

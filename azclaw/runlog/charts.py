@@ -8,12 +8,12 @@ generation speed per round, memories stored over time, tool calls per round.
 from __future__ import annotations
 
 import base64
-import html
 import io
 import math
 from dataclasses import dataclass, field
 
 from ..turn import Turn
+from .common import escape as _e
 
 COLORS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd",
           "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf"]
@@ -61,7 +61,7 @@ def build_charts(turns: list[Turn], agents: list[str], phases: list[tuple[int, s
     tools: dict[str, list[float | None]] = {}
     for i, r in enumerate(rounds):
         for n in names:
-            for tool, count in (at[(r, n)].tool_calls if (r, n) in at else {}).items():
+            for tool, count in (at[(r, n)].tools if (r, n) in at else {}).items():
                 tools.setdefault(tool, [0] * len(rounds))[i] += count
     tools = dict(sorted(tools.items(), key=lambda kv: -sum(kv[1])))
     return [
@@ -75,16 +75,10 @@ def build_charts(turns: list[Turn], agents: list[str], phases: list[tuple[int, s
     ]
 
 
-def phases_of(events: list[dict]) -> list[tuple[int, str]]:
-    """(first round, name) of each phase the newest ``run_start`` names."""
-    start = next((e for e in reversed(events) if e.get("event") == "run_start"), {})
-    phases = []
-    for p in start.get("phases") or []:
-        try:
-            phases.append((int(p["rounds"][0]), str(p["name"])))
-        except (KeyError, TypeError, ValueError, IndexError):
-            continue
-    return phases
+def phases_of(run) -> list[tuple[int, str]]:
+    """(first round, name) of each phase of a run (a ``RunLog``)."""
+    start = run.start
+    return [(p.start, p.name) for p in start.phases] if start else []
 
 
 def _context_tokens(turn: Turn) -> float:
@@ -286,7 +280,3 @@ def _num(v: float, step: float) -> str:
     if float(v).is_integer():
         return f"{v:,.0f}"
     return f"{v:,.{max(1, -math.floor(math.log10(step))) if step < 1 else 1}f}"
-
-
-def _e(value) -> str:
-    return html.escape(str(value), quote=True)

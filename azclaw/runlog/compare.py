@@ -15,14 +15,12 @@ to drop messages (hit the context limit), probe scores, time and tokens.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime
 from pathlib import Path
 
 from ..errors import AzclawError
 from ..stats import Coherence
 from ..turn import Turn
 from .charts import Chart, build_charts, phases_of
-from .journal import unique_turns
 from .reader import RunLog, find_journal
 from .status import status_of
 
@@ -82,7 +80,7 @@ class ModeRun:
 
     @property
     def tool_calls(self) -> int:
-        return sum(sum(t.tool_calls.values()) for t in self.turns)
+        return sum(t.tool_calls for t in self.turns)
 
     @property
     def done(self) -> int:
@@ -145,18 +143,18 @@ def compare_runs(folders: dict[str, Path]) -> Comparison:
 def read_mode(mode: str, folder: Path) -> ModeRun:
     run = ModeRun(mode, folder)
     try:
-        log = RunLog.read(find_journal(folder / "logs"))
+        log = RunLog.read(find_journal(folder / "logs"), texts=False)
         status = status_of(log)
     except AzclawError:  # no journal: the mode did not run
         return run
-    run.journal, run.title, run.state = log.path, status.title, status.state
+    run.journal, run.title, run.state = log.path, status.title, status.reason or status.state
     run.last_round, run.seconds, run.coherence = status.last_round, status.elapsed, status.coherence
-    run.probes, run.turns, run.phases = log.probes, log.turns, phases_of(log.events)
+    run.probes, run.turns, run.phases = [p.row() for p in log.probes], log.turns, phases_of(log)
     run.agents = list(status.agents)
-    stats = log.state().stats
+    stats = log.state.stats
     run.prompt_tokens, run.completion_tokens = stats.prompt_tokens, stats.completion_tokens
-    walls = _wall_seconds(log.events)
-    cached = _cached(log.events)
+    # a server that never says what it cached gives 0 on every line: that is "not known", not "none"
+    cached = any(t.cached_tokens for t in log.turns)
     by_round: dict[int, RoundFigures] = {}
     for t in log.turns:
         r = by_round.setdefault(t.round, RoundFigures(t.round))
@@ -165,64 +163,19 @@ def read_mode(mode: str, folder: Path) -> ModeRun:
         r.context_tokens += t.context_tokens or t.prompt_tokens // max(1, t.requests)
         r.completion_tokens += t.completion_tokens
         r.model_seconds += t.seconds
-        r.seconds += walls.get((t.round, t.agent), t.seconds)
+        r.seconds += log.walls.get((t.round, t.agent), t.seconds)
         r.dropped += t.dropped
-        if (t.round, t.agent) in cached:
-            r.cached_tokens = (r.cached_tokens or 0) + cached[(t.round, t.agent)]
-    complete = set(_complete_rounds(log.events))
+        if cached:
+            r.cached_tokens = (r.cached_tokens or 0) + t.cached_tokens
+    # rounds with a round_end line (journals before version 3: every round with a turn)
+    complete = set(log.rounds_done) or {t.round for t in log.turns}
     run.rounds = [by_round[n] for n in sorted(by_round) if n in complete]
     run.dropped = sum(t.dropped for t in log.turns)
     run.limit_round = min((t.round for t in log.turns if t.dropped), default=None)
-    # a server that never says what it cached gives 0 on every line: that is "not known", not "none"
-    if any(_count(e.get("cached_tokens")) for e in log.events if e.get("event") in ("turn", "probe")):
-        run.cached_tokens = sum(_count(e.get("cached_tokens")) for e in _counted(log.events))
+    everything = log.turns + log.retried + [p.turn for p in log.probes]
+    if any(t.cached_tokens for t in everything):
+        run.cached_tokens = sum(t.cached_tokens for t in everything)
     return run
-
-
-def _complete_rounds(events: list[dict]) -> list[int]:
-    """Rounds with a ``round_end`` line (journals before version 3: every
-    round with a turn)."""
-    ends = [e["round"] for e in events if e.get("event") == "round_end" and isinstance(e.get("round"), int)]
-    return ends or [e.get("round") for e in events if e.get("event") == "turn"]
-
-
-def _wall_seconds(events: list[dict]) -> dict[tuple, float]:
-    """(round, agent) -> seconds from its ``turn_start`` line to its ``turn``
-    line (the last attempt)."""
-    started: dict[tuple, datetime] = {}
-    walls: dict[tuple, float] = {}
-    for e in events:
-        key = (e.get("round"), e.get("agent"))
-        when = _time(e.get("time"))
-        if e.get("event") == "turn_start" and when:
-            started[key] = when
-        elif e.get("event") == "turn" and when and key in started:
-            walls[key] = max(0.0, (when - started.pop(key)).total_seconds())
-    return walls
-
-
-def _cached(events: list[dict]) -> dict[tuple, int]:
-    """Cached prompt tokens per (round, agent), when the server ever said any."""
-    turns = unique_turns(events)
-    if not any(_count(e.get("cached_tokens")) for e in turns):
-        return {}
-    return {(e.get("round"), e.get("agent")): _count(e.get("cached_tokens")) for e in turns}
-
-
-def _counted(events: list[dict]) -> list[dict]:
-    """Every turn and probe answer whose cost counts (attempts included)."""
-    return [e for e in events if e.get("event") in ("turn", "probe")]
-
-
-def _count(value) -> int:
-    return int(value) if isinstance(value, (int, float)) and not isinstance(value, bool) and value >= 0 else 0
-
-
-def _time(value) -> datetime | None:
-    try:
-        return datetime.fromisoformat(str(value))
-    except ValueError:
-        return None
 
 
 # -- the console table ------------------------------------------------------------

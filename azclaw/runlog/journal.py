@@ -68,21 +68,25 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import threading
 import uuid
 from datetime import datetime, timezone
 from pathlib import Path
 
 from ..errors import StorageError
-from ..files import write_atomic
+from ..events import Event
+from ..numbers import whole
 
-VERSION = 3
-SUFFIX = "_journal.jsonl"
-ROUND_EVENTS = ("turn_start", "turn", "probe", "round_end", "checkpoint")  # what a resume redoes
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+VERSION = 4
+ROUND_EVENTS = ("turn_start", "turn", "probe", "round_end", "round_failed", "checkpoint", "tool_mode")
 
 
 class Journal:
-    """Appends events to ``path``; safe to call from several threads."""
+    """Appends events to ``path``; safe to call from several threads. A
+    subscriber of the run's events: ``journal(event)`` writes its line."""
 
     def __init__(self, path: Path):
         self.path = Path(path)
@@ -105,49 +109,64 @@ class Journal:
         return self.path.with_name(self.path.name[: -len(".jsonl")] + ".superseded.jsonl"
                                    if self.path.name.endswith(".jsonl") else self.path.name + ".superseded")
 
+    def __call__(self, event: Event) -> None:
+        if event.kind:
+            self.write(event.kind, **event.to_dict())
+
     def write(self, event: str, **fields) -> None:
         record = {"v": VERSION, "event": event,
                   "time": datetime.now(timezone.utc).isoformat(timespec="milliseconds"),
                   "run": self.run_id, **fields}
-        line = json.dumps(record, ensure_ascii=False, default=str) + "\n"
+        text = json.dumps(record, ensure_ascii=False, default=str)
+        # a lone surrogate from a model becomes U+FFFD: every line is valid UTF-8
+        line = (_SURROGATE.sub("\ufffd", text) if _SURROGATE.search(text) else text) + "\n"
         with self._lock:
             try:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
-                # errors="replace": a lone surrogate from a model must not cost the line
-                with open(self.path, "a", encoding="utf-8", errors="replace") as fh:
+                with open(self.path, "a", encoding="utf-8") as fh:
                     fh.write(line)
                     fh.flush()
             except OSError as exc:
                 raise StorageError(f"{self.path}: cannot write the journal ({exc.strerror or exc})") from None
 
     def rewind(self, round_no: int) -> int:
-        """Keep only what a resume from ``round_no`` does not redo; move the
-        rest (and torn lines) to the superseded file. Returns lines moved."""
+        """Keep only what a resume after round ``round_no`` does not redo:
+        the finished turns of round ``round_no + 1`` stay (the resumed run
+        takes them up); later rounds' lines move to the superseded file and
+        torn or unreadable lines are dropped. Read and written as a stream.
+        Returns the lines moved."""
+        from .reader import lines
         with self._lock:
+            if not self.path.exists():
+                return 0
+            moved: list[bytes] = []
+            temporary = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
             try:
-                raw = self.path.read_text(encoding="utf-8")
-            except FileNotFoundError:
-                return 0
-            keep, moved = [], []
-            for line in raw.splitlines(keepends=True):
-                try:
-                    record = json.loads(line)
-                    later = (record.get("event") in ROUND_EVENTS
-                             and int(record.get("round") or 0) > round_no)
-                except (ValueError, TypeError, AttributeError):
-                    later = bool(line.strip())  # torn or foreign: not part of the record
-                    if not later:
-                        continue
-                (moved if later else keep).append(line if line.endswith("\n") else line + "\n")
-            if not moved:
-                return 0
-            # Superseded lines are saved before the journal loses them: a kill
-            # in between leaves them in both files, never in neither.
-            with open(self.superseded_path, "a", encoding="utf-8") as fh:
-                fh.writelines(moved)
-                fh.flush()
-                os.fsync(fh.fileno())
-            write_atomic(self.path, "".join(keep))
+                with open(temporary, "wb") as keep:
+                    for _, line in lines(self.path):
+                        try:
+                            record = json.loads(line.decode("utf-8", "replace"))
+                        except ValueError:
+                            continue
+                        if not isinstance(record, dict):
+                            continue
+                        later = record.get("event") in ROUND_EVENTS and whole(record.get("round")) > round_no + 1
+                        (moved.append if later else keep.write)(line + b"\n")
+                    keep.flush()
+                    os.fsync(keep.fileno())
+                if moved:
+                    # superseded lines are saved before the journal loses them: a kill in
+                    # between leaves them in both files, never in neither
+                    with open(self.superseded_path, "ab") as fh:
+                        fh.writelines(moved)
+                        fh.flush()
+                        os.fsync(fh.fileno())
+                os.replace(temporary, self.path)
+            except OSError as exc:
+                raise StorageError(f"{self.path}: cannot rewrite the journal for the resume "
+                                   f"({exc.strerror or exc})") from None
+            finally:
+                temporary.unlink(missing_ok=True)
             return len(moved)
 
     def archive(self) -> Path | None:
@@ -173,49 +192,15 @@ class Journal:
 
 
 def read_journal(path: Path) -> list[dict]:
-    """Every complete line of a journal; a torn or foreign line, or one whose
-    round is not a number, is skipped."""
-    try:
-        with open(path, encoding="utf-8") as fh:
-            return [record for record in map(parse_line, fh) if record is not None]
-    except FileNotFoundError:
-        return []
-
-
-def parse_line(line: str | bytes) -> dict | None:
-    """One journal line as an event, or None for a torn or foreign line."""
-    try:
-        record = json.loads(line)
-    except ValueError:  # UnicodeDecodeError included
-        return None
-    if not isinstance(record, dict) or "event" not in record:
-        return None
-    if "round" in record and (not isinstance(record["round"], int) or isinstance(record["round"], bool)):
-        return None  # edited by hand into something no reader can place
-    return record
-
-
-def current_run(events: list[dict]) -> list[dict]:
-    """The events since the last fresh ``run_start`` (journals written
-    before version 2 could hold several runs)."""
-    start = 0
-    for i, event in enumerate(events):
-        if event.get("event") == "run_start" and event.get("resumed_from") is None:
-            start = i
-    return events[start:]
-
-
-def unique_turns(events: list[dict]) -> list[dict]:
-    """Turn events, the last one for each (round, agent) pair, by round."""
-    turns: dict[tuple, dict] = {}
-    for event in events:
-        if event.get("event") == "turn":
-            turns[(event.get("round"), event.get("agent"))] = event
-    return sorted(turns.values(), key=lambda e: int(e.get("round") or 0))
-
-
-def retried_turns(events: list[dict]) -> list[dict]:
-    """Turn events that a later attempt of the same round and agent replaced
-    (a round in which every turn failed runs again)."""
-    last = {id(e) for e in unique_turns(events)}
-    return [e for e in events if e.get("event") == "turn" and id(e) not in last]
+    """Every complete line of a journal as its raw JSON object (for scripts
+    and tests; azclaw itself reads typed events, ``reader.events``)."""
+    from .reader import lines
+    out = []
+    for _, line in lines(path):
+        try:
+            record = json.loads(line.decode("utf-8", "replace"))
+        except ValueError:
+            continue
+        if isinstance(record, dict) and "event" in record:
+            out.append(record)
+    return out

@@ -17,12 +17,12 @@ import hashlib
 import os
 import time
 from dataclasses import dataclass, field
-from datetime import datetime
 from pathlib import Path
 from typing import Iterator
 
-from .journal import parse_line
-from .status import _alive
+from ..events import RunFinished, RunStarted
+from .reader import Logged, lines, parse_line
+from .common import alive, when
 
 POLL_SECONDS = 0.5
 ALIVE_SECONDS = 2.0  # how often an idle follower checks that the writer still runs
@@ -37,7 +37,25 @@ class JournalTail:
     _file_id: tuple | None = None
     _seen: set = field(default_factory=set)  # digests of the lines passed on
 
-    def read(self) -> list[dict]:
+    def stream(self):
+        """Every event of the file as it is now, from the start, read as a
+        stream; what ``read`` later passes on starts after it."""
+        self._seen.clear()
+        try:
+            st = os.stat(self.path)
+        except FileNotFoundError:
+            return
+        self._file_id, self.offset = (st.st_dev, st.st_ino), 0
+        for offset, line in lines(self.path):
+            self.offset = offset + len(line) + 1
+            if not line.strip():
+                continue
+            self._seen.add(hashlib.blake2b(line, digest_size=12).digest())
+            logged = parse_line(line, offset)
+            if logged is not None:
+                yield logged
+
+    def read(self) -> list[Logged]:
         """New complete lines, parsed; a torn last line waits for its end."""
         try:
             st = os.stat(self.path)
@@ -48,25 +66,18 @@ class JournalTail:
             self._file_id, self.offset = file_id, 0  # replaced: read it again, skip what was passed on
         if st.st_size == self.offset:
             return []
-        try:
-            with open(self.path, "rb") as fh:
-                fh.seek(self.offset)
-                data = fh.read(st.st_size - self.offset)
-        except FileNotFoundError:
-            return []
-        end = data.rfind(b"\n") + 1
-        self.offset += end
         events = []
-        for line in data[:end].splitlines():
+        for offset, line in lines(self.path, self.offset):
+            self.offset = offset + len(line) + 1
             if not line.strip():
                 continue
             digest = hashlib.blake2b(line, digest_size=12).digest()
             if digest in self._seen:
                 continue
             self._seen.add(digest)
-            event = parse_line(line)
-            if event is not None:
-                events.append(event)
+            logged = parse_line(line, offset)
+            if logged is not None:
+                events.append(logged)
         return events
 
 
@@ -79,19 +90,19 @@ class Follower:
     tail: JournalTail
     poll: float = POLL_SECONDS
     ended: str = ""
-    run_start: dict = field(default_factory=dict)  # of the session being followed
+    run_start: Logged | None = None  # of the session being followed
 
-    def events(self) -> Iterator[dict]:
+    def events(self) -> Iterator[Logged]:
         checked = time.monotonic()
         while True:
             batch = self.tail.read()
             done = False
-            for event in batch:
-                yield event
-                kind = event.get("event")
-                if kind == "run_start":  # a resumed session goes on after an earlier one's run_end
-                    self.run_start, done = event, False
-                elif kind == "run_end" and event.get("run") == self.run_start.get("run"):
+            for logged in batch:
+                yield logged
+                if isinstance(logged.event, RunStarted):  # a resumed session goes on after an earlier one's end
+                    self.run_start, done = logged, False
+                elif isinstance(logged.event, RunFinished) and self.run_start is not None \
+                        and logged.session == self.run_start.session:
                     done = True
             if done:
                 self.ended = "finished"
@@ -100,15 +111,8 @@ class Follower:
                 checked = time.monotonic()
             elif time.monotonic() - checked >= ALIVE_SECONDS:
                 checked = time.monotonic()
-                if self.run_start and _alive(self.run_start.get("pid"), str(self.run_start.get("host") or ""),
-                                             _time(self.run_start.get("time"))) is False:
+                start = self.run_start
+                if start is not None and alive(start.event.pid, start.event.host, when(start.time)) is False:
                     self.ended = "gone"
                     return
             time.sleep(self.poll)
-
-
-def _time(value) -> datetime | None:
-    try:
-        return datetime.fromisoformat(str(value))
-    except ValueError:
-        return None

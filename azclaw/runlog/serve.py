@@ -18,8 +18,9 @@ from pathlib import Path
 
 from ..errors import AzclawError, ConfigError
 from .reader import RunLog, find_journal
-from .report import _CSS, _engine, render_html
-from .status import RunStatus, _alive, status_of
+from .common import PAGE_CSS, alive, chart_engine
+from .report import render_html
+from .status import RunStatus, status_of
 
 HOST = "127.0.0.1"
 POLL_MS = 2000
@@ -32,7 +33,7 @@ class ReportServer:
         self.log_dir = Path(log_dir)
         if not self.log_dir.exists():
             raise ConfigError(f"{self.log_dir}: no such folder (give the run's --log-dir)")
-        self.engine = _engine(charts)
+        self.engine = chart_engine(charts)
         self._lock = threading.Lock()
         self._key: tuple | None = None
         self._page = b""
@@ -73,10 +74,10 @@ class ReportServer:
             st = path.stat()
         except (AzclawError, OSError):
             return ("no journal",)
-        alive = None
+        running = None
         if self._status is not None and self._status.running:  # a killed run changes no file
-            alive = _alive(self._status.pid, self._status.host, None)
-        return (str(path), st.st_ino, st.st_size, st.st_mtime_ns, alive)
+            running = alive(self._status.pid, self._status.host, None)
+        return (str(path), st.st_ino, st.st_size, st.st_mtime_ns, running)
 
     def _render(self, key: tuple) -> str:
         script = live_script(_digest(repr(key)))
@@ -128,7 +129,7 @@ def _handler(server: ReportServer):
 def notice_page(title: str, text: str, script: str = "") -> str:
     """A page with one message (no run yet, or a journal that cannot be read)."""
     return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>azclaw report: {html.escape(title)}'
-            f'</title><style>{_CSS}</style></head><body><header id="head" data-part data-v="">'
+            f'</title><style>{PAGE_CSS}</style></head><body><header id="head" data-part data-v="">'
             f'<h1>{html.escape(title)}</h1><p class="sub">{html.escape(text)}</p></header>{script}</body></html>\n')
 
 

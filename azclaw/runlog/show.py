@@ -4,14 +4,15 @@ with ``follow``, as the run goes (like ``tail -f``) until it ends."""
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, TextIO
 
 from ..errors import ConfigError
+from ..events import ProbeAnswered, RunFinished, RunStarted, TurnFinished
 from ..turn import Turn
 from .live import POLL_SECONDS, Follower, JournalTail
-from .reader import RunLog, find_journal
+from .reader import Logged, events, find_journal
 from .transcript import Selection, probe_text, round_header, turn_text
 
 
@@ -50,23 +51,21 @@ class TranscriptPrinter:
         self.out.flush()
         self.shown_round = None  # the next turn names its round again
 
-    def event(self, event: dict) -> None:
+    def event(self, logged: Logged) -> None:
         """One journal event of a live run."""
-        kind = event.get("event")
-        if kind == "turn":
-            self.turn(Turn.from_dict(event))
-        elif kind == "probe":
-            answer = dict(event)
-            answer.setdefault("answer", event.get("text", ""))
-            self.probe(answer)
-        elif kind == "run_start":
-            self.last_round = _int(event.get("last_round")) or self.last_round
-            if event.get("resumed_from") is not None:
-                self.note(f"the run resumed from its round {event.get('resumed_from')}: later rounds run again")
+        event = logged.event
+        if isinstance(event, TurnFinished):
+            self.turn(event.turn)
+        elif isinstance(event, ProbeAnswered):
+            self.probe(event.row())
+        elif isinstance(event, RunStarted):
+            self.last_round = event.last_round or self.last_round
+            if event.resumed_from is not None:
+                self.note(f"the run resumed after its round {event.resumed_from}: the rest runs now")
             else:
-                self.note(f"a new run started: {event.get('title') or event.get('topic') or ''}".rstrip(": "))
-        elif kind == "run_end":
-            self.note(f"the run ended ({event.get('reason', 'finished')}) after round {event.get('round')}")
+                self.note(f"a new run started: {event.title or event.topic}".rstrip(": "))
+        elif isinstance(event, RunFinished):
+            self.note(f"the run ended ({event.ending.reason}) after round {event.round}")
 
     def _header(self, round_no: int, phase: str | None) -> None:
         if round_no != self.shown_round:
@@ -86,34 +85,65 @@ def show(log_dir: str | Path, out: TextIO, selection: Selection = Selection(), t
     With ``follow``, keep printing as the run goes until it ends; if there
     is no journal yet, wait for one (``waiting`` is told once)."""
     path = _journal(log_dir, follow, waiting, poll)
-    tail = JournalTail(path)
-    run = RunLog.of(tail.read(), path)
-    _check(selection, run)
+    index = _index(path)
+    _check(selection, index, path)
     printer = TranscriptPrinter(out, selection, tools)
-    start = next((e for e in reversed(run.events) if e.get("event") == "run_start"), {})
-    printer.last_round = _int(start.get("last_round"))
-    probes: dict[int, list[dict]] = {}
-    for answer in run.probes:
-        probes.setdefault(int(answer.get("round") or 0), []).append(answer)
-    for n, turn in enumerate(run.turns):
-        printer.turn(turn)
-        if n + 1 == len(run.turns) or run.turns[n + 1].round != turn.round:
-            for answer in probes.pop(turn.round, []):
-                printer.probe(answer)
-    for round_no in sorted(probes):
-        for answer in probes[round_no]:
-            printer.probe(answer)
+    printer.last_round = index.start.last_round if index.start else 0
+    tail = JournalTail(path)
+    for logged in tail.stream():  # the journal read as a stream: memory stays small however long the run
+        if logged.offset not in index.shown:
+            continue
+        if isinstance(logged.event, TurnFinished):
+            printer.turn(logged.event.turn)
+        elif isinstance(logged.event, ProbeAnswered):
+            printer.probe(logged.event.row())
     shown = Shown(journal=path)
-    if follow and not any(e.get("event") == "run_end" and e.get("run") == start.get("run") for e in run.events):
+    if follow and not index.ended:
+        start = index.start_logged
         follower = Follower(tail, poll=poll, run_start=start)
-        for event in follower.events():
-            printer.event(event)
+        for logged in follower.events():
+            printer.event(logged)
         if follower.ended == "gone":
-            printer.note(f"the run's process (pid {follower.run_start.get('pid')}) ended without finishing "
-                         "(killed?); continue it with azclaw run --resume")
+            pid = follower.run_start.event.pid if follower.run_start else None
+            printer.note(f"the run's process (pid {pid}) ended without finishing (killed?); continue it with "
+                         "azclaw run --resume")
         shown.ended = follower.ended
     shown.items = printer.items
     return shown
+
+
+@dataclass
+class _Index:
+    """What a first pass over a journal tells: the lines to show (the last
+    attempt of each turn and probe answer of the newest run), its start,
+    its agents, and whether its newest session has ended."""
+
+    shown: set = field(default_factory=set)
+    start: RunStarted | None = None
+    start_logged: Logged | None = None
+    agents: list = field(default_factory=list)
+    ended: bool = False
+
+
+def _index(path: Path) -> _Index:
+    last: dict[tuple, int] = {}
+    index = _Index()
+    for logged in events(path):
+        event = logged.event
+        if isinstance(event, RunStarted):
+            if event.resumed_from is None:
+                last.clear()
+            index.start, index.start_logged, index.ended = event, logged, False
+        elif isinstance(event, RunFinished) and index.start_logged and logged.session == index.start_logged.session:
+            index.ended = True
+        elif isinstance(event, TurnFinished):
+            last[("turn", event.turn.round, event.turn.agent)] = logged.offset
+        elif isinstance(event, ProbeAnswered):
+            last[("probe", event.turn.round, event.turn.agent, event.question)] = logged.offset
+    index.shown = set(last.values())
+    agents = list(index.start.agents) if index.start else []
+    index.agents = agents + sorted({k[2] for k in last if k[0] == "turn"} - set(agents))
+    return index
 
 
 def _journal(log_dir: str | Path, follow: bool, waiting, poll: float) -> Path:
@@ -132,17 +162,14 @@ def _journal(log_dir: str | Path, follow: bool, waiting, poll: float) -> Path:
             continue
 
 
-def _check(selection: Selection, run: RunLog) -> None:
+def _check(selection: Selection, index: _Index, path: Path) -> None:
     """An agent that is not in the run, or rounds outside it, is a typo."""
-    start = next((e for e in reversed(run.events) if e.get("event") == "run_start"), {})
-    team = [str(a) for a in start.get("agents") or []]
-    team += sorted({t.agent for t in run.turns} - set(team))
-    if selection.agent is not None and team and selection.agent not in team:
-        raise ConfigError(f"--agent {selection.agent}: no such agent in this run ({run.path}); "
-                          f"its agents: {', '.join(team)}")
-    last = _int(start.get("last_round"))
+    if selection.agent is not None and index.agents and selection.agent not in index.agents:
+        raise ConfigError(f"--agent {selection.agent}: no such agent in this run ({path}); "
+                          f"its agents: {', '.join(index.agents)}")
+    last = index.start.last_round if index.start else 0
     if last and selection.first is not None and selection.first > last:
-        raise ConfigError(f"--round {selection.first}: the run in {run.path} has rounds 1 to {last}")
+        raise ConfigError(f"--round {selection.first}: the run in {path} has rounds 1 to {last}")
 
 
 def parse_rounds(value: str) -> tuple[int, int]:

@@ -8,8 +8,7 @@ appended to or atomically replaced, and a torn last line is skipped.
 
 from __future__ import annotations
 
-import os
-import socket
+import copy
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -17,6 +16,7 @@ from pathlib import Path
 from ..checkpoint import Checkpoint
 from ..errors import AzclawError
 from ..stats import AgentStats, Coherence, agent_table
+from .common import alive, clock, one_line, short_duration, when
 from .reader import RunLog
 
 LAST_ERRORS = 5
@@ -42,7 +42,9 @@ class RunStatus:
     journal: str
     topic: str = ""
     title: str = ""
-    state: str = "unknown"  # running, killed, unknown, or the run_end reason
+    state: str = "unknown"  # running, killed, unknown, or ended
+    reason: str = ""  # why it ended (events.REASONS): done, max_rounds, budget, stopped, signal, ...
+    reason_detail: str = ""  # the figures behind it, in words
     running: bool | None = None  # None: cannot tell (another host, or no pid)
     pid: int | None = None
     host: str = ""
@@ -62,21 +64,15 @@ class RunStatus:
     probes: list[dict] = field(default_factory=list)
     coherence: Coherence = field(default_factory=Coherence)
     working: list[Working] = field(default_factory=list)  # turns in progress (several in a parallel round)
+    warnings: list[dict] = field(default_factory=list)  # the run's warnings: {round, agent, what, message}
 
     def to_dict(self) -> dict:
         data = {k: getattr(self, k) for k in (
-            "journal", "topic", "title", "state", "running", "pid", "host", "round", "last_round",
-            "current_round", "phase", "started", "updated", "sessions", "stop_reason", "checkpoint",
-            "checkpoint_round", "last_errors", "probes")}
+            "journal", "topic", "title", "state", "reason", "reason_detail", "running", "pid", "host", "round",
+            "last_round", "current_round", "phase", "started", "updated", "sessions", "stop_reason", "checkpoint",
+            "checkpoint_round", "last_errors", "warnings", "probes")}
         data["elapsed"] = round(self.elapsed, 1)
-        data["agents"] = [{"name": name, "turns": a.turns, "prompt_tokens": a.prompt_tokens,
-                           "completion_tokens": a.completion_tokens, "tokens": a.tokens,
-                           "cached_tokens": a.cached_tokens, "cached_share": round(a.cached_share, 3),
-                           "seconds": round(a.seconds, 3), "tokens_per_second": round(a.tokens_per_second, 2),
-                           "tool_calls": a.tool_calls, "tool_calls_by_name": dict(a.tool_calls_by_name),
-                           "memories": a.memories_stored, "files": a.files_written, "errors": a.errors,
-                           "empty_replies": a.empty_replies, "truncated_replies": a.truncated_replies}
-                          for name, a in self.agents.items()]
+        data["agents"] = [{"name": name, **a.to_dict()} for name, a in self.agents.items()]
         data["coherence"] = self.coherence.to_dict()
         data["working"] = [w.to_dict() for w in self.working]
         return data
@@ -89,75 +85,65 @@ def read_status(log_dir: str | Path = "logs", now: datetime | None = None) -> Ru
 
 def status_of(run: RunLog, now: datetime | None = None) -> RunStatus:
     """The status a run's journal tells."""
-    events, path = run.events, run.path
-    starts = [e for e in events if e.get("event") == "run_start"]
-    if not starts:
-        raise AzclawError(f"{path}: not a run journal (no run_start line)")
-    first, last = starts[0], starts[-1]
-    status = RunStatus(journal=str(path), topic=str(last.get("topic", "")), title=str(last.get("title", "")),
-                       pid=last.get("pid"), host=str(last.get("host") or ""),
-                       last_round=_round(last.get("last_round")), started=str(first.get("time", "")),
-                       updated=str(events[-1].get("time", "")), sessions=len(starts))
+    if not run.starts:
+        raise AzclawError(f"{run.path}: not a run journal (no run_start line)")
+    first, last = run.starts[0], run.starts[-1]
+    start = last.event
+    status = RunStatus(journal=str(run.path), topic=start.topic, title=start.title, pid=start.pid,
+                       host=start.host, last_round=start.last_round, started=first.time, updated=run.last_time,
+                       sessions=len(run.starts))
     now = now or datetime.now(timezone.utc)
-    ends = {e.get("run"): e for e in events if e.get("event") == "run_end"}
-    end = ends.get(last.get("run"))
+    end = run.ending(last.session)
     if end is not None:
-        status.state, status.running = str(end.get("reason", "finished")), False
+        status.state, status.running = "ended", False
+        status.reason, status.reason_detail = end.ending.reason, end.ending.detail
     else:
-        status.running = _alive(status.pid, status.host, _time(last.get("time")))
+        status.running = alive(status.pid, status.host, when(last.time))
         status.state = {True: "running", False: "killed", None: "unknown"}[status.running]
-    stops = [e for e in events if e.get("event") == "stop" and e.get("run") == last.get("run")]
-    status.stop_reason = str(stops[-1].get("reason", "")) if stops else ""
-    status.elapsed = _elapsed(events, starts, ends, now if status.running else None)
+    stop = run.stops.get(last.session)  # journals before version 4 said why in a "stop" line
+    status.stop_reason = stop.reason if stop else (end.ending.detail if end and end.ending.reason in (
+        "stopped", "signal") else "")
+    status.elapsed = _elapsed(run, now if status.running else None)
 
-    team = [str(a) for a in last.get("agents") or []]
-    stats = run.state().stats
-    status.agents = {name: stats.agent(name) for name in team}
+    stats = run.state.stats
+    if run.state.pending:  # a round under way, or one the run stopped in: its finished turns count
+        stats = copy.deepcopy(stats)
+        for turn in run.state.pending.values():
+            stats.add(turn)
+    status.agents = {name: stats.agent(name) for name in start.agents}
     status.agents.update(stats.agents)
-    by_round: dict[int, set] = {}
     for t in run.turns:
-        by_round.setdefault(t.round, set()).add(t.agent)
         status.last_errors.extend({"round": t.round, "agent": t.agent, "error": e} for e in t.errors)
     status.last_errors = status.last_errors[-LAST_ERRORS:]
-    status.probes = run.probes
+    status.warnings = [{"round": w.event.round, "agent": w.event.agent, "what": w.event.what,
+                        "message": w.event.message} for w in run.warnings][-LAST_ERRORS * 4:]
+    status.probes = [p.row() for p in run.probes]
     status.coherence = Coherence.of(status.probes)
-
-    complete = [r for r, names in by_round.items() if set(team or status.agents) <= names]
-    status.round = _round(end.get("round")) if end is not None else max(complete, default=0)
+    status.round = end.round if end is not None else run.state.round
+    if not run.rounds_done and end is None:  # journals before version 3 have no round_end: rounds every agent spoke in
+        spoke: dict[int, set] = {}
+        for t in run.turns:
+            spoke.setdefault(t.round, set()).add(t.agent)
+        status.round = max((r for r, names in spoke.items() if set(start.agents or names) <= names), default=0)
     if status.running and (not status.last_round or status.round < status.last_round):
         status.current_round = status.round + 1
-    shown = status.current_round or status.round
-    status.phase = _phase(last.get("phases"), shown) or next(
-        (t.phase for t in reversed(run.turns) if t.round == shown), None)
+    status.phase = run.phase_at(status.current_round or status.round)
     if end is None and status.running is not False:
-        status.working = working(events, last.get("run"), now)
-    _read_checkpoint(status, Path(path))
+        status.working = [Working(agent, round_no, since, _since(since, now))
+                          for (session, round_no, agent), since in run.begun.items() if session == last.session]
+    _read_checkpoint(status, Path(run.path))
     return status
 
 
-def working(events: list[dict], run_id, now: datetime) -> list[Working]:
-    """The turns of session ``run_id`` that began (``turn_start``) and have
-    no ``turn`` line yet, in the order they began."""
-    begun: dict[tuple, dict] = {}
-    for e in events:
-        if e.get("run") != run_id:
-            continue
-        key = (e.get("round"), e.get("agent"))
-        if e.get("event") == "turn_start":
-            begun[key] = e
-        elif e.get("event") == "turn":
-            begun.pop(key, None)
-    result = []
-    for e in begun.values():
-        since = _time(e.get("time"))
-        seconds = max(0.0, (now - since).total_seconds()) if since else 0.0
-        result.append(Working(str(e.get("agent") or ""), _round(e.get("round")), str(e.get("time") or ""), seconds))
-    return result
+def _since(time: str, now: datetime) -> float:
+    since = when(time)
+    return max(0.0, (now - since).total_seconds()) if since else 0.0
 
 
 def format_status(s: RunStatus) -> str:
     """The text ``azclaw status`` prints."""
-    running = {"running": f"running (pid {s.pid}{'' if not s.host else ' on ' + s.host})",
+    ended = f"ended: {s.reason}" + (f" ({s.reason_detail})" if s.reason_detail else "")
+    running = {"ended": ended, "running": f"running (pid {s.pid}{'' if not s.host else ' on ' + s.host})",
                "killed": f"not running: the process{'' if s.pid is None else f' (pid {s.pid})'} ended "
                          "without finishing the run (killed or crashed); continue with azclaw run --resume",
                "unknown": "unknown: no run_end yet, and the writing process cannot be checked "
@@ -170,7 +156,7 @@ def format_status(s: RunStatus) -> str:
     lines = [f"azclaw run {s.topic!r}: {s.title}",
              f"  state       {state}",
              f"  progress    {where}" + (f", phase {s.phase}" if s.phase else ""),
-             f"  elapsed     {_duration(s.elapsed)}" + (f" over {s.sessions} sessions" if s.sessions > 1 else ""),
+             f"  elapsed     {clock(s.elapsed)}" + (f" over {s.sessions} sessions" if s.sessions > 1 else ""),
              f"  coherence   {s.coherence}",
              f"  journal     {s.journal} (updated {s.updated[:19].replace('T', ' ')} UTC)"]
     if s.working:
@@ -184,80 +170,24 @@ def format_status(s: RunStatus) -> str:
     if s.last_errors:
         lines.append("")
         lines.append("last errors:")
-        lines.extend(f"  round {e['round']} {e['agent']}: {_one_line(e['error'], 160)}" for e in s.last_errors)
+        lines.extend(f"  round {e['round']} {e['agent']}: {one_line(e['error'], 160)}" for e in s.last_errors)
     return "\n".join(lines)
 
 
 # -- helpers ------------------------------------------------------------------
 
-def _round(value) -> int:
-    return value if isinstance(value, int) and not isinstance(value, bool) else 0
-
-
-def _time(value) -> datetime | None:
-    try:
-        return datetime.fromisoformat(str(value))
-    except ValueError:
-        return None
-
-
-def _alive(pid, host: str, started: datetime | None) -> bool | None:
-    """Is the process that wrote ``run_start`` still running?"""
-    if not isinstance(pid, int) or pid <= 0 or (host and host != socket.gethostname()):
-        return None
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        pass  # it exists, under another user
-    except OSError:
-        return None
-    return _same_process(pid, started)
-
-
-def _same_process(pid: int, started: datetime | None) -> bool:
-    """False for a zombie, or for a process that took over the pid after the
-    run started (Linux /proc; elsewhere trust the pid)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-        fields = stat[stat.rindex(")") + 2:].split()
-        if fields[0] in ("Z", "X"):
-            return False
-        boot = next(float(line.split()[1]) for line in Path("/proc/stat").read_text().splitlines()
-                    if line.startswith("btime "))
-        since = boot + int(fields[19]) / os.sysconf("SC_CLK_TCK")
-    except (OSError, ValueError, IndexError, StopIteration):
-        return True
-    return started is None or since <= started.timestamp() + 60  # slack for clock and boot-time skew
-
-
-def _elapsed(events: list[dict], starts: list[dict], ends: dict, now: datetime | None) -> float:
+def _elapsed(run: RunLog, now: datetime | None) -> float:
     """Seconds over the sessions: each from its run_start to its run_end, or
-    to its last line (or now, for the live one)."""
-    last_seen: dict = {}
-    for e in events:
-        last_seen[e.get("run")] = e.get("time")
+    to the journal's last line (or now, for the live one)."""
     total = 0.0
-    for i, start in enumerate(starts):
-        begin = _time(start.get("time"))
-        end = ends.get(start.get("run"))
-        stop = _time(end.get("time")) if end else (now if now and i == len(starts) - 1
-                                                      else _time(last_seen.get(start.get("run"))))
+    for i, item in enumerate(run.starts):
+        begin = when(item.time)
+        end = run.ends.get(item.session)
+        following = run.starts[i + 1].time if i + 1 < len(run.starts) else run.last_time
+        stop = when(end.time) if end else (now if now and i == len(run.starts) - 1 else when(following))
         if begin and stop:
             total += max(0.0, (stop - begin).total_seconds())
     return total
-
-
-def _phase(phases, round_no: int) -> str | None:
-    for p in phases or []:
-        try:
-            start, end = p["rounds"]
-            if start <= round_no <= end:
-                return str(p["name"])
-        except (KeyError, TypeError, ValueError):
-            continue
-    return None
 
 
 def _read_checkpoint(status: RunStatus, journal: Path) -> None:
@@ -271,21 +201,3 @@ def _read_checkpoint(status: RunStatus, journal: Path) -> None:
     status.checkpoint, status.checkpoint_round = str(path), checkpoint.round
 
 
-def _duration(seconds: float) -> str:
-    seconds = int(seconds)
-    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
-
-
-def short_duration(seconds: float) -> str:
-    """45s, 2m13s, 1h02m."""
-    seconds = int(seconds)
-    if seconds < 60:
-        return f"{seconds}s"
-    if seconds < 3600:
-        return f"{seconds // 60}m{seconds % 60:02d}s"
-    return f"{seconds // 3600}h{seconds // 60 % 60:02d}m"
-
-
-def _one_line(text: str, limit: int) -> str:
-    text = " ".join(str(text).split())
-    return text if len(text) <= limit else text[: limit - 1] + "…"

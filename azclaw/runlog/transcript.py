@@ -9,11 +9,11 @@ wrote is escaped.
 from __future__ import annotations
 
 import hashlib
-import html
 import json
 from dataclasses import dataclass
 
 from ..turn import ToolUse, Turn
+from .common import escape as _e, one_line
 
 OPEN_ROUNDS = 3  # the newest rounds of the HTML transcript start open; older ones are one line each
 PREVIEW_CHARS = 90
@@ -55,7 +55,7 @@ def turn_text(turn: Turn, tools: bool = False) -> str:
 
 def probe_text(answer: dict) -> str:
     correct = {True: "correct", False: "wrong", None: "not scored"}.get(answer.get("correct"), "not scored")
-    return (f"[{answer.get('agent')}] probe: {_one_line(answer.get('question'), 200)} ({correct})\n"
+    return (f"[{answer.get('agent')}] probe: {one_line(answer.get('question'), 200)} ({correct})\n"
             f"{str(answer.get('answer') or '').strip() or '(no answer)'}\n")
 
 
@@ -79,8 +79,8 @@ def _block(name: str, value: str) -> list[str]:
 
 def _turn_meta(turn: Turn) -> str:
     bits = [f"{turn.seconds:.1f} s", f"{turn.prompt_tokens:,}+{turn.completion_tokens:,} tokens"]
-    if turn.calls or turn.tool_calls:
-        n = len(turn.calls) or sum(turn.tool_calls.values())
+    if turn.calls:
+        n = len(turn.calls)
         bits.append(f"{n} tool call{'s' if n != 1 else ''}")
     if turn.tool_errors:
         bits.append(f"{turn.tool_errors} failed")
@@ -91,7 +91,7 @@ def _message(turn: Turn) -> str:
     if turn.text.strip():
         return turn.text.strip()
     if turn.errors:
-        return f"(no message: {_one_line(turn.errors[-1], 300)})"
+        return f"(no message: {one_line(turn.errors[-1], 300)})"
     return "(empty reply)"
 
 
@@ -109,11 +109,6 @@ def arguments(raw: str) -> list[tuple[str, str]]:
     if not isinstance(data, dict):
         return [("arguments", raw)]
     return [(str(k), v if isinstance(v, str) else json.dumps(v, ensure_ascii=False)) for k, v in data.items()]
-
-
-def _one_line(text, limit: int) -> str:
-    text = " ".join(str(text or "").split())
-    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 # -- HTML -----------------------------------------------------------------------
@@ -139,7 +134,7 @@ def _round_html(round_no: int, items: list, is_open: bool) -> str:
     turns = [t for t in items if isinstance(t, Turn)]
     answers = [a for a in items if isinstance(a, dict)]
     phase = next((t.phase for t in turns if t.phase), None)
-    calls = sum(len(t.calls) or sum(t.tool_calls.values()) for t in turns)
+    calls = sum(len(t.calls) for t in turns)
     tool_errors = sum(t.tool_errors for t in turns)
     failed = [t.agent for t in turns if t.failed]
     meta = [f"phase {_e(phase)}"] if phase else []
@@ -153,7 +148,7 @@ def _round_html(round_no: int, items: list, is_open: bool) -> str:
         meta.append(f'<span class="bad">no message from {_e(", ".join(failed))}</span>')
     said = next((t for t in turns if t.text.strip()), None)
     if said:  # what the round was about, at a glance
-        meta.append(f'<span class="said">{_e(said.agent)}: {_e(_one_line(said.text, 160))}</span>')
+        meta.append(f'<span class="said">{_e(said.agent)}: {_e(one_line(said.text, 160))}</span>')
     body = "".join(_turn_html(t, n) for n, t in enumerate(turns)) + "".join(_probe_html(a) for a in answers)
     digest = hashlib.sha1(body.encode("utf-8")).hexdigest()[:12]
     return (f'<details class="round" id="round-{round_no}" data-v="{digest}"{" open" if is_open else ""}>'
@@ -165,8 +160,6 @@ def _turn_html(turn: Turn, n: int) -> str:
     cost = (f"{turn.seconds:.1f} s &middot; {turn.prompt_tokens:,}+{turn.completion_tokens:,} tokens"
             + (f" &middot; {turn.tokens_per_second:.1f} tok/s" if turn.seconds else ""))
     uses = "".join(_call_html(u, f"r{turn.round}-t{n}-c{i}") for i, u in enumerate(turn.calls))
-    if not turn.calls and turn.tool_calls:  # journals before version 3 have counts only
-        uses = '<p class="note">tools: ' + ", ".join(f"{_e(k)} &times;{v}" for k, v in turn.tool_calls.items()) + "</p>"
     if turn.text.strip():
         message = f'<div class="msg">{_e(turn.text.strip())}</div>'
     elif turn.errors:
@@ -187,7 +180,7 @@ def _call_html(use: ToolUse, key: str) -> str:
     state = ('<span class="note">repeat, not run</span>' if use.duplicate
              else '<span class="ok">ok</span>' if use.ok else '<span class="bad">error</span>')
     pairs = arguments(use.arguments)
-    preview = _one_line(", ".join(f"{k}: {v}" for k, v in pairs), PREVIEW_CHARS)
+    preview = one_line(", ".join(f"{k}: {v}" for k, v in pairs), PREVIEW_CHARS)
     rows = "".join(f'<div class="k">{_e(k)}</div><pre>{_e(v)}</pre>' for k, v in pairs)
     cut = []
     if use.arguments_chars > len(use.arguments):
@@ -207,10 +200,6 @@ def _probe_html(answer: dict) -> str:
             f'<span class="meta">answering the probe &ldquo;{_e(answer.get("question"))}&rdquo;</span> '
             f'<span class="{verdict[0]}">{verdict[1]}</span></div>'
             f'<div class="msg">{_e(text) or "(no answer)"}</div></article>')
-
-
-def _e(value) -> str:
-    return html.escape(str(value), quote=True)
 
 
 CSS = """

@@ -79,8 +79,12 @@ def _in_output(path: Path, ctx: ToolContext) -> bool:
     return path == out or out in path.parents
 
 
-def _existing_text(root: Path, rel: Path) -> str | None:
-    """The file a write would replace, for the approval preview (None: new)."""
+def _found_nothing(recalled: str) -> bool:
+    return recalled.startswith("No memories") or recalled.endswith("has no memories yet.")
+
+
+def _existing_text(root: Path, rel: Path, limit: int = MAX_PREVIEW_READ) -> str | None:
+    """The file a write would replace, its first ``limit`` bytes (None: new)."""
     try:
         fd = safeopen.open_beneath(root, rel, os.O_RDONLY | os.O_NONBLOCK)
     except OSError:
@@ -88,12 +92,16 @@ def _existing_text(root: Path, rel: Path) -> str | None:
     with os.fdopen(fd, "rb") as fh:
         if not stat.S_ISREG(os.fstat(fh.fileno()).st_mode):
             return None
-        return fh.read(MAX_PREVIEW_READ).decode("utf-8", "replace")
+        return fh.read(limit).decode("utf-8", "replace")
 
 
-def _approved(ctx: ToolContext, action: str, detail: str) -> None:
-    if ctx.approve is not None and not ctx.approve(action, detail):
-        raise ToolError(f"{action} was refused by the person supervising this run")
+def _write_preview(args: dict, ctx: ToolContext) -> str:
+    """What the approver reads before a write: a diff against the file it replaces."""
+    try:
+        root, rel = sandbox.locate(args["path"], [ctx.output_dir], must_exist=False)
+    except ToolError as exc:
+        return f"{args.get('path')!r}: {exc}"
+    return write_preview(str(rel), _existing_text(root, rel), args["content"])
 
 
 def build_default_registry() -> ToolRegistry:
@@ -104,18 +112,20 @@ def build_default_registry() -> ToolRegistry:
     @registry.tool("recall", "Search the team's persistent memory. An empty query lists the "
                    "newest memories and counts; words find the best matching memories of every "
                    "agent. Set agent to a teammate's name, or to \"me\", to search only those memories.",
-                   {"query": "string", "agent": "string"})
+                   {"query": "string", "agent": "string"}, approve=False)
     def recall(query: str = "", agent: str = "", _ctx: ToolContext = None) -> str:
         names = list(_ctx.memory.roots)
         if agent.strip().lower() in ("me", "self", "myself"):
             agent = _ctx.agent
         if agent and agent not in names:
             raise ToolError(f"unknown agent {agent!r}; team: {', '.join(names)}")
-        return _ctx.memory.recall(query, agent or None)
+        found = _ctx.memory.recall(query, agent or None)
+        _ctx.note("recall", query, "nothing" if _found_nothing(found) else "found")
+        return found
 
     @registry.tool("remember", "Store a decision or fact in persistent memory so that you and your "
                    "team can recall it in later rounds. Use a short descriptive title; the same "
-                   "title adds to that memory.", {"text": "string", "title": "string"})
+                   "title adds to that memory.", {"text": "string", "title": "string"}, approve=False)
     def remember(text: str, title: str = "", _ctx: ToolContext = None) -> str:
         if not text.strip():
             raise ToolError("text is empty; nothing to remember")
@@ -123,11 +133,11 @@ def build_default_registry() -> ToolRegistry:
             raise ToolError(f"text is {len(text):,} characters; a memory holds at most {MEMORY_CHARS:,}: "
                             "store the decision, not the document (write documents with write_file)")
         memory = _ctx.memory.remember(_ctx.agent, text, title)
-        _ctx.memories_stored.append(memory.title)
+        _ctx.note("memory", memory.title, "new")
         return f"Remembered as {memory.title!r} ({memory.day})."
 
     @registry.tool("read_file", "Read a text file from the source folders or the output folder.",
-                   {"path": "string", "max_lines": "integer"})
+                   {"path": "string", "max_lines": "integer"}, approve=False)
     def read_file(path: str, max_lines: int = 200, _ctx: ToolContext = None) -> str:
         max_lines = max(1, min(int(max_lines), 2000))
         lines: list[str] = []
@@ -143,7 +153,7 @@ def build_default_registry() -> ToolRegistry:
 
     @registry.tool("list_files", "List the files in a folder of the sources or the output. "
                    "An empty directory lists the top of every folder you may read.",
-                   {"directory": "string"})
+                   {"directory": "string"}, approve=False)
     def list_files(directory: str = "", _ctx: ToolContext = None) -> str:
         if directory.strip() in ("", "."):
             folders = [r.resolve() for r in _readable_roots(_ctx) if r.is_dir()]
@@ -168,7 +178,7 @@ def build_default_registry() -> ToolRegistry:
 
     @registry.tool("write_file", "Write a text file into the output folder (creates folders; "
                    "replaces an existing file).", {"path": "string", "content": "string"},
-                   writer_only=True)
+                   writer_only=True, preview=_write_preview)
     def write_file(path: str, content: str, _ctx: ToolContext = None) -> str:
         size = len(content.encode("utf-8"))
         if size > sandbox.MAX_WRITE_BYTES:
@@ -176,8 +186,7 @@ def build_default_registry() -> ToolRegistry:
         root, rel = sandbox.locate(path, [_ctx.output_dir], must_exist=False)
         if not rel.parts or (root / rel).is_dir():
             raise ToolError(f"{path!r} is a folder; give a file path")
-        if _ctx.approve is not None:
-            _approved(_ctx, "write_file", write_preview(str(rel), _existing_text(root, rel), content))
+        before = _existing_text(root, rel, sandbox.MAX_WRITE_BYTES + 1)
         try:
             safeopen.write_beneath(root, rel, content)
         except safeopen.Swapped as exc:
@@ -186,16 +195,16 @@ def build_default_registry() -> ToolRegistry:
             raise ToolError(f"{path!r} is a folder; give a file path") from None
         except OSError as exc:
             raise ToolError(f"{path!r}: cannot write ({exc.strerror})") from None
-        _ctx.files_written.append(str(rel))
+        _ctx.note("file", str(rel), "created" if before is None else "unchanged" if before == content else "changed")
         return f"Wrote {size} bytes to {rel}."
 
     @registry.tool("run_python", "Run Python code in a separate process in the output folder "
-                   "(time-limited) and return its output.", {"code": "string"}, writer_only=True)
+                   "(time-limited) and return its output.", {"code": "string"}, writer_only=True,
+                   preview=lambda args, ctx: args["code"])
     def run_python(code: str, _ctx: ToolContext = None) -> str:
         mode = sandbox.python_mode(_ctx.run_python_enabled)
         if mode == "off":
             raise ToolError("run_python is turned off for this run")
-        _approved(_ctx, "run_python", code)
         return sandbox.run_python(code, _ctx.output_dir, mode=mode, sources=_ctx.source_dirs)
 
     return registry

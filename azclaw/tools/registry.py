@@ -4,6 +4,11 @@ Every mistake a model can make with a tool (an unknown name, a tool it may
 not use, arguments that are not JSON, a missing or mistyped argument, a tool
 that raises) becomes a ``ToolResult`` with ``ok=False`` that the model reads;
 nothing here raises for a model's mistake.
+
+``ToolRegistry.execute`` is where every tool runs, built-in, custom or from
+an MCP server: the one place that checks the role, the arguments and, when
+the run has an approver (``--approve``), asks before a tool that changes
+something (every tool but the ones registered with ``approve=False``).
 """
 
 from __future__ import annotations
@@ -24,6 +29,27 @@ _JSON_TYPES = {"string": str, "integer": int, "number": (int, float), "boolean":
                "array": list, "object": dict}
 
 
+@dataclass(frozen=True)
+class Effect:
+    """What a call changed, as the tool tells it (``ToolContext.note``):
+    ``kind`` "memory" (``target`` the title), "file" (the path) or "recall"
+    (the query); ``status`` e.g. "new", "repeat", "created", "changed",
+    "unchanged", "found", "nothing"."""
+
+    kind: str
+    target: str = ""
+    status: str = ""
+
+    def to_dict(self) -> dict:
+        return {"kind": self.kind, "target": self.target, "status": self.status}
+
+    @classmethod
+    def from_dict(cls, data) -> "Effect | None":
+        if not isinstance(data, dict) or not isinstance(data.get("kind"), str) or not data["kind"]:
+            return None
+        return cls(data["kind"], str(data.get("target") or ""), str(data.get("status") or ""))
+
+
 @dataclass
 class ToolContext:
     """What a tool may know about the call: passed as the reserved ``_ctx``."""
@@ -37,8 +63,11 @@ class ToolContext:
     # True / "sandboxed": only under a verified OS sandbox; "unsandboxed": also without one; False / "off"
     run_python_enabled: bool | str = True
     approve: Callable[[str, str], bool] | None = None
-    memories_stored: list[str] = field(default_factory=list)
-    files_written: list[str] = field(default_factory=list)
+    effect: Effect | None = None  # what the call running now changed (``note``)
+
+    def note(self, kind: str, target: str = "", status: str = "") -> None:
+        """Say what this call changed (a memory stored, a file written)."""
+        self.effect = Effect(kind, target, status)
 
 
 @dataclass
@@ -50,6 +79,7 @@ class ToolResult:
     content: str
     ok: bool = True
     duplicate: bool = False
+    effect: Effect | None = None
 
 
 @dataclass
@@ -63,6 +93,8 @@ class Tool:
     func: Callable[..., Any]
     writer_only: bool = False
     parameters: dict | None = None  # the whole JSON schema of a tool described elsewhere (from_schema)
+    approve: bool = True  # asks the run's approver first (False: the tool changes nothing)
+    preview: Callable[..., str] | None = None  # what the approver reads: preview(args, ctx); default the JSON
     takes_ctx: bool = field(init=False, default=False)  # the function has a ``_ctx`` parameter
 
     def __post_init__(self):
@@ -159,15 +191,19 @@ class ToolRegistry:
         self.result_limit = RESULT_LIMIT
 
     def tool(self, name: str, description: str, params: dict | None = None,
-             writer_only: bool = False) -> Callable:
+             writer_only: bool = False, approve: bool = True, preview: Callable[..., str] | None = None) -> Callable:
         """Decorator: register ``func`` as tool ``name``. ``params`` maps each
         argument to a JSON type name (``{"query": "string"}``) or a JSON schema.
         Arguments without a default in the function are required. A function
-        parameter named ``_ctx`` receives the ToolContext."""
+        parameter named ``_ctx`` receives the ToolContext. With ``--approve``
+        a person is asked before every call unless ``approve=False`` (a tool
+        that only reads); ``preview(args, ctx)`` is what they read (default:
+        the arguments)."""
         def decorate(func: Callable) -> Callable:
             schema = {k: _param_schema(k, v) for k, v in (params or {}).items()}
             _check_declaration(name, func, schema)
-            self.add(Tool(name, description, schema, _required_from(func, schema), func, writer_only))
+            self.add(Tool(name, description, schema, _required_from(func, schema), func, writer_only,
+                          approve=approve, preview=preview))
             return func
         return decorate
 
@@ -223,16 +259,17 @@ class ToolRegistry:
         problem = _check_arguments(tool, args)
         if problem:
             return fail(f"{problem}; call it as {tool.signature()}")
-        if tool.takes_ctx:
-            args["_ctx"] = ctx
+        ctx.effect = None
         try:
-            value = tool.func(**args)
+            if ctx.approve is not None and tool.approve and not ctx.approve(tool.name, _preview(tool, args, ctx)):
+                return fail(f"{tool.name} was refused by the person supervising this run")
+            value = tool.func(**args, **({"_ctx": ctx} if tool.takes_ctx else {}))
         except ToolError as exc:
             return fail(str(exc))
         except Exception as exc:  # a tool's bug must not end a long run; the operator gets the traceback
             log.warning("tool %r raised %s for %s", tool.name, type(exc).__name__, ctx.agent, exc_info=True)
             return fail(f"tool {tool.name!r} failed: {type(exc).__name__}: {exc}")
-        return ToolResult(call.id, call.name, self._cut(value))
+        return ToolResult(call.id, call.name, self._cut(value), effect=ctx.effect)
 
     def _cut(self, value: Any) -> str:
         text = value if isinstance(value, str) else str(value)
@@ -240,6 +277,14 @@ class ToolRegistry:
             dropped = len(text) - self.result_limit
             text = text[: self.result_limit] + f"\n[... {dropped} more characters cut]"
         return text
+
+
+def _preview(tool: Tool, args: dict, ctx: ToolContext) -> str:
+    """What the approver reads before ``tool`` runs with ``args``."""
+    if tool.preview is not None:
+        return tool.preview(args, ctx)
+    import json
+    return json.dumps(args, ensure_ascii=False, indent=1, default=str)
 
 
 def _check_declaration(name: str, func: Callable, params: dict) -> None:

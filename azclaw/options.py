@@ -1,0 +1,188 @@
+"""A run's options, as one frozen value, and the folder it keeps its files in.
+
+``RunOptions`` holds how a run goes (context mode, budgets, limits, tool
+steps, sandbox, approval); it is checked once, when it is made, and every
+problem names the option. The CLI builds its flags, defaults and help from
+these fields (``cli_option``), so a default is written in one place.
+
+``RunFolder`` is the one place that knows a run's file names: the
+checkpoint, journal, lock, log and report of a topic, the local server's
+log, an MCP server's log, and the folders of a bench's modes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import MISSING, dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any, Callable
+
+from .context import ContextMode
+from .errors import ConfigError
+from .tools.sandbox import python_mode
+
+JOURNAL_SUFFIX = "_journal.jsonl"
+
+
+def option(default: Any = MISSING, help: str = "", *, flag: str | None = None, metavar: str | None = None,
+           group: str = "run", least: int | float | None = None, cli: bool = True, factory: Any = MISSING,
+           kind: type | None = None):
+    """A field of an options value, with what the command line says of it
+    (``kind``: the command line's type where the default does not tell)."""
+    meta = {"help": help, "flag": flag, "metavar": metavar, "group": group, "least": least, "cli": cli,
+            "kind": kind}
+    if factory is not MISSING:
+        return field(default_factory=factory, metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """How a run goes. Every field has a default; ``RunOptions(parallel=True)``."""
+
+    context: ContextMode | None = option(None, "what of the conversation each request carries: memory (the "
+                                  "previous round; the default, or a resumed run's own mode), full (everything so "
+                                  "far, cut at --context-budget) or window:N (the last N rounds)",
+                                  metavar="MODE", group="context", kind=str)
+    context_budget: int = option(12000, "tokens one request may carry; older tool results of the turn, then the "
+                                 "longest messages, are cut to fit", metavar="TOKENS", group="context", least=1)
+    message_chars: int = option(4000, "characters of each agent's message sent on to the next round; a longer "
+                                "one is cut with a pointer to the journal", metavar="CHARS", group="context",
+                                least=1)
+    max_tool_steps: int = option(8, "tool steps an agent may take in one turn", metavar="N",
+                                 group="sandbox and tools", least=0)
+    checkpoint_every: int = option(5, "write the checkpoint every N rounds, and whenever the run ends",
+                                   metavar="N", least=1)
+    max_failed_rounds: int = option(3, "stop after this many rounds in a row in which every turn failed",
+                                    metavar="N", least=1)
+    stop_on_silent_agent: int = option(0, "stop the run when one agent gave only empty replies for N rounds in a "
+                                       "row (0: report it and go on)", metavar="N", least=0)
+    parallel: bool = option(False, "run the agents of a round at the same time")
+    python: str = option("sandboxed", "how run_python runs model-written code: sandboxed (Landlock, seccomp, "
+                         "namespaces; off where no sandbox works), bwrap (the same inside bubblewrap), "
+                         "unsandboxed (as you, with your files and network), off", cli=False)
+    approve: Callable[[str, str], bool] | None = option(None, "asks before every tool that changes something: "
+                                                        "approve(tool, preview) -> bool", cli=False)
+    check_health: bool = option(True, "check every endpoint (and its model) before round 1", cli=False)
+
+    def __post_init__(self):
+        if self.context is not None:  # None: memory, or a resumed run's own mode
+            object.__setattr__(self, "context", ContextMode.parse(self.context))
+        object.__setattr__(self, "python", python_mode(self.python))
+        for f in fields(self):
+            least = f.metadata.get("least")
+            value = getattr(self, f.name)
+            if least is not None and (isinstance(value, bool) or not isinstance(value, int) or value < least):
+                raise ConfigError(f"{f.name}: expected a whole number >= {least}, got {value!r}")
+        if self.approve is not None and not callable(self.approve):
+            raise ConfigError(f"approve: expected a function approve(tool, preview) -> bool, got {self.approve!r}")
+
+    @classmethod
+    def of(cls, values: dict) -> "RunOptions":
+        """Options from keywords, an unknown one named with the valid ones."""
+        names = {f.name for f in fields(cls)}
+        unknown = sorted(set(values) - names)
+        if unknown:
+            raise ConfigError(f"{unknown[0]}: not an option of a run; options: {', '.join(sorted(names))}")
+        return cls(**values)
+
+    def with_(self, **changes) -> "RunOptions":
+        return replace(self, **changes)
+
+
+@dataclass(frozen=True)
+class RunFolder:
+    """Where a run keeps things: ``output`` (what the team writes), ``logs``
+    (checkpoint, journal, log, report), ``agents`` (the AgentAZAll roots),
+    and the ``stop_file`` that ends it."""
+
+    output: Path = option(Path("output"), "folder the writer writes into", flag="--output", metavar="DIR",
+                          group="folders")
+    logs: Path = option(Path("logs"), "checkpoints, journal and log", flag="--log-dir", metavar="DIR",
+                        group="folders")
+    agents: Path = option(Path("agents"), "AgentAZAll roots of the agents (their memories)", flag="--agents-dir",
+                          metavar="DIR", group="folders")
+    stop_file: Path = option(Path("STOP"), "the file whose appearance ends the run after its round", cli=False)
+
+    def __post_init__(self):
+        for f in fields(self):
+            object.__setattr__(self, f.name, Path(getattr(self, f.name)))
+
+    @classmethod
+    def under(cls, root: str | Path) -> "RunFolder":
+        """The folders of a run kept together under ``root`` (a bench mode,
+        ``azclaw mcp --dir``)."""
+        root = Path(root)
+        return cls(root / "output", root / "logs", root / "agents", root / "STOP")
+
+    # -- a topic's files in the log folder ------------------------------------
+    def checkpoint(self, topic: str) -> Path:
+        return self.logs / f"{topic}_checkpoint.json"
+
+    def journal(self, topic: str) -> Path:
+        return self.logs / f"{topic}{JOURNAL_SUFFIX}"
+
+    def lock(self, topic: str) -> Path:
+        return self.logs / f"{topic}.lock"
+
+    def log(self, topic: str) -> Path:
+        return self.logs / f"{topic}.log"
+
+    def report(self, topic: str) -> Path:
+        return self.logs / f"{topic}_report.html"
+
+    @property
+    def local_server_log(self) -> Path:
+        return self.logs / "local_server.log"
+
+    def mcp_log(self, server: str) -> Path:
+        return self.logs / f"mcp_{server}.log"
+
+    def own_files(self, topic: str) -> list[str]:
+        """The names of the files a run writes by replacing them (their
+        leftover temporary files are swept at start)."""
+        return [self.checkpoint(topic).name, self.journal(topic).name]
+
+
+def journal_topic(path: Path) -> str:
+    """The topic name of a journal file (``todo_api_journal.jsonl`` -> ``todo_api``)."""
+    name = Path(path).name
+    return name[: -len(JOURNAL_SUFFIX)] if name.endswith(JOURNAL_SUFFIX) else Path(path).stem
+
+
+def cli_option(cls, name: str) -> dict:
+    """What ``argparse.add_argument`` takes for field ``name`` of ``cls``:
+    the flag, the default, the help (with the default said) and the type."""
+    f = next(f for f in fields(cls) if f.name == name)
+    meta = f.metadata
+    default = f.default if f.default is not MISSING else f.default_factory()
+    flag = meta.get("flag") or "--" + name.replace("_", "-")
+    kwargs: dict[str, Any] = {"dest": flag[2:].replace("-", "_"), "help": meta.get("help", "")}
+    if isinstance(default, bool):
+        kwargs.update(action="store_true", default=False)
+    else:
+        kwargs.update(default=None, metavar=meta.get("metavar"))
+        kwargs["type"] = meta.get("kind") or (type(default) if isinstance(default, (int, float)) else str)
+        if default is not None and "(default" not in kwargs["help"]:
+            kwargs["help"] += f" (default {default})"
+    return {"flag": flag, **kwargs}
+
+
+def given(cls, args) -> dict:
+    """The fields of ``cls`` that the command line set (argparse ``args``)."""
+    out = {}
+    for f in fields(cls):
+        if not f.metadata.get("cli", True):
+            continue
+        value = getattr(args, (f.metadata.get("flag") or "--" + f.name)[2:].replace("-", "_"), None)
+        if value is not None and value is not False:
+            out[f.name] = value
+    return out
+
+
+def groups(cls) -> dict[str, list[str]]:
+    """The command-line fields of ``cls`` by group, in declaration order."""
+    out: dict[str, list[str]] = {}
+    for f in fields(cls):
+        if f.metadata.get("cli", True):
+            out.setdefault(f.metadata.get("group", "run"), []).append(f.name)
+    return out
