@@ -269,6 +269,7 @@ class Orchestrator:
             if self.check_health:
                 for agent in self.agents:
                     agent.client.health_check()
+                    agent.client.check_model()
                     agent.fit_to_server(self.context_budget)
         except BaseException:
             self._lock.release()
