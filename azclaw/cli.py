@@ -198,7 +198,8 @@ def local_server(args: argparse.Namespace, log_path=None, team: bool = True):
     model = None if args.model in (None, "default") else args.model
     options = dict(model=model, chat_format=args.chat_format, n_ctx=args.ctx,
                    max_tokens=args.max_tokens or LOCAL_MAX_TOKENS, threads=args.threads,
-                   port=getattr(args, "port", 0), log_path=log_path)
+                   port=getattr(args, "port", 0), log_path=log_path,
+                   announce=lambda line: print(line, file=sys.stderr, flush=True))
     if not team:
         return LocalServer(**options)
     names = [s.name for s in specs] if specs else list(DEFAULT_ROLES)

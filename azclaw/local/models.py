@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import logging
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -100,9 +101,10 @@ class ModelSpec:
         return self.path.name if self.path else self.bundled.filename
 
     def resolve(self, say: Callable[[str], None] | None = None) -> Path:
-        """The model file: found, or fetched from the Hub once; a pinned
-        sha256 is checked before anything is served. LocalServerError,
-        one line, when it cannot be had."""
+        """The model file: found, or fetched from the Hub once (``say`` gets
+        a line before a download starts; default: the ``azclaw`` logger); a
+        pinned sha256 is checked before anything is served.
+        LocalServerError, one line, when it cannot be had."""
         if self.kind == "hf":
             path = fetch_hf(self, say or log.warning)
             if self.sha256:
@@ -168,10 +170,17 @@ def fetch_hf(spec: ModelSpec, say: Callable[[str], None]) -> Path:
         pass
     say(f"azclaw: downloading {spec.filename} of {spec.repo} from {constants.ENDPOINT} into "
         f"{constants.HF_HUB_CACHE} (once; later runs take it from there)")
+    # its retries of an unreachable Hub are a warning each; the outcome is our one line
+    hub_log = logging.getLogger("huggingface_hub")
+    level = hub_log.level
+    if "HF_HUB_VERBOSITY" not in os.environ:
+        hub_log.setLevel(logging.ERROR)
     try:
         return Path(hf_hub_download(spec.repo, spec.filename))
     except Exception as exc:  # every failure of the Hub or the disk is one line for the user
         raise LocalServerError(f"--model {spec.text}: {hub_error(exc, spec, constants.ENDPOINT)}") from None
+    finally:
+        hub_log.setLevel(level)
 
 
 def hub_error(exc: BaseException, spec: ModelSpec, endpoint: str) -> str:
@@ -188,7 +197,8 @@ def hub_error(exc: BaseException, spec: ModelSpec, endpoint: str) -> str:
                 "to a token of your account")
     if "RepositoryNotFoundError" in names:
         return f"no repository {spec.repo} on the Hub ({endpoint}), or it is private (then set HF_TOKEN)"
-    if "EntryNotFoundError" in names or "RevisionNotFoundError" in names or status == 404:
+    exact = {type(e).__name__ for e in chain}  # LocalEntryNotFoundError is an EntryNotFoundError too
+    if exact & {"EntryNotFoundError", "RemoteEntryNotFoundError", "RevisionNotFoundError"} or status == 404:
         return f"not found on the Hub: no file {spec.filename} in {spec.repo} ({endpoint}, HTTP 404)"
     if status is not None:
         return f"the Hub ({endpoint}) answered HTTP {status} for {spec.repo}/{spec.filename}"

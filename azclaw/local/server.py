@@ -28,6 +28,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+from typing import Callable
 
 from ..errors import EndpointError, LocalServerError
 from ..client.llm import fetch_json
@@ -84,13 +85,16 @@ class LocalServer:
     tool steps as ``<tool_call>`` text) and to the template in the file
     otherwise. ``port`` 0 picks a free one. ``server_args`` are extra
     llama_cpp.server flags (the benchmark passes ``--cache True``, say).
+    ``announce(line)`` is told when the model is about to be downloaded.
     """
 
     def __init__(self, model: str | Path | None = None, chat_format: str | None = None,
                  n_ctx: int = DEFAULT_CTX, max_tokens: int = DEFAULT_MAX_TOKENS, threads: int | None = None,
                  host: str = "127.0.0.1", port: int = 0, log_path: str | Path | None = None,
-                 ready_timeout: float = READY_TIMEOUT, server_args: tuple | list = ()):
+                 ready_timeout: float = READY_TIMEOUT, server_args: tuple | list = (),
+                 announce: Callable[[str], None] | None = None):
         self.spec = model if isinstance(model, ModelSpec) else parse_model(model)
+        self.announce = announce  # told before a model download starts (the CLI prints it)
         self.bundled = self.spec.bundled if self.spec.kind == "bundled" else None
         if n_ctx < 512:
             raise LocalServerError(f"--ctx {n_ctx}: too small for azclaw's prompts (use 512 or more)")
@@ -190,7 +194,7 @@ class LocalServer:
         """Find the model file (fetching it from the Hub the first time, and
         checking a pinned sha256) before any server starts."""
         if self.model is None:
-            self.model = self.spec.resolve()
+            self.model = self.spec.resolve(self.announce)
         return self.model
 
     def _supervise(self) -> None:
