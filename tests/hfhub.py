@@ -13,7 +13,8 @@ source, version 2.4), as the real Hub does for a file stored with LFS:
 * A file the repository does not have: ``404`` with ``X-Error-Code:
   EntryNotFound`` and the commit; a repository it does not know: ``401``
   with ``X-Error-Code: RepoNotFound`` (the Hub says 401 rather than reveal
-  whether a private repository exists).
+  whether a private repository exists); a gated one (``gated``): ``401``
+  with ``X-Error-Code: GatedRepo``.
 
 Every request is recorded (method and path), on the hub and on the CDN.
 """
@@ -47,7 +48,8 @@ class _Server(ThreadingHTTPServer):
 class StandInHub:
     """``StandInHub({"owner/repo/FILE.gguf": Path})``; a context manager."""
 
-    def __init__(self, files: dict[str, Path]):
+    def __init__(self, files: dict[str, Path], gated: tuple[str, ...] = ()):
+        self.gated = set(gated)  # repositories whose terms an account must accept first
         self.files: dict[tuple[str, str], HubFile] = {}
         for name, path in files.items():
             owner, repo, filename = name.split("/", 2)
@@ -119,6 +121,10 @@ class StandInHub:
                 if len(parts) < 5 or parts[2] != "resolve":
                     return self._answer(404, {"Content-Type": "application/json"}, b'{"error": "Not Found"}')
                 repo, filename = "/".join(parts[:2]), "/".join(parts[4:])
+                if repo in hub.gated:
+                    return self._answer(401, {"X-Error-Code": "GatedRepo", "X-Error-Message": "Access to model "
+                                              f"{repo} is restricted.", "Content-Type": "application/json"},
+                                        b'{"error": "gated"}')
                 if not any(r == repo for r, _ in hub.files):
                     return self._answer(401, {"X-Error-Code": "RepoNotFound", "X-Error-Message":
                                               "Invalid username or password.", "Content-Type": "application/json"},

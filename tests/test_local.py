@@ -404,7 +404,7 @@ def hub(workdir):
     test's folder."""
     if MISSING:
         pytest.skip(f"the local extra is not installed ({', '.join(MISSING)} not importable)")
-    with StandInHub({HUB_FILE: bundled_model()}) as stand_in:
+    with StandInHub({HUB_FILE: bundled_model()}, gated=("meta/gated",)) as stand_in:
         env = cli_env(HF_ENDPOINT=stand_in.url, HF_HOME=str(workdir / "hf"), HF_HUB_DISABLE_TELEMETRY="1")
         for name in ("HF_HUB_CACHE", "HF_HUB_OFFLINE", "HF_TOKEN", "HUGGINGFACE_HUB_CACHE"):
             env.pop(name, None)
@@ -471,6 +471,7 @@ def test_doctor_local_reports_a_wrong_sha256_as_its_local_server_line(hub, azcla
 @pytest.mark.parametrize("model, named", [
     ("hf:owner/repo/nope.gguf", "not found on the Hub: no file nope.gguf in owner/repo"),
     ("hf:someone/else/model.gguf", "no repository someone/else on the Hub"),
+    ("hf:meta/gated/model.gguf", "meta/gated is gated on the Hub"),
 ])
 def test_a_hub_file_that_is_not_there_is_one_error_line(hub, azclaw, workdir, model, named):
     proc = azclaw("run", "--local", "--model", model, "--task", "x", env=hub.env)

@@ -193,8 +193,8 @@ def hub_error(exc: BaseException, spec: ModelSpec, endpoint: str) -> str:
     names = {cls.__name__ for e in chain for cls in type(e).__mro__}
     status = next((s for s in map(_status, chain) if s), None)
     if "GatedRepoError" in names:
-        return (f"{spec.repo} is gated on the Hub: accept its terms on its page, then set HF_TOKEN "
-                "to a token of your account")
+        return (f"{spec.repo} is gated on the Hub ({endpoint}): accept its terms on its page, then set "
+                "HF_TOKEN to a token of your account")
     if "RepositoryNotFoundError" in names:
         return f"no repository {spec.repo} on the Hub ({endpoint}), or it is private (then set HF_TOKEN)"
     exact = {type(e).__name__ for e in chain}  # LocalEntryNotFoundError is an EntryNotFoundError too
