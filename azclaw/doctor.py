@@ -14,7 +14,6 @@ import importlib
 import importlib.metadata
 import json
 import os
-import re
 import tempfile
 import time
 import urllib.parse
@@ -25,17 +24,18 @@ from .tools import confine, sandbox
 from .agent import Agent
 from .tools.builtin import build_default_registry
 from .errors import AzclawError, ConfigError, EndpointError
+from .client.completion import error_message
 from .client.endpoint import Endpoint
 from .client.llm import API_KEY_ENV, LLMClient, fetch_json
-from .toolmodes import Step, instructions, read_reply
+from .client.probe import PROBE_TIMEOUT, context_size, entries_of, unserved
 from .options import RunOptions
 from .prompt import CHARS_PER_TOKEN, system_prompt
+from .toolmodes import Step, instructions, read_reply, starting_mode, switch_reason
 
 DEFAULTS = RunOptions()
 from .topic import Topic
 
 OK, WARN, FAIL = "OK", "WARN", "FAIL"
-PROBE_TIMEOUT = 10.0
 TOOL_TIMEOUT = 180.0  # one real reply; a CPU model is slow
 TOOL_PROMPT = ("Call the remember tool now, with text 'azclaw doctor was here' and title 'doctor'. "
                "Answer with the tool call only.")
@@ -76,6 +76,7 @@ class ServerInfo:
 
     kind: str = "unknown"
     models: list[str] = field(default_factory=list)
+    entries: list[dict] = field(default_factory=list)  # /v1/models as listed
     model: str = ""  # the model the server loaded or reports first
     n_ctx: int | None = None
     ctx_source: str = ""
@@ -141,26 +142,22 @@ def _host(endpoint: str) -> str:
     return urllib.parse.urlparse(endpoint).netloc
 
 
-def _get(url: str, api_key: str | None, payload: dict | None = None):
+def _get(url: str, api_key: str | None, payload: dict | None = None, timeout: float = PROBE_TIMEOUT):
     try:
-        return fetch_json(url, payload, timeout=PROBE_TIMEOUT, api_key=api_key)
+        return fetch_json(url, payload, timeout=timeout, api_key=api_key)
     except EndpointError:
         return None
 
 
-def _int(value) -> int | None:
-    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else None
-
-
 def identify(endpoint: str, api_key: str | None = None, models_reply=None) -> ServerInfo:
-    """Best effort from the routes a server has and the shapes it answers in."""
+    """Which server it is, best effort, from the routes it has and the
+    shapes it answers in (the context size is ``probe.context_size``'s)."""
     root = Endpoint.parse(endpoint).root
     info = ServerInfo()
     models = models_reply if models_reply is not None else _get(root + "/v1/models", api_key)
-    entries = []
-    if models is not None and models.ok and isinstance(models.data, dict):
-        entries = [m for m in models.data.get("data") or [] if isinstance(m, dict)]
-    info.models = [str(m.get("id")) for m in entries if m.get("id")]
+    entries = (entries_of(models.data) or []) if models is not None and models.ok else []
+    info.entries = entries
+    info.models = [m["id"] for m in entries]
     info.model = info.models[0] if info.models else ""
     owners = {str(m.get("owned_by", "")) for m in entries}
     headers = {k.lower(): v for k, v in (models.headers if models is not None else {}).items()}
@@ -168,8 +165,6 @@ def identify(endpoint: str, api_key: str | None = None, models_reply=None) -> Se
         info.kind = "OpenRouter"
     elif "vllm" in owners:
         info.kind = "vLLM"
-        info.n_ctx = next((_int(m.get("max_model_len")) for m in entries if _int(m.get("max_model_len"))), None)
-        info.ctx_source = "/v1/models max_model_len"
     elif "llamacpp" in owners:
         info.kind = "llama.cpp"
     elif "me" in owners:
@@ -181,11 +176,8 @@ def identify(endpoint: str, api_key: str | None = None, models_reply=None) -> Se
     if info.kind in ("unknown", "llama.cpp"):
         props = _get(root + "/props", api_key)
         if props is not None and props.ok and isinstance(props.data, dict):
-            settings = props.data.get("default_generation_settings")
-            if isinstance(settings, dict) or "n_ctx" in props.data:
+            if isinstance(props.data.get("default_generation_settings"), dict) or "n_ctx" in props.data:
                 info.kind = "llama.cpp"
-                info.n_ctx = _int((settings or {}).get("n_ctx")) or _int(props.data.get("n_ctx"))
-                info.ctx_source = "/props n_ctx"
                 path = props.data.get("model_path")
                 if isinstance(path, str) and path:
                     info.model = Path(path).name
@@ -193,50 +185,39 @@ def identify(endpoint: str, api_key: str | None = None, models_reply=None) -> Se
         version = _get(root + "/api/version", api_key)
         if version is not None and version.ok and isinstance(version.data, dict) and "version" in version.data:
             info.kind, info.version = "Ollama", str(version.data["version"])
-    if info.kind == "Ollama":
-        _ollama_context(root, api_key, info)
-    elif info.kind == "LM Studio":
-        lms = _get(root + "/api/v0/models", api_key)
-        if lms is not None and lms.ok and isinstance(lms.data, dict):
-            for m in lms.data.get("data") or []:
-                if isinstance(m, dict) and _int(m.get("loaded_context_length")):
-                    info.n_ctx, info.ctx_source = m["loaded_context_length"], "/api/v0/models loaded_context_length"
-                    break
-    elif info.kind == "OpenRouter":
-        ctx = [_int(m.get("context_length")) for m in entries]
-        info.n_ctx = next((c for c in ctx if c), None)
-        info.ctx_source = "/v1/models context_length"
     if info.kind == "unknown" and "uvicorn" in headers.get("server", "").lower():
         info.kind = "an OpenAI-compatible server (uvicorn: vLLM or llama-cpp-python?)"
     return info
 
 
-def _ollama_context(root: str, api_key: str | None, info: ServerInfo) -> None:
-    """The context Ollama runs a model with: num_ctx in its parameters, or
-    the size a loaded model was given (/api/ps); else its default applies."""
-    if not info.model:
-        return
-    show = _get(root + "/api/show", api_key, {"model": info.model})
-    if show is not None and show.ok and isinstance(show.data, dict):
-        found = re.search(r"num_ctx\s+(\d+)", str(show.data.get("parameters") or ""))
-        if found:
-            info.n_ctx, info.ctx_source = int(found.group(1)), "/api/show num_ctx"
-            return
-    ps = _get(root + "/api/ps", api_key)
-    if ps is not None and ps.ok and isinstance(ps.data, dict):
-        for m in ps.data.get("models") or []:
-            if isinstance(m, dict) and m.get("name") == info.model and _int(m.get("context_length")):
-                info.n_ctx, info.ctx_source = m["context_length"], "/api/ps context_length"
+def _said(reply) -> str:
+    status = reply.data.get("status") if isinstance(reply.data, dict) else None
+    return status if isinstance(status, str) and status else error_message(reply.data, reply.text)
 
 
-def check_reachable(endpoint: str, api_key: str | None):
-    """(Check, the /v1/models reply or None)."""
-    url = Endpoint.parse(endpoint).route("/v1/models")
+def _busy(endpoint: str, detail: str) -> Check:
+    return Check(WARN, "reachable", f"{endpoint} is busy: {detail}; its other checks were skipped",
+                 "run azclaw doctor again when the server is idle (a run started now waits its turn)")
+
+
+def check_reachable(endpoint: str, api_key: str | None, timeout: float = PROBE_TIMEOUT):
+    """(Check, the /v1/models reply or None). A server that takes the
+    connection but does not answer in ``timeout`` seconds, or says it has no
+    free slot, is busy (with another run), not missing."""
+    root = Endpoint.parse(endpoint).root
+    url = root + "/v1/models"
     start = time.monotonic()
     try:
-        reply = fetch_json(url, timeout=PROBE_TIMEOUT, api_key=api_key)
+        reply = fetch_json(url, timeout=timeout, api_key=api_key)
     except EndpointError as exc:
         reason = str(exc).split(": ", 1)[-1]
+        if getattr(exc, "kind", "") == "timeout":
+            health = _get(root + "/health", api_key, timeout=timeout / 2)
+            answered = (f"it answers /health (HTTP {health.status}) but not /v1/models within {timeout:g} s"
+                        if health is not None else
+                        f"it takes connections but answers nothing within {timeout:g} s")
+            return _busy(endpoint, answered + " (llama-cpp-python answers nothing while it generates; "
+                                              "a hung server looks the same)"), None
         return Check(FAIL, "reachable", f"nothing answers at {endpoint} ({reason})",
                      "start the server (`azclaw serve --local` for a local one), or correct --endpoint, "
                      "--agents or $AZCLAW_ENDPOINT"), None
@@ -250,38 +231,115 @@ def check_reachable(endpoint: str, api_key: str | None):
         return Check(FAIL, "reachable", f"{endpoint} answers, but not as an OpenAI-compatible server "
                      f"(/v1/models gave {kind.split(';')[0]}, not a JSON object: {said!r})",
                      "point --endpoint at the model server itself (its host, port and /v1 path)"), None
+    health = _get(root + "/health", api_key, timeout=timeout) if reply.ok else reply
+    if health is not None and health.status in (429, 503):
+        said = _said(health)
+        if "load" in said.lower():
+            return Check(WARN, "reachable", f"{endpoint} is loading its model (HTTP {health.status}: {said}); "
+                         "its other checks were skipped", "run azclaw doctor again once it has loaded"), None
+        return _busy(endpoint, f"HTTP {health.status} ({said})"), None
     how = f"/v1/models in {seconds:.2f} s" if reply.ok else f"HTTP {reply.status} on /v1/models"
     return Check(OK, "reachable", f"{endpoint} answers ({how})"), reply
 
 
 def check_server(endpoint: str, info: ServerInfo, model: str) -> Check:
+    """Which server and model; FAIL where the run would refuse the model
+    name before round 1 (the same rule: ``probe.unserved``)."""
     where = _host(endpoint)
     served = info.model or "no model listed"
     detail = f"{info.kind}{' ' + info.version if info.version else ''} at {where} serves {served}"
     if len(info.models) > 1:
         detail += f" (of {len(info.models)} listed)"
-    names_matter = info.kind in ("vLLM", "Ollama", "OpenRouter", "LM Studio")
-    if info.models and model not in info.models and names_matter:
-        return Check(WARN, "server", detail + f"; azclaw sends model {model!r}, which it does not list",
-                     f"pass --model {info.models[0]}")
+    offered = unserved(model, info.entries)
+    if offered:
+        shown = ", ".join(offered[:5]) + (f" (and {len(offered) - 5} more)" if len(offered) > 5 else "")
+        what = ("lists several models and none is named 'default'" if model == "default"
+                else f"does not serve model {model!r}")
+        return Check(FAIL, "server", f"{detail}; it {what}, so a run stops before round 1 (it serves: {shown})",
+                     f"pass --model {offered[0]}")
     if info.kind == "unknown":  # nothing to fix: the checks below tell whether it works
         return Check(OK, "server", f"an OpenAI-compatible server at {where} (kind not recognised) "
                                    f"serves {served}")
     return Check(OK, "server", detail)
 
 
-def check_tool_calls(endpoint: str, model: str, api_key: str | None, info: ServerInfo,
-                     max_tokens: int = 256, timeout: float = TOOL_TIMEOUT) -> Check:
-    """Send one real request that offers ``remember`` and asks for it."""
-    where = _host(endpoint)
+@dataclass
+class ModeTry:
+    """What one request in one tool mode gave."""
+
+    state: str  # ok, malformed, no call, failed, busy
+    said: str  # for the line
+    error: str = ""  # the failed request's message
+    switches: bool = False  # an auto agent would go constrained after this reply
+
+
+def try_mode(client: LLMClient, mode: str, max_tokens: int) -> ModeTry:
+    """Ask for the ``remember`` call in ``mode``, as a turn's first step does."""
     tool = build_default_registry().get("remember")
-    client = LLMClient(endpoint, model, api_key, timeout=timeout, retries=0)
-    messages = [{"role": "system", "content": "You are a careful assistant. Use your tools when asked."},
-                {"role": "user", "content": TOOL_PROMPT}]
+    step = Step.of(mode, [tool], max_tokens, must_call=True)
+    system = "You are a careful assistant. Use your tools when asked.\n" + instructions(mode, [tool], max_tokens)
+    messages = [{"role": "system", "content": system.strip()}, {"role": "user", "content": TOOL_PROMPT}]
     try:
-        reply = client.chat(messages, [tool.schema()], max_tokens=max_tokens, temperature=0.0)
+        completion = client.chat(messages, max_tokens=max_tokens, temperature=0.0, **step.options())
     except EndpointError as exc:
-        message = str(exc)
+        if getattr(exc, "kind", "") in ("timeout", "stall"):
+            return ModeTry("busy", "no reply in time", str(exc))
+        return ModeTry("failed", f"failed ({' '.join(str(exc).split())[:80]})", str(exc))
+    reading = read_reply(step, completion)
+    switches = bool(switch_reason(step, completion, reading, []))
+    names = ", ".join(dict.fromkeys(c.name for c in reading.calls if c.name))
+    if any(c.name == "remember" and c.arguments is not None for c in reading.calls):
+        how = ("tool calls as text, and azclaw parses them" if completion.text_calls
+               else "structured tool_calls" if mode == "native" else "a valid call")
+        return ModeTry("ok", f"{how} ({names})")
+    if reading.calls or reading.error:
+        why = next((c.error for c in reading.calls if c.error), "") or reading.error or f"called {names}"
+        return ModeTry("malformed", f"a malformed call ({why})", switches=switches)
+    said = " ".join(completion.text.split())[:80]
+    return ModeTry("no call", "no tool call " + (f"(it wrote: {said!r})" if said else "(an empty reply)"),
+                   switches=switches)
+
+
+def check_tool_calls(endpoint: str, model: str, api_key: str | None, info: ServerInfo, tool_mode: str = "auto",
+                     max_tokens: int = 256, timeout: float = TOOL_TIMEOUT) -> Check:
+    """Does a tool call come back in the mode the agents use? One real
+    request in that mode (``auto``: native, then constrained where auto
+    would switch); the other modes only when it does not work, to name the
+    one that does. One line per endpoint, one verdict."""
+    where = _host(endpoint)
+    client = LLMClient(endpoint, model, api_key, timeout=timeout, retries=0, max_outage=0.0)
+    tries: dict[str, ModeTry] = {}
+
+    def attempt(mode: str) -> ModeTry:
+        if mode not in tries:
+            tries[mode] = try_mode(client, mode, max_tokens)
+        return tries[mode]
+
+    first = attempt(starting_mode(tool_mode))
+    if first.state == "busy":
+        return Check(WARN, "tool calls", f"{where} did not answer a chat request within {timeout:g} s: busy with "
+                     "another run's requests (they are served first), or slower than that",
+                     "run azclaw doctor again when the server is idle, or allow more time with --timeout")
+    used = starting_mode(tool_mode)
+    if tool_mode == "auto" and first.state != "ok" and first.switches:
+        used = "constrained"  # what auto does after a call that does not parse, or a cut-off reply
+    result = attempt(used)
+    if result.state == "ok":
+        how = f" (auto switches to it after native gave {first.said})" if used != starting_mode(tool_mode) else ""
+        return Check(OK, "tool calls", f"{where}, tool mode {used}: {result.said}{how}")
+    for mode in ("native", "constrained", "text"):
+        if attempt(mode).state == "busy":
+            break
+    best = next((m for m in ("native", "constrained", "text") if tries.get(m) and tries[m].state == "ok"), None)
+    tried = ", ".join(f"{m}: {t.said}" for m, t in tries.items())
+    if best is not None:
+        return Check(WARN, "tool calls", f"{where}: with --tool-mode {tool_mode} agents will not call tools "
+                     f"({tried})", f"pass --tool-mode {best}"
+                     + (" (auto starts native and switches to constrained only after a call that does not parse)"
+                        if best == "constrained" and tool_mode == "auto" else ""))
+    failed = next((t for m, t in sorted(tries.items(), key=lambda mt: mt[0] != used) if t.state == "failed"), None)
+    if failed is not None:  # and no mode works
+        message = failed.error
         fix = "check the server's log for this request"
         if " 404 " in message and "model" in message.lower():
             fix = f"pass --model NAME with a model the server serves ({', '.join(info.models[:3]) or '?'})"
@@ -289,51 +347,9 @@ def check_tool_calls(endpoint: str, model: str, api_key: str | None, info: Serve
             fix = NO_TOOLS_FIX.get(info.kind, "the server rejects requests with tools; use a server and "
                                               "model with tool calling")
         return Check(FAIL, "tool calls", f"a chat request with one tool to {where} failed: {message}", fix)
-    names = ", ".join(dict.fromkeys(c.name for c in reply.tool_calls))
-    broken = [c for c in reply.tool_calls if c.arguments is None]
-    if reply.tool_calls and broken:
-        return Check(WARN, "tool calls", f"{where} called {names} with malformed arguments "
-                     f"({broken[0].error}); azclaw returns such errors to the model, which may retry",
-                     "a larger or tool-tuned model makes fewer of these")
-    if reply.tool_calls and reply.text_calls:
-        return Check(OK, "tool calls", f"{where} writes tool calls as text, and azclaw parses them ({names})")
-    if reply.tool_calls:
-        return Check(OK, "tool calls", f"{where} returns structured tool_calls ({names})")
-    said = " ".join(reply.text.split())[:80]
-    detail = (f"{where} returned no tool call " + (f"(it wrote: {said!r})" if said else "(an empty reply)")
-              + "; agents will talk, but cannot remember, recall or write files")
-    return Check(WARN, "tool calls", detail, NO_TOOLS_FIX.get(
-        info.kind, "use a model and server with tool calling, or a model that writes "
-                   '<tool_call>{"name": ..., "arguments": {...}}</tool_call>'))
-
-
-def check_tool_modes(endpoint: str, model: str, api_key: str | None, max_tokens: int = 256,
-                     timeout: float = TOOL_TIMEOUT) -> Check:
-    """Ask for the same tool call in each tool mode (native, text,
-    constrained) and name the mode that works best: native when it works,
-    else constrained, else text."""
-    tool = build_default_registry().get("remember")
-    client = LLMClient(endpoint, model, api_key, timeout=timeout, retries=0, max_outage=0.0)
-    works: dict[str, str] = {}
-    for mode in ("native", "text", "constrained"):
-        step = Step.of(mode, [tool], max_tokens, must_call=True)
-        system = "You are a careful assistant. Use your tools when asked.\n" + instructions(mode, [tool], max_tokens)
-        messages = [{"role": "system", "content": system}, {"role": "user", "content": TOOL_PROMPT}]
-        try:
-            completion = client.chat(messages, max_tokens=max_tokens, temperature=0.0, **step.options())
-        except EndpointError as exc:
-            works[mode] = f"failed ({' '.join(str(exc).split())[:80]})"
-            continue
-        reading = read_reply(step, completion)
-        good = [c for c in reading.calls if c.name == "remember" and c.arguments is not None]
-        works[mode] = "ok" if good else ("malformed call" if reading.calls or reading.error else "no call")
-    best = next((m for m in ("native", "constrained", "text") if works[m] == "ok"), None)
-    detail = ", ".join(f"{m}: {w}" for m, w in works.items())
-    if best is None:
-        return Check(WARN, "tool mode", f"{_host(endpoint)}: no mode gave a tool call ({detail})",
-                     "use a model and server with tool calling or JSON-schema output")
-    return Check(OK, "tool mode", f"{_host(endpoint)}: {detail}; recommended: --tool-mode {best}"
-                 + (" (auto starts native and switches to constrained by itself)" if best != "text" else ""))
+    return Check(WARN, "tool calls", f"{where}: no tool mode gave a tool call ({tried}); agents will talk, but "
+                 "cannot remember, recall or write files",
+                 NO_TOOLS_FIX.get(info.kind, "use a model and server with tool calling, or JSON-schema output"))
 
 
 def check_context(endpoint: str, info: ServerInfo, size: PromptSize) -> Check:
@@ -363,18 +379,22 @@ def check_context(endpoint: str, info: ServerInfo, size: PromptSize) -> Check:
 
 def check_endpoint(endpoint: str, model: str = "default", api_key: str | None = None,
                    size: PromptSize | None = None, max_tokens: int = 256,
-                   timeout: float = TOOL_TIMEOUT, n_ctx: int | None = None) -> list[Check]:
-    """Every check of one endpoint; after a FAIL to reach it, nothing else.
-    ``n_ctx`` is the context when azclaw knows it (it started the server)."""
+                   timeout: float = TOOL_TIMEOUT, n_ctx: int | None = None, tool_mode: str = "auto") -> list[Check]:
+    """Every check of one endpoint; after a FAIL to reach it (or a busy
+    server), nothing else. The context is the one a run finds
+    (``probe.context_size``); ``n_ctx`` where the server does not tell
+    and azclaw knows it (it started the server)."""
     reachable, models = check_reachable(endpoint, api_key)
-    if reachable.status == FAIL:
+    if reachable.status != OK:
         return [reachable]
     info = identify(endpoint, api_key, models)
-    if info.n_ctx is None and n_ctx:
+    found = context_size(Endpoint.parse(endpoint).root, model, api_key)
+    if found is not None:
+        info.n_ctx, info.ctx_source = found.tokens, found.source
+    elif n_ctx:
         info.n_ctx, info.ctx_source = n_ctx, "azclaw started it with --ctx"
     checks = [reachable, check_server(endpoint, info, model),
-              check_tool_calls(endpoint, model, api_key, info, min(max_tokens, 256), timeout),
-              check_tool_modes(endpoint, model, api_key, min(max_tokens, 256), timeout)]
+              check_tool_calls(endpoint, model, api_key, info, tool_mode, min(max_tokens, 256), timeout)]
     if size is not None:
         checks.append(check_context(endpoint, info, size))
     return checks
@@ -448,7 +468,7 @@ def diagnose(agents: list[Agent], topic: Topic | None = None, task: str = "", ou
                 continue
             seen.add(key)
             diagnosis.checks += check_endpoint(endpoint.chat, agent.model, api_key, size, agent.max_tokens, timeout,
-                                               n_ctx)
+                                               n_ctx, agent.tool_mode)
     diagnosis.checks += machine_checks(output_dir, log_dir, agents_dir)
     return diagnosis
 

@@ -291,6 +291,7 @@ class Orchestrator:
             if self.options.check_health:
                 for session in self.sessions.values():
                     session.client.health_check()
+                    session.client.check_model()
                     session.fit_to_server()
         except BaseException:
             self._lock.release()

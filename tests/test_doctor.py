@@ -8,11 +8,14 @@ import re
 
 import pytest
 
+import json
+import threading
+
 from azclaw import Agent
 from azclaw.tools.confine import probe_sandbox
-from azclaw.doctor import FAIL, OK, WARN, check_folder, check_sandbox, diagnose, prompt_size
-from fakellm import call, text
-from helpers import assert_one_error_line
+from azclaw.doctor import FAIL, OK, WARN, check_folder, check_reachable, check_sandbox, diagnose, prompt_size
+from fakellm import Reply, call, text
+from helpers import assert_one_error_line, orchestrator
 
 REMEMBER = call("remember", {"text": "azclaw doctor was here", "title": "doctor"})
 LINE = re.compile(r"^(OK  |WARN|FAIL) [a-z ]+: ")
@@ -44,10 +47,9 @@ def test_structured_tool_calls_are_ok(fake_llm):
 
 
 def test_the_tool_probe_is_one_real_request_offering_remember(fake_llm):
-    fake = fake_llm(script=[REMEMBER])
+    fake = fake_llm(script=[REMEMBER], models=[{"id": "qwen"}])
     diagnose(team(fake.url, model="qwen"))
-    request = fake.chats[0]  # then one request per tool mode (native, text, constrained)
-    assert len(fake.chats) == 4 and "response_format" in fake.chats[3].body
+    [request] = fake.chats  # it worked in the agents' mode: no other mode is tried
     assert request.tool_names == ["remember"]
     assert request.body["tool_choice"] == "auto" and request.body["model"] == "qwen"
     assert "remember" in request.user
@@ -73,6 +75,101 @@ def test_a_failing_chat_request_fails_the_tool_check(fake_llm):
     fake = fake_llm(script=[error(500)])
     check = only(diagnose(team(fake.url)), "tool calls")
     assert check.status == FAIL and "HTTP 500" in check.detail and check.fix
+
+
+def constrained_call(request):
+    """A small model: asked freely it answers in prose; held to a schema it calls the tool."""
+    if "response_format" in request.body:
+        return text(json.dumps({"tool": "remember", "arguments": {"text": "azclaw doctor was here",
+                                                                  "title": "doctor"}}))
+    return text("Sure, I will remember that.")
+
+
+def test_tool_calls_are_judged_in_the_mode_the_agents_use_with_one_line(fake_llm):
+    fake = fake_llm(responder=constrained_call)
+    diagnosis = diagnose(team(fake.url, tool_mode="constrained"))  # what --local runs
+    [check] = checks(diagnosis, "tool calls")
+    assert check.status == OK and check.detail.endswith("tool mode constrained: a valid call (remember)")
+    assert len(fake.chats) == 1 and "response_format" in fake.chats[0].body
+    assert not any("cannot remember" in line or "tool mode" in line.split(":")[0] for line in diagnosis.lines())
+
+
+def test_a_mode_that_gives_no_call_warns_and_names_the_mode_that_works(fake_llm):
+    fake = fake_llm(responder=constrained_call)
+    [check] = checks(diagnose(team(fake.url)), "tool calls")  # auto starts native and stays there on prose
+    assert check.status == WARN and "with --tool-mode auto agents will not call tools" in check.detail
+    assert "native: no tool call (it wrote: 'Sure, I will remember that.')" in check.detail
+    assert "constrained: a valid call (remember)" in check.detail
+    assert check.fix.startswith("pass --tool-mode constrained")
+    assert "cannot remember" not in check.detail
+
+
+def test_auto_is_ok_where_a_malformed_native_call_switches_it_to_constrained(fake_llm):
+    def respond(request):
+        if "response_format" in request.body:
+            return constrained_call(request)
+        return call("remember", '{"text": "cut')  # arguments that do not parse
+    fake = fake_llm(responder=respond)
+    [check] = checks(diagnose(team(fake.url)), "tool calls")
+    assert check.status == OK and "tool mode constrained: a valid call (remember)" in check.detail
+    assert "auto switches to it after native gave a malformed call" in check.detail
+    assert len(fake.chats) == 2
+
+
+# -- busy servers -------------------------------------------------------------------
+
+def test_a_server_that_takes_the_connection_but_does_not_answer_in_time_is_busy(fake_llm):
+    gate = threading.Event()
+    fake = fake_llm(routes={"/v1/models": lambda request: gate.wait(60) and (200, {"data": []})})
+    try:
+        check, _ = check_reachable(fake.url, None, timeout=1.0)  # the route holds the reply until the gate opens
+    finally:
+        gate.set()
+    assert check.status == WARN and f"{fake.url} is busy" in check.detail
+    assert "answers /health (HTTP 200) but not /v1/models within 1 s" in check.detail
+    assert "nothing answers" not in check.detail and "idle" in check.fix
+
+
+def test_a_server_with_no_free_slot_is_busy_and_its_other_checks_wait(fake_llm):
+    fake = fake_llm(routes={"/health": (503, {"status": "no slot available", "slots_idle": 0,
+                                               "slots_processing": 1})})
+    diagnosis = diagnose(team(fake.url))
+    reachable = only(diagnosis, "reachable")
+    assert reachable.status == WARN and "is busy: HTTP 503 (no slot available)" in reachable.detail
+    assert not checks(diagnosis, "tool calls") and not fake.chats
+    assert diagnosis.exit_code == 0
+
+
+def test_a_server_loading_its_model_says_so(fake_llm):
+    loading = (503, {"error": {"code": 503, "message": "Loading model", "type": "unavailable_error"}})
+    fake = fake_llm(routes={"/health": loading, "/v1/models": loading})
+    reachable = only(diagnose(team(fake.url)), "reachable")
+    assert reachable.status == WARN and "is loading its model (HTTP 503: Loading model)" in reachable.detail
+
+
+def test_a_chat_request_that_queues_past_the_timeout_is_busy_not_a_failure(fake_llm):
+    gate = threading.Event()
+    fake = fake_llm(script=[Reply(text="late", gate=gate)])
+    try:
+        diagnosis = diagnose(team(fake.url), timeout=1.0)  # the reply waits for the gate: it never comes in time
+    finally:
+        gate.set()
+    check = only(diagnosis, "tool calls")
+    assert check.status == WARN and "did not answer a chat request within 1 s: busy" in check.detail
+    assert len(fake.chats) == 1 and diagnosis.exit_code == 0
+
+
+def test_command_against_a_busy_server_says_busy_not_that_nothing_answers(fake_llm, azclaw):
+    gate = threading.Event()
+    fake = fake_llm(routes={"/v1/models": lambda request: gate.wait(60) and (200, {"data": []})})
+    try:
+        proc = azclaw("doctor", "--endpoint", fake.url)  # /v1/models is held: doctor gives up after 10 s
+    finally:
+        gate.set()
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    [line] = [ln for ln in proc.stdout.splitlines() if " reachable: " in ln]
+    assert line.startswith(f"WARN reachable: {fake.url} is busy: ") and "-- fix: " in line
+    assert "nothing answers" not in proc.stdout and "start the server" not in proc.stdout
 
 
 # -- servers and context ----------------------------------------------------------
@@ -124,12 +221,31 @@ def test_ollama_num_ctx_from_api_show_is_compared(fake_llm):
     assert context.status == OK and "32768 tokens (/api/show num_ctx)" in context.detail
 
 
-def test_vllm_reports_max_model_len_and_warns_about_an_unserved_model_name(fake_llm):
+def test_vllm_reports_max_model_len_and_the_model_default_is_its_one_model(fake_llm):
     fake = fake_llm(script=[REMEMBER], models=[{"id": "Qwen/Qwen3-8B", "owned_by": "vllm", "max_model_len": 40960}])
     diagnosis = diagnose(team(fake.url))
     server = only(diagnosis, "server")
-    assert server.status == WARN and "vLLM" in server.detail and "--model Qwen/Qwen3-8B" in server.fix
-    assert "40960 tokens" in only(diagnosis, "context").detail
+    assert server.status == OK and server.detail.startswith("vLLM at ") and "Qwen/Qwen3-8B" in server.detail
+    assert "40960 tokens (/v1/models max_model_len)" in only(diagnosis, "context").detail
+
+
+def test_a_model_the_server_does_not_serve_fails_as_the_run_would(fake_llm):
+    fake = fake_llm(script=[REMEMBER], models=[{"id": "Qwen/Qwen3-8B", "owned_by": "vllm"},
+                                               {"id": "Qwen/Qwen3-14B", "owned_by": "vllm"}])
+    diagnosis = diagnose(team(fake.url, model="qwen3"))
+    server = only(diagnosis, "server")
+    assert server.status == FAIL and "does not serve model 'qwen3'" in server.detail and "before round 1" in server.detail
+    assert "Qwen/Qwen3-8B, Qwen/Qwen3-14B" in server.detail and server.fix == "pass --model Qwen/Qwen3-8B"
+    assert diagnosis.exit_code == 1
+
+
+@pytest.mark.parametrize("models, model", [([{"id": "qwen.gguf", "owned_by": "llamacpp"}], "anything"),
+                                           ([{"id": "local", "owned_by": "me"}], "anything"),
+                                           ([{"id": "qwen3:latest", "owned_by": "library"}], "qwen3"),
+                                           ([{"id": "one"}], "default"), ([], "anything")])
+def test_servers_that_take_the_model_name_pass_the_server_check(fake_llm, models, model):
+    fake = fake_llm(script=[REMEMBER], models=models)
+    assert only(diagnose(team(fake.url, model=model)), "server").status == OK
 
 
 def test_each_endpoint_is_checked_once(fake_llm):
@@ -137,7 +253,47 @@ def test_each_endpoint_is_checked_once(fake_llm):
     agents = [Agent("a", endpoint=one.url), Agent("b", endpoint=one.url), Agent("c", endpoint=[two.url, one.url])]
     diagnosis = diagnose(agents)
     assert len(checks(diagnosis, "tool calls")) == 2
-    assert len(one.chats) == len(two.chats) == 4  # the tool probe and the three tool modes, once per endpoint
+    assert len(one.chats) == len(two.chats) == 1  # the tool probe, once per endpoint
+
+
+# one context prober: doctor reports what a run fits its agents to
+FLAVOURS = {
+    "llama.cpp": dict(routes={"/props": {"default_generation_settings": {"n_ctx": 3072}}}),
+    "llama.cpp, newer": dict(routes={"/props": {"n_ctx": 3072}}),
+    "vLLM": dict(models=[{"id": "Qwen/Qwen3-8B", "owned_by": "vllm", "max_model_len": 3072}]),
+    "OpenRouter": dict(models=[{"id": "qwen/qwen3-8b", "context_length": 3072}]),
+    "LM Studio": dict(models=[{"id": "qwen2.5-7b-instruct", "owned_by": "organization_owner"}],
+                      routes={"/api/v0/models": {"data": [
+                          {"id": "qwen2.5-7b-instruct", "state": "loaded", "max_context_length": 32768,
+                           "loaded_context_length": 3072},
+                          {"id": "llama-3.2-3b-instruct", "state": "not-loaded", "max_context_length": 131072}]}}),
+    "Ollama num_ctx": dict(models=[{"id": "qwen3:8b", "owned_by": "library"}],
+                           routes={"/api/version": {"version": "0.9.0"},
+                                   "/api/show": {"parameters": "num_ctx                        3072",
+                                                 "model_info": {"qwen3.context_length": 40960}}}),
+    "Ollama loaded": dict(models=[{"id": "qwen3:8b", "owned_by": "library"}],
+                          routes={"/api/version": {"version": "0.9.0"}, "/api/show": {"parameters": ""},
+                                  "/api/ps": {"models": [{"name": "qwen3:8b", "model": "qwen3:8b",
+                                                          "context_length": 3072}]}}),
+}
+SOURCES = {"llama.cpp": "/props n_ctx", "llama.cpp, newer": "/props n_ctx", "vLLM": "/v1/models max_model_len",
+           "OpenRouter": "/v1/models context_length", "LM Studio": "/api/v0/models loaded_context_length",
+           "Ollama num_ctx": "/api/show num_ctx", "Ollama loaded": "/api/ps context_length"}
+
+
+@pytest.mark.parametrize("flavour", list(FLAVOURS))
+def test_doctor_and_a_run_find_the_same_context_size(fake_llm, workdir, flavour):
+    fake = fake_llm(**FLAVOURS[flavour])
+    context = only(diagnose(team(fake.url, max_tokens=200)), "context")
+    assert f"has 3072 tokens ({SOURCES[flavour]})" in context.detail, context.detail
+    agents = team(fake.url, "architect", max_tokens=200)
+    orch = orchestrator(agents, output_dir=workdir / "output", log_dir=workdir / "logs",
+                        agents_dir=workdir / "agents")
+    orch.set_task("Plan a todo app.")
+    orch.run(max_rounds=1)
+    session = orch.sessions["architect"]
+    assert session.client.context_size() == 3072
+    assert session.context_budget == 3072 - 200  # the run fitted its requests to that context
 
 
 # -- nothing listening, folders ---------------------------------------------------
@@ -185,7 +341,7 @@ def test_command_prints_one_line_per_check_and_exits_0(fake_llm, azclaw):
     assert all(LINE.match(line) for line in lines[:-1]), lines
     assert lines[-1].startswith("azclaw doctor: ") and "0 FAIL" in lines[-1]
     names = [line[5:].split(":")[0] for line in lines[:-1]]
-    assert names == ["reachable", "server", "tool calls", "tool mode", "context", "agents folder", "output folder",
+    assert names == ["reachable", "server", "tool calls", "context", "agents folder", "output folder",
                      "log folder", "python sandbox", "agentazall"]
 
 
@@ -246,7 +402,7 @@ def test_command_checks_every_endpoint_of_an_agents_spec(fake_llm, dead_url, azc
     proc = azclaw("doctor", "--agents", f"designer:{fake.url},coder:{dead_url}")
     assert proc.returncode == 1
     assert fake.base.split("//")[1] in proc.stdout and dead_url in proc.stdout
-    assert len(fake.chats) == 4  # the tool probe and one request per tool mode, to the live endpoint only
+    assert len(fake.chats) == 1  # the tool probe, to the live endpoint only
 
 
 def test_command_every_non_ok_line_has_a_fix(fake_llm, azclaw, workdir):

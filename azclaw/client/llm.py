@@ -19,7 +19,8 @@ What it does about servers as they are:
   ``ContextOverflow`` with the server's limit; ``context_size()`` asks the
   server for its context;
 * a server that does not know the model ``default`` but serves one model
-  gets that model's name.
+  gets that model's name; ``check_model()``, before a run, refuses a model
+  name that a server listing its models does not serve.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ from .completion import (MAX_SCAN, Completion, ToolCall, Usage, context_overflow
                          parse_completion)
 from ..errors import ConfigError, ContextOverflow, EndpointError
 from .endpoint import Endpoint
-from .probe import PROBE_TIMEOUT, context_size as probe_context_size, served_models
+from .probe import PROBE_TIMEOUT, context_size as probe_context_size, model_entries, served_models, unserved
 from .sse import Assembler, Progress, StreamError, assemble
 from .transport import (MAX_REPLY_BYTES, Exchange, Failure, HttpReply, decode_text, fetch_json, parse_json,
                         retry_after)
@@ -70,10 +71,11 @@ class _Retry(Exception):
     """A failed attempt worth another. ``outage``: the endpoint is down (as
     opposed to a malformed reply)."""
 
-    def __init__(self, message: str, outage: bool, retry_after: float | None = None):
+    def __init__(self, message: str, outage: bool, retry_after: float | None = None, kind: str = ""):
         super().__init__(message)
         self.outage = outage
         self.retry_after = retry_after
+        self.kind = kind  # the transport's failure (down, timeout, stall, ...), or empty
 
 
 class _HttpError(Exception):
@@ -213,7 +215,7 @@ class LLMClient:
         except Failure as exc:
             if exc.kind in ("redirect", "too_big"):
                 raise EndpointError(str(exc)) from None
-            raise _Retry(str(exc), outage=exc.kind in ("down", "timeout", "stall")) from None
+            raise _Retry(str(exc), outage=exc.kind in ("down", "timeout", "stall"), kind=exc.kind) from None
         completion.seconds = time.monotonic() - start
         completion.model = model
         return completion
@@ -394,8 +396,10 @@ class LLMClient:
             if not self._wait(delay):
                 raise EndpointError(f"{last} (stopped while waiting to retry)")
         spent = time.monotonic() - first_failure
-        raise EndpointError(f"{errors[-1]} (gave up after {rounds} attempts, failing for {spent:.0f} s"
-                            f" on {len(self.endpoints)} endpoint(s))")
+        error = EndpointError(f"{errors[-1]} (gave up after {rounds} attempts, failing for {spent:.0f} s"
+                              f" on {len(self.endpoints)} endpoint(s))")
+        error.kind = errors[-1].kind  # a timeout: a busy server, not a missing one
+        raise error
 
     def context_size(self) -> int | None:
         """The server's context in tokens (the smallest of the endpoints that
@@ -413,6 +417,24 @@ class LLMClient:
             if self._context[url]:
                 sizes.append(self._context[url])
         return min(sizes) if sizes else None
+
+    def check_model(self) -> None:
+        """Before a run: raise ConfigError, listing what is offered, when a
+        server that lists its models does not serve ``model`` (see
+        ``probe.unserved``: servers that list nothing, or serve their one
+        model under any name, pass; ``default`` passes where one model is
+        listed, and the first request takes its name)."""
+        for endpoint in self.endpoints:
+            root, url = endpoint.root, endpoint.chat
+            model = self._model_for.get(url, self.model)
+            offered = unserved(model, model_entries(root, self.api_key, timeout=min(self.timeout, PROBE_TIMEOUT)))
+            if not offered:
+                continue
+            shown = ", ".join(offered[:20]) + (f" (and {len(offered) - 20} more)" if len(offered) > 20 else "")
+            what = (f"{root} serves several models and none is named 'default'" if model == "default"
+                    else f"{root} does not serve it")
+            raise ConfigError(f"model {model!r}: {what}; it serves: {shown} "
+                              "(name one with --model, or as the agent's model)")
 
     def health_check(self, wait: float = 0.0, loading_wait: float = LOADING_WAIT) -> str:
         """Check that at least one endpoint answers ``/health`` or

@@ -364,7 +364,8 @@ class HttpReply:
 def fetch_json(url: str, payload: dict | None = None, timeout: float = 10.0,
                api_key: str | None = None) -> HttpReply:
     """One GET (or POST of ``payload``), no retries. HTTP errors come back as
-    replies; EndpointError is raised only when nothing usable answered."""
+    replies; EndpointError is raised only when nothing usable answered (its
+    ``kind`` is the transport's: ``down``, ``timeout``, ...)."""
     from ..errors import EndpointError
 
     headers = {"Accept": "application/json", "User-Agent": "azclaw"}
@@ -379,7 +380,9 @@ def fetch_json(url: str, payload: dict | None = None, timeout: float = 10.0,
             raw = ex.read() if 200 <= ex.status < 300 else ex.read_some()
             status, reply_headers = ex.status, dict(ex.headers)
     except Failure as exc:
-        raise EndpointError(str(exc)) from None
+        error = EndpointError(str(exc))
+        error.kind = exc.kind  # down, timeout, ...: doctor tells a busy server from a missing one
+        raise error from None
     try:
         data = parse_json(raw)
     except ValueError:

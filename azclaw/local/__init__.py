@@ -4,6 +4,7 @@
 * ``server``: ``LocalServer``, one supervised llama-cpp-python server
 * ``team``: ``LocalTeamServer``, one server per agent
 * ``child``: the server process itself (``python -m azclaw.local.child``)
+* ``models``: what ``--model`` names (bundled, a file, ``hf:OWNER/REPO/FILE.gguf``)
 
 Importing this wing does not import llama-cpp-python; only the child does.
 """

@@ -1,4 +1,4 @@
-"""Inside the bundled model server's process: azclaw's chat formats, a small
+"""Inside the bundled model server's process: azclaw's chat format, a small
 ASGI layer over llama-cpp-python's server, and a watchdog on azclaw.
 
     python -m azclaw.local.child --parent PID -- <llama_cpp.server flags>
@@ -26,7 +26,6 @@ import threading
 import time
 
 STOP_TIMEOUT = 10.0
-GEMMA_FORMAT = "azclaw-gemma"
 CHATML_FORMAT = "azclaw-chatml"
 _REQUEST: contextvars.ContextVar[dict | None] = contextvars.ContextVar("azclaw_request", default=None)
 
@@ -62,20 +61,6 @@ def _turns(messages: list, tools: list | None) -> tuple[str, list[tuple[str, str
     return system.strip(), turns
 
 
-def gemma_turns(messages: list, tools: list | None) -> str:
-    """Gemma 3 turn markup. Gemma has no system role: like its own template,
-    the system prompt opens the first user turn."""
-    system, turns = _turns(messages, tools)
-    turns = [("model" if role == "assistant" else role, text) for role, text in turns]
-    if system:
-        if turns and turns[0][0] == "user":
-            turns[0] = ("user", system + "\n\n" + turns[0][1])
-        else:
-            turns.insert(0, ("user", system))
-    prompt = "".join(f"<start_of_turn>{role}\n{text}<end_of_turn>\n" for role, text in turns)
-    return prompt + "<start_of_turn>model\n"
-
-
 def chatml_turns(messages: list, tools: list | None) -> str:
     """ChatML markup (SmolLM2, Qwen, Hermes): the template in SmolLM2's file,
     made safe for assistant turns without content and for tool results."""
@@ -88,10 +73,6 @@ def chatml_turns(messages: list, tools: list | None) -> str:
 
 def register_formats() -> None:
     from llama_cpp.llama_chat_format import ChatFormatterResponse, register_chat_format
-
-    @register_chat_format(GEMMA_FORMAT)
-    def format_azclaw_gemma(messages, tools=None, **kwargs):
-        return ChatFormatterResponse(prompt=gemma_turns(messages, tools), stop=["<end_of_turn>"])
 
     @register_chat_format(CHATML_FORMAT)
     def format_azclaw_chatml(messages, tools=None, **kwargs):

