@@ -118,7 +118,7 @@ def run_bench(team: Callable[[], list[Agent]], modes: list[ContextMode], out: st
     except KeyboardInterrupt:
         stopped, interrupted = "interrupted", True
     except AzclawError:
-        if ran and any((folders[m] / "logs").is_dir() for m in ran):
+        if ran and any(RunFolder.under(folders[m]).logs.is_dir() for m in ran):
             result = _write(folders, out, charts, command, "error", False, ran)
             say(f"azclaw bench: wrote {result.report} from what finished")
         raise

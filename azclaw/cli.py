@@ -351,7 +351,7 @@ def cmd_doctor(args) -> int:
 
 
 def cmd_stop(args) -> int:
-    path = Path(args.dir) / "STOP"
+    path = RunFolder.under(args.dir).stop_file
     try:
         path.write_text("stop requested by azclaw stop\n", encoding="utf-8")
     except OSError as exc:

@@ -356,3 +356,27 @@ def test_results_describe_what_is_not_text():
         "two files", "[image content: image/png, 3 bytes; not shown]",
         "[resource link plan: file:///plan.md (text/markdown)]", "[resource file:///a.txt]", "inside a.txt"]
     assert render(mcp_types.CallToolResult(content=[], structured_content={"n": 1})) == '{"n": 1}'
+
+
+def test_approval_asks_before_a_writers_mcp_tool_as_before_write_file(fake_llm, repo, workdir):
+    from azclaw import Agent, Orchestrator
+    fake = fake_llm(per_agent={"developer": [
+        call("notes__git_add", {"repo_path": str(repo), "files": ["notes.txt"]}),
+        call("notes__git_status", {"repo_path": str(repo)}), text("Tried to add the notes.")]})
+    asked = []
+
+    def approve(tool, preview):  # what --approve's terminal prompt does, answering no to everything
+        asked.append((tool, preview))
+        return False
+
+    python = [sys.executable, "-m", "mcp_server_git", "--repository", str(repo)]
+    with ToolRegistry() as registry:
+        add_server(registry, "notes", python)
+        orch = Orchestrator([Agent("developer", endpoint=fake.url, can_write=True)], registry=registry,
+                            approve=approve, verbose=False)
+        orch.run(max_rounds=1)
+    assert [tool for tool, _ in asked] == ["notes__git_add"]  # a read-only tool (git_status) is not asked for
+    assert "notes.txt" in asked[0][1]
+    added, status = fake.chats_of("developer")[-1].tool_results
+    assert added == "ERROR: notes__git_add was refused by the person supervising this run"
+    assert "Untracked files" in status or "notes.txt" in status  # never added

@@ -152,3 +152,79 @@ def test_the_shipped_cobol_topic_finds_its_bundled_sources(fake_llm, azclaw, wor
     assert "no source folder holds" not in proc.stderr
     [result] = fake.chats[1].tool_results
     assert "PIC" in result and not result.startswith("ERROR")
+
+
+# -- the import graph ----------------------------------------------------------------
+
+def import_graph():
+    """Module -> the azclaw modules it imports (anywhere in the file, lazy imports too)."""
+    import ast
+    from pathlib import Path
+    root = Path(__import__("azclaw").__file__).parent
+    modules = {}
+    for path in root.rglob("*.py"):
+        parts = list(path.relative_to(root.parent).with_suffix("").parts)
+        package = parts[:-1] if parts[-1] != "__init__" else parts[:-1]
+        name = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+        modules[name] = (path, package)
+    graph = {}
+    for name, (path, package) in modules.items():
+        found = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom):
+                if node.level:
+                    base = package[:len(package) - node.level + 1]
+                    target = ".".join(base + ([node.module] if node.module else []))
+                else:
+                    target = node.module or ""
+                if not target.startswith("azclaw"):
+                    continue
+                for alias in node.names:  # "from . import sandbox" imports a module
+                    sub = f"{target}.{alias.name}"
+                    found.add(sub if sub in modules else target)
+            elif isinstance(node, ast.Import):
+                found |= {a.name for a in node.names if a.name.startswith("azclaw")}
+        graph[name] = {m for m in found if m in modules and m != name}
+    return graph
+
+
+def test_the_package_has_no_import_circle():
+    graph = import_graph()
+    graph = {m: {t for t in targets if t != "azclaw"} for m, targets in graph.items()}  # the root is checked below
+    done, path = set(), []
+
+    def visit(module):
+        if module in path:
+            raise AssertionError("import circle: " + " -> ".join(path[path.index(module):] + [module]))
+        if module in done:
+            return
+        path.append(module)
+        for target in sorted(graph[module]):
+            visit(target)
+        path.pop()
+        done.add(module)
+    for module in sorted(graph):
+        visit(module)
+
+
+def test_no_module_imports_the_package_root_and_the_leaf_wings_never_reach_the_centre():
+    graph = import_graph()
+    assert [m for m, targets in graph.items() if "azclaw" in targets and m != "azclaw.__main__"] == []
+    leaves = ("azclaw.client", "azclaw.local", "azclaw.tools", "azclaw.memory")
+    shared = {"azclaw.errors", "azclaw.numbers", "azclaw.version"}
+    for module, targets in sorted(graph.items()):
+        wing = next((w for w in leaves if module == w or module.startswith(w + ".")), None)
+        if wing is None:
+            continue
+        outside = sorted(t for t in targets if t not in shared and not any(t == w or t.startswith(w + ".")
+                                                                           for w in leaves))
+        assert outside == [], f"{module} reaches into the centre: {outside}"
+
+
+def test_the_public_names_are_what_a_program_writes():
+    import azclaw
+    assert len(azclaw.__all__) <= 20
+    assert {"Agent", "Orchestrator", "Topic", "RunOptions", "build_default_registry", "ToolRegistry",
+            "Stop"} <= set(azclaw.__all__)
+    for name in azclaw.__all__:
+        assert getattr(azclaw, name) is not None

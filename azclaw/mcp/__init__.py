@@ -12,20 +12,10 @@ Only ``config`` is imported here: it needs no MCP SDK. The others need
 
 from __future__ import annotations
 
-from ..errors import ConfigError
-from .config import INSTALL, McpServerSpec, check_unique, parse_config_file, parse_option, parse_servers
+from .config import McpServerSpec, check_unique, parse_config_file, parse_option, parse_servers, require_sdk
 
 __all__ = ["McpServerSpec", "add_server", "parse_config_file", "parse_option", "parse_servers", "require_sdk",
            "servers_of", "start_servers"]
-
-
-def require_sdk() -> None:
-    """Raise a one-line ConfigError naming the install command when the MCP SDK is missing."""
-    try:
-        import mcp  # noqa: F401
-        from mcp import Client  # noqa: F401  (2.x: the 1.x SDK has no Client)
-    except ImportError:
-        raise ConfigError(f"MCP needs the MCP SDK 2.x: {INSTALL}") from None
 
 
 def servers_of(options: list[str] | None, topic=None) -> list[McpServerSpec]:

@@ -12,7 +12,7 @@ it is down. ``close()`` (the registry's) stops the server and its thread.
 
 from __future__ import annotations
 
-from . import require_sdk
+from .config import require_sdk
 
 require_sdk()
 
@@ -41,6 +41,7 @@ from mcp.shared.exceptions import MCPError  # noqa: E402
 from ..errors import ConfigError, McpServerError, ToolError  # noqa: E402
 from ..tools.registry import Tool, ToolRegistry  # noqa: E402
 from .config import SEP, START_TIMEOUT, McpServerSpec  # noqa: E402
+from ..options import RunFolder  # noqa: E402
 
 log = logging.getLogger("azclaw")
 
@@ -67,7 +68,7 @@ class McpConnection:
         self._stop: asyncio.Event | None = None
         self._runner: concurrent.futures.Future | None = None
         self._closed = False
-        self._log_path = Path(log_dir) / f"mcp_{spec.name}.log" if log_dir else None
+        self._log_path = RunFolder(logs=Path(log_dir)).mcp_log(spec.name) if log_dir else None
         self._errlog = None
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True, name=f"azclaw-mcp-{spec.name}")
@@ -342,7 +343,7 @@ def register(registry: ToolRegistry, spec: McpServerSpec, log_dir: str | Path | 
         description = tool.description or tool.title or f"{tool.name} (MCP server {spec.name})"
         try:
             registry.add(Tool.from_schema(name, description, tool.input_schema or {}, _caller(connection, tool.name),
-                                          writer_only=role == "writers"))
+                                          writer_only=role == "writers", approve=not is_read_only(tool)))
         except ConfigError as exc:
             log.warning("MCP server %r: tool %r left out: %s", spec.name, tool.name, exc)
             continue

@@ -199,3 +199,12 @@ def check_unique(specs: list[McpServerSpec]) -> list[McpServerSpec]:
             raise ConfigError(f"mcp server {spec.name!r} is given twice")
         seen.add(spec.name)
     return specs
+
+
+def require_sdk() -> None:
+    """Raise a one-line ConfigError naming the install command when the MCP SDK is missing."""
+    try:
+        import mcp  # noqa: F401
+        from mcp import Client  # noqa: F401  (2.x: the 1.x SDK has no Client)
+    except ImportError:
+        raise ConfigError(f"MCP needs the MCP SDK 2.x: {INSTALL}") from None

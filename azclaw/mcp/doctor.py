@@ -7,7 +7,7 @@ import time
 
 from ..doctor import FAIL, OK, WARN, Check
 from ..errors import ConfigError, McpServerError
-from . import require_sdk
+from .config import require_sdk
 from .config import INSTALL, START_TIMEOUT, McpServerSpec
 
 WHO = {"all": "every agent", "writers": "writers only", "none": "nobody (not offered)"}

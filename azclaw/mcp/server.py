@@ -13,7 +13,7 @@ lock the agents take.
 
 from __future__ import annotations
 
-from . import require_sdk
+from .config import require_sdk
 
 require_sdk()
 
@@ -28,6 +28,7 @@ from mcp.types import ToolAnnotations  # noqa: E402
 from ..errors import AzclawError, ConfigError  # noqa: E402
 from ..memory import TeamMemory  # noqa: E402
 from ..memory.layout import agent_folders  # noqa: E402
+from ..options import RunFolder  # noqa: E402
 from ..runlog.status import format_status, read_status  # noqa: E402
 
 LIST_LIMIT = 25
@@ -54,8 +55,9 @@ def build_server(run_dir: str | Path = ".", agents_dir: str | Path | None = None
     """The MCP server over the run in ``run_dir`` (its ``agents/`` and
     ``logs/`` unless given); the caller closes the TeamMemory."""
     run_dir = Path(run_dir)
-    agents_dir = Path(agents_dir) if agents_dir else run_dir / "agents"
-    log_dir = Path(log_dir) if log_dir else run_dir / "logs"
+    folder = RunFolder.under(run_dir)
+    agents_dir = Path(agents_dir) if agents_dir else folder.agents
+    log_dir = Path(log_dir) if log_dir else folder.logs
     agents = agent_folders(agents_dir)
     if not agents:
         raise ConfigError(f"{agents_dir}: no agents here (expected <name>/config.json folders); "

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import AzclawError
+from ..options import RunFolder
 from ..stats import Coherence
 from ..turn import Turn
 from .charts import Chart, build_charts, phases_of
@@ -143,7 +144,7 @@ def compare_runs(folders: dict[str, Path]) -> Comparison:
 def read_mode(mode: str, folder: Path) -> ModeRun:
     run = ModeRun(mode, folder)
     try:
-        log = RunLog.read(find_journal(folder / "logs"), texts=False)
+        log = RunLog.read(find_journal(RunFolder.under(folder).logs), texts=False)
         status = status_of(log)
     except AzclawError:  # no journal: the mode did not run
         return run

@@ -1,65 +1,71 @@
 """The run journal: one JSON line per event, appended as it happens.
 
-File: ``<log_dir>/<name>_journal.jsonl``. Format version 3. Every line is an
-object with ``v`` (the version), ``event``, ``time`` (ISO-8601, UTC) and
-``run`` (the id of one process's session; a resumed run gets a new one).
-Events and their fields:
+File: ``<log_dir>/<name>_journal.jsonl`` (``RunFolder.journal``). Format
+version 4. Every line is an object with ``v`` (the version), ``event``,
+``time`` (ISO-8601, UTC) and ``run`` (the id of one process's session; a
+resumed run gets a new one); the rest are the fields of the event class in
+``azclaw/events.py`` (``to_dict``), which ``events.parse`` reads back:
 
-* ``run_start``: topic, title, first_round, last_round, agents [names],
-  resumed_from (the checkpoint's round, or null for a fresh run), pid and
-  host of the writing process, phases [{name, rounds: [start, end]}],
-  probes [{after_round, question, expect}], sandbox (the run_python sandbox
-  level as the self-test found it, e.g. "landlock ABI 7 + seccomp net + rlimits"),
-  context (the context mode:
-  "memory", "full" or "window:N"; journals without it ran in memory mode),
-  context_budget (tokens)
-* ``turn_start``: round, agent (version 3: an agent's turn began; the
-  ``turn`` line follows when it ends)
-* ``turn``: ``Turn.to_dict()`` (``azclaw/turn.py``): round, phase (name or
-  null), agent, prompt_tokens and completion_tokens (summed over the turn's
-  requests, as the server reported them), context_tokens (the largest prompt
-  of the turn, as reported), context_chars (characters of the largest request
-  sent), requests, seconds (waiting for the model), tokens_per_second
-  (completion tokens / seconds), tool_calls {name: count}, tool_errors,
-  memories [titles], files [paths], errors [messages], text (the agent's
-  message, in full), empty (the model answered with nothing), truncated
-  (replies cut off at max_tokens), calls (version 3: the audit trail, every
-  tool call of the turn in order: tool, arguments (the JSON text the model
-  sent), result (what the model got back, ``ERROR: ...`` when it failed),
-  ok, seconds, step, arguments_chars and result_chars (the full lengths:
-  arguments and result are cut to 2,000 characters, run_python's to
-  65,536, so the code that ran and what it printed are always there),
-  duplicate (a repeat of an earlier call, not run again)), dropped (messages
-  of the conversation left out of the turn's request to fit the context
-  budget; always 0 in memory mode)
-* ``probe``: the fields of a turn (the answer's cost), plus question,
-  expect [phrases], answer (= text), correct (true/false, or null when the
-  probe has no ``expect``)
-* ``round_end``: round (every turn of the round and its probe answers are
-  in the lines before it: ``--resume`` continues after the last of these)
-* ``checkpoint``: round, path
-* ``stop``: round, reason (the STOP file or signal)
-* ``run_end``: round, reason ("finished", "stopped", "aborted",
-  "interrupted", "error"), stats (``RunStats.to_dict()``)
+* ``run_start`` (``RunStarted``): topic, title, first_round, last_round,
+  agents [names], resumed_from (the last finished round a resume took up,
+  or null for a fresh run), pid and host of the writing process, phases
+  [{name, rounds: [start, end]}], probes [{after_round, question, expect}],
+  sandbox (the run_python sandbox level the self-test found), context
+  ("memory", "full" or "window:N"), context_budget (tokens)
+* ``turn_start`` (``TurnStarted``): round, agent; the ``turn`` line follows
+* ``turn`` (``TurnFinished``, ``Turn.to_dict()`` in ``azclaw/turn.py``):
+  round, phase, agent, text (the agent's message, in full), requests,
+  prompt_tokens, completion_tokens, cached_tokens (summed over the turn's
+  requests, as the server reported them), context_tokens (the largest prompt),
+  context_chars (the largest request sent), seconds (waiting for the model),
+  calls (the audit trail, every tool use in order: tool, arguments (the JSON
+  text the model sent), result (what the model got back, ``ERROR: ...`` when
+  ``ok`` is false), ok, seconds, step, arguments_chars and result_chars (the
+  full lengths: arguments and result are cut to 2,000 characters,
+  run_python's to 65,536), duplicate (a repeat, not run again), effect
+  {kind: memory|file|recall, target, status} (what the call changed, as the
+  tool told it); a use with an empty tool is a reply whose calls did not
+  parse), errors [messages], empty, truncated, mode, switched, problems,
+  dropped; and, read from the calls for people and jq: tools {name: count},
+  tool_calls, tool_errors, memories [titles], files [paths],
+  tokens_per_second
+* ``tool_mode`` (``ToolModeChanged``): round, agent, mode, reason
+* ``probe`` (``ProbeAnswered``): the fields of a turn (the answer's cost),
+  question, expect [phrases], answer (= text), correct (true/false/null),
+  unanswered
+* ``round_failed`` (``RoundFailed``): round, attempt, error (every turn of
+  the round failed; it runs again)
+* ``round_end`` (``RoundFinished``): round (every turn of the round and its
+  probe answers are in the lines before it)
+* ``checkpoint`` (``CheckpointWritten``): round, path
+* ``warning`` (``RunWarning``): message, round, agent, what (silent, loop, ...)
+* ``run_end`` (``RunFinished``): round, reason (done, max_rounds, budget,
+  loop, no_progress, stopped, signal, failed_rounds, error), detail (the
+  reason in words), figures {...}, stats (``RunStats.to_dict()``)
 
 A new version only adds events and fields; readers ignore what they do not
-know, so journals of versions 1 and 2 still read (version 3 added the
-``calls`` of turns, ``round_end`` lines and the turn fields ``empty`` and
-``truncated``; a version-2 journal has no ``round_end``, so a resume from it
-starts after its checkpoint).
+know, so journals of versions 1-3 still read: their ``turn`` lines carry
+``tool_calls`` as {name: count} beside ``memories`` and ``files`` (read back
+into calls with their effects), their runs end with reasons "finished",
+"aborted", "interrupted" (read as max_rounds, failed_rounds, signal) and a
+``stop`` line; version 2 has no ``round_end``.
 
 Crash safety: each line is written with one ``write`` and flushed to the
 operating system, so a killed run keeps every finished turn (at worst the
 last line is torn and readers skip it). Lines are not fsynced one by one:
 that cost about 2 ms per turn here, and only a crash of the whole machine
-could lose the newest lines; checkpoints are fsynced. A killed run has no ``run_end``; status tells it from
-a live one by the pid in ``run_start``.
+could lose the newest lines; checkpoints are fsynced. A killed run has no
+``run_end``; status tells it from a live one by the pid in ``run_start``.
+Every line is valid UTF-8: a lone surrogate from a model is written as
+U+FFFD.
 
-Every turn exactly once: a resumed run redoes the rounds after its
-checkpoint, so on resume the journal is rewritten (temporary file, fsync,
-rename: readers see the old or the new file, never half) keeping every
-line except the ``turn``, ``probe`` and ``checkpoint`` events of later
-rounds; those lines move to ``<topic>_journal.superseded.jsonl`` beside it.
+Every turn exactly once: a resumed run takes up the turns that finished
+before the kill and runs only the rest. On resume the journal is rewritten
+(streamed into a temporary file, fsync, rename: readers see the old or the
+new file, never half) keeping every line up to and including the round the
+resume takes up; lines of later rounds (a journal of version 2, which a
+resume from its checkpoint redoes) move to
+``<topic>_journal.superseded.jsonl`` beside it, and torn lines are dropped.
 A fresh (not resumed) run of the same topic first renames an old journal
 to ``<topic>_journal.<its start time>.jsonl``, so one journal is one run.
 """

@@ -20,6 +20,7 @@ from pathlib import Path
 
 from ..version import __version__
 from ..errors import ConfigError
+from ..options import RunFolder
 from .charts import build_charts, matplotlib_img, phases_of, svg_chart
 from .reader import RunLog
 from .common import CHART_ENGINES, PAGE_CSS, chart_engine, clock, escape as _e, short_duration
@@ -39,7 +40,7 @@ def build_report(log_dir: str | Path = "logs", out: str | Path | None = None, ch
     status = status_of(run)
     engine = chart_engine(charts)
     page = render_html(status, run, engine)
-    target = Path(out) if out else run.path.with_name(f"{status.topic or 'run'}_report.html")
+    target = Path(out) if out else RunFolder(logs=run.path.parent).report(status.topic or "run")
     target.parent.mkdir(parents=True, exist_ok=True)
     target.write_text(page, encoding="utf-8")
     return target

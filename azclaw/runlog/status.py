@@ -15,6 +15,7 @@ from pathlib import Path
 
 from ..checkpoint import Checkpoint
 from ..errors import AzclawError
+from ..options import RunFolder
 from ..stats import AgentStats, Coherence, agent_table
 from .common import alive, clock, one_line, short_duration, when
 from .reader import RunLog
@@ -193,7 +194,7 @@ def _elapsed(run: RunLog, now: datetime | None) -> float:
 def _read_checkpoint(status: RunStatus, journal: Path) -> None:
     if not status.topic:
         return
-    path = journal.with_name(f"{status.topic}_checkpoint.json")
+    path = RunFolder(logs=journal.parent).checkpoint(status.topic)
     try:
         checkpoint = Checkpoint.load(path)
     except AzclawError:

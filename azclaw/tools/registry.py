@@ -103,7 +103,7 @@ class Tool:
 
     @classmethod
     def from_schema(cls, name: str, description: str, parameters: dict, func: Callable[..., Any],
-                    writer_only: bool = False) -> "Tool":
+                    writer_only: bool = False, approve: bool = True) -> "Tool":
         """A tool whose arguments another program described as a JSON schema
         (an MCP server's ``inputSchema``); ``func`` gets them as keywords.
         The schema is offered as given; arguments are checked for what it
@@ -116,7 +116,7 @@ class Tool:
         params = {k: v if isinstance(v, dict) else {} for k, v in props.items()}
         required = [r for r in required if isinstance(r, str) and r in params]
         return cls(name, description or "", params, required, func, writer_only,
-                   {"type": "object", "properties": {}, **parameters})
+                   {"type": "object", "properties": {}, **parameters}, approve=approve)
 
     def schema(self) -> dict:
         parameters = self.parameters or {"type": "object", "properties": self.params, "required": self.required}
