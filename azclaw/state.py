@@ -82,7 +82,7 @@ class RunState:
             if turn.text:
                 self.history.append(Message(round_no, turn.agent, turn.text))
         if self.keep is not None:
-            del self.history[:-self.keep]
+            del self.history[:max(0, len(self.history) - self.keep)]
         for probe in self.pending_probes:
             if probe.turn.round == round_no:
                 self.stats.add(probe.turn)

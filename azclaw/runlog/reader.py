@@ -27,7 +27,7 @@ from ..state import RunState
 from ..turn import Turn
 
 MAX_LINE = 64 << 20  # a longer line is not one a run wrote: skipped, without reading it whole
-TEXT_CHARS = 8 << 20  # of turn texts a RunLog keeps (the newest rounds'); older ones point to ``azclaw show``
+TEXT_CHARS = 4 << 20  # of turn texts a RunLog keeps (the newest rounds'); older ones point to ``azclaw show``
 _CHUNK = 1 << 20
 _SURROGATE = re.compile("[\ud800-\udfff]")
 
@@ -139,7 +139,7 @@ class RunLog:
     starts: list[Logged] = field(default_factory=list)  # RunStarted, one per session
     ends: dict[str, Logged] = field(default_factory=dict)  # session -> its RunFinished
     stops: dict[str, StopAsked] = field(default_factory=dict)  # journals before version 4
-    state: RunState = field(default_factory=RunState)
+    state: RunState = field(default_factory=lambda: RunState(keep=0))  # the texts are in ``turns``
     turns: list[Turn] = field(default_factory=list)
     retried: list[Turn] = field(default_factory=list)
     probes: list[ProbeAnswered] = field(default_factory=list)

@@ -108,7 +108,13 @@ def arguments(raw: str) -> list[tuple[str, str]]:
         return [("arguments", raw)]
     if not isinstance(data, dict):
         return [("arguments", raw)]
-    return [(str(k), v if isinstance(v, str) else json.dumps(v, ensure_ascii=False)) for k, v in data.items()]
+    # what JSON escapes may hold (a lone surrogate) must still print
+    return [(printable(str(k)), printable(v if isinstance(v, str) else json.dumps(v, ensure_ascii=False)))
+            for k, v in data.items()]
+
+
+def printable(text: str) -> str:
+    return text.encode("utf-8", "replace").decode("utf-8")
 
 
 # -- HTML -----------------------------------------------------------------------
