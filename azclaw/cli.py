@@ -235,7 +235,7 @@ def run_team(args, config: TeamConfig) -> int:
                             run_python=python_mode(args), verbose=not args.quiet, registry=registry,
                             max_failed_rounds=args.max_failed_rounds, context_budget=config.context_budget,
                             checkpoint_every=args.checkpoint_every, message_budget=args.message_budget,
-                            context=args.context,
+                            context=args.context, allow_secret_sources=args.allow_secret_sources,
                             approve=TerminalApprover() if args.approve else None)
         if args.task:
             orch.set_task(args.task, args.name)
@@ -419,6 +419,9 @@ def make_parser() -> argparse.ArgumentParser:
     run.add_argument("--source", action="append", default=[], metavar="DIRS",
                      help="folders agents may read, comma-separated or repeated (default: the topic's "
                           "source_dirs)")
+    run.add_argument("--allow-secret-sources", action="store_true",
+                     help="accept a source folder that is /, holds your home folder or a folder of keys "
+                          "(.ssh, .aws ...); their secret files stay hidden from agents and their code")
     run.add_argument("--name", help="name of the run's checkpoint, journal and log files (default: the topic "
                                     "file's name, or the task's first words and a short hash of it)")
     run.add_argument("--message-budget", type=int, default=MESSAGE_BUDGET, metavar="CHARS",

@@ -47,7 +47,9 @@ class Orchestrator:
     """Runs a team of agents on a task, round after round.
 
     ``source_dirs`` are the folders agents may read (the output folder is
-    always readable); only writers write, and only into ``output_dir``.
+    always readable); only writers write, and only into ``output_dir``. A
+    source folder that is /, holds a home folder or a folder of keys is
+    refused unless ``allow_secret_sources``.
     Memories live in each agent's AgentAZAll root under ``agents_dir``, or in
     the ``memory`` given (a TeamMemory holding every agent of the team).
     """
@@ -58,7 +60,8 @@ class Orchestrator:
                  max_tool_steps: int = DEFAULT_TOOL_STEPS, checkpoint_every: int = 5, stop_file="STOP",
                  message_budget: int = MESSAGE_BUDGET, max_failed_rounds: int = 3, run_python: bool = True,
                  check_health: bool = True, approve=None, context_budget: int = CONTEXT_BUDGET,
-                 context: str | ContextMode | None = None, verbose: bool = True):
+                 context: str | ContextMode | None = None, verbose: bool = True,
+                 allow_secret_sources: bool = False):
         names = [a.name for a in agents]
         if not agents:
             raise ConfigError("agents: a team needs at least one agent")
@@ -81,6 +84,7 @@ class Orchestrator:
         for folder in self.source_dirs:
             if not folder.is_dir():
                 raise ConfigError(f"source folder {folder}: not found")
+        sandbox.check_source_folders(self.source_dirs, allow_secret_sources)
         self.registry = registry or build_default_registry()
         self.parallel, self.max_tool_steps, self.checkpoint_every = parallel, max_tool_steps, checkpoint_every
         self.message_budget, self.max_failed_rounds, self.context_budget = message_budget, max_failed_rounds, context_budget
