@@ -8,8 +8,9 @@ port, the folders); the next round must happen. A snippet prints ESCAPED
 when its attack worked and REFUSED when the sandbox stopped it.
 
 The bombs are bounded even if the sandbox failed (300 forks, 4 x 600 MB,
-100 MB of file), and the table only runs after the self-test confirmed
-the confinement.
+100 MB of file, 500 MB and 20,000 files), and the table only runs after the
+self-test confirmed the confinement. A second, short run gives the planted
+HOME as a source folder on purpose: its secrets must stay out of reach.
 """
 
 from __future__ import annotations

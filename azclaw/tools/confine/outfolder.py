@@ -141,20 +141,27 @@ def _idmapped_copy(source: str, target: str, userns: int, readonly: bool = False
             os.close(tree)
 
 
-def _closed_to(path: str, uid: int) -> str | None:
+def _closed_to(path: str, uid: int, seen: dict) -> str | None:
     """The first folder on the way to ``path`` (itself included) that ``uid``
-    may not pass (no search right for it), or None."""
+    may not pass (no search right for it), or None. ``seen``: folder ->
+    passable (True), closed (False) or not a folder (None), shared between
+    calls."""
     parts = [p for p in path.split("/") if p]
     for n in range(1, len(parts) + 1):
         folder = "/" + "/".join(parts[:n])
-        try:
-            st = os.stat(folder)
-        except OSError:
+        if folder not in seen:
+            try:
+                st = os.stat(folder)
+            except OSError:
+                st = None
+            if st is None or not stat.S_ISDIR(st.st_mode):
+                seen[folder] = None
+            else:
+                seen[folder] = bool(st.st_mode & stat.S_IXOTH or st.st_uid == uid and st.st_mode & stat.S_IXUSR
+                                    or st.st_gid == uid and st.st_mode & stat.S_IXGRP)
+        if seen[folder] is None:
             return None
-        if not stat.S_ISDIR(st.st_mode):
-            return None
-        if not (st.st_mode & stat.S_IXOTH or st.st_uid == uid and st.st_mode & stat.S_IXUSR
-                or st.st_gid == uid and st.st_mode & stat.S_IXGRP):
+        if seen[folder] is False:
             return folder
     return None
 
@@ -167,7 +174,8 @@ def open_the_way(paths: list[str], sources: list[str], uid: int, userns: int) ->
     """Mount read-only and idmapped (root's files become ``uid``'s) each
     source folder and each folder on the way to ``paths`` that ``uid``
     could not pass. Returns the folders mounted on."""
-    wanted = [f for f in (_closed_to(p, uid) for p in paths) if f] + [s for s in sources if os.path.isdir(s)]
+    seen: dict = {}
+    wanted = [f for f in (_closed_to(p, uid, seen) for p in paths) if f] + [s for s in sources if os.path.isdir(s)]
     chosen: list[str] = []
     for folder in sorted(set(wanted), key=len):
         if folder != "/" and not any(_beneath(folder, c) for c in chosen):
@@ -367,7 +375,7 @@ def _copy_file(src: int, dst: int, name: str, st) -> None:
 def _replace(dst: int, name: str, make) -> None:
     """Make the new entry under a temporary name, then rename it over
     ``name``: never written through a link, never half there."""
-    tmp = f".azclaw-copy-{os.getpid()}-{name[:100]}"
+    tmp = f".azclaw-copy-{os.urandom(6).hex()}-{name[:100]}"  # (under bwrap every launcher is pid 2)
     _remove(dst, tmp)
     try:
         make(tmp)
