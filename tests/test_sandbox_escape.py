@@ -132,11 +132,17 @@ ATTACKS = [
                                                 "    open('swarm/%d' % i, 'w').close()"), "REFUSED"),
 ]
 
-# attacks only a control group stops (as root, RLIMIT_NPROC does not count)
-NEEDS = {"memory-bomb": ("memory" not in LEVEL.cgroup,
+# attacks only a control group stops (as root, RLIMIT_NPROC does not count), only the write quota stops
+# (a mount namespace), only idmapped mounts stop (as root): where the self-test saw them missing, they skip
+NO_QUOTA = "no write quota here: the kernel refused the call's mount namespace or overlay (azclaw doctor warns)"
+NEEDS = {"memory-bomb": (lambda level: "memory" not in level.cgroup,
                          "no memory cgroup here: memory is limited per process only (1 GB of address space each)"),
-         "fork-bomb": ("pids" not in LEVEL.cgroup and os.geteuid() == 0,
-                       "no pids cgroup here, and RLIMIT_NPROC does not apply to root")}
+         "fork-bomb": (lambda level: "pids" not in level.cgroup and os.geteuid() == 0,
+                       "no pids cgroup here, and RLIMIT_NPROC does not apply to root"),
+         "write-500-mb": (lambda level: not level.quota, NO_QUOTA),
+         "write-20000-files": (lambda level: not level.quota, NO_QUOTA),
+         "runs-as-root": (lambda level: level.uid == 0,
+                          "no idmapped mounts here: the code runs as root without capabilities (azclaw doctor warns)")}
 
 
 BWRAP = probe_sandbox("bwrap")
@@ -226,7 +232,7 @@ def hostile_run(request, tmp_path_factory):
 def test_each_attack_is_refused_and_the_run_goes_on(hostile_run, name, tool, template, expected):
     result = hostile_run["results"][name]
     assert result is not None, f"{name}: no tool result reached the model; stderr: {hostile_run['err'][-2000:]}"
-    if name in NEEDS and NEEDS[name][0]:
+    if name in NEEDS and NEEDS[name][0](hostile_run["level"]):
         pytest.skip(NEEDS[name][1])
     assert "ESCAPED" not in result and expected in result, result
     n = [a[0] for a in ATTACKS].index(name) + 1
@@ -267,6 +273,8 @@ def test_nothing_was_written_outside_the_output(hostile_run):
 def test_no_privileged_file_was_left_and_each_call_kept_its_quota(hostile_run):
     output = hostile_run["base"] / "output"
     assert [p for p in output.rglob("*") if p.is_file() and p.lstat().st_mode & 0o6000] == []
+    if not hostile_run["level"].quota:
+        pytest.skip(NO_QUOTA)
     assert sum(p.stat().st_size for p in output.glob("fill*")) <= PYTHON_QUOTA_BYTES
     assert len(list((output / "swarm").iterdir())) <= PYTHON_QUOTA_FILES
     if os.geteuid() == 0:  # what the code wrote stays azclaw's
@@ -295,7 +303,7 @@ def test_code_cannot_read_the_secrets_of_a_source_folder_in_a_real_run(tmp_path,
                                "--agents", "developer", "--max-rounds", "1", "--quiet", "--python-sandbox", mode,
                                "--source", str(home), "--allow-secret-sources"],
                               cwd=tmp_path, env=cli_env(HOME=str(home)), capture_output=True, text=True,
-                              stdin=subprocess.DEVNULL, timeout=300)
+                              stdin=subprocess.DEVNULL, timeout=300, check=False)
     finally:
         fake.stop()
     assert proc.returncode == 0, proc.stderr

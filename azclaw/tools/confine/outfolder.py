@@ -312,7 +312,8 @@ def _merge(src: int, dst: int, rel: str, done: Copied) -> None:
                 if st.st_mode & _PRIVILEGED:
                     done.stripped.append(path)
             elif stat.S_ISLNK(st.st_mode):
-                _replace(dst, name, lambda tmp: os.symlink(os.readlink(name, dir_fd=src), tmp, dir_fd=dst))
+                link = os.readlink(name, dir_fd=src)
+                _replace(dst, name, lambda tmp, link=link: os.symlink(link, tmp, dir_fd=dst))
                 done.files += 1
             else:  # a pipe or socket file: nothing to carry over
                 done.skipped.append(path)
