@@ -11,6 +11,7 @@ import pytest
 
 from azclaw import Agent
 from azclaw.tools.confine import SandboxLevel, probe_sandbox
+from azclaw.tools.confine.outfolder import SANDBOX_UID
 from azclaw.doctor import FAIL, OK, WARN, check_folder, check_sandbox, diagnose, prompt_size
 from fakellm import call, text
 from helpers import assert_one_error_line
@@ -180,7 +181,7 @@ def test_the_python_sandbox_check_names_the_quota_no_setuid_files_and_the_uid(wo
     else:
         assert check.status == WARN and "no write quota per call" in check.detail
     if os.geteuid() == 0 and level.uid != 0:
-        assert "runs as uid 65534" in check.detail
+        assert f"runs as uid {SANDBOX_UID}" in check.detail
     elif os.geteuid() == 0:
         assert check.status == WARN and "runs as root without capabilities" in check.detail
 
@@ -192,9 +193,9 @@ def test_the_python_sandbox_check_names_the_quota_no_setuid_files_and_the_uid(wo
 def test_a_confined_sandbox_without_the_quota_or_as_root_is_a_warning(gaps, words, monkeypatch):
     from azclaw.doctor import sandbox_gaps
     monkeypatch.setattr(os, "geteuid", lambda: 0)
-    level = SandboxLevel(landlock=7, seccomp=True, quota=True, setuid_refused=True, uid=65534)
+    level = SandboxLevel(landlock=7, seccomp=True, quota=True, setuid_refused=True, uid=SANDBOX_UID)
     assert sandbox_gaps(level) == []
-    found = sandbox_gaps(SandboxLevel(**{"landlock": 7, "seccomp": True, "quota": True, "uid": 65534, **gaps}))
+    found = sandbox_gaps(SandboxLevel(**{"landlock": 7, "seccomp": True, "quota": True, "uid": SANDBOX_UID, **gaps}))
     assert len(found) == 1 and words in found[0]
 
 

@@ -560,3 +560,50 @@ def test_what_the_code_changes_in_the_output_comes_back_through_no_link(tmp_path
     assert not (output / "file_link").is_symlink() and (output / "file_link").read_text() == "a plain file now"
     assert not (output / "dir_link").is_symlink() and (output / "dir_link" / "target.txt").read_text() == "inside"
     assert (output / "new" / "deep" / "n.txt").stat().st_mtime == stamp
+
+
+@needs_sandbox
+@pytest.mark.skipif(os.geteuid() != 0, reason="as root only: then the code runs as a uid of its own")
+@pytest.mark.parametrize("mode", MODES)
+def test_processes_of_other_users_cannot_reach_into_the_running_code(tmp_path, mode):
+    """nobody's processes (any daemon) must not read root's files or write the
+    output through /proc/<pid>/root and cwd of the code (its uid is its own)."""
+    import pwd
+    import subprocess
+    import threading
+    from helpers import wait_for
+    if probe_sandbox(mode).uid in (0, -1):
+        pytest.skip("no idmapped mounts here: the code runs as root without capabilities")
+    src = tmp_path / "src"
+    src.mkdir(mode=0o700)
+    (src / "root-only.txt").write_text("ROOT-ONLY-CONTENT")
+    os.chmod(src / "root-only.txt", 0o600)
+    marker = f"azclaw-reach-{os.getpid()}-{mode}"
+    code = f"# {marker}\nimport time\nopen('started', 'w').close()\ntime.sleep(30)\n"
+    done: list[str] = []
+    call = threading.Thread(target=lambda: done.append(sandbox.run_python(code, tmp_path / "output", timeout=10,
+                                                                         mode=mode, sources=[src])))
+    call.start()
+    found: list[int] = []
+
+    def running() -> bool:
+        for entry in Path("/proc").iterdir():
+            try:
+                if entry.name.isdigit() and marker.encode() in (entry / "cmdline").read_bytes():
+                    found.append(int(entry.name))
+                    return (entry / "cwd" / "started").exists()
+            except OSError:
+                continue
+        return False
+    wait_for(running, timeout=60, what="the code running")  # generous: a busy machine
+    pid = found[-1]
+    uid = os.stat(f"/proc/{pid}").st_uid
+    assert uid not in (0, 65534)
+    with pytest.raises(KeyError):
+        pwd.getpwuid(uid)  # no account has it
+    nobody = {"user": 65534, "group": 65534, "capture_output": True, "text": True, "check": False}
+    read = subprocess.run(["/bin/cat", f"/proc/{pid}/root{src}/root-only.txt"], **nobody)
+    write = subprocess.run(["/bin/sh", "-c", f"echo planted > /proc/{pid}/cwd/planted"], **nobody)
+    call.join()
+    assert "ROOT-ONLY-CONTENT" not in read.stdout and read.returncode != 0
+    assert write.returncode != 0 and not (tmp_path / "output" / "planted").exists(), done

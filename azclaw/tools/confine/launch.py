@@ -15,7 +15,7 @@ Standard error is the status channel to the runner, one line each::
 
     setup ns=pid,net,ipc,mnt cgroup=1 quota=1   (launcher)
     note <text>                          (launcher: something the tool result should say)
-    confined landlock=7 seccomp=1 caps=1 uid=65534 rlimits=cpu,as,...   (child, just before exec)
+    confined landlock=7 seccomp=1 caps=1 uid=2147400000 rlimits=cpu,as,...   (child, just before exec)
     error <why>                          (child: it did not run the code)
     exit <code> | signal <number>        (launcher: the code's main process ended)
     stripped <path>                      (launcher: copied back without its setuid/setgid bit)

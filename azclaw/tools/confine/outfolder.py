@@ -14,7 +14,7 @@ After the call the launcher copies the upper layer back into the real folder
 time through a temporary name) and never copies a setuid or setgid bit.
 
 As root, the lower layer is an idmapped mount in which the output folder's
-owner is ``SANDBOX_UID``: the code runs as that uid, an ordinary user, and
+owner is ``SANDBOX_UID``: the code runs as that uid, which no account has, and
 still owns the output; what it wrote comes back owned by root. The folders
 it must read and cannot reach as that uid (the source folders, a Python
 under /root, and /root on the way to it) are mounted read-only and idmapped
@@ -29,7 +29,10 @@ import ctypes
 import os
 import stat
 
-SANDBOX_UID = 65534  # nobody: the uid code runs as when azclaw runs as root
+# The uid code runs as when azclaw runs as root: one no account and no other process has. Not nobody
+# (65534): any process running as nobody could open /proc/<pid>/root of the code and, through its
+# idmapped view, read root's files and write the output.
+SANDBOX_UID = 2_147_400_000
 _OWN_INODES = 6  # the tmpfs's own folders: its root, upper, work, work/work (the overlay's), home, lower
 _PRIVILEGED = stat.S_ISUID | stat.S_ISGID
 _CLONE_NEWNS, _CLONE_NEWUSER = 0x00020000, 0x10000000

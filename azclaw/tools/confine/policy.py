@@ -155,6 +155,8 @@ def environment(home: Path) -> dict[str, str]:
     env.setdefault("PATH", "/usr/local/bin:/usr/bin:/bin")
     env.update(HOME=str(home), TMPDIR=str(home), TMP=str(home), TEMP=str(home),
                PYTHONIOENCODING="utf-8", MPLBACKEND="Agg")
+    if os.geteuid() == 0:  # the code runs as a uid without an account: getpass.getuser() reads these
+        env.update(USER="azclaw-sandbox", LOGNAME="azclaw-sandbox")
     return env
 
 
