@@ -607,3 +607,13 @@ def test_processes_of_other_users_cannot_reach_into_the_running_code(tmp_path, m
     call.join()
     assert "ROOT-ONLY-CONTENT" not in read.stdout and read.returncode != 0
     assert write.returncode != 0 and not (tmp_path / "output" / "planted").exists(), done
+
+
+@needs_sandbox
+def test_folders_nested_deeper_than_the_copy_back_goes_are_named_and_the_run_goes_on(tmp_path):
+    _needs_quota("sandboxed")
+    code = ("import os\nfor i in range(600):\n    os.mkdir('d')\n    os.chdir('d')\n"
+            "open('bottom.txt', 'w').write('deep')\nprint('nested')\n")
+    result = sandbox.run_python(code, tmp_path / "output")
+    assert "nested" in result and "folders deep, not copied back" in result, result
+    assert (tmp_path / "output" / "d").is_dir()

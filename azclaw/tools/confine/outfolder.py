@@ -33,7 +33,8 @@ import stat
 # (65534): any process running as nobody could open /proc/<pid>/root of the code and, through its
 # idmapped view, read root's files and write the output.
 SANDBOX_UID = 2_147_400_000
-_OWN_INODES = 6  # the tmpfs's own folders: its root, upper, work, work/work (the overlay's), home, lower
+_OWN_INODES = 6
+MAX_DEPTH = 200  # folders deeper than this are not copied back (the copy recurses; code may nest thousands)  # the tmpfs's own folders: its root, upper, work, work/work (the overlay's), home, lower
 _PRIVILEGED = stat.S_ISUID | stat.S_ISGID
 _CLONE_NEWNS, _CLONE_NEWUSER = 0x00020000, 0x10000000
 _MS_NOSUID, _MS_NODEV, _MS_BIND, _MS_REC, _MS_PRIVATE = 0x2, 0x4, 0x1000, 0x4000, 1 << 18
@@ -294,11 +295,14 @@ class Copied:
 def copy_back(view: View) -> Copied:
     """Apply the upper layer to the real output folder."""
     done = Copied()
-    _merge(view.upper_fd, view.real_fd, "", done)
+    _merge(view.upper_fd, view.real_fd, "", done, 0)
     return done
 
 
-def _merge(src: int, dst: int, rel: str, done: Copied) -> None:
+def _merge(src: int, dst: int, rel: str, done: Copied, depth: int) -> None:
+    if depth > MAX_DEPTH:
+        done.errors.append(f"{rel}: more than {MAX_DEPTH} folders deep, not copied back")
+        return
     for name in os.listdir(src):
         path = f"{rel}/{name}" if rel else name
         try:
@@ -307,7 +311,7 @@ def _merge(src: int, dst: int, rel: str, done: Copied) -> None:
                 _remove(dst, name)
                 done.removed += 1
             elif stat.S_ISDIR(st.st_mode):
-                _merge_dir(src, dst, name, path, st, done)
+                _merge_dir(src, dst, name, path, st, done, depth)
             elif stat.S_ISREG(st.st_mode):
                 _copy_file(src, dst, name, st)
                 done.files += 1
@@ -335,7 +339,7 @@ def _opaque(fd: int) -> bool:
     return False
 
 
-def _merge_dir(src: int, dst: int, name: str, path: str, st, done: Copied) -> None:
+def _merge_dir(src: int, dst: int, name: str, path: str, st, done: Copied, depth: int) -> None:
     sfd = os.open(name, _DIR, dir_fd=src)
     try:
         try:
@@ -349,7 +353,7 @@ def _merge_dir(src: int, dst: int, name: str, path: str, st, done: Copied) -> No
             os.mkdir(name, 0o700, dir_fd=dst)
         dfd = os.open(name, _DIR, dir_fd=dst)
         try:
-            _merge(sfd, dfd, path, done)
+            _merge(sfd, dfd, path, done, depth + 1)
             keep = old.st_mode & 0o7000 if old is not None else 0
             if old is None or (old.st_mode & 0o777) != (st.st_mode & 0o777):
                 os.fchmod(dfd, keep | (st.st_mode & 0o777))  # last: a read-only folder is filled first
@@ -443,6 +447,6 @@ def strip_privileged(folder) -> list[str]:
                     found.append(os.path.relpath(os.path.join(top, name), str(folder)))
                 except OSError:
                     continue
-    except OSError:
-        pass
+    except (OSError, RecursionError):
+        pass  # too deep to walk: the seccomp filter kept such files from being made, the copy back strips
     return found
