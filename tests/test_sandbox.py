@@ -548,10 +548,12 @@ def test_what_the_code_changes_in_the_output_comes_back_through_no_link(tmp_path
     code = ("import os, shutil\n"
             "open('keep.txt', 'a').write(' more')\nos.remove('gone.txt')\nshutil.rmtree('old')\n"
             "open('old', 'w').write('now a file')\n"
-            "try:\n    open('file_link', 'w').write('through the link')\nexcept OSError as exc:\n    print('REFUSED', exc)\n"
+            "try:\n    open('file_link', 'w').write('through the link')\n"
+            "except OSError as exc:\n    print('REFUSED', exc)\n"
             "os.remove('file_link')\nopen('file_link', 'w').write('a plain file now')\n"
             "os.remove('dir_link')\nos.mkdir('dir_link')\nopen('dir_link/target.txt', 'w').write('inside')\n"
-            f"os.makedirs('new/deep')\nopen('new/deep/n.txt', 'w').write('n')\nos.utime('new/deep/n.txt', ({stamp}, {stamp}))\n")
+            "os.makedirs('new/deep')\nopen('new/deep/n.txt', 'w').write('n')\n"
+            f"os.utime('new/deep/n.txt', ({stamp}, {stamp}))\n")
     result = sandbox.run_python(code, output, mode=mode)
     assert "exit code 0" in result and "REFUSED" in result, result
     assert (outside / "target.txt").read_text() == "untouched" and sorted(os.listdir(outside)) == ["target.txt"]

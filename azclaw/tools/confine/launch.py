@@ -158,9 +158,9 @@ def _view(spec: dict):
     if not quota:
         return None, ""
     try:
+        reach = [spec["python"], *spec["read"], *spec["write"], *spec.get("listing", [])]
         view = outfolder.setup(spec["cwd"], quota["staging"], quota["homes"], quota["bytes"], quota["files"],
-                               quota.get("uid"), [spec["python"], *spec["read"], *spec["write"], *spec.get("listing", [])],
-                               quota.get("sources", []))
+                               quota.get("uid"), reach, quota.get("sources", []))
     except OSError as exc:  # undone: the code writes the folder itself, as before quotas
         return None, f"no write quota for this call ({exc})"
     return view, view.note

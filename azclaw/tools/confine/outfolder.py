@@ -33,8 +33,8 @@ import stat
 # (65534): any process running as nobody could open /proc/<pid>/root of the code and, through its
 # idmapped view, read root's files and write the output.
 SANDBOX_UID = 2_147_400_000
-_OWN_INODES = 6
-MAX_DEPTH = 200  # folders deeper than this are not copied back (the copy recurses; code may nest thousands)  # the tmpfs's own folders: its root, upper, work, work/work (the overlay's), home, lower
+_OWN_INODES = 6  # the tmpfs's own folders: its root, upper, work, work/work (the overlay's), home, lower
+MAX_DEPTH = 200  # folders deeper than this are not copied back (the copy recurses; code may nest thousands)
 _PRIVILEGED = stat.S_ISUID | stat.S_ISGID
 _CLONE_NEWNS, _CLONE_NEWUSER = 0x00020000, 0x10000000
 _MS_NOSUID, _MS_NODEV, _MS_BIND, _MS_REC, _MS_PRIVATE = 0x2, 0x4, 0x1000, 0x4000, 1 << 18
