@@ -431,7 +431,13 @@ def check_sandbox(output_dir="./output", log_dir="./logs", agents_dir="./agents"
         checks.append(Check(FAIL, "output apart", str(exc).split(": ", 1)[1],
                             "choose an --output apart from --agents-dir, --log-dir and your home folder"))
     level = confine.probe_sandbox()
-    if level.confined:
+    gaps = sandbox_gaps(level)
+    if level.confined and gaps:
+        checks.append(Check(WARN, "python sandbox", f"{level.text}; but {'; '.join(gaps)}",
+                            "allow unprivileged user namespaces (kernel.unprivileged_userns_clone=1, or the "
+                            "AppArmor userns restriction off) or run on a kernel with overlayfs and idmapped "
+                            "mounts (5.19+)"))
+    elif level.confined:
         checks.append(Check(OK, "python sandbox", level.text))
     else:
         why = "; ".join(level.problems) or f"only {level.text} works here"
@@ -439,6 +445,17 @@ def check_sandbox(output_dir="./output", log_dir="./logs", agents_dir="./agents"
                             "a Linux kernel with Landlock (5.13+, on in most distributions); or accept the risk "
                             "with --unsandboxed-python, or turn it off with --no-run-python"))
     return checks
+
+
+def sandbox_gaps(level) -> list[str]:
+    """What a confined level lacks of the per-call protections: the write
+    quota, and (as root) an ordinary uid for the code."""
+    gaps = []
+    if not level.quota:
+        gaps.append("no write quota per call (a mount namespace or overlay was refused)")
+    if level.uid == 0 and os.geteuid() == 0:
+        gaps.append("the code runs as root without capabilities (no idmapped mounts here)")
+    return gaps
 
 
 def check_agentazall() -> Check:

@@ -57,6 +57,9 @@ class RunOptions:
     stop_on_silent_agent: int = option(0, "stop the run when one agent gave only empty replies for N rounds in a "
                                        "row (0: report it and go on)", metavar="N", least=0)
     parallel: bool = option(False, "run the agents of a round at the same time")
+    allow_secret_sources: bool = option(False, "accept a source folder that is /, holds your home folder or a "
+                                        "folder of keys (.ssh, .aws ...); their secret files stay hidden from "
+                                        "agents and their code", group="sandbox and tools")
     python: str = option("sandboxed", "how run_python runs model-written code: sandboxed (Landlock, seccomp, "
                          "namespaces; off where no sandbox works), bwrap (the same inside bubblewrap), "
                          "unsandboxed (as you, with your files and network), off", cli=False)

@@ -59,9 +59,10 @@ class Orchestrator:
     """Runs a team of agents on a task, round after round.
 
     ``source_dirs`` are the folders agents may read (the output folder is
-    always readable); only writers write, and only into ``output_dir``.
-    Memories live in each agent's AgentAZAll root under ``agents_dir``, or
-    in the ``memory`` given. ``options`` (a ``RunOptions``), or any of its
+    always readable); only writers write, and only into ``output_dir``. A
+    source folder that is /, holds a home folder or a folder of keys is
+    refused unless ``allow_secret_sources``. Memories live in each agent's
+    AgentAZAll root under ``agents_dir``, or in the ``memory`` given. ``options`` (a ``RunOptions``), or any of its
     fields as keywords (``parallel=True``), say how the run goes;
     ``observers`` are called with every event; ``client_factory(agent,
     outages)`` makes each agent's LLM client.
@@ -88,6 +89,7 @@ class Orchestrator:
         for folder in self.source_dirs:
             if not folder.is_dir():
                 raise ConfigError(f"source folder {folder}: not found")
+        sandbox.check_source_folders(self.source_dirs, self.options.allow_secret_sources)
         self.registry = registry or build_default_registry()
         self.observers = list(observers)
         self.client_factory = client_factory

@@ -4,6 +4,7 @@ vLLM and plain OpenAI-compatible ones; through the library and the command."""
 from __future__ import annotations
 
 import importlib.util
+import os
 import re
 
 import pytest
@@ -12,7 +13,8 @@ import json
 import threading
 
 from azclaw import Agent
-from azclaw.tools.confine import probe_sandbox
+from azclaw.tools.confine import SandboxLevel, probe_sandbox
+from azclaw.tools.confine.outfolder import SANDBOX_UID
 from azclaw.doctor import FAIL, OK, WARN, check_folder, check_reachable, check_sandbox, diagnose, prompt_size
 from fakellm import Reply, call, text
 from helpers import assert_one_error_line, orchestrator
@@ -322,6 +324,35 @@ def test_the_python_sandbox_check_states_the_level_the_self_test_found(workdir):
         assert check.status == OK and check.detail == level.text and "landlock ABI" in check.detail
     else:
         assert check.status == WARN and "--unsandboxed-python" in check.fix
+
+
+def test_the_python_sandbox_check_names_the_quota_no_setuid_files_and_the_uid(workdir):
+    level = probe_sandbox()
+    if not level.confined:
+        pytest.skip("no operating-system sandbox here")
+    [check] = check_sandbox(workdir / "output", workdir / "logs", workdir / "agents")
+    assert "no setuid files" in check.detail
+    if level.quota:
+        assert "write quota 200 MB/5000 files" in check.detail
+    else:
+        assert check.status == WARN and "no write quota per call" in check.detail
+    if os.geteuid() == 0 and level.uid != 0:
+        assert f"runs as uid {SANDBOX_UID}" in check.detail
+    elif os.geteuid() == 0:
+        assert check.status == WARN and "runs as root without capabilities" in check.detail
+
+
+@pytest.mark.parametrize("gaps, words", [
+    ({"quota": False}, "no write quota per call"),
+    ({"uid": 0}, "runs as root"),
+], ids=["no-quota", "root"])
+def test_a_confined_sandbox_without_the_quota_or_as_root_is_a_warning(gaps, words, monkeypatch):
+    from azclaw.doctor import sandbox_gaps
+    monkeypatch.setattr(os, "geteuid", lambda: 0)
+    level = SandboxLevel(landlock=7, seccomp=True, quota=True, setuid_refused=True, uid=SANDBOX_UID)
+    assert sandbox_gaps(level) == []
+    found = sandbox_gaps(SandboxLevel(**{"landlock": 7, "seccomp": True, "quota": True, "uid": SANDBOX_UID, **gaps}))
+    assert len(found) == 1 and words in found[0]
 
 
 @pytest.mark.parametrize("output, agents, logs", [(".", "agents", "logs"), ("out", "out/agents", "logs"),

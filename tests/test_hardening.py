@@ -172,7 +172,9 @@ def test_planted_secrets_and_escapes_never_reach_the_model(tmp_path):
                 "innocent.txt", "alias.txt", "app.py"]
     script = calls(*[("read_file", {"path": p}) for p in attempts], ("list_files", {"directory": ""}))
     with FakeLLM(per_agent={"reviewer": [script, text("done")]}) as fake:
-        Orchestrator([Agent("reviewer", endpoint=fake.url)], source_dirs=[src], verbose=False).run(max_rounds=1)
+        # a source folder holding .ssh is refused unless allowed; allowed, its secrets stay out of reach
+        Orchestrator([Agent("reviewer", endpoint=fake.url)], source_dirs=[src], verbose=False,
+                     allow_secret_sources=True).run(max_rounds=1)
     sent = all_request_text(fake)
     assert "PLANTED" not in sent
     results = [m["content"] for m in fake.chats[1].messages if m["role"] == "tool"]

@@ -3,7 +3,6 @@ crash, hang or grow without bound (status, show, report, --resume)."""
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys

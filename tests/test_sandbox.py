@@ -1,5 +1,6 @@
 """Path containment, secret refusal and the run_python sandbox."""
 
+import json
 import os
 import sys
 import threading
@@ -11,7 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from azclaw.tools import sandbox
-from azclaw.tools.confine import SandboxLevel
+from azclaw.tools.confine import SandboxLevel, probe_sandbox
 from azclaw.errors import ToolError
 
 
@@ -336,3 +337,285 @@ def test_without_a_verified_os_sandbox_run_python_runs_only_by_the_users_choice(
     assert bool(why) == refused
     if refused and mode == "sandboxed":
         assert "--unsandboxed-python" in why and (level.problems[0] if level.problems else "only") in why
+
+
+# -- source folders that hold secrets (issue 22, item 1) -----------------------
+
+def _plant_home(home: Path) -> Path:
+    """A fake home folder with a fake key and fake credentials (never real ones)."""
+    (home / ".ssh").mkdir(parents=True)
+    (home / ".ssh" / "id_rsa").write_text("PLANTED-SSH-KEY")
+    (home / ".aws").mkdir()
+    (home / ".aws" / "credentials").write_text("[default]\naws_secret_access_key = PLANTED-AWS\n")
+    return home
+
+
+@pytest.mark.parametrize("given", ["home", "root", "topic-up-four", "holds-aws"])
+def test_a_source_folder_with_secrets_is_refused_in_one_line_naming_it(azclaw, fake_llm, workdir, given):
+    from helpers import assert_one_error_line, cli_env
+    home = _plant_home(workdir / "home")
+    fake = fake_llm()
+    base = ["--task", "x", "--endpoint", fake.url, "--max-rounds", "1"]
+    if given == "home":
+        args, named = [*base, "--source", str(home)], f"source folder {home}:"
+    elif given == "root":
+        args, named = [*base, "--source", "/"], "source folder /:"
+    elif given == "holds-aws":
+        project = workdir / "project"
+        (project / "deploy" / ".aws").mkdir(parents=True)
+        args, named = [*base, "--source", str(project)], str(project / "deploy" / ".aws")
+    else:
+        topic = home / "a" / "b" / "c" / "d" / "topic.json"
+        topic.parent.mkdir(parents=True)
+        topic.write_text(json.dumps({"title": "t", "source_dirs": ["../../../../"]}))
+        args, named = ["--topic", str(topic), "--endpoint", fake.url, "--max-rounds", "1"], "d/../../../.."
+    proc = azclaw("run", *args, env=cli_env(HOME=str(home)))
+    assert_one_error_line(proc, named, "--allow-secret-sources")
+    assert fake.chats == []
+
+
+def test_the_override_accepts_the_home_folder_as_a_source(azclaw, fake_llm, workdir):
+    from helpers import cli_env
+    home = _plant_home(workdir / "home")
+    fake = fake_llm()
+    proc = azclaw("run", "--task", "x", "--endpoint", fake.url, "--max-rounds", "1", "--agents", "developer",
+                  "--source", str(home), "--allow-secret-sources", env=cli_env(HOME=str(home)))
+    assert proc.returncode == 0, proc.stderr
+    assert fake.chats
+
+
+def test_a_project_with_its_own_git_folder_and_env_file_is_an_ordinary_source(tmp_path):
+    project = tmp_path / "project"
+    (project / ".git").mkdir(parents=True)
+    (project / ".env").write_text("API_KEY=x")
+    sandbox.check_source_folders([project])  # no error: both stay hidden from agents and their code
+
+
+def test_the_library_refuses_the_home_folder_as_a_source_unless_allowed(tmp_path, monkeypatch):
+    from azclaw import Agent, Orchestrator
+    from azclaw.errors import ConfigError
+    home = _plant_home(tmp_path / "home")
+    monkeypatch.setenv("HOME", str(home))
+    with pytest.raises(ConfigError, match="allow_secret_sources=True"):
+        Orchestrator([Agent("developer", can_write=True)], source_dirs=[home])
+    Orchestrator([Agent("developer", can_write=True)], source_dirs=[home], allow_secret_sources=True)
+
+
+def test_the_source_view_grants_clean_parts_whole_and_leaves_secrets_out(tmp_path):
+    from azclaw.tools.confine import source_view
+    src = tmp_path / "src"
+    for folder in ("clean/deep", "mixed/ok", ".git/objects"):
+        (src / folder).mkdir(parents=True)
+    for name in ("clean/deep/a.py", "mixed/ok/b.py", "mixed/c.py", "mixed/server.pem", ".git/config", "README"):
+        (src / name).write_text("x")
+    (src / "mixed" / "link").symlink_to(src / ".git" / "config")
+    view = source_view([src], sandbox.hidden_from_code)
+    assert sorted(view.read) == sorted(str(src / p) for p in ("clean", "mixed/ok", "mixed/c.py", "README"))
+    assert sorted(view.listing) == [str(src), str(src / "mixed")]
+    assert sorted(view.hidden) == [str(src / ".git"), str(src / "mixed" / "server.pem")]
+    small = source_view([src], sandbox.hidden_from_code, budget=2)
+    assert small.unchecked and not any(p in small.read for p in small.unchecked)
+
+
+MODES = ["sandboxed", pytest.param("bwrap", marks=pytest.mark.skipif(
+    not probe_sandbox("bwrap").confined, reason="bubblewrap does not work here (apt-get install bubblewrap)"))]
+needs_sandbox = pytest.mark.skipif(not probe_sandbox().confined, reason="no operating-system sandbox here")
+
+
+def _needs_quota(mode: str) -> None:
+    if not probe_sandbox(mode).quota:
+        pytest.skip("no write quota here: the kernel refused the call's mount namespace or overlay")
+
+
+@needs_sandbox
+@pytest.mark.parametrize("mode", MODES)
+def test_code_cannot_read_the_secrets_of_a_source_folder(tmp_path, mode):
+    home = _plant_home(tmp_path / "home")
+    (home / "project").mkdir()
+    (home / "project" / ".env").write_text("PLANTED-ENV")
+    (home / "project" / "notes.txt").write_text("ordinary notes")
+    code = ("import os\nfor p in ('.ssh/id_rsa', '.aws/credentials', 'project/.env', 'project/notes.txt'):\n"
+            f"    try:\n        print(p, open(os.path.join({str(home)!r}, p)).read())\n"
+            "    except OSError as exc:\n        print(p, 'REFUSED', exc.strerror)\n")
+    result = sandbox.run_python(code, tmp_path / "output", mode=mode, sources=[home])
+    assert "PLANTED" not in result, result
+    assert result.count("REFUSED") == 3 and "ordinary notes" in result
+
+
+# -- no setuid file, no root (issue 22, item 2) ---------------------------------
+
+_SETUID = """
+import os, shutil, stat
+print('euid', os.geteuid())
+shutil.copy('/bin/sh', 'suidsh')
+for how, act in (('chmod', lambda: os.chmod('suidsh', 0o4755)),
+                 ('setgid', lambda: os.chmod('suidsh', 0o2755)),
+                 ('open', lambda: os.close(os.open('suid2', os.O_CREAT | os.O_WRONLY, 0o4755))),
+                 ('mknod', lambda: os.mknod('suid3', stat.S_IFREG | 0o4755)),
+                 ('copy2', lambda: shutil.copy2('/bin/su' if os.path.exists('/bin/su') else '/bin/mount', 'suid4'))):
+    try:
+        act()
+        bits = [n for n in os.listdir('.') if os.lstat(n).st_mode & 0o6000]
+        print(how, 'ESCAPED' if bits else 'no bit', bits)
+    except OSError as exc:
+        print(how, 'REFUSED', exc)
+"""
+
+
+@needs_sandbox
+@pytest.mark.parametrize("mode", MODES)
+def test_code_leaves_no_setuid_file_and_never_runs_as_root(tmp_path, mode):
+    output = tmp_path / "output"
+    result = sandbox.run_python(_SETUID, output, mode=mode)
+    assert "ESCAPED" not in result and "chmod REFUSED" in result and "open REFUSED" in result, result
+    assert [p for p in output.rglob("*") if p.is_file() and p.lstat().st_mode & 0o6000] == []
+    if probe_sandbox(mode).uid == 0:
+        pytest.skip("no idmapped mounts here: the code runs as root without capabilities (azclaw doctor warns)")
+    euid = int(result.split("euid ")[1].split()[0])
+    assert euid != 0, result
+    privileged = [p for p in output.rglob("*") if p.is_file() and p.lstat().st_mode & 0o6000]
+    assert privileged == []
+    if os.geteuid() == 0:  # what the code wrote stays usable: azclaw's own
+        assert (output / "suidsh").stat().st_uid == 0
+
+
+@needs_sandbox
+def test_a_setuid_file_in_the_output_is_stripped_after_the_call_and_named(tmp_path):
+    output, outside = tmp_path / "output", tmp_path / "system"
+    output.mkdir()
+    outside.mkdir()
+    (output / "found").write_bytes(b"#!/bin/sh\n")
+    os.chmod(output / "found", 0o4755)
+    (outside / "program").write_bytes(b"#!/bin/sh\n")
+    os.chmod(outside / "program", 0o4755)
+    os.link(outside / "program", output / "linked")  # a system program's hard link: never chmod it
+    result = sandbox.run_python("print('hi')", output)
+    assert "setuid/setgid bits removed" in result and "found" in result and "linked" in result
+    assert (output / "found").stat().st_mode & 0o7777 == 0o755
+    assert not (output / "linked").exists() and (outside / "program").stat().st_mode & 0o4000
+
+
+# -- a quota per call (issue 22, item 3) ----------------------------------------
+
+@needs_sandbox
+@pytest.mark.parametrize("mode", MODES)
+def test_writing_500_mb_in_one_call_is_refused_at_the_quota(tmp_path, mode):
+    _needs_quota(mode)
+    output = tmp_path / "output"
+    code = ("import os\ntry:\n    for i in range(10):\n        with open(f'big{i}', 'wb') as f:\n"
+            "            for _ in range(50):\n                f.write(b'x' * (1 << 20))\n    print('ESCAPED')\n"
+            "except OSError as exc:\n    print('REFUSED', exc)\n")
+    result = sandbox.run_python(code, output, mode=mode)
+    assert "REFUSED" in result and "No space left on device" in result and "whole write quota" in result, result
+    assert sum(p.stat().st_size for p in output.rglob("*") if p.is_file()) <= sandbox.PYTHON_QUOTA_BYTES
+
+
+@needs_sandbox
+@pytest.mark.parametrize("mode", MODES)
+def test_writing_20000_files_in_one_call_is_refused_at_the_quota(tmp_path, mode):
+    _needs_quota(mode)
+    output = tmp_path / "output"
+    code = ("import os\nos.mkdir('many')\ntry:\n    for i in range(20000):\n        open(f'many/{i}', 'w').close()\n"
+            "    print('ESCAPED')\nexcept OSError as exc:\n    print('REFUSED after', i, exc)\n")
+    result = sandbox.run_python(code, output, mode=mode)
+    assert "REFUSED after" in result and "whole write quota" in result, result
+    assert len(list(output.rglob("*"))) <= sandbox.PYTHON_QUOTA_FILES
+
+
+@needs_sandbox
+def test_temporary_files_count_against_the_same_quota(tmp_path):
+    _needs_quota("sandboxed")
+    code = ("import os, tempfile\nkeep = []\ntry:\n    for _ in range(6):\n        f = tempfile.TemporaryFile()\n"
+            "        keep.append(f)\n        for _ in range(50):\n            f.write(b'x' * (1 << 20))\n"
+            "    print('ESCAPED')\nexcept OSError as exc:\n    print('REFUSED', exc)\n")
+    result = sandbox.run_python(code, tmp_path / "output")
+    assert "REFUSED" in result and "No space left on device" in result, result
+
+
+@needs_sandbox
+@pytest.mark.parametrize("mode", MODES)
+def test_what_the_code_changes_in_the_output_comes_back_through_no_link(tmp_path, mode):
+    output, outside = tmp_path / "output", tmp_path / "outside"
+    (output / "old").mkdir(parents=True)
+    (output / "old" / "a.txt").write_text("a")
+    (output / "keep.txt").write_text("keep")
+    (output / "gone.txt").write_text("gone")
+    outside.mkdir()
+    (outside / "target.txt").write_text("untouched")
+    (output / "file_link").symlink_to(outside / "target.txt")
+    (output / "dir_link").symlink_to(outside)
+    stamp = 1_500_000_000
+    code = ("import os, shutil\n"
+            "open('keep.txt', 'a').write(' more')\nos.remove('gone.txt')\nshutil.rmtree('old')\n"
+            "open('old', 'w').write('now a file')\n"
+            "try:\n    open('file_link', 'w').write('through the link')\n"
+            "except OSError as exc:\n    print('REFUSED', exc)\n"
+            "os.remove('file_link')\nopen('file_link', 'w').write('a plain file now')\n"
+            "os.remove('dir_link')\nos.mkdir('dir_link')\nopen('dir_link/target.txt', 'w').write('inside')\n"
+            "os.makedirs('new/deep')\nopen('new/deep/n.txt', 'w').write('n')\n"
+            f"os.utime('new/deep/n.txt', ({stamp}, {stamp}))\n")
+    result = sandbox.run_python(code, output, mode=mode)
+    assert "exit code 0" in result and "REFUSED" in result, result
+    assert (outside / "target.txt").read_text() == "untouched" and sorted(os.listdir(outside)) == ["target.txt"]
+    assert (output / "keep.txt").read_text() == "keep more" and not (output / "gone.txt").exists()
+    assert (output / "old").read_text() == "now a file"
+    assert not (output / "file_link").is_symlink() and (output / "file_link").read_text() == "a plain file now"
+    assert not (output / "dir_link").is_symlink() and (output / "dir_link" / "target.txt").read_text() == "inside"
+    assert (output / "new" / "deep" / "n.txt").stat().st_mtime == stamp
+
+
+@needs_sandbox
+@pytest.mark.skipif(os.geteuid() != 0, reason="as root only: then the code runs as a uid of its own")
+@pytest.mark.parametrize("mode", MODES)
+def test_processes_of_other_users_cannot_reach_into_the_running_code(tmp_path, mode):
+    """nobody's processes (any daemon) must not read root's files or write the
+    output through /proc/<pid>/root and cwd of the code (its uid is its own)."""
+    import pwd
+    import subprocess
+    import threading
+    from helpers import wait_for
+    if probe_sandbox(mode).uid in (0, -1):
+        pytest.skip("no idmapped mounts here: the code runs as root without capabilities")
+    src = tmp_path / "src"
+    src.mkdir(mode=0o700)
+    (src / "root-only.txt").write_text("ROOT-ONLY-CONTENT")
+    os.chmod(src / "root-only.txt", 0o600)
+    marker = f"azclaw-reach-{os.getpid()}-{mode}"
+    code = f"# {marker}\nimport time\nopen('started', 'w').close()\ntime.sleep(30)\n"
+    done: list[str] = []
+    call = threading.Thread(target=lambda: done.append(sandbox.run_python(code, tmp_path / "output", timeout=10,
+                                                                         mode=mode, sources=[src])))
+    call.start()
+    found: list[int] = []
+
+    def running() -> bool:
+        for entry in Path("/proc").iterdir():
+            try:
+                if entry.name.isdigit() and marker.encode() in (entry / "cmdline").read_bytes():
+                    found.append(int(entry.name))
+                    return (entry / "cwd" / "started").exists()
+            except OSError:
+                continue
+        return False
+    wait_for(running, timeout=60, what="the code running")  # generous: a busy machine
+    pid = found[-1]
+    uid = os.stat(f"/proc/{pid}").st_uid
+    assert uid not in (0, 65534)
+    with pytest.raises(KeyError):
+        pwd.getpwuid(uid)  # no account has it
+    nobody = {"user": 65534, "group": 65534, "capture_output": True, "text": True, "check": False}
+    read = subprocess.run(["/bin/cat", f"/proc/{pid}/root{src}/root-only.txt"], **nobody)
+    write = subprocess.run(["/bin/sh", "-c", f"echo planted > /proc/{pid}/cwd/planted"], **nobody)
+    call.join()
+    assert "ROOT-ONLY-CONTENT" not in read.stdout and read.returncode != 0
+    assert write.returncode != 0 and not (tmp_path / "output" / "planted").exists(), done
+
+
+@needs_sandbox
+def test_folders_nested_deeper_than_the_copy_back_goes_are_named_and_the_run_goes_on(tmp_path):
+    _needs_quota("sandboxed")
+    code = ("import os\nfor i in range(600):\n    os.mkdir('d')\n    os.chdir('d')\n"
+            "open('bottom.txt', 'w').write('deep')\nprint('nested')\n")
+    result = sandbox.run_python(code, tmp_path / "output")
+    assert "nested" in result and "folders deep, not copied back" in result, result
+    assert (tmp_path / "output" / "d").is_dir()

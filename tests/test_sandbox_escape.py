@@ -8,8 +8,9 @@ port, the folders); the next round must happen. A snippet prints ESCAPED
 when its attack worked and REFUSED when the sandbox stopped it.
 
 The bombs are bounded even if the sandbox failed (300 forks, 4 x 600 MB,
-100 MB of file), and the table only runs after the self-test confirmed
-the confinement.
+100 MB of file, 500 MB and 20,000 files), and the table only runs after the
+self-test confirmed the confinement. A second, short run gives the planted
+HOME as a source folder on purpose: its secrets must stay out of reach.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ import pytest
 
 import azclaw
 from azclaw.tools.confine import probe_sandbox
+from azclaw.tools.sandbox import PYTHON_QUOTA_BYTES, PYTHON_QUOTA_FILES
 from fakellm import FakeLLM, Reply, call, text
 from helpers import cli_env, journal, wait_for
 
@@ -115,13 +117,32 @@ ATTACKS = [
      "print('ESCAPED' if len(got) == 4 and not any(codes) else 'REFUSED', len(got), codes)", "REFUSED"),
     ("big-file", "run_python", attempt("f = open('big.bin', 'wb')",
                                        "[f.write(b'x' * (1 << 20)) for _ in range(100)]", "f.close()"), "REFUSED"),
+    # a root shell left for any local user: a setuid copy of /bin/sh, by chmod or by the mode of open
+    ("setuid-shell", "run_python", attempt("import shutil", "shutil.copy('/bin/sh', 'suidsh')",
+                                           "os.chmod('suidsh', 0o4755)"), "REFUSED"),
+    ("setuid-by-open", "run_python", attempt("os.close(os.open('suidsh2', os.O_CREAT | os.O_WRONLY, 0o6755))"),
+     "REFUSED"),
+    ("runs-as-root", "run_python", "import os\nprint('ESCAPED' if os.geteuid() == 0 else 'REFUSED', os.geteuid())",
+     "REFUSED"),
+    # 500 MB and 20,000 files in one call (files of 50 MB: the per-file limit is 64 MB)
+    ("write-500-mb", "run_python", attempt("for i in range(10):", "    f = open('fill%d' % i, 'wb')",
+                                           "    [f.write(b'x' * (1 << 20)) for _ in range(50)]", "    f.close()"),
+     "REFUSED"),
+    ("write-20000-files", "run_python", attempt("os.makedirs('swarm', exist_ok=True)", "for i in range(20000):",
+                                                "    open('swarm/%d' % i, 'w').close()"), "REFUSED"),
 ]
 
-# attacks only a control group stops (as root, RLIMIT_NPROC does not count)
-NEEDS = {"memory-bomb": ("memory" not in LEVEL.cgroup,
+# attacks only a control group stops (as root, RLIMIT_NPROC does not count), only the write quota stops
+# (a mount namespace), only idmapped mounts stop (as root): where the self-test saw them missing, they skip
+NO_QUOTA = "no write quota here: the kernel refused the call's mount namespace or overlay (azclaw doctor warns)"
+NEEDS = {"memory-bomb": (lambda level: "memory" not in level.cgroup,
                          "no memory cgroup here: memory is limited per process only (1 GB of address space each)"),
-         "fork-bomb": ("pids" not in LEVEL.cgroup and os.geteuid() == 0,
-                       "no pids cgroup here, and RLIMIT_NPROC does not apply to root")}
+         "fork-bomb": (lambda level: "pids" not in level.cgroup and os.geteuid() == 0,
+                       "no pids cgroup here, and RLIMIT_NPROC does not apply to root"),
+         "write-500-mb": (lambda level: not level.quota, NO_QUOTA),
+         "write-20000-files": (lambda level: not level.quota, NO_QUOTA),
+         "runs-as-root": (lambda level: level.uid == 0,
+                          "no idmapped mounts here: the code runs as root without capabilities (azclaw doctor warns)")}
 
 
 BWRAP = probe_sandbox("bwrap")
@@ -211,7 +232,7 @@ def hostile_run(request, tmp_path_factory):
 def test_each_attack_is_refused_and_the_run_goes_on(hostile_run, name, tool, template, expected):
     result = hostile_run["results"][name]
     assert result is not None, f"{name}: no tool result reached the model; stderr: {hostile_run['err'][-2000:]}"
-    if name in NEEDS and NEEDS[name][0]:
+    if name in NEEDS and NEEDS[name][0](hostile_run["level"]):
         pytest.skip(NEEDS[name][1])
     assert "ESCAPED" not in result and expected in result, result
     n = [a[0] for a in ATTACKS].index(name) + 1
@@ -247,6 +268,51 @@ def test_nothing_was_written_outside_the_output(hostile_run):
     assert "# x" not in (Path(azclaw.__file__).parent / "__init__.py").read_text()
     big = base / "output" / "big.bin"
     assert not big.exists() or big.stat().st_size <= 64 << 20
+
+
+def test_no_privileged_file_was_left_and_each_call_kept_its_quota(hostile_run):
+    output = hostile_run["base"] / "output"
+    assert [p for p in output.rglob("*") if p.is_file() and p.lstat().st_mode & 0o6000] == []
+    if not hostile_run["level"].quota:
+        pytest.skip(NO_QUOTA)
+    assert sum(p.stat().st_size for p in output.glob("fill*")) <= PYTHON_QUOTA_BYTES
+    assert len(list((output / "swarm").iterdir())) <= PYTHON_QUOTA_FILES
+    if os.geteuid() == 0:  # what the code wrote stays azclaw's
+        assert all(p.lstat().st_uid == 0 for p in output.iterdir())
+
+
+@pytest.mark.parametrize("mode", ["landlock", "bwrap"])
+def test_code_cannot_read_the_secrets_of_a_source_folder_in_a_real_run(tmp_path, mode):
+    """The home folder given as a source on purpose (--allow-secret-sources):
+    its key and credentials stay out of the code's reach and the model's."""
+    if mode == "bwrap" and not BWRAP.confined:
+        pytest.skip(f"bubblewrap does not work here: {'; '.join(BWRAP.problems) or BWRAP.text}")
+    home = tmp_path / "home"
+    (home / ".ssh").mkdir(parents=True)
+    (home / ".aws").mkdir()
+    (home / ".ssh" / "id_rsa").write_text(SECRETS["ssh"])
+    (home / ".aws" / "credentials").write_text(SECRETS["aws"])
+    (home / "notes.txt").write_text("ordinary notes")
+    steals = [call("run_python", {"code": attempt(f"print(open({str(home / p)!r}).read())")})
+              for p in (".ssh/id_rsa", ".aws/credentials")]
+    steals += [call("run_python", {"code": f"print(open({str(home / 'notes.txt')!r}).read())"}),
+               call("read_file", {"path": ".ssh/id_rsa"})]
+    fake = FakeLLM(per_agent={"developer": [*steals, text("done")]}).start()
+    try:
+        proc = subprocess.run([sys.executable, "-m", "azclaw", "run", "--task", "look around", "--endpoint", fake.url,
+                               "--agents", "developer", "--max-rounds", "1", "--quiet", "--python-sandbox", mode,
+                               "--source", str(home), "--allow-secret-sources"],
+                              cwd=tmp_path, env=cli_env(HOME=str(home)), capture_output=True, text=True,
+                              stdin=subprocess.DEVNULL, timeout=300, check=False)
+    finally:
+        fake.stop()
+    assert proc.returncode == 0, proc.stderr
+    results = [r.last["content"] for r in fake.chats if r.last.get("role") == "tool"]
+    assert len(results) == 4, results
+    assert "REFUSED" in results[0] and "REFUSED" in results[1] and "ordinary notes" in results[2], results
+    assert results[3].startswith("ERROR") and "secrets" in results[3]
+    bodies = "\n".join(r.raw for r in fake.requests)
+    assert SECRETS["ssh"] not in bodies and SECRETS["aws"] not in bodies
 
 
 def test_no_process_of_the_snippets_outlived_its_call(hostile_run):

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import fnmatch
 import os
+import pwd
+import re
 from pathlib import Path
 
 from . import confine
@@ -22,6 +24,8 @@ MAX_WRITE_BYTES = 1_000_000
 PYTHON_TIMEOUT = 30.0
 PYTHON_OUTPUT = 8000
 PYTHON_MEMORY_BYTES = 1 << 30
+PYTHON_QUOTA_BYTES = 200 << 20  # what one call may write in all (output and its private folder)
+PYTHON_QUOTA_FILES = 5000  # files and folders one call may create or change
 PYTHON_MODES = ("sandboxed", "bwrap", "unsandboxed", "off")
 
 _SECRET_NAMES = [".env", ".env.*", "*.env", "id_rsa*", "id_dsa*", "id_ecdsa*", "id_ed25519*", "id_xmss*",
@@ -35,19 +39,75 @@ _SECRET_NAMES = [".env", ".env.*", "*.env", "id_rsa*", "id_dsa*", "id_ecdsa*", "
 _SECRET_DIRS = {".ssh", ".aws", ".gnupg", ".git", ".docker", ".kube", ".azure", ".password-store",
                 "keyrings", "gcloud", ".gcloud"}
 _SECRET_PAIRS = {("gh", "hosts.yml"), ("hub", "hub"), ("gh", "config.yml"), ("containers", "auth.json"),
-                 (".composer", "auth.json"), ("composer", "auth.json")}
+                 (".composer", "auth.json"), ("composer", "auth.json"), ("etc", "shadow"), ("etc", "gshadow"),
+                 ("etc", "shadow-"), ("etc", "gshadow-")}
+_SECRET_NAME = re.compile("|".join(fnmatch.translate(p) for p in _SECRET_NAMES))  # one pass, not 60
+# folders of a person's keys and logins: a source folder holding one is refused (a project's .git is not)
+_CREDENTIAL_DIRS = _SECRET_DIRS - {".git"}
 
 
 def is_secret(path: Path) -> bool:
     """True for files that hold keys or credentials, wherever they are."""
     # lower case: on case-insensitive file systems .GIT/config is .git/config
-    parts = [p.lower() for p in Path(path).parts]
+    return _secret_parts([p.lower() for p in Path(path).parts])
+
+
+def _secret_parts(parts: list[str]) -> bool:
     if any(p in _SECRET_DIRS for p in parts):
         return True
     if len(parts) >= 2 and (parts[-2], parts[-1]) in _SECRET_PAIRS:
         return True
-    name = parts[-1] if parts else ""
-    return any(fnmatch.fnmatch(name, pattern) for pattern in _SECRET_NAMES)
+    return _SECRET_NAME.match(parts[-1] if parts else "") is not None
+
+
+def hidden_from_code(rel: str, is_dir: bool) -> bool:
+    """What model-written code may not read in a source folder (``rel``
+    relative to it, "/"-separated): the secret rules of the file tools."""
+    parts = rel.lower().split("/")
+    return parts[-1] in _SECRET_DIRS if is_dir else _secret_parts(parts)
+
+
+def home_folders() -> list[Path]:
+    """$HOME, the user's home in the password database, and /root."""
+    found = [Path(os.path.expanduser("~")), Path("/root")]
+    try:
+        found.append(Path(pwd.getpwuid(os.getuid()).pw_dir))
+    except (KeyError, OSError):
+        pass
+    homes: list[Path] = []
+    for home in found:
+        real = home.resolve()
+        if real != Path("/") and real not in homes:
+            homes.append(real)
+    return homes
+
+
+def check_source_folders(folders, allow_secrets: bool = False) -> None:
+    """Refuse a source folder that is /, is or holds a home folder, lies in
+    a secret folder or holds a folder of keys or logins (.ssh, .aws, .gnupg
+    ...): model-written code may read the source folders. ``allow_secrets``:
+    the person means it (the secret files stay hidden from the code and the
+    file tools). Raises ConfigError naming the folder."""
+    if allow_secrets:
+        return
+    hint = ("model-written code may read the source folders. Choose the project's own folder, or pass "
+            "--allow-secret-sources (library: allow_secret_sources=True) if you mean it")
+    for folder in folders:
+        real = Path(folder).expanduser().resolve()
+        name = str(folder) if str(folder) == str(real) else f"{folder} ({real})"
+        if real == Path("/"):
+            raise ConfigError(f"source folder {name}: it is the whole file system; {hint}")
+        for home in home_folders():
+            if real == home or real in home.parents:
+                raise ConfigError(f"source folder {name}: it holds the home folder {home}, where keys and "
+                                  f"logins live; {hint}")
+        inside = [p for p in real.parts if p.lower() in _SECRET_DIRS]
+        if inside:
+            raise ConfigError(f"source folder {name}: it lies in the secret folder {inside[0]}; {hint}")
+        view = confine.source_view([real], hidden_from_code)
+        found = [p for p in view.hidden if Path(p).name.lower() in _CREDENTIAL_DIRS]
+        if found:
+            raise ConfigError(f"source folder {name}: it holds {found[0]}, a folder of keys or logins; {hint}")
 
 
 def locate(path: str, roots: list[Path], must_exist: bool = True) -> tuple[Path, Path]:
@@ -130,8 +190,10 @@ def refusal(level: confine.SandboxLevel, mode: str) -> str:
 def run_python(code: str, cwd: Path, timeout: float = PYTHON_TIMEOUT, output_limit: int = PYTHON_OUTPUT,
                mode="sandboxed", sources=()) -> str:
     """Run ``code`` with ``python -I`` in ``cwd`` under the OS sandbox (see
-    ``confine``); kill its whole process tree at the time limit and when it
-    ends; return its status and output, cut."""
+    ``confine``): the secrets of the source folders hidden, its writes under
+    one quota, no setuid file left behind; kill its whole process tree at
+    the time limit and when it ends; return its status and output, cut, and
+    what was refused or changed."""
     mode = python_mode(mode)
     if mode == "off":
         raise ToolError("run_python is turned off for this run")
@@ -140,18 +202,38 @@ def run_python(code: str, cwd: Path, timeout: float = PYTHON_TIMEOUT, output_lim
     if refused:
         raise ToolError(refused)
     names = tuple(n for n in level.namespaces if n != "user")
-    limits = confine.Limits(cpu_seconds=int(timeout) + 1, memory_bytes=PYTHON_MEMORY_BYTES)
+    limits = confine.Limits(cpu_seconds=int(timeout) + 1, memory_bytes=PYTHON_MEMORY_BYTES,
+                            quota_bytes=PYTHON_QUOTA_BYTES, quota_files=PYTHON_QUOTA_FILES)
     try:
         outcome = confine.run(code, Path(cwd), sources=sources, timeout=timeout, output_bytes=output_limit * 4 + 4,
                               confine=mode != "unsandboxed", namespaces=names, use_cgroup=bool(level.cgroup),
-                              limits=limits, bwrap=mode == "bwrap")
+                              limits=limits, bwrap=mode == "bwrap", hidden=hidden_from_code)
     except confine.SetupError as exc:
         raise ToolError(f"run_python did not run the code: {exc}") from None
     text = outcome.output.decode("utf-8", "replace")
     if len(text) > output_limit or outcome.dropped:
         more = len(text) - output_limit + outcome.dropped
         text = text[:output_limit] + f"\n[... {'at least ' if outcome.dropped else ''}{more} more characters cut]"
-    return f"[{outcome.status}]\n{text}" if text else f"[{outcome.status}, no output]"
+    notes = "".join(f"\n[{note}]" for note in _notes(outcome, limits))
+    return (f"[{outcome.status}]\n{text}" if text else f"[{outcome.status}, no output]") + notes
+
+
+def _notes(outcome, limits) -> list[str]:
+    """What the tool result says besides the output: a spent quota, setuid
+    bits removed, sources hidden unchecked, a missing quota."""
+    notes = []
+    full = outcome.report("output").get("full", "0")
+    if full != "0":
+        spent = f"{limits.quota_bytes >> 20} MB" if full == "bytes" else f"{limits.quota_files} files and folders"
+        notes.append(f"this call used its whole write quota ({spent} per call, output and temporary files "
+                     "together): writes past it were refused with 'No space left on device'")
+    if outcome.stripped:
+        shown = ", ".join(outcome.stripped[:10]) + (" ..." if len(outcome.stripped) > 10 else "")
+        notes.append(f"setuid/setgid bits removed (code may not leave privileged files): {shown}")
+    if outcome.unchecked:
+        notes.append(f"{len(outcome.unchecked)} folders of the sources were too many to check for secrets and "
+                     f"are hidden from code, e.g. {outcome.unchecked[0]}")
+    return notes + outcome.notes
 
 
 def sandbox_summary(mode="sandboxed") -> str:

@@ -8,7 +8,8 @@ between fork and exec, and verified by a self-test.
 
 from .level import SandboxLevel, probe_sandbox
 from .oslimits import protect_process
-from .policy import Limits
+from .policy import Limits, SourceView, source_view
 from .runner import Outcome, SetupError, run
 
-__all__ = ["Limits", "Outcome", "SandboxLevel", "SetupError", "probe_sandbox", "protect_process", "run"]
+__all__ = ["Limits", "Outcome", "SandboxLevel", "SetupError", "SourceView", "probe_sandbox", "protect_process", "run",
+           "source_view"]

@@ -75,13 +75,23 @@ def fs_rights(version: int) -> int:
     return _FS_BY_ABI.get(version, _FS_BY_ABI[5])
 
 
-def restrict(read: list[str], write: list[str], version: int | None = None) -> int:
+def restrict(read: list, write: list, version: int | None = None, listing: list = ()) -> int:
     """Allow reading ``read`` and reading/writing ``write`` (files or folders,
-    with everything beneath them) and nothing else of the file system; block
+    with everything beneath them; paths, or open descriptors), listing the
+    folders of ``listing`` (names only), and nothing else of the file system; block
     TCP bind/connect (ABI 4+), signals and abstract UNIX sockets that leave the
     sandbox (ABI 6+). Paths that do not exist are skipped. Returns the ABI
     applied; raises LandlockError."""
-    create, add_rule, restrict_self = _numbers()
+    ruleset, version = prepare(read, write, version, listing)
+    enforce(ruleset)
+    return version
+
+
+def prepare(read: list, write: list, version: int | None = None, listing: list = ()) -> tuple[int, int]:
+    """The ruleset of ``restrict``, not yet applied: (descriptor, ABI). Its
+    paths are opened now, with the rights we have now (a process about to
+    leave root for an ordinary uid prepares first)."""
+    create, add_rule, _ = _numbers()
     version = abi() if version is None else version
     if version < 1:
         raise LandlockError(0, "Landlock is not available in this kernel (or disabled at boot)")
@@ -94,22 +104,34 @@ def restrict(read: list[str], write: list[str], version: int | None = None) -> i
     if ruleset < 0:
         raise LandlockError(ctypes.get_errno(), f"landlock_create_ruleset: {os.strerror(ctypes.get_errno())}")
     try:
-        for paths, rights in ((read, READ), (write, WRITE)):
+        for paths, rights in ((listing, READ_DIR), (read, READ), (write, WRITE)):
             for path in paths:
                 _add_path(libc, add_rule, ruleset, path, rights & handled)
-        if libc.syscall(restrict_self, ctypes.c_int(ruleset), ctypes.c_uint32(0)) != 0:
+    except BaseException:
+        os.close(ruleset)
+        raise
+    return ruleset, version
+
+
+def enforce(ruleset: int) -> None:
+    """Apply a prepared ruleset to this process (and all it starts) and close it."""
+    _, _, restrict_self = _numbers()
+    try:
+        if _libc().syscall(restrict_self, ctypes.c_int(ruleset), ctypes.c_uint32(0)) != 0:
             err = ctypes.get_errno()
             raise LandlockError(err, f"landlock_restrict_self: {os.strerror(err)}")
     finally:
         os.close(ruleset)
-    return version
 
 
-def _add_path(libc, add_rule: int, ruleset: int, path: str, rights: int) -> None:
-    try:
-        fd = os.open(path, os.O_PATH | os.O_CLOEXEC)
-    except OSError:
-        return  # not on this system: nothing to allow
+def _add_path(libc, add_rule: int, ruleset: int, path, rights: int) -> None:
+    if isinstance(path, int):
+        fd = os.dup(path)
+    else:
+        try:
+            fd = os.open(path, os.O_PATH | os.O_CLOEXEC)
+        except OSError:
+            return  # not on this system: nothing to allow
     try:
         if not stat.S_ISDIR(os.fstat(fd).st_mode):
             rights &= _FILE_RIGHTS

@@ -1,22 +1,27 @@
 """The sandbox level actually applied, learned by a self-test: a confined
-child tries a forbidden read, a forbidden write and a network socket, and
-each must fail. Never claimed from code alone."""
+child tries a forbidden read, a forbidden write, a network socket, a setuid
+file and a write past a small quota, and each must fail. Never claimed from
+code alone."""
 
 from __future__ import annotations
 
 import json
+import os
 import tempfile
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import landlock, runner
+from .policy import Limits
 
 PROBE = """
 import json, os, socket
-r = {}
+r = {"uid": os.geteuid()}
 for name, act in (("read", lambda: open(SECRET).read()), ("write", lambda: open(SECRET + ".w", "w")),
-                  ("socket", lambda: socket.socket(socket.AF_INET, socket.SOCK_DGRAM))):
+                  ("socket", lambda: socket.socket(socket.AF_INET, socket.SOCK_DGRAM)),
+                  ("setuid", lambda: os.chmod(open("setuid", "w").name, 0o4755)),
+                  ("quota", lambda: open("quota", "wb").write(b"x" * (2 << 20)))):
     try:
         act()
         r[name] = "allowed"
@@ -24,6 +29,8 @@ for name, act in (("read", lambda: open(SECRET).read()), ("write", lambda: open(
         r[name] = exc.errno
 print(json.dumps(r))
 """
+PROBE_LIMITS = Limits(cpu_seconds=21, quota_bytes=1 << 20, quota_files=64)  # the probe writes 2 MB: refused
+DEFAULT_LIMITS = Limits()
 
 
 @dataclass(frozen=True)
@@ -39,6 +46,9 @@ class SandboxLevel:
     files_refused: bool = False  # the probe's read and write outside both failed
     mode: str = "sandboxed"  # or "bwrap", or "unsandboxed" (the user's choice)
     problems: tuple[str, ...] = field(default_factory=tuple)
+    quota: bool = False  # a write past the call's quota was seen refused
+    setuid_refused: bool = False  # making a setuid file was seen refused
+    uid: int = -1  # the uid the probe ran as (-1: unknown)
 
     @property
     def confined(self) -> bool:
@@ -62,6 +72,14 @@ class SandboxLevel:
             parts.append(f"cgroup {','.join(self.cgroup)}")
         if self.rlimits:
             parts.append("rlimits")
+        if self.quota:
+            parts.append(f"write quota {DEFAULT_LIMITS.quota_bytes >> 20} MB/{DEFAULT_LIMITS.quota_files} files")
+        if self.setuid_refused:
+            parts.append("no setuid files")
+        if self.uid > 0 and os.geteuid() == 0:
+            parts.append(f"runs as uid {self.uid}")
+        elif self.uid == 0 and self.mode != "unsandboxed":
+            parts.append("runs as root without capabilities")
         text = "rlimits only" if parts == ["rlimits"] else " + ".join(parts) or "none"
         if self.mode == "bwrap" and not self.confined:
             text = text.replace("bwrap (mount, pid, net, ipc, uts namespaces)", "bwrap not working")
@@ -72,7 +90,8 @@ class SandboxLevel:
     def as_dict(self) -> dict:
         return {"text": self.text, "confined": self.confined, "landlock": self.landlock,
                 "seccomp": self.seccomp, "namespaces": list(self.namespaces), "cgroup": list(self.cgroup),
-                "mode": self.mode, "problems": list(self.problems)}
+                "mode": self.mode, "problems": list(self.problems), "quota": self.quota,
+                "setuid_refused": self.setuid_refused, "uid": self.uid}
 
 
 _cache: dict[str, SandboxLevel] = {}
@@ -105,7 +124,7 @@ def _probe(mode: str) -> SandboxLevel:
             problems.append("Landlock is not available in this kernel (or disabled at boot)")
         for options in attempts:
             try:
-                outcome = runner.run(code, Path(tmp) / "output", timeout=20, **options)
+                outcome = runner.run(code, Path(tmp) / "output", timeout=20, limits=PROBE_LIMITS, **options)
                 break
             except runner.SetupError as exc:
                 problems.append(str(exc))
@@ -122,12 +141,14 @@ def _probe(mode: str) -> SandboxLevel:
     if confined.get("landlock") and not files_refused:
         problems.append("Landlock was applied but the probe could read or write outside")
     net_refused = seen.get("socket") not in ("allowed", None)
+    quota = seen.get("quota") not in ("allowed", None) and outcome.report("setup").get("quota") == "1"
     return SandboxLevel(
         landlock=version, seccomp=net_refused and confined.get("seccomp") == "1",
         namespaces=tuple(n for n in setup.get("ns", "").split(",") if n),
         cgroup=tuple(_cgroup_controls()), rlimits=tuple(n for n in confined.get("rlimits", "").split(",") if n),
         capabilities_dropped=confined.get("caps") == "1", files_refused=files_refused, mode=mode,
-        problems=tuple(problems))
+        problems=tuple(problems), quota=quota, setuid_refused=seen.get("setuid") not in ("allowed", None),
+        uid=int(seen.get("uid", -1)))
 
 
 def _cgroup_controls() -> list[str]:

@@ -85,6 +85,20 @@ def drop_capabilities() -> bool:
     return had
 
 
+def become(uid: int) -> None:
+    """As root: leave root for ``uid`` (its group the same number), with no
+    supplementary groups, and drop the bounding set first (after the uid
+    change we could no longer). Capabilities go with uid 0."""
+    libc = _libc()
+    for cap in range(_last_cap() + 1):
+        if libc.prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) != 0 and ctypes.get_errno() != 22:
+            err = ctypes.get_errno()
+            raise OSError(err, f"PR_CAPBSET_DROP {cap}: {os.strerror(err)}")
+    os.setgroups([])
+    os.setresgid(uid, uid, uid)
+    os.setresuid(uid, uid, uid)
+
+
 _CAPSET = 126 if os.uname().machine in ("x86_64", "amd64") else 91
 
 
@@ -117,23 +131,23 @@ def unshare(flags: int) -> None:
 def new_namespaces(net: bool = True) -> list[str]:
     """Move the next child into a new PID namespace (when its init ends the
     kernel kills everything in it) and, with ``net``, new network and IPC
-    namespaces. As root directly; otherwise inside a new user namespace mapped
-    to our own uid. Returns the names applied; [] when the kernel or the
-    system's policy refuses."""
+    namespaces. Directly where we may (root, or already in a user namespace
+    of our own); otherwise inside a new user namespace mapped to our own
+    uid. Returns the names applied; [] when the kernel or the system's
+    policy refuses."""
     uid, gid = os.geteuid(), os.getegid()
-    user = 0 if uid == 0 else CLONE_NEWUSER
     tries = [(CLONE_NEWPID | CLONE_NEWNET | CLONE_NEWIPC, ["pid", "net", "ipc"])] if net else []
     for flags, names in tries + [(CLONE_NEWPID, ["pid"])]:
-        try:
-            unshare(flags | user)
-        except OSError:
-            continue
-        if user:
-            _write("/proc/self/setgroups", "deny")  # a failure here is raised: we are in the
-            _write("/proc/self/uid_map", f"{uid} {uid} 1")  # new namespace already, as nobody
-            _write("/proc/self/gid_map", f"{gid} {gid} 1")
-            names.insert(0, "user")
-        return names
+        for user in (0, CLONE_NEWUSER) if uid != 0 else (0,):
+            try:
+                unshare(flags | user)
+            except OSError:
+                continue
+            if user:
+                _write("/proc/self/setgroups", "deny")  # a failure here is raised: we are in the
+                _write("/proc/self/uid_map", f"{uid} {uid} 1")  # new namespace already, as nobody
+                _write("/proc/self/gid_map", f"{gid} {gid} 1")
+            return ["user", *names] if user else names
     return []
 
 

@@ -5,7 +5,9 @@ never hangs the run), and kill the whole process tree at the end.
 The tree is killed three ways, each enough on its own where it applies: the
 descendants of the launcher (a subreaper, so ``setsid`` and double forks
 stay under it) are stopped, then killed; the call's control group is
-killed; the PID namespace dies with its first process.
+killed; the PID namespace dies with its first process. The launcher itself
+lives on to copy the output back (``outfolder``); then no file in the output
+folder keeps a setuid or setgid bit (``strip_privileged``).
 """
 
 from __future__ import annotations
@@ -25,11 +27,13 @@ from pathlib import Path
 from . import cgroup
 from .bwrap import command as bwrap_command
 from .oslimits import user_process_count
+from .outfolder import SANDBOX_UID, strip_privileged
 from .policy import Limits, make_policy
 
 LAUNCHER = str(Path(__file__).with_name("launch.py"))
 DRAIN_SECONDS = 2.0
 REAP_SECONDS = 2.0
+COPY_BACK_SECONDS = 120.0  # generous: copying back a call's quota (200 MB) on a busy disk
 
 
 class SetupError(RuntimeError):
@@ -45,7 +49,10 @@ class Outcome:
     dropped: int = 0
     exit_code: int | None = None
     timed_out: bool = False
-    reports: dict[str, str] = field(default_factory=dict)  # setup / confined -> "key=value ..."
+    reports: dict[str, str] = field(default_factory=dict)  # setup / confined / output -> "key=value ..."
+    stripped: list[str] = field(default_factory=list)  # output files whose setuid/setgid bit was cleared
+    notes: list[str] = field(default_factory=list)  # what the tool result should say (no quota, not copied back)
+    unchecked: list[str] = field(default_factory=list)  # source folders hidden because too large to check
 
     def report(self, name: str) -> dict[str, str]:
         return dict(kv.split("=", 1) for kv in self.reports.get(name, "").split() if "=" in kv)
@@ -53,35 +60,49 @@ class Outcome:
 
 def run(code: str, cwd: Path, *, sources=(), timeout: float = 30.0, output_bytes: int = 32_000,
         confine: bool = True, namespaces: tuple[str, ...] = ("pid", "net", "ipc"), use_cgroup: bool = True,
-        limits: Limits | None = None, bwrap: bool = False) -> Outcome:
+        limits: Limits | None = None, bwrap: bool = False, hidden=None) -> Outcome:
     """Run ``code`` with ``python -I -c`` in ``cwd``; raise SetupError when the
     sandbox could not be applied (the code then never ran). ``bwrap``: start
     the launcher inside bubblewrap (which makes the namespaces; Landlock is
-    then applied where the kernel has it)."""
+    then applied where the kernel has it). ``hidden("rel/path", is_dir)``:
+    what the code may not read in the source folders (None: all of them).
+    Confined, the call writes through a quota (``limits.quota_bytes``,
+    ``quota_files``) and, when we are root, runs as ``SANDBOX_UID``."""
     cwd = Path(cwd).resolve()
     cwd.mkdir(parents=True, exist_ok=True)
     limits = limits or Limits(cpu_seconds=int(timeout) + 1)
     private = Path(tempfile.mkdtemp(prefix="azclaw-py-"))
+    staging = Path(tempfile.mkdtemp(prefix="azclaw-quota-"))  # a mount point, only in the call's namespace
     group = cgroup.create(limits.processes + 2, limits.tree_memory_bytes) if use_cgroup else None
     try:
-        policy = make_policy(cwd, list(sources), private, limits)
+        policy = make_policy(cwd, list(sources), private, limits, hidden)
         nproc = None
         if (group is None or "pids" not in group.controls) and os.getuid() != 0:
             count = user_process_count()  # RLIMIT_NPROC counts all our processes (0: no /proc to count)
             nproc = count + limits.processes if count else None
         cgroups = group.procs_files if group else []
+        quota = None
+        if confine and limits.quota_bytes > 0:
+            quota = {"bytes": limits.quota_bytes, "files": limits.quota_files, "staging": str(staging),
+                     "homes": [str(private)],
+                     "uid": SANDBOX_UID if os.geteuid() == 0 else None,
+                     "sources": [str(Path(s).resolve()) for s in sources]}
         spec = {"code": code, "python": sys.executable, "read": policy.read, "write": policy.write,
+                "listing": policy.listing, "cwd": str(cwd), "quota": quota,
                 "confine": confine, "namespaces": [] if bwrap else list(namespaces), "nproc": nproc,
                 "cgroups": cgroups, "limits": dict(limits.__dict__), "landlock": "optional" if bwrap else "required"}
         try:
-            wrapper = bwrap_command(policy, cwd, cgroups) if bwrap else []
+            wrapper = bwrap_command(policy, cwd, cgroups, [str(staging)]) if bwrap else []
         except FileNotFoundError as exc:
             raise SetupError(str(exc)) from None
-        return _launch(wrapper, spec, cwd, policy.env, timeout, output_bytes, group)
+        outcome = _launch(wrapper, spec, cwd, policy.env, timeout, output_bytes, group)
+        outcome.unchecked = list(policy.unchecked)
+        return outcome
     finally:
         if group is not None:
             group.remove()
         _remove(private)
+        _remove(staging)
 
 
 def _launch(wrapper: list[str], spec: dict, cwd: Path, env: dict, timeout: float, output_bytes: int,
@@ -100,12 +121,18 @@ def _launch(wrapper: list[str], spec: dict, cwd: Path, env: dict, timeout: float
         ended = reader.until_end(deadline)
         late = time.monotonic() >= deadline
     finally:
-        kill_tree(proc, group)
+        kill_tree(proc, group, settle=COPY_BACK_SECONDS if spec.get("quota") else REAP_SECONDS,
+                  inside_bwrap=bool(wrapper))
         reader.drain(time.monotonic() + DRAIN_SECONDS)
         reader.close()
     if "error" in reader.reports:
         raise SetupError(reader.reports["error"])
-    outcome = Outcome("", bytes(reader.out), reader.dropped, reports=reader.reports)
+    stripped = [p for p in reader.reports.get("stripped", "").splitlines() if p]
+    stripped += [p for p in strip_privileged(cwd) if p not in stripped]
+    notes = [n for n in reader.reports.get("note", "").splitlines() if n]
+    if spec.get("quota") and reader.reports.get("setup", "").endswith("quota=1") and "output" not in reader.reports:
+        notes.append("the output was not copied back in time: some files the code wrote may be missing")
+    outcome = Outcome("", bytes(reader.out), reader.dropped, reports=reader.reports, stripped=stripped, notes=notes)
     if ended is None and late:
         outcome.status, outcome.timed_out = f"killed after {timeout:g}s time limit", True
     elif ended is None:  # the launcher itself died (the OOM killer's choice, say): the code with it
@@ -171,8 +198,10 @@ class _Reader:
             word, _, rest = raw.decode("utf-8", "replace").partition(" ")
             if word in ("exit", "signal") and rest.strip().lstrip("-").isdigit():
                 self.ended = (word, int(rest))
-            elif word in ("setup", "confined", "error"):
+            elif word in ("setup", "confined", "error", "output"):
                 self.reports[word] = rest
+            elif word in ("note", "stripped") and len(self.reports.get(word, "")) < 4000:
+                self.reports[word] = (self.reports.get(word, "") + "\n" + rest).strip("\n")
             elif raw.strip() and len(self.reports.get("other", "")) < 2000:  # bwrap's own complaints
                 self.reports["other"] = (self.reports.get("other", "") + " " + raw.decode("utf-8", "replace")).strip()
 
@@ -199,13 +228,12 @@ class _Reader:
                 pass
 
 
-def descendants(root: int) -> set[int]:
-    """Every process below ``root`` (by parent links in /proc)."""
+def _children_map() -> dict[int, list[int]]:
     children: dict[int, list[int]] = {}
     try:
         names = os.listdir("/proc")
     except OSError:
-        return set()
+        return children
     for name in names:
         if not name.isdigit():
             continue
@@ -216,6 +244,12 @@ def descendants(root: int) -> set[int]:
             continue
         ppid = int(stat[stat.rindex(b")") + 2:].split()[1])
         children.setdefault(ppid, []).append(int(name))
+    return children
+
+
+def descendants(root: int) -> set[int]:
+    """Every process below ``root`` (by parent links in /proc)."""
+    children = _children_map()
     found, todo = set(), [root]
     while todo:
         for child in children.get(todo.pop(), []):
@@ -225,27 +259,44 @@ def descendants(root: int) -> set[int]:
     return found
 
 
-def kill_tree(proc: subprocess.Popen, group=None) -> None:
+def _launcher_in(root: int) -> int:
+    """The launcher under bubblewrap: the first process below ``root`` that
+    is not bwrap (the code's processes all lie below the launcher)."""
+    children, level = _children_map(), [root]
+    while level:
+        level = [child for parent in level for child in children.get(parent, [])]
+        for pid in level:
+            try:
+                if Path(f"/proc/{pid}/comm").read_text().strip() != "bwrap":
+                    return pid
+            except OSError:
+                continue
+    return root
+
+
+def kill_tree(proc: subprocess.Popen, group=None, settle: float = REAP_SECONDS, inside_bwrap: bool = False) -> None:
     """Stop every descendant of the launcher (stopped processes cannot fork)
-    until no new one appears, kill them all, let the launcher reap them, then
-    kill the control group and the launcher for anything left."""
-    seen: set[int] = set()
+    until no new one appears, kill them all, let the launcher reap them and
+    copy the output back (``settle`` seconds at most), then kill the control
+    group, bubblewrap and the launcher for anything left."""
+    killed: set[int] = set()
     if sys.platform.startswith("linux") and proc.poll() is None:
+        launcher = _launcher_in(proc.pid) if inside_bwrap else proc.pid
         for _ in range(100):
-            new = descendants(proc.pid) - seen
+            new = descendants(launcher) - killed
             if not new:
                 break
             for pid in new:
                 _signal(pid, signal.SIGSTOP)
-            seen |= new
-        for pid in seen:
+            killed |= new
+        for pid in killed:
             _signal(pid, signal.SIGKILL)
     try:
-        proc.stdin.close()  # the launcher's hold: it reaps and exits
+        proc.stdin.close()  # the launcher's hold: it reaps, copies back and exits
     except OSError:
         pass
     try:
-        proc.wait(timeout=REAP_SECONDS)
+        proc.wait(timeout=settle)
     except subprocess.TimeoutExpired:
         pass
     if group is not None:

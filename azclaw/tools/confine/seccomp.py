@@ -11,6 +11,13 @@ namespaces, no io_uring, no kernel-level tricks.
   ``keyctl``, module loading, ``kexec``, ``reboot`` ... fail with EPERM;
   ``clone3`` fails with ENOSYS so the C library falls back to ``clone``, whose
   flags the filter can see. io_uring would open sockets behind the filter's back.
+* No setuid or setgid file: ``chmod``, ``fchmod``, ``fchmodat``, ``fchmodat2``
+  and the creating calls (``open``, ``openat``, ``creat``, ``mknod``,
+  ``mknodat``) fail with EPERM when their mode has S_ISUID or S_ISGID. Code
+  running as root owns what it makes; a root-owned setuid shell left in the
+  output folder would be a root shell for any local user. ``openat2`` (its
+  mode is in a struct the filter cannot read) fails with ENOSYS: the C
+  library falls back to ``openat``.
 * A system call made through another ABI (32-bit ``int 0x80``, x32) fails:
   the filter checks the architecture first.
 """
@@ -39,9 +46,16 @@ _SYSCALLS = {
     "swapon": (167, 224), "swapoff": (168, 225), "open_by_handle_at": (304, 265),
     "name_to_handle_at": (303, 264), "acct": (163, 89), "syslog": (103, 116),
     "settimeofday": (164, 170), "clock_settime": (227, 112), "sethostname": (170, 161),
-    "setdomainname": (171, 162), "quotactl": (179, 60), "vhangup": (153, 58),
+    "setdomainname": (171, 162), "quotactl": (179, 60), "vhangup": (153, 58), "openat2": (437, 437),
 }
-DENIED = [n for n in _SYSCALLS if n not in ("socket", "socketpair", "clone", "clone3")]
+# calls whose mode argument may carry S_ISUID/S_ISGID: name: ((x86_64, aarch64) numbers, mode argument);
+# -1: the call does not exist on that architecture (aarch64 has only the *at forms)
+_MODE_CALLS = {"chmod": ((90, -1), 1), "fchmod": ((91, 52), 1), "fchmodat": ((268, 53), 2),
+               "fchmodat2": ((452, 452), 2), "open": ((2, -1), 2), "openat": ((257, 56), 3),
+               "creat": ((85, -1), 1), "mknod": ((133, -1), 1), "mknodat": ((259, 33), 2)}
+_PRIVILEGED_MODE = 0o6000  # S_ISUID | S_ISGID
+_ENOSYS_CALLS = ("clone3", "openat2")
+DENIED = [n for n in _SYSCALLS if n not in ("socket", "socketpair", "clone", *_ENOSYS_CALLS)]
 _CLONE_NAMESPACES = 0x7E020000  # NEWNS | NEWCGROUP | NEWUTS | NEWIPC | NEWUSER | NEWPID | NEWNET
 _AF_UNIX = 1
 _SOCK_TYPE_MASK = 0xF
@@ -93,7 +107,12 @@ def build(arch: str | None = None) -> list[tuple[int, int, int, int]]:
              (_LD_W_ABS, 0, 0, _arg(1)), (_AND, 0, 0, _SOCK_TYPE_MASK),
              (_JEQ, 2, 0, _PAIR_TYPES[0]), (_JEQ, 1, 0, _PAIR_TYPES[1]),
              (_RET, 0, 0, deny), (_RET, 0, 0, _ALLOW)]
-    prog += [(_JEQ, 0, 1, nr["clone3"]), (_RET, 0, 0, enosys)]
+    for name in _ENOSYS_CALLS:
+        prog += [(_JEQ, 0, 1, nr[name]), (_RET, 0, 0, enosys)]
+    for name, (numbers, arg) in _MODE_CALLS.items():
+        if numbers[idx] >= 0:
+            prog += [(_JEQ, 0, 4, numbers[idx]), (_LD_W_ABS, 0, 0, _arg(arg)),
+                     (_JSET, 0, 1, _PRIVILEGED_MODE), (_RET, 0, 0, deny), (_LD_W_ABS, 0, 0, _NR)]
     prog += [(_JEQ, 0, 4, nr["clone"]), (_LD_W_ABS, 0, 0, _arg(0)),
              (_JSET, 0, 1, _CLONE_NAMESPACES), (_RET, 0, 0, deny), (_LD_W_ABS, 0, 0, _NR)]
     for name in DENIED:
