@@ -14,9 +14,9 @@ import re
 from dataclasses import dataclass, field
 
 from ..errors import ContextOverflow, EndpointError
+from ..numbers import count
 from .textcalls import parse_text_calls, strip_thinking
 
-MAX_COUNT = 2 ** 31  # a token count at or above this is not a count
 _SURROGATE = re.compile("[\ud800-\udfff]")
 
 
@@ -98,12 +98,6 @@ def clean(text: str) -> str:
     return _SURROGATE.sub("\ufffd", text) if _SURROGATE.search(text) else text
 
 
-def _count(value: object) -> int:
-    if isinstance(value, int) and not isinstance(value, bool) and 0 <= value < MAX_COUNT:
-        return value
-    return 0
-
-
 def _str(value: object) -> str:
     return clean(value) if isinstance(value, str) else ""
 
@@ -149,11 +143,11 @@ def _usage(data: dict) -> Usage:
     usage = data.get("usage") if isinstance(data.get("usage"), dict) else {}
     timings = data.get("timings") if isinstance(data.get("timings"), dict) else {}
     details = usage.get("prompt_tokens_details") if isinstance(usage.get("prompt_tokens_details"), dict) else {}
-    prompt, completion = _count(usage.get("prompt_tokens")), _count(usage.get("completion_tokens"))
-    cached = _count(details.get("cached_tokens")) or _count(timings.get("cache_n"))
+    prompt, completion = count(usage.get("prompt_tokens")), count(usage.get("completion_tokens"))
+    cached = count(details.get("cached_tokens")) or count(timings.get("cache_n"))
     if not usage and timings:  # llama.cpp without usage: its own counters
-        prompt = _count(timings.get("prompt_n")) + _count(timings.get("cache_n"))
-        completion = _count(timings.get("predicted_n"))
+        prompt = count(timings.get("prompt_n")) + count(timings.get("cache_n"))
+        completion = count(timings.get("predicted_n"))
     return Usage(prompt, completion, min(cached, prompt) if prompt else cached)
 
 
@@ -242,18 +236,18 @@ def context_overflow(url: str, status: int, body: object, raw: str) -> ContextOv
     if not any(w in low for w in _OVERFLOW) and code != "context_length_exceeded" \
             and kind != "exceed_context_size_error":
         return None
-    limit = _count(err.get("n_ctx")) if isinstance(err, dict) else 0
-    requested = _count(err.get("n_prompt_tokens")) if isinstance(err, dict) else 0
+    limit = count(err.get("n_ctx")) if isinstance(err, dict) else 0
+    requested = count(err.get("n_prompt_tokens")) if isinstance(err, dict) else 0
     for pattern in _LIMIT:
         if limit:
             break
         found = pattern.search(low)
-        limit = _count(int(found.group(1))) if found and len(found.group(1)) < 10 else 0
+        limit = count(int(found.group(1))) if found and len(found.group(1)) < 10 else 0
     for pattern in _REQUESTED:
         if requested:
             break
         found = pattern.search(low)
-        requested = _count(int(found.group(1))) if found and len(found.group(1)) < 10 else 0
+        requested = count(int(found.group(1))) if found and len(found.group(1)) < 10 else 0
     message = error_message(body, raw)
     said = f"; the server's context is {limit} tokens" if limit else ""
     return ContextOverflow(f"{url}: HTTP {status} the request does not fit the model's context{said} "

@@ -30,7 +30,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from .completion import MAX_COUNT
+from ..numbers import positive
 from ..errors import EndpointError
 from .transport import fetch_json
 
@@ -44,12 +44,6 @@ class ContextSize:
 
     tokens: int
     source: str
-
-
-def _int(value: object) -> int | None:
-    if isinstance(value, int) and not isinstance(value, bool) and 0 < value < MAX_COUNT:
-        return value
-    return None
 
 
 def _get(url: str, api_key: str | None, payload: dict | None = None, timeout: float = PROBE_TIMEOUT):
@@ -107,20 +101,20 @@ def context_size(root: str, model: str, api_key: str | None,
     props = _get(root + "/props", api_key, timeout=timeout)
     if props is not None:
         settings = props.get("default_generation_settings")
-        n = _int(settings.get("n_ctx")) if isinstance(settings, dict) else None
-        n = n or _int(props.get("n_ctx"))
+        n = positive(settings.get("n_ctx")) if isinstance(settings, dict) else None
+        n = n or positive(props.get("n_ctx"))
         if n:
             return ContextSize(n, "/props n_ctx")
     entries = model_entries(root, api_key, timeout) or []
     chosen = _named(entries, model) or (entries if len(entries) == 1 else [])
     for m in chosen:
         for key in ("max_model_len", "context_length"):
-            if _int(m.get(key)):
+            if positive(m.get(key)):
                 return ContextSize(m[key], f"/v1/models {key}")
     name = chosen[0]["id"] if chosen else model
     lms = entries_of(_get(root + "/api/v0/models", api_key, timeout=timeout))
     if lms:
-        loaded = [m for m in lms if _int(m.get("loaded_context_length"))]
+        loaded = [m for m in lms if positive(m.get("loaded_context_length"))]
         for m in _named(loaded, name) or (loaded if len(loaded) == 1 else []):
             return ContextSize(m["loaded_context_length"], "/api/v0/models loaded_context_length")
     if not name or name == "default":
@@ -129,12 +123,12 @@ def context_size(root: str, model: str, api_key: str | None,
     if show is not None:
         params = show.get("parameters")
         found = _NUM_CTX.search(params) if isinstance(params, str) else None
-        if found and _int(int(found.group(1))):
+        if found and positive(int(found.group(1))):
             return ContextSize(int(found.group(1)), "/api/show num_ctx")
         ps = _get(root + "/api/ps", api_key, timeout=timeout)
         names = {name} | ({f"{name}:latest"} if ":" not in name else set())
         for m in (ps.get("models") if ps is not None and isinstance(ps.get("models"), list) else []):
             if isinstance(m, dict) and (m.get("name") in names or m.get("model") in names) \
-                    and _int(m.get("context_length")):
+                    and positive(m.get("context_length")):
                 return ContextSize(m["context_length"], "/api/ps context_length")
     return None

@@ -183,6 +183,3 @@ def parse_rounds(value: str) -> tuple[int, int]:
         raise ConfigError(f"--round {value}: expected rounds from 1 up, the first not after the last")
     return lo, hi
 
-
-def _int(value) -> int:
-    return value if isinstance(value, int) and not isinstance(value, bool) else 0
