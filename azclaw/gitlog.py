@@ -223,6 +223,9 @@ class Scanner:
                 entry = Entry("120000", blob_id(os.fsencode(os.readlink(name, dir_fd=dir_fd))))
             except OSError:
                 return None
+        elif st.st_nlink > 1:  # as read_file: another name of the same file may be outside the folder
+            snap.notes.append(f"{_show(path)}: has {st.st_nlink} hard links")
+            return None
         else:
             why = (f"over {MAX_FILE_BYTES // 2**20} MB" if st.st_size > MAX_FILE_BYTES else
                    "the round's other changes came to 256 MB" if snap.read + st.st_size > MAX_READ_BYTES else "")
@@ -258,12 +261,13 @@ class Scanner:
 
 
 def read_file(dir_fd: int, name: str) -> bytes:
-    """A regular file's bytes (no link followed, nothing else opened: a FIFO
-    or a device swapped in is refused), at most MAX_FILE_BYTES."""
+    """A regular file's bytes (no link followed, nothing else opened: a FIFO,
+    a device or a hard link swapped in is refused), at most MAX_FILE_BYTES."""
     fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=dir_fd)
     try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise OSError(f"{name}: not a regular file")
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode) or st.st_nlink > 1:
+            raise OSError(f"{name}: not a regular file with one name")
         chunks, size = [], 0
         while size <= MAX_FILE_BYTES:
             chunk = os.read(fd, min(1 << 20, MAX_FILE_BYTES + 1 - size))

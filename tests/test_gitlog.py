@@ -130,6 +130,9 @@ def test_any_file_name_is_committed_as_it_is_and_names_git_takes_for_its_own_are
         (output / reserved).mkdir()
         (output / reserved / "config").write_text("[core]\n\tfsmonitor = touch PWNED\n")
     (output / ".gitignore").symlink_to("/etc/passwd")
+    outside = workdir / "outside-secret.txt"
+    outside.write_text("SECRET outside the output folder\n")
+    os.link(outside, output / "hard-link")
     fake = fake_llm()
     run_library(fake, 1, names=("developer",))
     [found] = history(workdir / "logs")
@@ -141,6 +144,7 @@ def test_any_file_name_is_committed_as_it_is_and_names_git_takes_for_its_own_are
                                capture_output=True).stdout
         assert shown == b"content of " + name
     assert ".gitignore: a link by a name git refuses as a link" in found["body"]
+    assert "hard-link: has 2 hard links" in found["body"]
     assert not list(workdir.rglob("PWNED"))
 
 
@@ -256,6 +260,24 @@ def test_resume_after_a_kill_goes_on_from_the_last_commit(azclaw_popen, azclaw, 
     assert commits[1]["author"] == "developer <developer@azclaw>" and commits[1]["files"] == ["a.py", "b.py"]
     assert "tester: b.py looks right." in commits[1]["body"]
     assert git("log", "-1", "--format=%s", "HEAD~1", cwd=workdir / "output").strip() == "round 2: Wrote b.py."
+
+
+def test_a_kill_after_the_commit_and_before_the_rounds_end_was_journaled_makes_no_second_commit(fake_llm, workdir):
+    fake = fake_llm(per_agent={"developer": [
+        call("write_file", {"path": "a.py", "content": "a = 1\n"}), text("Wrote a.py."),
+        call("write_file", {"path": "b.py", "content": "b = 1\n"}), text("Wrote b.py.")]})
+    run_library(fake, 1, names=("developer",))
+    # what a kill -9 between the commit and the journal's round_end leaves: the turns, no round_end, no checkpoint
+    logs = workdir / "logs"
+    lines = (logs / "t_journal.jsonl").read_text().splitlines(keepends=True)
+    (logs / "t_journal.jsonl").write_text("".join(ln for ln in lines if '"event": "turn"' in ln
+                                                  or '"event": "run_start"' in ln))
+    (logs / "t_checkpoint.json").unlink()
+    orch = orchestrator(team(fake.url, "developer", writers=("developer",)), client_factory=fast_clients, git=True)
+    orch.set_task("build it", "t")
+    orch.run(max_rounds=2, resume=True)
+    assert [e["round"] for e in journal(logs / "t_journal.jsonl") if e["event"] == "round_end"] == [1, 2]
+    assert [c["subject"] for c in history(logs)] == ["round 1: Wrote a.py.", "round 2: Wrote b.py."]
 
 
 # -- hostile model code ------------------------------------------------------------------------
