@@ -455,7 +455,7 @@ def make_parser() -> argparse.ArgumentParser:
     tools.add_argument("--source", action="append", default=[], metavar="DIRS",
                        help="folders agents may read, comma-separated or repeated (default: the topic's "
                             "source_dirs)")
-    add_fields(tools, RunOptions, ["allow_secret_sources", "max_tool_steps"])
+    add_fields(tools, RunOptions, ["allow_secret_sources", "max_tool_steps", "git"])
     tools.add_argument("--approve", action="store_true",
                        help="ask on the terminal before every tool that changes something (write_file, "
                             "run_python, MCP and custom tools)")

@@ -66,6 +66,10 @@ class RunOptions:
     approve: Callable[[str, str], bool] | None = option(None, "asks before every tool that changes something: "
                                                         "approve(tool, preview) -> bool", cli=False)
     check_health: bool = option(True, "check every endpoint (and its model) before round 1", cli=False)
+    git: bool = option(False, "commit each round that changed the output folder to git, authored by the agents "
+                       "that wrote: the repository is <log-dir>/<topic>.git, out of the agents' reach, and the "
+                       "output folder's .git file points to it once the run ends (git log -p is the review)",
+                       group="sandbox and tools")
 
     def __post_init__(self):
         if self.context is not None:  # None: memory, or a resumed run's own mode
@@ -132,6 +136,10 @@ class RunFolder:
 
     def report(self, topic: str) -> Path:
         return self.logs / f"{topic}_report.html"
+
+    def git(self, topic: str) -> Path:
+        """The git repository of ``--git``: beside the journal, where model code cannot reach it."""
+        return self.logs / f"{topic}.git"
 
     @property
     def local_server_log(self) -> Path:

@@ -34,6 +34,7 @@ from .events import (CheckpointWritten, Ending, Event, Notice, Nudge, Observer, 
                      ReplyProgress, RoundFailed, RoundFinished, RunFinished, RunStarted, RunWarning, Skip, Stop,
                      ToolModeChanged, TurnFinished, TurnStarted)
 from .files import RunLock, sweep_temporary
+from .gitlog import GitLog
 from .memory import TeamMemory
 from .options import RunFolder, RunOptions
 from .parallel import in_threads
@@ -288,6 +289,7 @@ class Orchestrator:
         self.ending = None
         self._lock = RunLock(self.folder.lock(self.topic.name), f"topic {self.topic.name!r}").acquire()
         try:
+            git = [GitLog.open(self.folder, self.topic.name)] if self.options.git else []
             planned = self._restore(resume) if resume else None
             self.sessions = start_sessions(self.agents, self.options.context_budget, self.client_factory)
             if self.options.check_health:
@@ -303,7 +305,8 @@ class Orchestrator:
         console = RunConsole(self.folder.log(self.topic.name), console=self.verbose)
         # a resume redoes the turns after the last finished one: their old lines leave the journal
         self.journal = Journal.open(self.journal_path, resumed_from=self.last_round if resume else None)
-        trusted = [self.journal, self.state.apply, console]
+        # git first: a round committed but not yet journaled is found unchanged when a resume ends it again
+        trusted = [*git, self.journal, self.state.apply, console]
         self._events = Observers(trusted + default_watchers(self.options), self.observers)
         self._console = console
         if self.stop.clear_stale():
