@@ -1,4 +1,4 @@
-"""Which bundled model, which tool-call mode, which cache layout (issue 14).
+"""Which bundled model, which tool-call mode, which cache layout.
 Run by hand, never by pytest (it needs the ``local`` extra and ~25 minutes on
 2 CPU cores):
 

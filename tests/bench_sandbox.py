@@ -1,4 +1,4 @@
-"""Sandbox cost benchmark (issue 12), run by hand, never by pytest:
+"""Sandbox cost benchmark, run by hand, never by pytest:
 
     python tests/bench_sandbox.py            # 30 calls per variant
     python tests/bench_sandbox.py --calls 100

@@ -1,4 +1,4 @@
-"""Speed benchmark (issue 5), run by hand, never by pytest:
+"""Speed benchmark, run by hand, never by pytest:
 
     python tests/bench_speed.py            # full: 200 rounds
     python tests/bench_speed.py --rounds 50

@@ -1,4 +1,4 @@
-"""Point 1: an agent's role and its topic role reach its system prompt; the
+"""An agent's role and its topic role reach its system prompt; the
 API key travels as a Bearer token."""
 
 import pytest

@@ -1,4 +1,4 @@
-"""Point 8: checkpoints every 5 rounds and at the end; resume continues with
+"""Checkpoints every 5 rounds and at the end; resume continues with
 the next round, stats carried on, ``max_rounds`` naming the last round."""
 
 import json

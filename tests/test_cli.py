@@ -98,7 +98,7 @@ def test_console_progress_of_a_cli_run(fake_llm, azclaw, workdir):
     assert run_file(workdir / "logs", ".log", exclude="local_server.log").is_file()
 
 
-# -- point 12: bad input -----------------------------------------------------
+# -- bad input -----------------------------------------------------
 
 def test_missing_topic_names_it(fake_llm, azclaw):
     fake = fake_llm()

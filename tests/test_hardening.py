@@ -1,4 +1,4 @@
-"""Runs that survive bad servers, bad models and kills (issue 3), shown
+"""Runs that survive bad servers, bad models and kills, shown
 through the real HTTP path."""
 
 import json

@@ -1,4 +1,4 @@
-"""Point 2: the stdlib client against a real OpenAI-compatible server."""
+"""The stdlib client against a real OpenAI-compatible server."""
 
 import json
 

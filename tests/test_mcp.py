@@ -1,4 +1,4 @@
-"""MCP (issue 15): tools from MCP servers in, the team's memory out.
+"""MCP: tools from MCP servers in, the team's memory out.
 
 The MCP server in the run tests is mcp-server-git, the reference server of
 the Model Context Protocol project (from PyPI, not written here): its

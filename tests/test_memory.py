@@ -1,4 +1,4 @@
-"""Point 6: memory is AgentAZAll text files, shared across the team, read
+"""Memory is AgentAZAll text files, shared across the team, read
 and written both by the agents' tools and by the ``agentazall`` command."""
 
 import os
@@ -147,7 +147,7 @@ def test_agent_root_option_places_its_memory_there(fake_llm, workdir, agentazall
     assert "Root moved." in agentazall("elsewhere/alice-root", "recall", "moved").stdout
 
 
-# -- Issue 4: team memory that scales and finds the right one ---------------------------------
+# -- team memory that scales and finds the right one ---------------------------------
 # Direct tests of TeamMemory: ranking, the derived index noticing outside changes, files never
 # touched, concurrency. Large-N timings live in tests/bench_memory.py, not here.
 

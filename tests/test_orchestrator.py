@@ -113,7 +113,7 @@ def test_tool_call_ids_stay_unique_in_a_turn_when_the_server_repeats_them(fake_l
     assert len(set(call_ids)) == 3 and result_ids == call_ids
 
 
-# -- point 5: dedup ------------------------------------------------------------
+# -- dedup ------------------------------------------------------------
 
 @pytest.mark.parametrize("again", [
     {"text": "DUP-TEXT-1", "title": "dup_title"},

@@ -1,4 +1,4 @@
-"""Issue 11, the loop's side: a kill at any instant loses at most the round in
+"""A kill at any instant loses at most the round in
 progress and stores no memory twice; failed rounds are not done; one run per
 topic and folder; a full disk is one line; empty, cut-off and unanswered
 replies are visible. Through the real ``azclaw`` command where it matters."""

@@ -1,4 +1,4 @@
-"""Parallel rounds (issue 5): same results as a sequential run, every
+"""Parallel rounds: same results as a sequential run, every
 request flat, the stable part of the system prompt shared across rounds."""
 
 import json

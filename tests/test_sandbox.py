@@ -339,7 +339,7 @@ def test_without_a_verified_os_sandbox_run_python_runs_only_by_the_users_choice(
         assert "--unsandboxed-python" in why and (level.problems[0] if level.problems else "only") in why
 
 
-# -- source folders that hold secrets (issue 22, item 1) -----------------------
+# -- source folders that hold secrets -----------------------
 
 def _plant_home(home: Path) -> Path:
     """A fake home folder with a fake key and fake credentials (never real ones)."""
@@ -442,7 +442,7 @@ def test_code_cannot_read_the_secrets_of_a_source_folder(tmp_path, mode):
     assert result.count("REFUSED") == 3 and "ordinary notes" in result
 
 
-# -- no setuid file, no root (issue 22, item 2) ---------------------------------
+# -- no setuid file, no root ---------------------------------
 
 _SETUID = """
 import os, shutil, stat
@@ -495,7 +495,7 @@ def test_a_setuid_file_in_the_output_is_stripped_after_the_call_and_named(tmp_pa
     assert not (output / "linked").exists() and (outside / "program").stat().st_mode & 0o4000
 
 
-# -- a quota per call (issue 22, item 3) ----------------------------------------
+# -- a quota per call ----------------------------------------
 
 @needs_sandbox
 @pytest.mark.parametrize("mode", MODES)

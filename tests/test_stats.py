@@ -1,4 +1,4 @@
-"""Point 10: run and per-agent statistics, console progress, the log file."""
+"""Run and per-agent statistics, console progress, the log file."""
 
 from azclaw.stats import RunStats
 from azclaw import Topic

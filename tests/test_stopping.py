@@ -1,4 +1,4 @@
-"""Point 9: a STOP file, ``azclaw stop``, SIGINT and SIGTERM each let the
+"""A STOP file, ``azclaw stop``, SIGINT and SIGTERM each let the
 round finish, write a checkpoint and exit 0; a stale STOP file is ignored."""
 
 import signal

@@ -1,4 +1,4 @@
-"""Issue 10: one Turn record for the loop, the journal, status and report; a
+"""One Turn record for the loop, the journal, status and report; a
 library that configures no logging; tools that check their declaration; the
 default team in the library; topics whose source files are missing."""
 

@@ -1,4 +1,4 @@
-"""Issue 14 (and 11's context overflow): tool-call modes through the real
+"""Tool-call modes through the real
 HTTP path; auto ends up working against a server that only supports native
 calls and against one that only answers well when its output is constrained;
 a team per agent; a context overflow recovers."""

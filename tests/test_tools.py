@@ -1,4 +1,4 @@
-"""Point 4: tools are gated twice (not offered, and refused when called
+"""Tools are gated twice (not offered, and refused when called
 anyway); custom tools with the seed's decorator are offered and run."""
 
 from pathlib import Path

@@ -1,4 +1,4 @@
-"""Point 7: topics are validated at load with the file and field path in
+"""Topics are validated at load with the file and field path in
 every message; phases steer the system prompt; probes are asked."""
 
 import json

@@ -1,4 +1,4 @@
-"""Watching a run (issue 13): ``azclaw show`` (and ``--follow``), the agent
+"""Watching a run: ``azclaw show`` (and ``--follow``), the agent
 at work in ``azclaw status``, a closed output pipe, the report's transcript
 and ``azclaw report --serve``, all through the real command."""
 

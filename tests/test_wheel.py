@@ -1,5 +1,5 @@
 """A built wheel, installed in a fresh venv outside the checkout, runs every
-shipped topic by name (issue 10): topics and the COBOL sources ship inside
+shipped topic by name: topics and the COBOL sources ship inside
 the package."""
 
 import json
