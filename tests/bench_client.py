@@ -20,7 +20,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).parent))
 
 from fakellm import FakeLLM  # noqa: E402
-from test_textcalls import ADVERSARIAL  # noqa: E402
+from test_client_textcalls import ADVERSARIAL  # noqa: E402
 
 from azclaw.client import LLMClient  # noqa: E402
 from azclaw.client.textcalls import parse_text_calls, strip_thinking  # noqa: E402

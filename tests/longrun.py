@@ -1,6 +1,6 @@
 """A 24-round run of the real ``azclaw run`` against FakeLLM, killed once.
 
-Shared by test_journal, test_status and test_report. The script:
+Shared by test_runlog_journal, test_runlog_status and test_runlog_report. The script:
 
 * three agents (architect, developer, reviewer); the architect remembers a
   decision every 3rd round, the reviewer every 5th, the developer writes a

@@ -30,7 +30,7 @@ def test_chat_returns_text_tool_calls_and_usage(fake_llm):
 
 def test_chat_without_usage_counts_zero_tokens(fake_llm):
     fake = fake_llm(script=[text("plain", usage=False)])
-    # a plain reply: a streamed one without counts gets estimated ones (test_llm_stream.py)
+    # a plain reply: a streamed one without counts gets estimated ones (test_client_stream.py)
     completion = LLMClient(fake.url, retries=0, stream=False).chat([{"role": "user", "content": "hi"}])
     assert completion.text == "plain"
     assert (completion.usage.prompt_tokens, completion.usage.completion_tokens) == (0, 0)
