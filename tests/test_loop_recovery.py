@@ -167,3 +167,38 @@ def test_the_message_budget_is_an_option_of_the_command(fake_llm, azclaw):
     assert proc.returncode == 0, proc.stderr
     round2 = [r for r in fake.chats if r.round == 2][0].user
     assert "END-OF-MESSAGE" not in round2 and "more characters; the full text is in" in round2
+
+
+def test_a_kill_after_a_remember_and_before_the_turn_ends_stores_the_decision_once(
+        fake_llm, azclaw, azclaw_popen, workdir):
+    held = threading.Event()
+    release = threading.Event()
+    second = {"run": False}
+
+    def responder(request):
+        if request.round == 2 and request.agent == "alice":
+            if request.tool_results and not second["run"]:  # alice remembered; her turn is not journaled yet
+                held.set()
+                return Reply(text="never arrives", gate=release)
+            if not request.tool_results:  # the turn runs again: the same decision under another title
+                title = "port-decision" if not second["run"] else "Port we chose"
+                return call("remember", {"text": "The server listens on port 7070.", "title": title})
+        return remembering(request)
+
+    fake = fake_llm(responder=responder)
+    args = ("run", "--task", "Plan it", "--agents", AGENTS, "--endpoint", fake.url, "--max-rounds", "3", "--quiet")
+    first = azclaw_popen(*args)
+    wait_for(held.is_set, CLI_TIMEOUT, "alice's turn of round 2, after her remember")
+    first.send_signal(signal.SIGKILL)
+    first.wait(CLI_TIMEOUT)
+    second["run"] = True
+    release.set()
+    resumed = azclaw(*args, "--resume")
+    assert resumed.returncode == 0, resumed.stderr
+    stored = [p for p in (workdir / "agents" / "alice").rglob("*.txt")
+              if "port 7070" in p.read_text() and p.parent.name == "remember"]
+    assert len(stored) == 1, [str(p) for p in stored]  # not a second time under the new title
+    assert stored[0].read_text().count("The server listens on port 7070.") == 1
+    turns = [(e["round"], e["agent"]) for e in journal(run_file(workdir / "logs", "_journal.jsonl"))
+             if e["event"] == "turn"]
+    assert sorted(turns) == [(r, a) for r in range(1, 4) for a in ("alice", "bob")]
