@@ -28,6 +28,7 @@ from .prompt import CONTEXT_BUDGET, MESSAGE_BUDGET
 from .runlog.compare import format_table
 from .runlog.report import CHART_ENGINES, build_report
 from .runlog.status import format_status, read_status
+from .safetext import one_line
 from .team import AgentSpec, load_team, parse_agents
 from .toolmodes import MODES
 from .topic import Topic, find_topic, slug
@@ -229,7 +230,7 @@ def run_team(args, config: TeamConfig) -> int:
             from .mcp import start_servers
             added = start_servers(registry, servers, args.log_dir)
             if added and not args.quiet:
-                print(f"azclaw: MCP tools: {', '.join(added)}", flush=True)
+                print(f"azclaw: MCP tools: {one_line(', '.join(added))}", flush=True)
         orch = Orchestrator(config.team(), topic=topic, output_dir=args.output, log_dir=args.log_dir,
                             source_dirs=sources, agents_dir=args.agents_dir, parallel=args.parallel,
                             run_python=python_mode(args), verbose=not args.quiet, registry=registry,
@@ -588,7 +589,7 @@ def main(argv: list[str] | None = None) -> int:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
     except AzclawError as exc:
-        print(f"azclaw: error: {exc}", file=sys.stderr)
+        print(f"azclaw: error: {one_line(exc)}", file=sys.stderr)  # it can carry a server's words
         return 1
     except KeyboardInterrupt:
         print("azclaw: interrupted; the last completed round is checkpointed", file=sys.stderr)

@@ -27,6 +27,7 @@ from .errors import AzclawError, ConfigError, EndpointError
 from .client.llm import LLMClient, base_url, fetch_json
 from .toolmodes import Step, instructions, read_reply
 from .prompt import CHARS_PER_TOKEN, CONTEXT_BUDGET, MESSAGE_BUDGET, system_prompt
+from .safetext import one_line
 from .topic import Topic
 
 OK, WARN, FAIL = "OK", "WARN", "FAIL"
@@ -61,8 +62,9 @@ class Check:
     fix: str = ""
 
     def line(self) -> str:
-        text = f"{self.status:<4} {self.name}: {self.detail}"
-        return text + (f" -- fix: {self.fix}" if self.fix and self.status != OK else "")
+        """One line, whatever a server said in it (no escape codes, no line breaks)."""
+        text = f"{self.status:<4} {one_line(self.name)}: {one_line(self.detail)}"
+        return text + (f" -- fix: {one_line(self.fix)}" if self.fix and self.status != OK else "")
 
 
 @dataclass

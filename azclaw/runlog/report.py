@@ -21,6 +21,7 @@ from pathlib import Path
 
 from .. import __version__
 from ..errors import ConfigError
+from ..safetext import printable
 from .charts import build_charts, matplotlib_img, phases_of, svg_chart
 from .reader import RunLog
 from .status import RunStatus, _duration, short_duration, status_of
@@ -199,7 +200,7 @@ def _sessions(events: list[dict], status: RunStatus) -> str:
 
 
 def _e(value) -> str:
-    return html.escape(str(value), quote=True)
+    return html.escape(printable(value), quote=True)  # no bidi override reorders the page
 
 
 _CSS = """

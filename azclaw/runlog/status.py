@@ -16,6 +16,7 @@ from pathlib import Path
 
 from ..checkpoint import Checkpoint
 from ..errors import AzclawError
+from ..safetext import one_line, printable
 from ..stats import AgentStats, Coherence, agent_table
 from .reader import RunLog
 
@@ -167,9 +168,9 @@ def format_status(s: RunStatus) -> str:
         where = f"round {s.current_round}/{s.last_round} in progress ({s.round} done)"
     else:
         where = f"round {s.round}/{s.last_round}"
-    lines = [f"azclaw run {s.topic!r}: {s.title}",
+    lines = [f"azclaw run {s.topic!r}: {one_line(s.title)}",
              f"  state       {state}",
-             f"  progress    {where}" + (f", phase {s.phase}" if s.phase else ""),
+             f"  progress    {where}" + (f", phase {one_line(s.phase)}" if s.phase else ""),
              f"  elapsed     {_duration(s.elapsed)}" + (f" over {s.sessions} sessions" if s.sessions > 1 else ""),
              f"  coherence   {s.coherence}",
              f"  journal     {s.journal} (updated {s.updated[:19].replace('T', ' ')} UTC)"]
@@ -185,7 +186,7 @@ def format_status(s: RunStatus) -> str:
         lines.append("")
         lines.append("last errors:")
         lines.extend(f"  round {e['round']} {e['agent']}: {_one_line(e['error'], 160)}" for e in s.last_errors)
-    return "\n".join(lines)
+    return printable("\n".join(lines))  # the journal's words reach a terminal: no escape codes
 
 
 # -- helpers ------------------------------------------------------------------
@@ -287,5 +288,5 @@ def short_duration(seconds: float) -> str:
 
 
 def _one_line(text: str, limit: int) -> str:
-    text = " ".join(str(text).split())
+    text = one_line(" ".join(str(text).split()))
     return text if len(text) <= limit else text[: limit - 1] + "…"
