@@ -91,6 +91,12 @@ def add_mcp_option(parser: argparse.ArgumentParser, what: str) -> None:
                              ".json; repeatable (pip install 'azclaw[mcp]')")
 
 
+def add_topic_commands_option(parser: argparse.ArgumentParser, what: str) -> None:
+    parser.add_argument("--allow-topic-commands", action="store_true",
+                        help=f"{what}: they run on this machine as you (a topic's commands otherwise run only "
+                             "after a yes on a terminal; --mcp commands are yours and always run)")
+
+
 def add_journal_option(parser: argparse.ArgumentParser) -> None:
     """Which run to read (status, report, show)."""
     parser.add_argument("--log-dir", default="./logs", metavar="DIR",
@@ -211,19 +217,19 @@ def local_server(args: argparse.Namespace, log_path=None, team: bool = True):
 def cmd_run(args) -> int:
     config = TeamConfig.of(args)
     ContextMode.parse(args.context)  # a bad --context fails before a local server starts
+    topic = load_topic(args.topic)
+    servers = _mcp_servers(args.mcp, topic, allowed=args.allow_topic_commands, quiet=args.quiet)
     if not args.local:
-        return run_team(args, config)
+        return run_team(args, config, topic, servers)
     with local_server(args, Path(args.log_dir) / "local_server.log") as server:
         print(f"azclaw: local model server: {server.describe()} at {server.endpoint}", flush=True)
-        return run_team(args, config.served_by(server))
+        return run_team(args, config.served_by(server), topic, servers)
 
 
-def run_team(args, config: TeamConfig) -> int:
+def run_team(args, config: TeamConfig, topic: Topic | None, servers: list) -> int:
     from .tools.builtin import build_default_registry
-    topic = load_topic(args.topic)
     if topic and args.name:
         topic.name = slug(args.name)
-    servers = _mcp_servers(args.mcp, topic)
     sources = [s for value in args.source for s in value.split(",") if s] or None
     with build_default_registry() as registry:  # MCP servers stop with the run, however it ends
         if servers:
@@ -284,12 +290,18 @@ def cmd_bench(args) -> int:
         return bench(config.served_by(server))
 
 
-def _mcp_servers(specs: list[str], topic: Topic | None) -> list:
-    """The MCP servers of ``--mcp`` and the topic (needs the ``mcp`` extra only when there are any)."""
+def _mcp_servers(specs: list[str], topic: Topic | None, allowed: bool | None = None,
+                 quiet: bool = False) -> list:
+    """The MCP servers of ``--mcp`` and the topic (needs the ``mcp`` extra only when there are any).
+    Unless ``allowed`` is None (doctor: it lists them), a topic's commands need the user's leave
+    (--allow-topic-commands, or a yes on a terminal) before anything runs."""
     if not specs and not (topic and topic.mcp_servers):
         return []
-    from .mcp import servers_of
-    return servers_of(specs, topic)
+    from .mcp import TopicCommands, servers_of
+    servers = servers_of(specs, topic)
+    if allowed is not None:
+        TopicCommands(servers).allow(allowed, quiet=quiet)
+    return servers
 
 
 def cmd_serve(args) -> int:
@@ -320,7 +332,7 @@ def cmd_doctor(args) -> int:
     servers = _mcp_servers(args.mcp, topic)
     if servers:
         from .mcp.doctor import check_mcp
-        diagnosis.checks += check_mcp(servers)
+        diagnosis.checks += check_mcp(servers, allow_topic_commands=args.allow_topic_commands)
     for line in diagnosis.lines():
         print(line)
     print(f"azclaw doctor: {diagnosis.summary()}")
@@ -452,6 +464,7 @@ def make_parser() -> argparse.ArgumentParser:
                           "budget) or window:N (the last N rounds)")
     run.add_argument("--no-run-python", action="store_true", help="turn the run_python tool off")
     add_mcp_option(run, "offer an MCP server's tools as NAME__TOOL")
+    add_topic_commands_option(run, "start the MCP servers whose commands the topic names, without asking")
     run.add_argument("--unsandboxed-python", action="store_true",
                      help="let run_python run model-written code where no operating-system sandbox works "
                           "(it then runs as you, with your files and network; see README 'The sandbox')")
@@ -543,6 +556,8 @@ def make_parser() -> argparse.ArgumentParser:
     add_team_options(doctor, "to check")
     add_folder_options(doctor)
     add_mcp_option(doctor, "start this MCP server and list its tools with their roles")
+    add_topic_commands_option(doctor, "start and check the MCP servers whose commands the topic names "
+                                      "(without it they are listed, not run)")
     doctor.add_argument("--timeout", type=float, default=180.0,
                         help="seconds the test request with a tool may take (default 180)")
     doctor.set_defaults(func=cmd_doctor)

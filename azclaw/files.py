@@ -1,11 +1,15 @@
-"""Writing files so that a kill at any instant leaves the old or the new
-content, never half of one."""
+"""Run files: written so that a kill at any instant leaves the old or the
+new content, never half of one; read only when they are regular files, and
+never more than a bound (``read_regular``), so that a named pipe cannot hang
+a run and a link to ``/dev/zero`` cannot fill its memory."""
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import re
+import stat
 import tempfile
 from pathlib import Path
 
@@ -76,18 +80,68 @@ def sweep_temporary(folder: Path, names: list[str]) -> list[Path]:
     return swept
 
 
-def read_json(path: Path, what: str, error: type[AzclawError]) -> object:
-    """Parse the JSON file ``path``; every failure is one ``error`` line that
-    names the file and ``what`` it should have been."""
+MB = 1024 * 1024
+JSON_LIMIT = 256 * MB  # a checkpoint of a long run in full context mode stays far below
+
+
+def _kind(mode: int) -> str:
+    if stat.S_ISDIR(mode):
+        return "a folder"
+    if stat.S_ISFIFO(mode):
+        return "a named pipe (FIFO)"
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "a device"
+    if stat.S_ISSOCK(mode):
+        return "a socket"
+    return "not a regular file"
+
+
+def read_regular(path: str | Path, what: str, limit: int, error: type[AzclawError] = StorageError,
+                 follow: bool = True) -> bytes:
+    """The bytes of ``path``, which must be a regular file of at most
+    ``limit`` bytes. Anything else is one ``error`` that names the file and
+    ``what`` it should have been: missing, unreadable, a folder, a named pipe
+    (opened without blocking, so it cannot hang the reader), a device such as
+    ``/dev/zero`` (never read), a socket, or larger than ``limit`` (at most
+    ``limit + 1`` bytes are ever read). ``follow=False`` refuses a symbolic
+    link as the last part of the path."""
     path = Path(path)
+    flags = os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | (0 if follow else os.O_NOFOLLOW)
     try:
-        text = path.read_text(encoding="utf-8")
+        fd = os.open(path, flags)
     except FileNotFoundError:
         raise error(f"{path}: {what} not found") from None
-    except IsADirectoryError:
-        raise error(f"{path}: is a folder, not a {what}") from None
+    except OSError as exc:
+        if exc.errno == errno.ELOOP and not follow:
+            raise error(f"{path}: is a symbolic link, not a {what}") from None
+        raise error(f"{path}: cannot read {what} ({exc.strerror})") from None
+    try:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            raise error(f"{path}: is {_kind(mode)}, not a {what}")
+        chunks, size = [], 0
+        while size <= limit:
+            chunk = os.read(fd, min(limit + 1 - size, MB))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+        if size > limit:
+            raise error(f"{path}: {what} is larger than {limit:,} bytes, more than azclaw reads")
+        return b"".join(chunks)
     except OSError as exc:
         raise error(f"{path}: cannot read {what} ({exc.strerror})") from None
+    finally:
+        os.close(fd)
+
+
+def read_json(path: Path, what: str, error: type[AzclawError], limit: int = JSON_LIMIT) -> object:
+    """Parse the JSON file ``path`` (a regular file, read with ``read_regular``);
+    every failure is one ``error`` line that names the file and ``what`` it
+    should have been."""
+    path = Path(path)
+    try:
+        text = read_regular(path, what, limit, error).decode("utf-8")
     except UnicodeDecodeError as exc:
         raise error(f"{path}: {what} is not UTF-8 text (byte {exc.start})") from None
     try:
@@ -111,10 +165,15 @@ class RunLock:
 
     def acquire(self) -> "RunLock":
         import fcntl
-        try:
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
+        try:  # never through a link (the pid written would land in its target), never blocking on a pipe
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, 0o666)
         except OSError as exc:
-            raise StorageError(f"{self.path}: cannot create the run's lock ({exc.strerror})") from None
+            what = "is a symbolic link" if exc.errno == errno.ELOOP else f"cannot create it ({exc.strerror})"
+            raise StorageError(f"{self.path}: {what}; the run's lock must be a file of its own") from None
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            os.close(fd)
+            raise StorageError(f"{self.path}: is {_kind(mode)}, not the run's lock file; remove it")
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
