@@ -34,6 +34,9 @@ ALL_REPEATED = ("Every tool call you just made repeats one you already made in t
 STEPS_USED = ("You have used all your tool steps for this turn. "
               "Give your final message to the team now, without tools.")
 DUPLICATE = "[duplicate call skipped: its result is already above in this turn]"
+MAX_CALLS_PER_STEP = 16  # tool calls run from one reply; the rest get TOO_MANY, so one reply cannot run for hours
+TOO_MANY = (f"ERROR: not run: one reply may make at most {MAX_CALLS_PER_STEP} tool calls; "
+            "this one came after them. Make it again in your next step if you still need it.")
 AUDIT_CHARS = 2000  # of a call's arguments and of its result, in the journal
 AUDIT_FULL = {"run_python": 65536}  # what model-written code ran, and what it printed, is always kept
 
@@ -196,6 +199,9 @@ def take_turn(agent: Agent, system: str, user: str, tools: list[Tool], registry:
             if call.id in used_ids:
                 call.id = f"{call.id}_s{n_step}_{n}"
             used_ids.add(call.id)
+            if n >= MAX_CALLS_PER_STEP:  # every call still gets a result: APIs want one per call id
+                results.append(ToolResult(call.id, call.name, TOO_MANY, ok=False))
+                continue
             arguments = call.raw_arguments if call.arguments is None else json.dumps(call.arguments, sort_keys=True)
             key = f"{call.name}\x00{arguments}"
             if key in seen:
@@ -211,6 +217,10 @@ def take_turn(agent: Agent, system: str, user: str, tools: list[Tool], registry:
             turn.tool_errors += not outcome.ok
             results.append(outcome)
         turn.tool_errors += bool(reading.error)
+        if len(reading.calls) > MAX_CALLS_PER_STEP:
+            turn.tool_errors += 1
+            turn.problems.append(f"a reply made {len(reading.calls)} tool calls: the first {MAX_CALLS_PER_STEP} were "
+                                 f"taken, the other {len(reading.calls) - MAX_CALLS_PER_STEP} refused")
         append_step(messages, step, completion, reading, results)
         if results and all(r.duplicate for r in results):
             messages.append({"role": "user", "content": ALL_REPEATED})
