@@ -25,6 +25,7 @@ from .errors import AzclawError, ConfigError
 from .client.llm import DEFAULT_MAX_OUTAGE, DEFAULT_STALL_TIMEOUT
 from .orchestrator import Orchestrator
 from .prompt import CONTEXT_BUDGET, MESSAGE_BUDGET
+from .mcp.config import MAX_SESSIONS, SESSION_TIMEOUT
 from .runlog.compare import format_table
 from .runlog.report import CHART_ENGINES, build_report
 from .runlog.status import format_status, read_status
@@ -361,7 +362,8 @@ def cmd_mcp(args) -> int:
     if args.http is not None:
         def announce(where: str) -> None:
             print(f"azclaw: serving the team memory at {where}; Ctrl+C stops it", file=sys.stderr, flush=True)
-    serve(args.dir, args.agents_dir, args.log_dir, read_only=args.read_only, http_port=args.http, announce=announce)
+    serve(args.dir, args.agents_dir, args.log_dir, read_only=args.read_only, http_port=args.http, announce=announce,
+          max_sessions=args.max_sessions, session_timeout=args.session_timeout)
     return 0
 
 
@@ -572,6 +574,12 @@ def make_parser() -> argparse.ArgumentParser:
     mcp.add_argument("--http", type=int, metavar="PORT",
                      help="serve Streamable HTTP at http://127.0.0.1:PORT/mcp instead of stdio")
     mcp.add_argument("--read-only", action="store_true", help="leave out the remember tool")
+    mcp.add_argument("--max-sessions", type=int, default=MAX_SESSIONS, metavar="N",
+                     help=f"with --http: clients' sessions open at once; more are refused until one ends "
+                          f"(default {MAX_SESSIONS})")
+    mcp.add_argument("--session-timeout", type=float, default=SESSION_TIMEOUT, metavar="SECONDS",
+                     help=f"with --http: a session idle this long is dropped; its client starts a new one "
+                          f"(default {SESSION_TIMEOUT:.0f})")
     mcp.set_defaults(func=cmd_mcp)
     return parser
 

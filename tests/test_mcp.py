@@ -381,6 +381,68 @@ def test_one_run_uses_another_runs_memory_over_streamable_http(fake_llm, azclaw,
     server.wait(CLI_TIMEOUT)
 
 
+INITIALIZE = {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+    "protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "test", "version": "1"}}}
+
+
+def mcp_post(port: int, message: dict, session: str | None = None) -> tuple[int, str | None]:
+    """One JSON-RPC message to ``azclaw mcp --http``: the HTTP status and the session id it names."""
+    import http.client
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=CLI_TIMEOUT)
+    headers = {"Content-Type": "application/json", "Accept": "application/json, text/event-stream",
+               **({"mcp-session-id": session, "mcp-protocol-version": "2025-06-18"} if session else {})}
+    connection.request("POST", "/mcp", json.dumps(message), headers)
+    response = connection.getresponse()
+    response.read()
+    connection.close()
+    return response.status, response.getheader("mcp-session-id")
+
+
+def serving_mcp(azclaw_popen, workdir, *options: str) -> tuple[int, subprocess.Popen]:
+    from azclaw.memory import TeamMemory
+    TeamMemory({"architect": workdir / "agents" / "architect"}).close()  # an agent's memory folder
+    port = free_port()
+    server = azclaw_popen("mcp", "--dir", str(workdir), "--http", str(port), *options)
+
+    def listening() -> bool:
+        assert server.poll() is None, (workdir / "err0.txt").read_text()
+        with socket.socket() as s:
+            return s.connect_ex(("127.0.0.1", port)) == 0
+    wait_for(listening, CLI_TIMEOUT, "azclaw mcp --http to listen")
+    return port, server
+
+
+def rss_kb(pid: int) -> int:
+    return int(next(ln for ln in Path(f"/proc/{pid}/status").read_text().splitlines()
+                    if ln.startswith("VmRSS:")).split()[1])
+
+
+def test_azclaw_mcp_http_holds_a_bounded_number_of_sessions(azclaw_popen, workdir):
+    from azclaw.mcp.config import MAX_SESSIONS
+    port, server = serving_mcp(azclaw_popen, workdir)
+    first = [mcp_post(port, INITIALIZE) for _ in range(MAX_SESSIONS)]
+    assert {status for status, _ in first} == {200}
+    before = rss_kb(server.pid)
+    flood = [mcp_post(port, INITIALIZE)[0] for _ in range(2000)]
+    assert flood.count(200) == 0 and flood.count(503) == 2000, "the open sessions are all it holds"
+    # measured: +0.15 MB for the 2,000 refused (they were +80 MB, 40 KB a session, before the bound)
+    assert rss_kb(server.pid) - before < 16_000
+    assert mcp_post(port, {"jsonrpc": "2.0", "id": 2, "method": "ping"}, first[0][1])[0] == 200
+    server.terminate()
+    server.wait(CLI_TIMEOUT)
+
+
+def test_an_idle_mcp_session_expires_and_its_room_is_given_to_a_new_one(azclaw_popen, workdir):
+    port, server = serving_mcp(azclaw_popen, workdir, "--session-timeout", "1", "--max-sessions", "1")
+    status, session = mcp_post(port, INITIALIZE)
+    assert status == 200 and session
+    # the event: room for a new session (refusals do not touch the idle one; a ping would keep it alive)
+    wait_for(lambda: mcp_post(port, INITIALIZE)[0] == 200, CLI_TIMEOUT, "the idle session to expire")
+    assert mcp_post(port, {"jsonrpc": "2.0", "id": 2, "method": "ping"}, session)[0] == 404, "it is gone"
+    server.terminate()
+    server.wait(CLI_TIMEOUT)
+
+
 # -- specs and results ----------------------------------------------------------------------
 
 @pytest.mark.parametrize("value, expected", [

@@ -33,6 +33,10 @@ SEP = "__"  # NAME__TOOL
 _NAME = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]|_(?!_))*(?<!_)")
 _FIELDS = ("command", "args", "env", "cwd", "url", "headers", "type", "roles", "timeout")
 INSTALL = "pip install 'azclaw[mcp]'"
+# azclaw mcp --http: Streamable HTTP keeps a session per client (about 40 KB each). A few clients (Claude
+# Code, Cursor) need a few; one that opens thousands must not grow the server without bound.
+MAX_SESSIONS = 32  # while this many are open, a new one is refused (HTTP 503) until one ends or expires
+SESSION_TIMEOUT = 600.0  # seconds without a request (or an open stream) after which a session is dropped
 
 
 @dataclass
