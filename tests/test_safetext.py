@@ -11,8 +11,6 @@ import subprocess
 import sys
 import unicodedata
 
-import pytest
-
 from azclaw.console import RunConsole
 from azclaw.safetext import continued, indented, one_line, printable
 from fakellm import Reply, text

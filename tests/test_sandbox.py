@@ -7,12 +7,12 @@ import time
 from pathlib import Path
 
 import pytest
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
+from properties import HealthCheck, given, settings, st  # hypothesis, or a skip without it
 
 from azclaw.tools import sandbox
 from azclaw.tools.confine import SandboxLevel
 from azclaw.errors import ToolError
+from helpers import CLI_TIMEOUT
 
 
 @pytest.fixture
@@ -89,8 +89,9 @@ def test_run_python_does_not_see_keys_in_the_environment(tmp_path, monkeypatch):
     assert "OPENAI_API_KEY" not in result and "GITHUB_TOKEN" not in result
 
 
-def _gone(pid: int, wait: float = 10.0) -> bool:
-    """True once ``pid`` no longer exists (waits up to ``wait`` seconds for it to be reaped)."""
+def _gone(pid: int, wait: float = CLI_TIMEOUT) -> bool:
+    """True once ``pid`` no longer exists (waits for it to be reaped: generously, only a bound against a
+    process that never goes)."""
     deadline = time.monotonic() + wait
     while time.monotonic() < deadline:
         try:

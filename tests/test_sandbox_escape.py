@@ -27,7 +27,7 @@ import pytest
 import azclaw
 from azclaw.tools.confine import probe_sandbox
 from fakellm import FakeLLM, Reply, call, text
-from helpers import cli_env, journal, wait_for
+from helpers import MODEL_TIMEOUT, cli_env, journal, wait_for
 
 LEVEL = probe_sandbox()
 pytestmark = pytest.mark.skipif(
@@ -180,7 +180,7 @@ def hostile_run(request, tmp_path_factory):
                                 cwd=base, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=err)
         live["pid"] = proc.pid
         try:
-            proc.wait(timeout=600)
+            proc.wait(timeout=MODEL_TIMEOUT)  # a bound against a hang only: 20 attacks, each in a sandbox
         except subprocess.TimeoutExpired:
             os.kill(proc.pid, signal.SIGCONT)
             proc.kill()
@@ -252,7 +252,7 @@ def test_nothing_was_written_outside_the_output(hostile_run):
 def test_no_process_of_the_snippets_outlived_its_call(hostile_run):
     assert (hostile_run["base"] / "output" / "daemon.started").exists()
     assert (hostile_run["base"] / "output" / "daemon2.started").exists()
-    wait_for(lambda: not _alive_with(hostile_run["marker"]), timeout=10, what="the daemons gone")
+    wait_for(lambda: not _alive_with(hostile_run["marker"]), what="the daemons gone")
 
 
 def _alive_with(marker: str) -> list[int]:
