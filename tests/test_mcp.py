@@ -143,6 +143,7 @@ def test_roles_override_the_read_only_hint_per_tool_and_per_server(repo):
     assert not [t for t in threading.enumerate() if t.name.startswith("azclaw-mcp-")]
 
 
+@pytest.mark.slow  # a crash, a hang past its 2 s timeout and restarts of a real server
 def test_a_server_that_crashes_or_hangs_gives_error_results_and_the_run_finishes(fake_llm, azclaw, workdir):
     topic = {"title": "flaky tools", "initial_prompt": "Use the tools.", "mcp_servers": {
         "flaky": {"command": sys.executable, "args": [str(FLAKY), str(workdir)], "timeout": 2}}}
@@ -417,6 +418,7 @@ def rss_kb(pid: int) -> int:
                     if ln.startswith("VmRSS:")).split()[1])
 
 
+@pytest.mark.slow  # 2,032 HTTP requests
 def test_azclaw_mcp_http_holds_a_bounded_number_of_sessions(azclaw_popen, workdir):
     from azclaw.mcp.config import MAX_SESSIONS
     port, server = serving_mcp(azclaw_popen, workdir)

@@ -30,8 +30,9 @@ from fakellm import FakeLLM, Reply, call, text
 from helpers import MODEL_TIMEOUT, cli_env, journal, wait_for
 
 LEVEL = probe_sandbox()
-pytestmark = pytest.mark.skipif(
-    not LEVEL.confined, reason=f"no operating-system sandbox here: {'; '.join(LEVEL.problems) or LEVEL.text}")
+pytestmark = [pytest.mark.skipif(
+    not LEVEL.confined, reason=f"no operating-system sandbox here: {'; '.join(LEVEL.problems) or LEVEL.text}"),
+    pytest.mark.slow]  # a whole run of attacks per sandbox mode: about half a minute each
 
 TRY = "import os, signal, socket\ntry:\n    {}\nexcept OSError as exc:\n    print('REFUSED', type(exc).__name__, exc)\n"
 

@@ -145,3 +145,25 @@ def test_the_shipped_cobol_topic_finds_its_bundled_sources(fake_llm, azclaw, wor
     assert "no source folder holds" not in proc.stderr
     [result] = fake.chats[1].tool_results
     assert "PIC" in result and not result.startswith("ERROR")
+
+
+def test_without_hypothesis_the_property_tests_are_skipped_and_the_rest_still_run(workdir):
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from helpers import CLI_TIMEOUT, cli_env
+    hidden = workdir / "hidden" / "hypothesis"
+    hidden.mkdir(parents=True)
+    (hidden / "__init__.py").write_text("raise ImportError('hypothesis is not installed (hidden by the test)')\n")
+    tests = Path(__file__).parent
+    path = os.pathsep.join([str(workdir / "hidden"), str(tests.parent), os.environ.get("PYTHONPATH", "")])
+    # hypothesis hidden, and its pytest plugin left out, as when it is not installed
+    proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:hypothesispytest", "-p", "no:cacheprovider",
+                           "-rs", str(tests / "test_topic.py"), str(tests / "test_textcalls.py")],
+                          cwd=workdir, env=cli_env(PYTHONPATH=path), capture_output=True, text=True,
+                          timeout=CLI_TIMEOUT, stdin=subprocess.DEVNULL)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "hypothesis is not installed" in proc.stdout and " skipped" in proc.stdout, proc.stdout[-2000:]
+    assert " passed" in proc.stdout
