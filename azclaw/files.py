@@ -12,6 +12,7 @@ import re
 import stat
 import tempfile
 from pathlib import Path
+from typing import BinaryIO
 
 from .errors import AzclawError, RunLocked, StorageError
 
@@ -96,15 +97,15 @@ def _kind(mode: int) -> str:
     return "not a regular file"
 
 
-def read_regular(path: str | Path, what: str, limit: int, error: type[AzclawError] = StorageError,
-                 follow: bool = True) -> bytes:
-    """The bytes of ``path``, which must be a regular file of at most
-    ``limit`` bytes. Anything else is one ``error`` that names the file and
-    ``what`` it should have been: missing, unreadable, a folder, a named pipe
-    (opened without blocking, so it cannot hang the reader), a device such as
-    ``/dev/zero`` (never read), a socket, or larger than ``limit`` (at most
-    ``limit + 1`` bytes are ever read). ``follow=False`` refuses a symbolic
-    link as the last part of the path."""
+def open_regular(path: str | Path, what: str, error: type[AzclawError] = StorageError,
+                 follow: bool = True) -> BinaryIO:
+    """``path`` opened for reading in binary, when it is a regular file; else
+    one ``error`` that names the file and ``what`` it should have been:
+    missing, unreadable, a folder, a named pipe (opened without blocking, so
+    it cannot hang the reader; reads from the file returned do block as
+    usual), a device such as ``/dev/zero`` (never read) or a socket.
+    ``follow=False`` refuses a symbolic link as the last part of the path.
+    For a file read in pieces (a journal); bound what you read of it."""
     path = Path(path)
     flags = os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | (0 if follow else os.O_NOFOLLOW)
     try:
@@ -119,20 +120,32 @@ def read_regular(path: str | Path, what: str, limit: int, error: type[AzclawErro
         mode = os.fstat(fd).st_mode
         if not stat.S_ISREG(mode):
             raise error(f"{path}: is {_kind(mode)}, not a {what}")
-        chunks, size = [], 0
-        while size <= limit:
-            chunk = os.read(fd, min(limit + 1 - size, MB))
-            if not chunk:
-                break
-            chunks.append(chunk)
-            size += len(chunk)
-        if size > limit:
-            raise error(f"{path}: {what} is larger than {limit:,} bytes, more than azclaw reads")
-        return b"".join(chunks)
-    except OSError as exc:
-        raise error(f"{path}: cannot read {what} ({exc.strerror})") from None
-    finally:
+        os.set_blocking(fd, True)
+        return os.fdopen(fd, "rb")
+    except BaseException:
         os.close(fd)
+        raise
+
+
+def read_regular(path: str | Path, what: str, limit: int, error: type[AzclawError] = StorageError,
+                 follow: bool = True) -> bytes:
+    """The bytes of ``path``, which must be a regular file (``open_regular``)
+    of at most ``limit`` bytes: at most ``limit + 1`` bytes are ever read, and
+    a larger file is one ``error`` naming it."""
+    chunks, size = [], 0
+    with open_regular(path, what, error, follow) as fh:
+        try:
+            while size <= limit:  # in pieces: a bound of 256 MB must not cost 256 MB for a small file
+                chunk = fh.read(min(limit + 1 - size, MB))
+                if not chunk:
+                    break
+                chunks.append(chunk)
+                size += len(chunk)
+        except OSError as exc:
+            raise error(f"{Path(path)}: cannot read {what} ({exc.strerror})") from None
+    if size > limit:
+        raise error(f"{Path(path)}: {what} is larger than {limit:,} bytes, more than azclaw reads")
+    return b"".join(chunks)
 
 
 def read_json(path: Path, what: str, error: type[AzclawError], limit: int = JSON_LIMIT) -> object:

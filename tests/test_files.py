@@ -13,7 +13,7 @@ import sys
 import pytest
 
 from azclaw.errors import ConfigError, StorageError
-from azclaw.files import RunLock, read_json, read_regular
+from azclaw.files import RunLock, open_regular, read_json, read_regular
 from helpers import CLI_TIMEOUT, assert_one_error_line, cli_env
 
 MEMORY_LIMIT = 2_000_000_000  # bytes of address space for a process that meets /dev/zero: a runaway read dies
@@ -50,6 +50,15 @@ def test_anything_but_a_regular_file_is_one_error_naming_it_and_never_blocks(tmp
         read_regular(path, "checkpoint", 1000, ConfigError)
     with pytest.raises(ConfigError, match=f"is {kind}.*, not a checkpoint"):
         read_json(path, "checkpoint", ConfigError)
+
+
+def test_a_file_read_in_pieces_is_opened_only_when_regular(tmp_path):
+    (tmp_path / "j.jsonl").write_text('{"event": "run_start"}\n')
+    with open_regular(tmp_path / "j.jsonl", "journal") as fh:
+        assert fh.readline() == b'{"event": "run_start"}\n'
+    os.mkfifo(tmp_path / "fifo.jsonl")
+    with pytest.raises(StorageError, match="fifo.jsonl: is a named pipe .*, not a journal"):
+        open_regular(tmp_path / "fifo.jsonl", "journal")
 
 
 def test_a_link_is_refused_when_links_are_not_followed_and_a_missing_file_is_named(tmp_path):
