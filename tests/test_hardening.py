@@ -368,9 +368,10 @@ def test_approval_gate_asks_and_honours_no_and_always(tmp_path):
 
 
 def test_a_server_that_stops_answering_times_out_and_the_next_attempt_succeeds():
-    replies = [Reply(text="too late", delay=3.0), Reply(drop=True), text("third time lucky")]
+    replies = [Reply(text="too late", delay=8.0), Reply(drop=True), text("third time lucky")]
     with FakeLLM(script=replies) as fake:
-        agent = fast(Agent("architect", endpoint=fake.url, timeout=0.5))
+        # 2 s: the third, prompt reply must fit in it on a busy machine too; the first takes 8
+        agent = fast(Agent("architect", endpoint=fake.url, timeout=2.0))
         orch = Orchestrator([agent], verbose=False)
         stats = orch.run(max_rounds=1)
     assert stats.errors == 0 and orch.history[0].text == "third time lucky"

@@ -244,7 +244,8 @@ def test_a_stream_on_a_closing_connection_that_stalls_is_retried(fake_llm):
     event = b'data: {"choices": [{"delta": {"content": "a"}}]}\n\n'
     fake = fake_llm(script=[Reply(raw=head + event + event, trickle=30, trickle_from=len(head) + len(event)),
                             text("after the stall")])
-    assert finishes(lambda: quick(fake.url, stall_timeout=0.5).chat(HI)).text == "after the stall"
+    # 2 s of silence is a stall (the scripted one lasts 30); the retry's reply has no such pause
+    assert finishes(lambda: quick(fake.url, stall_timeout=2.0).chat(HI)).text == "after the stall"
 
 
 @pytest.mark.parametrize("location", ["http://127.0.0.1:notaport/x", "http://[::1/x", "ftp://127.0.0.1/x",
