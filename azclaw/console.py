@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 from typing import TextIO
 
+from .files import open_append
 from .safetext import continued, indented, one_line, printable
 
 log = logging.getLogger("azclaw")
@@ -30,7 +31,7 @@ class RunConsole:
 
     def __init__(self, log_file: Path, console: bool | TextIO = True):
         self.log_file = Path(log_file)
-        self._file = open(self.log_file, "a", encoding="utf-8", errors="replace")
+        self._file = open_append(self.log_file, "run log")  # never through a link, never blocking on a pipe
         self._console = (sys.stderr if console is True else console) or None
         self._lock = threading.Lock()
         self._status = False

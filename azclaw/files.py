@@ -12,7 +12,7 @@ import re
 import stat
 import tempfile
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, TextIO
 
 from .errors import AzclawError, RunLocked, StorageError
 
@@ -122,6 +122,32 @@ def open_regular(path: str | Path, what: str, error: type[AzclawError] = Storage
             raise error(f"{path}: is {_kind(mode)}, not a {what}")
         os.set_blocking(fd, True)
         return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def open_append(path: str | Path, what: str, error: type[AzclawError] = StorageError) -> TextIO:
+    """``path`` opened to append UTF-8 text (created if missing), when it is a
+    regular file of its own: a symbolic link (whose target would get the
+    lines), a named pipe (which would block the writer until a reader came),
+    a folder or a device is one ``error`` naming the file."""
+    path = Path(path)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC,
+                     0o666)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise error(f"{path}: is a symbolic link, not a {what} of its own; remove it") from None
+        if exc.errno == errno.ENXIO:  # a named pipe nobody reads
+            raise error(f"{path}: is a named pipe (FIFO), not a {what}; remove it") from None
+        raise error(f"{path}: cannot write the {what} ({exc.strerror})") from None
+    try:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            raise error(f"{path}: is {_kind(mode)}, not a {what}; remove it")
+        os.set_blocking(fd, True)
+        return os.fdopen(fd, "a", encoding="utf-8", errors="replace")
     except BaseException:
         os.close(fd)
         raise

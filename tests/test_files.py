@@ -129,3 +129,18 @@ def test_a_lock_file_linked_elsewhere_is_one_error_line_and_the_target_is_untouc
     proc = azclaw("run", "--task", "x", "--name", "t", "--endpoint", fake.url, "--max-rounds", "1")
     assert_one_error_line(proc, "t.lock", "symbolic link")
     assert (workdir / "notes.txt").read_text() == "my notes\n"
+
+
+@pytest.mark.parametrize("make, kind", [
+    (lambda p: os.mkfifo(p), "named pipe"),
+    (lambda p: os.symlink(p.parent.parent / "notes.txt", p), "symbolic link"),
+])
+def test_a_run_log_that_is_a_pipe_or_a_link_is_one_error_line_not_a_hang_or_a_write_elsewhere(
+        fake_llm, azclaw, workdir, make, kind):
+    fake = fake_llm()
+    (workdir / "logs").mkdir()
+    (workdir / "notes.txt").write_text("my notes\n")
+    make(workdir / "logs" / "t.log")
+    proc = azclaw("run", "--task", "x", "--name", "t", "--endpoint", fake.url, "--max-rounds", "1")
+    assert_one_error_line(proc, "t.log", kind)
+    assert (workdir / "notes.txt").read_text() == "my notes\n" and fake.chats == []
