@@ -29,8 +29,11 @@ def installed(tmp_path_factory) -> Path:
     subprocess.run(build, check=True, capture_output=True, timeout=INSTALL_TIMEOUT)
     [wheel] = (tmp / "dist").glob("azclaw-*.whl")
     subprocess.run([sys.executable, "-m", "venv", str(tmp / "venv")], check=True, timeout=INSTALL_TIMEOUT)
+    # outside the checkout, without PYTHONPATH: the azclaw.egg-info that building the wheel leaves in the
+    # checkout would otherwise tell pip that azclaw is installed already
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}
     pip = subprocess.run([str(tmp / "venv" / "bin" / "python"), "-m", "pip", "install", "-q", str(wheel)],
-                         capture_output=True, text=True, timeout=INSTALL_TIMEOUT)
+                         cwd=tmp, env=env, capture_output=True, text=True, timeout=INSTALL_TIMEOUT)
     assert pip.returncode == 0, pip.stderr
     return tmp / "venv" / "bin" / "azclaw"
 
