@@ -21,10 +21,12 @@ from .agent import DEFAULT_ENDPOINT, DEFAULT_ROLES, Agent, default_team, is_writ
 from .errors import AzclawError, ConfigError
 from .options import RunFolder, RunOptions, cli_option, given
 from .orchestrator import Orchestrator
+from .mcp.config import MAX_SESSIONS, SESSION_TIMEOUT
 from .runlog.compare import format_table
 from .runlog.common import CHART_ENGINES
 from .runlog.report import build_report
 from .runlog.status import format_status, read_status
+from .safetext import one_line
 from .team import AgentSpec, load_team, parse_agents
 from .tools.approval import TerminalApprover
 from .version import __version__
@@ -98,6 +100,12 @@ def add_mcp_option(parser, what: str) -> None:
     parser.add_argument("--mcp", action="append", default=[], metavar="NAME=COMMAND",
                         help=f"{what}: NAME=COMMAND (stdio), NAME=http(s)://... or a Claude Desktop config "
                              ".json; repeatable (pip install 'azclaw[mcp]')")
+
+
+def add_topic_commands_option(parser: argparse.ArgumentParser, what: str) -> None:
+    parser.add_argument("--allow-topic-commands", action="store_true",
+                        help=f"{what}: they run on this machine as you (a topic's commands otherwise run only "
+                             "after a yes on a terminal; --mcp commands are yours and always run)")
 
 
 def add_journal_option(parser: argparse.ArgumentParser) -> None:
@@ -229,19 +237,19 @@ def local_server(args: argparse.Namespace, log_path=None, team: bool = True):
 def cmd_run(args) -> int:
     config = TeamConfig.of(args)
     run_options(args, config)  # a bad option fails before a local server starts
+    topic = load_topic(args.topic)
+    servers = _mcp_servers(args.mcp, topic, allowed=args.allow_topic_commands, quiet=args.quiet)
     if not args.local:
-        return run_team(args, config)
+        return run_team(args, config, topic, servers)
     with local_server(args, folder_of(args).local_server_log) as server:
         print(f"azclaw: local model server: {server.describe()} at {server.endpoint}", flush=True)
-        return run_team(args, config.served_by(server))
+        return run_team(args, config.served_by(server), topic, servers)
 
 
-def run_team(args, config: TeamConfig) -> int:
+def run_team(args, config: TeamConfig, topic: Topic | None, servers: list) -> int:
     from .tools.builtin import build_default_registry
-    topic = load_topic(args.topic)
     if topic and args.name:
         topic.name = slug(args.name)
-    servers = _mcp_servers(args.mcp, topic)
     sources = [s for value in args.source for s in value.split(",") if s] or None
     folder = folder_of(args)
     options = run_options(args, config)
@@ -250,7 +258,7 @@ def run_team(args, config: TeamConfig) -> int:
             from .mcp import start_servers
             added = start_servers(registry, servers, folder.logs)
             if added and not args.quiet:
-                print(f"azclaw: MCP tools: {', '.join(added)}", flush=True)
+                print(f"azclaw: MCP tools: {one_line(', '.join(added))}", flush=True)
         orch = Orchestrator(config.team(), topic, folder.output, folder.logs, sources, registry, folder.agents,
                             options=options, verbose=not args.quiet)
         if args.task:
@@ -305,12 +313,18 @@ def cmd_bench(args) -> int:
         return bench(config.served_by(server))
 
 
-def _mcp_servers(specs: list[str], topic: Topic | None) -> list:
-    """The MCP servers of ``--mcp`` and the topic (needs the ``mcp`` extra only when there are any)."""
+def _mcp_servers(specs: list[str], topic: Topic | None, allowed: bool | None = None,
+                 quiet: bool = False) -> list:
+    """The MCP servers of ``--mcp`` and the topic (needs the ``mcp`` extra only when there are any).
+    Unless ``allowed`` is None (doctor: it lists them), a topic's commands need the user's leave
+    (--allow-topic-commands, or a yes on a terminal) before anything runs."""
     if not specs and not (topic and topic.mcp_servers):
         return []
-    from .mcp import servers_of
-    return servers_of(specs, topic)
+    from .mcp import TopicCommands, servers_of
+    servers = servers_of(specs, topic)
+    if allowed is not None:
+        TopicCommands(servers).allow(allowed, quiet=quiet)
+    return servers
 
 
 def cmd_serve(args) -> int:
@@ -343,7 +357,7 @@ def cmd_doctor(args) -> int:
     servers = _mcp_servers(args.mcp, topic)
     if servers:
         from .mcp.doctor import check_mcp
-        diagnosis.checks += check_mcp(servers)
+        diagnosis.checks += check_mcp(servers, allow_topic_commands=args.allow_topic_commands)
     for line in diagnosis.lines():
         print(line)
     print(f"azclaw doctor: {diagnosis.summary()}")
@@ -372,7 +386,8 @@ def cmd_mcp(args) -> int:
     if args.http is not None:
         def announce(where: str) -> None:
             print(f"azclaw: serving the team memory at {where}; Ctrl+C stops it", file=sys.stderr, flush=True)
-    serve(args.dir, args.agents_dir, args.log_dir, read_only=args.read_only, http_port=args.http, announce=announce)
+    serve(args.dir, args.agents_dir, args.log_dir, read_only=args.read_only, http_port=args.http, announce=announce,
+          max_sessions=args.max_sessions, session_timeout=args.session_timeout)
     return 0
 
 
@@ -468,6 +483,7 @@ def make_parser() -> argparse.ArgumentParser:
                             "bwrap (the same inside bubblewrap, which must be installed)")
     add_mcp_option(tools, "offer an MCP server's tools as NAME__TOOL")
     add_folder_options(run)
+    add_topic_commands_option(tools, "start the MCP servers whose commands the topic names, without asking")
     # the local model's group last, as it reads in --help
     groups = run._action_groups
     local = next(g for g in groups if g.title.startswith("local model"))
@@ -558,6 +574,8 @@ def make_parser() -> argparse.ArgumentParser:
     add_team_options(doctor, "to check")
     add_folder_options(doctor)
     add_mcp_option(doctor, "start this MCP server and list its tools with their roles")
+    add_topic_commands_option(doctor, "start and check the MCP servers whose commands the topic names "
+                                      "(without it they are listed, not run)")
     doctor.add_argument("--timeout", dest="doctor_timeout", type=float, default=180.0,
                         help="seconds the test request with a tool may take (default 180)")
     doctor.set_defaults(func=cmd_doctor)
@@ -572,6 +590,12 @@ def make_parser() -> argparse.ArgumentParser:
     mcp.add_argument("--http", type=int, metavar="PORT",
                      help="serve Streamable HTTP at http://127.0.0.1:PORT/mcp instead of stdio")
     mcp.add_argument("--read-only", action="store_true", help="leave out the remember tool")
+    mcp.add_argument("--max-sessions", type=int, default=MAX_SESSIONS, metavar="N",
+                     help=f"with --http: clients' sessions open at once; more are refused until one ends "
+                          f"(default {MAX_SESSIONS})")
+    mcp.add_argument("--session-timeout", type=float, default=SESSION_TIMEOUT, metavar="SECONDS",
+                     help=f"with --http: a session idle this long is dropped; its client starts a new one "
+                          f"(default {SESSION_TIMEOUT:.0f})")
     mcp.set_defaults(func=cmd_mcp)
     return parser
 
@@ -604,7 +628,7 @@ def main(argv: list[str] | None = None) -> int:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
     except AzclawError as exc:
-        print(f"azclaw: error: {exc}", file=sys.stderr)
+        print(f"azclaw: error: {one_line(exc)}", file=sys.stderr)  # it can carry a server's words
         return 1
     except KeyboardInterrupt:
         print("azclaw: interrupted; the last completed round is checkpointed", file=sys.stderr)

@@ -22,6 +22,8 @@ from typing import TextIO
 
 from .events import (Event, Notice, ProbeAnswered, ReplyProgress, RoundFailed, RunFinished, RunStarted, RunWarning,
                      ToolModeChanged, TurnFinished)
+from .files import open_append
+from .safetext import continued, indented, one_line, printable
 
 log = logging.getLogger("azclaw")
 _OWN = "azclaw_progress"  # marks the records a RunConsole sent itself
@@ -32,7 +34,7 @@ class RunConsole:
 
     def __init__(self, log_file: Path, console: bool | TextIO = True):
         self.log_file = Path(log_file)
-        self._file = open(self.log_file, "a", encoding="utf-8", errors="replace")
+        self._file = open_append(self.log_file, "run log")  # never through a link, never blocking on a pipe
         self._console = (sys.stderr if console is True else console) or None
         self._lock = threading.RLock()  # a signal's notice may come while a line is written
         self._status = False
@@ -105,7 +107,7 @@ class RunConsole:
         with self._lock:
             if self._console is not None and self.live:
                 try:
-                    self._console.write("\r\x1b[K" + text[:200])
+                    self._console.write("\r\x1b[K" + one_line(text, 200))
                     self._console.flush()
                     self._status = True
                 except (OSError, ValueError):
@@ -118,18 +120,22 @@ class RunConsole:
         self._emit("WARNING", message, args)
 
     def _emit(self, level: str, message: str, args: tuple) -> None:
-        text = message % args if args else message
+        text = printable(message % args if args else message)
         log.log(logging.getLevelName(level), text, extra={_OWN: True})
         self.write(level, text)
 
     def write(self, level: str, text: str, detail: str = "") -> None:
-        """A line for the file and the console; ``detail`` (a traceback) for the file only."""
+        """A line for the file and the console; ``detail`` (a traceback) for the file only.
+        What a model or a server wrote reaches neither raw: escapes are written
+        out, and lines after the first are indented (no forged progress line)."""
+        text = continued(text)
+        detail = indented(detail.rstrip()) if detail else ""
         stamp = time.strftime("%Y-%m-%d %H:%M:%S")
         with self._lock:
             if self._file.closed:
                 return
             try:
-                self._file.write(f"{stamp} {level} {text}\n" + (detail.rstrip() + "\n" if detail else ""))
+                self._file.write(f"{stamp} {level} {text}\n" + (detail + "\n" if detail else ""))
                 self._file.flush()
             except OSError:
                 pass  # a full disk must not end the run here; the journal says what happened

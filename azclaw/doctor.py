@@ -30,6 +30,7 @@ from .client.llm import API_KEY_ENV, LLMClient, fetch_json
 from .client.probe import PROBE_TIMEOUT, context_size, entries_of, unserved
 from .options import RunOptions
 from .prompt import CHARS_PER_TOKEN, system_prompt
+from .safetext import one_line
 from .toolmodes import Step, instructions, read_reply, starting_mode, switch_reason
 
 DEFAULTS = RunOptions()
@@ -66,8 +67,9 @@ class Check:
     fix: str = ""
 
     def line(self) -> str:
-        text = f"{self.status:<4} {self.name}: {self.detail}"
-        return text + (f" -- fix: {self.fix}" if self.fix and self.status != OK else "")
+        """One line, whatever a server said in it (no escape codes, no line breaks)."""
+        text = f"{self.status:<4} {one_line(self.name)}: {one_line(self.detail)}"
+        return text + (f" -- fix: {one_line(self.fix)}" if self.fix and self.status != OK else "")
 
 
 @dataclass

@@ -1,13 +1,18 @@
-"""Writing files so that a kill at any instant leaves the old or the new
-content, never half of one."""
+"""Run files: written so that a kill at any instant leaves the old or the
+new content, never half of one; read only when they are regular files, and
+never more than a bound (``read_regular``), so that a named pipe cannot hang
+a run and a link to ``/dev/zero`` cannot fill its memory."""
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import re
+import stat
 import tempfile
 from pathlib import Path
+from typing import BinaryIO, TextIO
 
 from .errors import AzclawError, RunLocked, StorageError
 
@@ -76,18 +81,106 @@ def sweep_temporary(folder: Path, names: list[str]) -> list[Path]:
     return swept
 
 
-def read_json(path: Path, what: str, error: type[AzclawError]) -> object:
-    """Parse the JSON file ``path``; every failure is one ``error`` line that
-    names the file and ``what`` it should have been."""
+MB = 1024 * 1024
+JSON_LIMIT = 256 * MB  # a checkpoint of a long run in full context mode stays far below
+
+
+def _kind(mode: int) -> str:
+    if stat.S_ISDIR(mode):
+        return "a folder"
+    if stat.S_ISFIFO(mode):
+        return "a named pipe (FIFO)"
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "a device"
+    if stat.S_ISSOCK(mode):
+        return "a socket"
+    return "not a regular file"
+
+
+def open_regular(path: str | Path, what: str, error: type[AzclawError] = StorageError,
+                 follow: bool = True) -> BinaryIO:
+    """``path`` opened for reading in binary, when it is a regular file; else
+    one ``error`` that names the file and ``what`` it should have been:
+    missing, unreadable, a folder, a named pipe (opened without blocking, so
+    it cannot hang the reader; reads from the file returned do block as
+    usual), a device such as ``/dev/zero`` (never read) or a socket.
+    ``follow=False`` refuses a symbolic link as the last part of the path.
+    For a file read in pieces (a journal); bound what you read of it."""
     path = Path(path)
+    flags = os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | (0 if follow else os.O_NOFOLLOW)
     try:
-        text = path.read_text(encoding="utf-8")
+        fd = os.open(path, flags)
     except FileNotFoundError:
         raise error(f"{path}: {what} not found") from None
-    except IsADirectoryError:
-        raise error(f"{path}: is a folder, not a {what}") from None
     except OSError as exc:
+        if exc.errno == errno.ELOOP and not follow:
+            raise error(f"{path}: is a symbolic link, not a {what}") from None
         raise error(f"{path}: cannot read {what} ({exc.strerror})") from None
+    try:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            raise error(f"{path}: is {_kind(mode)}, not a {what}")
+        os.set_blocking(fd, True)
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def open_append(path: str | Path, what: str, error: type[AzclawError] = StorageError) -> TextIO:
+    """``path`` opened to append UTF-8 text (created if missing), when it is a
+    regular file of its own: a symbolic link (whose target would get the
+    lines), a named pipe (which would block the writer until a reader came),
+    a folder or a device is one ``error`` naming the file."""
+    path = Path(path)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC,
+                     0o666)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise error(f"{path}: is a symbolic link, not a {what} of its own; remove it") from None
+        if exc.errno == errno.ENXIO:  # a named pipe nobody reads
+            raise error(f"{path}: is a named pipe (FIFO), not a {what}; remove it") from None
+        raise error(f"{path}: cannot write the {what} ({exc.strerror})") from None
+    try:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            raise error(f"{path}: is {_kind(mode)}, not a {what}; remove it")
+        os.set_blocking(fd, True)
+        return os.fdopen(fd, "a", encoding="utf-8", errors="replace")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def read_regular(path: str | Path, what: str, limit: int, error: type[AzclawError] = StorageError,
+                 follow: bool = True) -> bytes:
+    """The bytes of ``path``, which must be a regular file (``open_regular``)
+    of at most ``limit`` bytes: at most ``limit + 1`` bytes are ever read, and
+    a larger file is one ``error`` naming it."""
+    chunks, size = [], 0
+    with open_regular(path, what, error, follow) as fh:
+        try:
+            while size <= limit:  # in pieces: a bound of 256 MB must not cost 256 MB for a small file
+                chunk = fh.read(min(limit + 1 - size, MB))
+                if not chunk:
+                    break
+                chunks.append(chunk)
+                size += len(chunk)
+        except OSError as exc:
+            raise error(f"{Path(path)}: cannot read {what} ({exc.strerror})") from None
+    if size > limit:
+        raise error(f"{Path(path)}: {what} is larger than {limit:,} bytes, more than azclaw reads")
+    return b"".join(chunks)
+
+
+def read_json(path: Path, what: str, error: type[AzclawError], limit: int = JSON_LIMIT) -> object:
+    """Parse the JSON file ``path`` (a regular file, read with ``read_regular``);
+    every failure is one ``error`` line that names the file and ``what`` it
+    should have been."""
+    path = Path(path)
+    try:
+        text = read_regular(path, what, limit, error).decode("utf-8")
     except UnicodeDecodeError as exc:
         raise error(f"{path}: {what} is not UTF-8 text (byte {exc.start})") from None
     try:
@@ -111,10 +204,15 @@ class RunLock:
 
     def acquire(self) -> "RunLock":
         import fcntl
-        try:
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
+        try:  # never through a link (the pid written would land in its target), never blocking on a pipe
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, 0o666)
         except OSError as exc:
-            raise StorageError(f"{self.path}: cannot create the run's lock ({exc.strerror})") from None
+            what = "is a symbolic link" if exc.errno == errno.ELOOP else f"cannot create it ({exc.strerror})"
+            raise StorageError(f"{self.path}: {what}; the run's lock must be a file of its own") from None
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            os.close(fd)
+            raise StorageError(f"{self.path}: is {_kind(mode)}, not the run's lock file; remove it")
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:

@@ -6,13 +6,17 @@ stops at once (the last completed round's checkpoint is still written).
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
+import stat
 import threading
 from contextlib import contextmanager
 from pathlib import Path
 
 from .events import Ending
+
+log = logging.getLogger("azclaw")
 
 
 class StopControl:
@@ -27,17 +31,20 @@ class StopControl:
         self._deferring = False
         self._pending = ""
         self._announce = None
+        self._warned = False  # about a STOP that is not a file
 
     def clear_stale(self) -> bool:
-        """Remove a STOP file left from an earlier run; True if there was
-        one. A STOP that is a folder (or anything but a file) is left alone
-        and counts as a request to stop."""
+        """Remove a STOP file left from an earlier run; True if there was one.
+        A STOP that is a folder is left alone, with one warning line."""
+        if not self._is_file():
+            return False
         try:
             self.stop_file.unlink()
             return True
         except FileNotFoundError:
             return False
-        except OSError:  # a folder, a file in a read-only folder: it stays, and it stops the run
+        except OSError as exc:
+            log.warning("cannot remove the STOP file %s (%s); remove it by hand", self.stop_file, exc.strerror)
             return False
 
     def request(self, reason: str, kind: str = "stopped") -> None:
@@ -46,13 +53,29 @@ class StopControl:
             self._requested.set()
 
     def should_stop(self) -> bool:
-        if not self._requested.is_set() and os.path.lexists(self.stop_file):
+        if not self._requested.is_set() and self._is_file():
             self.request(f"STOP file {self.stop_file}")
         return self._requested.is_set()
 
     def ending(self) -> Ending | None:
         """Why the run should end now, or None."""
         return Ending(self.kind, self.reason) if self.should_stop() else None
+
+    def _is_file(self) -> bool:
+        """Is there a STOP file? Only a file (or a link to one) asks the run to
+        stop: ``azclaw stop`` writes one. Anything else by that name (a folder,
+        a pipe) is said once, in a warning line, and does not stop the run."""
+        try:
+            mode = os.stat(self.stop_file).st_mode
+        except OSError:
+            return False
+        if stat.S_ISREG(mode):
+            return True
+        if not self._warned:
+            self._warned = True
+            log.warning("%s is not a file (%s): it does not stop the run; azclaw stop writes a STOP file",
+                        self.stop_file, "a folder" if stat.S_ISDIR(mode) else "not a regular file")
+        return False
 
     def consume_stop_file(self) -> None:
         """A STOP file has done its job once the run stopped for it."""

@@ -23,7 +23,7 @@ from pathlib import Path
 
 from .agent import is_writer
 from .errors import ConfigError
-from .files import read_json
+from .files import MB, read_json
 from .toolmodes import MODES
 
 _SPEC = re.compile(r"(?P<name>[^/@:]*)(?:/(?P<marker>[^@:]*))?(?:@(?P<model>.+?))?(?::(?P<url>https?://.+))?")
@@ -65,7 +65,7 @@ def parse_agents(spec: str) -> list[AgentSpec]:
 
 def load_team(path: str | Path) -> list[AgentSpec]:
     """The agents of a team file."""
-    data = read_json(Path(path), "team file", ConfigError)
+    data = read_json(Path(path), "team file", ConfigError, limit=MB)
     where = str(path)
     if not isinstance(data, dict) or not isinstance(data.get("agents"), list) or not data["agents"]:
         raise ConfigError(f"{where}: agents: expected a list of at least one agent")

@@ -13,13 +13,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import ConfigError
-from .files import read_json
+from .files import MB, read_json
 from .scoring import score
 
 _TOPIC_FIELDS = {"title", "system_context", "initial_prompt", "phases", "coherence_probes", "agent_roles",
                  "source_dirs", "mcp_servers"}
 _PHASE_FIELDS = {"name", "rounds", "focus", "source_files"}
 _PROBE_FIELDS = {"after_round", "question", "expect"}
+TOPIC_LIMIT = 16 * MB  # bytes of a topic file
 
 
 @dataclass
@@ -62,9 +63,12 @@ class Topic:
     phases: list[Phase] = field(default_factory=list)
     coherence_probes: list[Probe] = field(default_factory=list)
     agent_roles: dict[str, str] = field(default_factory=dict)
-    mcp_servers: list = field(default_factory=list)  # McpServerSpec: tools from MCP servers
+    # the topic's MCP servers as written, {NAME: {command, args, env...} | {url...}}: checked for shape
+    # here; azclaw.mcp turns them into server specs, and runs a command only when the user allows it
+    mcp_servers: dict = field(default_factory=dict)
     name: str = "task"  # the slug that names checkpoints and logs
     source_dirs: list[Path] = field(default_factory=list)  # read when a run names no source folder
+    source: str = ""  # the topic file it was read from ("" when built in code)
 
     @classmethod
     def from_task(cls, task: str, name: str | None = None) -> "Topic":
@@ -92,15 +96,18 @@ class Topic:
 
     @classmethod
     def from_dict(cls, data: object, source: str = "topic", name: str = "topic") -> "Topic":
-        return _parse(data, source, name)
+        topic = _parse(data, source, name)
+        topic.source = source
+        return topic
 
     @classmethod
     def load(cls, path: str | Path) -> "Topic":
         """Read and validate a topic file."""
         path = Path(path)
-        data = read_json(path, "topic file", ConfigError)
+        data = read_json(path, "topic file", ConfigError, limit=TOPIC_LIMIT)
         topic = _parse(data, str(path), slug(path.stem))
         topic.source_dirs = [path.parent / d for d in topic.source_dirs]
+        topic.source = str(path)
         return topic
 
 
@@ -112,8 +119,8 @@ def slug(text: str) -> str:
 def find_topic(name: str, search_dirs: list[Path]) -> Path:
     """A path as given, else ``<dir>/NAME.json`` in the first dir that has it."""
     direct = Path(name)
-    if direct.is_file():
-        return direct
+    if direct.exists() and not direct.is_dir():
+        return direct  # a named pipe or a device too: loading it says what it is, without reading it
     if direct.is_dir():
         raise ConfigError(f"topic {name!r} is a folder; give a topic file or a NAME from topics/")
     file_name = name if name.endswith(".json") else f"{name}.json"
@@ -194,7 +201,9 @@ def _parse(data: object, source: str, name: str) -> Topic:
     roles = _expect(data.get("agent_roles", {}), dict, f"{at}agent_roles", "an object")
     for key, value in roles.items():
         topic.agent_roles[key] = _expect(value, str, f"{at}agent_roles.{key}", "a string")
-    if "mcp_servers" in data:
-        from .mcp.config import parse_servers  # the standard library only, like this module
-        topic.mcp_servers = parse_servers(data["mcp_servers"], f"{at}mcp_servers")
+    servers = _expect(data.get("mcp_servers", {}), dict, f"{at}mcp_servers",
+                      "an object of NAME: {command, args, env} or {url}")
+    for key, value in servers.items():
+        _expect(value, dict, f"{at}mcp_servers.{key}", "an object with command (and args, env) or url")
+    topic.mcp_servers = dict(servers)
     return topic

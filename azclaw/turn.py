@@ -39,9 +39,12 @@ STEPS_USED = ("You have used all your tool steps for this turn. "
 SAY_SOMETHING = ("Your reply was empty. Write your message to the team now, in a few sentences: what you did, "
                  "what you decided, what should happen next.")
 DUPLICATE = "[duplicate call skipped: its result is already above in this turn]"
+MAX_CALLS_PER_STEP = 16  # tool calls run from one reply; the rest get TOO_MANY, so one reply cannot run for hours
+TOO_MANY = (f"ERROR: not run: one reply may make at most {MAX_CALLS_PER_STEP} tool calls; "
+            "this one came after them. Make it again in your next step if you still need it.")
 AUDIT_CHARS = 2000  # of a call's arguments and of its result, in the journal
 AUDIT_FULL = {"run_python": 65536}  # what model-written code ran, and what it printed, is always kept
-NOT_PARSED = ""  # the tool name of a reply whose calls did not parse
+NOT_PARSED = ""  # the tool name of a reply's calls that did not parse, or that were over the cap
 
 
 @dataclass
@@ -257,6 +260,9 @@ def take_turn(session, system: str, user: str, tools: list[Tool], registry: Tool
             if call.id in used_ids:
                 call.id = f"{call.id}_s{n_step}_{n}"
             used_ids.add(call.id)
+            if n >= MAX_CALLS_PER_STEP:  # every call still gets a result: APIs want one per call id
+                results.append(ToolResult(call.id, call.name, TOO_MANY, ok=False))
+                continue
             arguments = call.raw_arguments if call.arguments is None else json.dumps(call.arguments, sort_keys=True)
             key = f"{call.name}\x00{arguments}"
             if key in seen:
@@ -271,6 +277,11 @@ def take_turn(session, system: str, user: str, tools: list[Tool], registry: Tool
             results.append(outcome)
         if reading.error:
             turn.calls.append(ToolUse.of(NOT_PARSED, completion.text, f"ERROR: {reading.error}", False, 0.0, n_step))
+        if len(reading.calls) > MAX_CALLS_PER_STEP:
+            refused = len(reading.calls) - MAX_CALLS_PER_STEP
+            turn.calls.append(ToolUse.of(NOT_PARSED, f"{refused} more calls", TOO_MANY, False, 0.0, n_step))
+            turn.problems.append(f"a reply made {len(reading.calls)} tool calls: the first {MAX_CALLS_PER_STEP} were "
+                                 f"taken, the other {refused} refused")
         append_step(messages, step, completion, reading, results)
         if results and all(r.duplicate for r in results):
             messages.append({"role": "user", "content": ALL_REPEATED})

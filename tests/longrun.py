@@ -29,11 +29,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from fakellm import FakeLLM, Recorded, Reply, call, text
+from helpers import CLI_TIMEOUT
 
 AGENTS = ["architect", "developer", "reviewer"]
 LAST_ROUND = 24
 KILL_ROUND = 13
-WAIT = 60.0  # seconds; only a bound for a broken run, never asserted on
+WAIT = CLI_TIMEOUT  # seconds; only a bound for a broken run, never asserted on
 TOPIC = {
     "title": "Build a todo API",
     "initial_prompt": "Build a small todo API.",

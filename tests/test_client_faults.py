@@ -25,7 +25,9 @@ def quick(url, **kw) -> LLMClient:
 
 def finishes(fn, bound: float = CLI_TIMEOUT):
     """Run ``fn`` in a thread; fail (not hang) when it does not end within a
-    generous bound. Returns its result or raises its exception."""
+    generous bound. Returns its result or raises its exception. What a test
+    checks is the result (cut at the client's timeout, an error naming it):
+    the bound only keeps a broken client from hanging the suite."""
     out: dict = {}
 
     def run():
@@ -139,7 +141,7 @@ def test_a_server_trickling_its_reply_cannot_hold_a_request_past_its_timeout(fak
     fake = fake_llm(script=[Reply(text="slow " * 20, trickle=0.2)])
     client = quick(fake.url, retries=0, timeout=1.0)
     with pytest.raises(EndpointError) as info:
-        finishes(lambda: client.chat(HI, stream=False), bound=30)
+        finishes(lambda: client.chat(HI, stream=False))
     assert "no complete reply within 1 s" in str(info.value)
 
 
@@ -147,7 +149,7 @@ def test_a_server_trickling_its_status_line_and_headers_cannot_hold_a_request_ei
     fake = fake_llm(script=[Reply(raw=b"HTTP/1.1 200 OK\r\n" + b"X-Slow: " + b"z" * 400 + b"\r\n\r\n", trickle=0.2)])
     client = quick(fake.url, retries=0, timeout=1.0)
     with pytest.raises(EndpointError) as info:
-        finishes(lambda: client.chat(HI), bound=30)
+        finishes(lambda: client.chat(HI))
     assert "no complete reply within 1 s" in str(info.value)
 
 
@@ -232,7 +234,7 @@ def test_a_body_trickled_after_quick_headers_on_a_closing_connection_is_bounded_
     fake = fake_llm(script=[Reply(raw=head + body, trickle=0.2, trickle_from=len(head))])
     client = quick(fake.url, retries=0, timeout=1.0)
     with pytest.raises(EndpointError) as info:
-        finishes(lambda: client.chat(HI), bound=30)
+        finishes(lambda: client.chat(HI))
     assert "no complete reply within 1 s" in str(info.value)
 
 
@@ -241,7 +243,8 @@ def test_a_stream_on_a_closing_connection_that_stalls_is_retried(fake_llm):
     event = b'data: {"choices": [{"delta": {"content": "a"}}]}\n\n'
     fake = fake_llm(script=[Reply(raw=head + event + event, trickle=30, trickle_from=len(head) + len(event)),
                             text("after the stall")])
-    assert finishes(lambda: quick(fake.url, stall_timeout=0.5).chat(HI), bound=30).text == "after the stall"
+    # 2 s of silence is a stall (the scripted one lasts 30); the retry's reply has no such pause
+    assert finishes(lambda: quick(fake.url, stall_timeout=2.0).chat(HI)).text == "after the stall"
 
 
 @pytest.mark.parametrize("location", ["http://127.0.0.1:notaport/x", "http://[::1/x", "ftp://127.0.0.1/x",

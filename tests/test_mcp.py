@@ -143,6 +143,7 @@ def test_roles_override_the_read_only_hint_per_tool_and_per_server(repo):
     assert not [t for t in threading.enumerate() if t.name.startswith("azclaw-mcp-")]
 
 
+@pytest.mark.slow  # a crash, a hang past its 2 s timeout and restarts of a real server
 def test_a_server_that_crashes_or_hangs_gives_error_results_and_the_run_finishes(fake_llm, azclaw, workdir):
     topic = {"title": "flaky tools", "initial_prompt": "Use the tools.", "mcp_servers": {
         "flaky": {"command": sys.executable, "args": [str(FLAKY), str(workdir)], "timeout": 2}}}
@@ -151,7 +152,7 @@ def test_a_server_that_crashes_or_hangs_gives_error_results_and_the_run_finishes
         call("flaky__echo", {"text": "one"}), call("flaky__crash"), call("flaky__echo", {"text": "two"}),
         call("flaky__hang"), call("flaky__echo", {"text": "three"}), text("The tools are broken.")]})
     proc = azclaw("run", "--topic", "flaky.json", "--endpoint", fake.url, "--agents", "developer/write",
-                  "--max-rounds", "1", "--quiet")
+                  "--max-rounds", "1", "--quiet", "--allow-topic-commands")
     assert proc.returncode == 0, proc.stderr
 
     results = fake.chats_of("developer")[-1].tool_results
@@ -197,6 +198,97 @@ def test_doctor_lists_each_servers_tools_with_their_roles_and_its_failures(fake_
     assert any(ln.startswith("FAIL mcp gone: ") and "command not found" in ln for ln in lines), proc.stdout
     assert proc.returncode == 1
     assert processes_with(str(repo)) == []
+
+
+# -- a topic's commands run only when the user says so -----------------------------------------
+
+def marker_topic(workdir: Path, extra: dict | None = None) -> Path:
+    """A topic whose MCP server command only leaves a file behind (``ran``) when it runs."""
+    command = {"command": sys.executable, "args": ["-c", 'open("ran", "w").write("pwned")', "\x1b[2Jcleared"]}
+    topic = {"title": "travelled", "initial_prompt": "hi", "mcp_servers": {"evil": command, **(extra or {})}}
+    (workdir / "shared.json").write_text(json.dumps(topic))
+    return workdir / "shared.json"
+
+
+def on_a_terminal(args: list[str], answer: str, cwd: Path) -> tuple[int, str]:
+    """Run azclaw with a pseudo-terminal as stdin and stderr; answer the topic question."""
+    import pty
+    main, secondary = pty.openpty()
+    proc = subprocess.Popen([sys.executable, "-m", "azclaw", *args], cwd=cwd, env=cli_env(), stdin=secondary,
+                            stderr=secondary, stdout=subprocess.DEVNULL)
+    os.close(secondary)
+    seen, answered = b"", False
+    while True:
+        try:
+            chunk = os.read(main, 4096)
+        except OSError:  # the process closed the terminal: it ended
+            break
+        if not chunk:
+            break
+        seen += chunk
+        if not answered and b"[y/N]" in seen:
+            os.write(main, answer.encode() + b"\n")
+            answered = True
+    proc.wait(timeout=CLI_TIMEOUT)
+    os.close(main)
+    return proc.returncode, seen.decode(errors="replace")
+
+
+def test_a_topics_command_never_runs_without_a_terminal_or_the_flag(fake_llm, azclaw, workdir):
+    fake = fake_llm()
+    marker_topic(workdir)
+    proc = azclaw("run", "--topic", "shared.json", "--endpoint", fake.url, "--max-rounds", "1")
+    line = assert_one_error_line(proc, "shared.json", "mcp_servers.evil", 'open("ran", "w")',
+                                 "--allow-topic-commands")
+    assert "\x1b" not in line and "\\x1b[2Jcleared" in line  # the command as text, no escape code
+    assert not (workdir / "ran").exists() and fake.chats == [] and not (workdir / "logs").exists()
+
+
+@pytest.mark.parametrize("answer, runs", [("y", True), ("n", False), ("", False)])
+def test_on_a_terminal_a_topics_commands_are_shown_and_run_only_after_a_yes(fake_llm, workdir, answer, runs):
+    fake = fake_llm()
+    marker_topic(workdir)
+    code, screen = on_a_terminal(["run", "--topic", "shared.json", "--endpoint", fake.url, "--max-rounds", "1"],
+                                 answer, workdir)
+    assert "mcp_servers.evil runs: " in screen and "open(" in screen and "Run them? [y/N]" in screen, screen
+    assert "\x1b[2J" not in screen
+    assert (workdir / "ran").exists() == runs
+    assert code != 0  # yes: the command ran but is no MCP server; no: nothing ran
+    if not runs:
+        assert "were not allowed, so nothing ran" in screen and fake.chats == []
+
+
+def test_allow_topic_commands_runs_them_and_mcp_commands_are_the_users_own(fake_llm, azclaw, workdir):
+    fake = fake_llm()
+    marker_topic(workdir)
+    proc = azclaw("run", "--topic", "shared.json", "--endpoint", fake.url, "--allow-topic-commands", "--quiet")
+    assert (workdir / "ran").read_text() == "pwned"
+    assert_one_error_line(proc, "MCP server 'evil'")  # it ran, and is no MCP server
+    (workdir / "ran").unlink()
+    own = f"mine={shlex.quote(sys.executable)} -c \"open('ran', 'w').write('mine')\""
+    azclaw("run", "--task", "x", "--endpoint", fake.url, "--mcp", own)
+    assert (workdir / "ran").read_text() == "mine"
+
+
+def test_doctor_lists_a_topics_commands_and_runs_them_only_when_allowed(fake_llm, azclaw, workdir):
+    fake = fake_llm()
+    marker_topic(workdir, {"web": {"url": "http://127.0.0.1:9/mcp"}})
+    proc = azclaw("doctor", "--topic", "shared.json", "--endpoint", fake.url, "--timeout", "10")
+    listed = [ln for ln in proc.stdout.splitlines() if ln.startswith("WARN mcp evil: ")]
+    assert len(listed) == 1 and "shared.json asks to run" in listed[0] and "--allow-topic-commands" in listed[0]
+    assert any(ln.startswith("FAIL mcp web: ") for ln in proc.stdout.splitlines()), proc.stdout  # a URL: checked
+    assert not (workdir / "ran").exists()
+    azclaw("doctor", "--topic", "shared.json", "--endpoint", fake.url, "--timeout", "10", "--allow-topic-commands")
+    assert (workdir / "ran").exists()
+
+
+def test_a_topics_http_servers_run_nothing_here_and_are_said(fake_llm, azclaw, workdir):
+    fake = fake_llm()
+    topic = {"title": "remote", "mcp_servers": {"web": {"url": "http://127.0.0.1:9/mcp"}}}
+    (workdir / "remote.json").write_text(json.dumps(topic))
+    proc = azclaw("run", "--topic", "remote.json", "--endpoint", fake.url, "--max-rounds", "1")
+    assert "remote.json: mcp_servers.web connects to http://127.0.0.1:9/mcp" in proc.stderr
+    assert "allow-topic-commands" not in proc.stderr and "MCP server 'web'" in proc.stderr
 
 
 # -- the team's memory out ------------------------------------------------------------------
@@ -290,6 +382,69 @@ def test_one_run_uses_another_runs_memory_over_streamable_http(fake_llm, azclaw,
     server.wait(CLI_TIMEOUT)
 
 
+INITIALIZE = {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+    "protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "test", "version": "1"}}}
+
+
+def mcp_post(port: int, message: dict, session: str | None = None) -> tuple[int, str | None]:
+    """One JSON-RPC message to ``azclaw mcp --http``: the HTTP status and the session id it names."""
+    import http.client
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=CLI_TIMEOUT)
+    headers = {"Content-Type": "application/json", "Accept": "application/json, text/event-stream",
+               **({"mcp-session-id": session, "mcp-protocol-version": "2025-06-18"} if session else {})}
+    connection.request("POST", "/mcp", json.dumps(message), headers)
+    response = connection.getresponse()
+    response.read()
+    connection.close()
+    return response.status, response.getheader("mcp-session-id")
+
+
+def serving_mcp(azclaw_popen, workdir, *options: str) -> tuple[int, subprocess.Popen]:
+    from azclaw.memory import TeamMemory
+    TeamMemory({"architect": workdir / "agents" / "architect"}).close()  # an agent's memory folder
+    port = free_port()
+    server = azclaw_popen("mcp", "--dir", str(workdir), "--http", str(port), *options)
+
+    def listening() -> bool:
+        assert server.poll() is None, (workdir / "err0.txt").read_text()
+        with socket.socket() as s:
+            return s.connect_ex(("127.0.0.1", port)) == 0
+    wait_for(listening, CLI_TIMEOUT, "azclaw mcp --http to listen")
+    return port, server
+
+
+def rss_kb(pid: int) -> int:
+    return int(next(ln for ln in Path(f"/proc/{pid}/status").read_text().splitlines()
+                    if ln.startswith("VmRSS:")).split()[1])
+
+
+@pytest.mark.slow  # 2,032 HTTP requests
+def test_azclaw_mcp_http_holds_a_bounded_number_of_sessions(azclaw_popen, workdir):
+    from azclaw.mcp.config import MAX_SESSIONS
+    port, server = serving_mcp(azclaw_popen, workdir)
+    first = [mcp_post(port, INITIALIZE) for _ in range(MAX_SESSIONS)]
+    assert {status for status, _ in first} == {200}
+    before = rss_kb(server.pid)
+    flood = [mcp_post(port, INITIALIZE)[0] for _ in range(2000)]
+    assert flood.count(200) == 0 and flood.count(503) == 2000, "the open sessions are all it holds"
+    # measured: +0.15 MB for the 2,000 refused (they were +80 MB, 40 KB a session, before the bound)
+    assert rss_kb(server.pid) - before < 16_000
+    assert mcp_post(port, {"jsonrpc": "2.0", "id": 2, "method": "ping"}, first[0][1])[0] == 200
+    server.terminate()
+    server.wait(CLI_TIMEOUT)
+
+
+def test_an_idle_mcp_session_expires_and_its_room_is_given_to_a_new_one(azclaw_popen, workdir):
+    port, server = serving_mcp(azclaw_popen, workdir, "--session-timeout", "1", "--max-sessions", "1")
+    status, session = mcp_post(port, INITIALIZE)
+    assert status == 200 and session
+    # the event: room for a new session (refusals do not touch the idle one; a ping would keep it alive)
+    wait_for(lambda: mcp_post(port, INITIALIZE)[0] == 200, CLI_TIMEOUT, "the idle session to expire")
+    assert mcp_post(port, {"jsonrpc": "2.0", "id": 2, "method": "ping"}, session)[0] == 404, "it is gone"
+    server.terminate()
+    server.wait(CLI_TIMEOUT)
+
+
 # -- specs and results ----------------------------------------------------------------------
 
 @pytest.mark.parametrize("value, expected", [
@@ -329,7 +484,7 @@ def test_bad_mcp_servers_in_a_topic_name_the_field(workdir, servers, message):
     path = workdir / "t.json"
     path.write_text(json.dumps({"title": "t", "mcp_servers": servers}))
     with pytest.raises(ConfigError, match=f"t.json: {message}"):
-        Topic.load(path)
+        servers_of([], Topic.load(path))  # the topic checks the shape, the mcp wing the rest
 
 
 def test_claude_desktop_configuration_files_are_read_as_they_are(workdir):

@@ -9,7 +9,7 @@ import pytest
 
 from azclaw import Agent, TeamMemory
 from fakellm import call, calls, text
-from helpers import memory_file, orchestrator, team
+from helpers import CLI_TIMEOUT, memory_file, orchestrator, team, wait_for
 
 
 def test_remember_writes_the_agentazall_memory_file(fake_llm, workdir):
@@ -160,8 +160,7 @@ import threading  # noqa: E402
 from datetime import date, timedelta  # noqa: E402
 from pathlib import Path  # noqa: E402
 
-from hypothesis import HealthCheck, given, settings  # noqa: E402
-from hypothesis import strategies as st  # noqa: E402
+from properties import HealthCheck, given, settings, st  # noqa: E402  (hypothesis, or a skip without it)
 
 from azclaw.errors import ConfigError  # noqa: E402
 from azclaw.memory import HIT_CHARS, INDEX_ENTRIES, sanitize_title  # noqa: E402
@@ -440,6 +439,7 @@ from pathlib import Path
 from azclaw import TeamMemory
 base, tag = Path(sys.argv[1]), sys.argv[2]
 memory = TeamMemory({n: base / "agents" / n for n in ("alice", "bob", "carol")})
+(base / f"ready-{tag}").touch()
 while not (base / "go").exists():
     time.sleep(0.001)
 for i in range(60):
@@ -455,10 +455,12 @@ def test_concurrent_remembers_from_two_processes_lose_nothing(workdir):
     memory.recall("")
     procs = [subprocess.Popen([sys.executable, "-c", CHILD, str(workdir), tag], stderr=subprocess.PIPE, text=True)
              for tag in ("p1", "p2")]
-    time.sleep(0.3)
+    # both start together once both are ready, so that their writes interleave
+    wait_for(lambda: all((workdir / f"ready-{tag}").exists() or p.poll() is not None
+                         for tag, p in zip(("p1", "p2"), procs)), what="both writers ready")
     (workdir / "go").touch()
     for proc in procs:
-        assert proc.wait(timeout=120) == 0, proc.stderr.read()
+        assert proc.wait(timeout=CLI_TIMEOUT) == 0, proc.stderr.read()
     [shared] = [m for m in memory.memories("alice") if m.title == "both-processes"]
     assert sorted(shared.text().splitlines()) == sorted(f"{t} appended {i}" for t in ("p1", "p2") for i in range(60))
     assert memory.counts() == {"alice": 1, "bob": 60, "carol": 60}
@@ -508,8 +510,10 @@ def test_dropped_memories_release_their_index_files_without_the_garbage_collecto
     import gc
 
     def open_index_files() -> int:
+        # this test's only: an earlier test's memory may still wait for the collector
         return sum(1 for fd in os.listdir("/proc/self/fd")
-                   if "memory-index" in os.path.realpath(f"/proc/self/fd/{fd}"))
+                   if "memory-index" in (path := os.path.realpath(f"/proc/self/fd/{fd}"))
+                   and path.startswith(str(workdir.resolve())))
 
     if not os.path.isdir("/proc/self/fd"):
         pytest.skip("needs /proc")

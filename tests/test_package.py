@@ -211,7 +211,7 @@ def test_no_module_imports_the_package_root_and_the_leaf_wings_never_reach_the_c
     graph = import_graph()
     assert [m for m, targets in graph.items() if "azclaw" in targets and m != "azclaw.__main__"] == []
     leaves = ("azclaw.client", "azclaw.local", "azclaw.tools", "azclaw.memory")
-    shared = {"azclaw.errors", "azclaw.numbers", "azclaw.version"}
+    shared = {"azclaw.errors", "azclaw.numbers", "azclaw.version", "azclaw.safetext", "azclaw.files"}
     for module, targets in sorted(graph.items()):
         wing = next((w for w in leaves if module == w or module.startswith(w + ".")), None)
         if wing is None:
@@ -228,3 +228,25 @@ def test_the_public_names_are_what_a_program_writes():
             "Stop"} <= set(azclaw.__all__)
     for name in azclaw.__all__:
         assert getattr(azclaw, name) is not None
+
+
+def test_without_hypothesis_the_property_tests_are_skipped_and_the_rest_still_run(workdir):
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from helpers import CLI_TIMEOUT, cli_env
+    hidden = workdir / "hidden" / "hypothesis"
+    hidden.mkdir(parents=True)
+    (hidden / "__init__.py").write_text("raise ImportError('hypothesis is not installed (hidden by the test)')\n")
+    tests = Path(__file__).parent
+    path = os.pathsep.join([str(workdir / "hidden"), str(tests.parent), os.environ.get("PYTHONPATH", "")])
+    # hypothesis hidden, and its pytest plugin left out, as when it is not installed
+    proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:hypothesispytest", "-p", "no:cacheprovider",
+                           "-rs", str(tests / "test_topic.py"), str(tests / "test_client_textcalls.py")],
+                          cwd=workdir, env=cli_env(PYTHONPATH=path), capture_output=True, text=True,
+                          timeout=CLI_TIMEOUT, stdin=subprocess.DEVNULL)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "hypothesis is not installed" in proc.stdout and " skipped" in proc.stdout, proc.stdout[-2000:]
+    assert " passed" in proc.stdout

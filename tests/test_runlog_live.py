@@ -276,6 +276,31 @@ def test_report_serve_on_a_given_port_and_before_any_run(azclaw_popen, workdir):
     assert server.wait(timeout=CLI_TIMEOUT) == 0
 
 
+def test_report_serve_answers_only_requests_addressed_to_the_loopback(finished, azclaw_popen, workdir):
+    import http.client
+    server = azclaw_popen("report", "--serve", "--charts", "svg")
+    port = int(served_url(server, workdir / "out0.txt").rstrip("/").rsplit(":", 1)[1])
+
+    def status(host: str, origin: str | None = None) -> int:
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=CLI_TIMEOUT)
+        headers = {"Host": host, **({"Origin": origin} if origin else {})}
+        connection.request("GET", "/", headers=headers)
+        response = connection.getresponse()
+        body = response.read()
+        connection.close()
+        assert response.status != 200 or b"alice says r2" in body
+        return response.status
+
+    for evil in ("evil.example", f"evil.example:{port}", f"127.0.0.1.evil.example:{port}", f"127.0.0.1:{port + 1}"):
+        assert status(evil) == 421, evil  # DNS rebinding: another site's name for this address
+    assert status(f"127.0.0.1:{port}", origin="http://evil.example") == 403
+    assert status(f"127.0.0.1:{port}") == 200
+    assert status(f"localhost:{port}") == 200
+    assert status(f"LocalHost:{port}", origin=f"http://localhost:{port}") == 200
+    server.send_signal(signal.SIGINT)
+    assert server.wait(timeout=CLI_TIMEOUT) == 0
+
+
 @pytest.mark.parametrize("args, names", [
     (["--serve", "--out", "x.html"], ["--out", "--serve"]),
     (["--port", "8000"], ["--port", "--serve"]),

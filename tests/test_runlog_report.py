@@ -16,6 +16,7 @@ from azclaw.events import parse
 from azclaw.runlog.reader import Logged, RunLog
 from azclaw.runlog.charts import Chart, build_charts, nice_scale, phases_of, svg_chart, x_ticks
 from azclaw.runlog.report import build_report
+from helpers import CLI_TIMEOUT
 from longrun import AGENTS, EXPECTED_SCORE, LAST_ROUND, killed_and_resumed_run
 
 CHART_TITLES = ["Context sent per round", "Generation speed per round", "Memories stored over time",
@@ -42,7 +43,7 @@ def svgs(page: str) -> list[ET.Element]:
 
 def test_the_report_command_writes_one_html_file_with_every_chart_and_table(run):
     result = subprocess.run([sys.executable, "-m", "azclaw", "report", "--log-dir", "logs", "--out", "r.html"],
-                            cwd=run.tmp, capture_output=True, text=True, timeout=60)
+                            cwd=run.tmp, capture_output=True, text=True, timeout=CLI_TIMEOUT)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "azclaw: wrote r.html"
     page = (run.tmp / "r.html").read_text(encoding="utf-8")

@@ -15,6 +15,7 @@ from azclaw.runlog.journal import Journal
 from azclaw.runlog.common import alive as _alive
 from azclaw.runlog.status import format_status, read_status
 from azclaw.stats import Coherence
+from helpers import CLI_TIMEOUT
 from longrun import AGENTS, EXPECTED_SCORE, KILL_ROUND, LAST_ROUND, killed_and_resumed_run
 
 
@@ -25,7 +26,7 @@ def run(tmp_path_factory):
 
 def azclaw(cwd, *args):
     return subprocess.run([sys.executable, "-m", "azclaw", *args], cwd=cwd, capture_output=True, text=True,
-                          timeout=60)
+                          timeout=CLI_TIMEOUT)
 
 
 def test_status_from_another_terminal_shows_the_live_run(run):

@@ -29,11 +29,12 @@ import azclaw
 from azclaw.tools.confine import probe_sandbox
 from azclaw.tools.sandbox import PYTHON_QUOTA_BYTES, PYTHON_QUOTA_FILES
 from fakellm import FakeLLM, Reply, call, text
-from helpers import cli_env, journal, wait_for
+from helpers import MODEL_TIMEOUT, cli_env, journal, wait_for
 
 LEVEL = probe_sandbox()
-pytestmark = pytest.mark.skipif(
-    not LEVEL.confined, reason=f"no operating-system sandbox here: {'; '.join(LEVEL.problems) or LEVEL.text}")
+pytestmark = [pytest.mark.skipif(
+    not LEVEL.confined, reason=f"no operating-system sandbox here: {'; '.join(LEVEL.problems) or LEVEL.text}"),
+    pytest.mark.slow]  # a whole run of attacks per sandbox mode: about half a minute each
 
 TRY = "import os, signal, socket\ntry:\n    {}\nexcept OSError as exc:\n    print('REFUSED', type(exc).__name__, exc)\n"
 
@@ -201,7 +202,7 @@ def hostile_run(request, tmp_path_factory):
                                 cwd=base, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=err)
         live["pid"] = proc.pid
         try:
-            proc.wait(timeout=600)
+            proc.wait(timeout=MODEL_TIMEOUT)  # a bound against a hang only: 20 attacks, each in a sandbox
         except subprocess.TimeoutExpired:
             os.kill(proc.pid, signal.SIGCONT)
             proc.kill()
@@ -318,7 +319,7 @@ def test_code_cannot_read_the_secrets_of_a_source_folder_in_a_real_run(tmp_path,
 def test_no_process_of_the_snippets_outlived_its_call(hostile_run):
     assert (hostile_run["base"] / "output" / "daemon.started").exists()
     assert (hostile_run["base"] / "output" / "daemon2.started").exists()
-    wait_for(lambda: not _alive_with(hostile_run["marker"]), timeout=10, what="the daemons gone")
+    wait_for(lambda: not _alive_with(hostile_run["marker"]), what="the daemons gone")
 
 
 def _alive_with(marker: str) -> list[int]:

@@ -5,8 +5,7 @@ import json
 from pathlib import Path
 
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
+from properties import given, settings, st  # hypothesis, or a skip without it
 
 from azclaw.topic import Probe
 from azclaw import Topic

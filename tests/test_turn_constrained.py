@@ -6,8 +6,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
+from properties import given, settings, st  # hypothesis, or a skip without it
 
 from azclaw.tools.builtin import build_default_registry
 from azclaw.constrained import (MAX_STRING, REPLY, arguments_schema, assistant_message, budget_chars,

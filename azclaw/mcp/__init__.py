@@ -4,24 +4,37 @@
   (``add_server(registry, ...)``, ``azclaw run --mcp``).
 - ``server``: ``azclaw mcp``, the team memory of a run folder as an MCP server.
 - ``config``: the server specs (``--mcp`` values, a topic's ``mcp_servers``).
+- ``consent``: a topic's commands run only when the user allows them.
 - ``doctor``: ``azclaw doctor --mcp`` checks.
 
-Only ``config`` is imported here: it needs no MCP SDK. The others need
+Only ``config`` and ``consent`` are imported here: they need no MCP SDK. The others need
 ``pip install 'azclaw[mcp]'`` and say so in one line when it is missing.
 """
 
 from __future__ import annotations
 
 from .config import McpServerSpec, check_unique, parse_config_file, parse_option, parse_servers, require_sdk
+from .consent import TopicCommands
 
-__all__ = ["McpServerSpec", "add_server", "parse_config_file", "parse_option", "parse_servers", "require_sdk",
-           "servers_of", "start_servers"]
+__all__ = ["McpServerSpec", "TopicCommands", "add_server", "parse_config_file", "parse_option", "parse_servers",
+           "require_sdk", "servers_of", "start_servers", "topic_servers"]
 
 
 def servers_of(options: list[str] | None, topic=None) -> list[McpServerSpec]:
-    """The MCP servers of a run: ``--mcp`` values, then the topic's ``mcp_servers``."""
+    """The MCP servers of a run: ``--mcp`` values, then the topic's ``mcp_servers``
+    (marked with the topic file as their ``origin``)."""
     specs = [spec for value in options or [] for spec in parse_option(value)]
-    return check_unique(specs + list(getattr(topic, "mcp_servers", None) or []))
+    return check_unique(specs + topic_servers(topic))
+
+
+def topic_servers(topic) -> list[McpServerSpec]:
+    """A topic's ``mcp_servers`` (as written in the file) as checked server
+    specs; every problem names the topic file and the field."""
+    raw = getattr(topic, "mcp_servers", None)
+    if not raw:
+        return []
+    source = getattr(topic, "source", "") or "topic"
+    return parse_servers(raw, f"{source}: mcp_servers", origin=source)
 
 
 def start_servers(registry, specs: list[McpServerSpec], log_dir=None) -> list[str]:

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import ConfigError
-from ..files import read_json
+from ..files import MB, read_json
 
 ROLES = ("all", "writers", "none")  # who is offered a tool: every agent, writers only, nobody
 CALL_TIMEOUT = 60.0  # seconds one tool call may take before the server counts as hung
@@ -33,6 +33,10 @@ SEP = "__"  # NAME__TOOL
 _NAME = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]|_(?!_))*(?<!_)")
 _FIELDS = ("command", "args", "env", "cwd", "url", "headers", "type", "roles", "timeout")
 INSTALL = "pip install 'azclaw[mcp]'"
+# azclaw mcp --http: Streamable HTTP keeps a session per client (about 40 KB each). A few clients (Claude
+# Code, Cursor) need a few; one that opens thousands must not grow the server without bound.
+MAX_SESSIONS = 32  # while this many are open, a new one is refused (HTTP 503) until one ends or expires
+SESSION_TIMEOUT = 600.0  # seconds without a request (or an open stream) after which a session is dropped
 
 
 @dataclass
@@ -47,6 +51,7 @@ class McpServerSpec:
     headers: dict[str, str] = field(default_factory=dict)  # sent with every HTTP request
     roles: dict[str, str] = field(default_factory=dict)  # tool (or "*") -> all/writers/none; a str: "*"
     timeout: float = CALL_TIMEOUT
+    origin: str = ""  # the topic file that asked for this server; "" for the user's own (--mcp, code)
 
     def __post_init__(self):
         where = f"mcp server {self.name!r}"
@@ -69,6 +74,12 @@ class McpServerSpec:
 
     def describe(self) -> str:
         return self.url or shlex.join(self.command)
+
+    def command_line(self) -> str:
+        """What starting this server runs, as a shell would read it: the
+        environment it adds, the folder, the command."""
+        env = " ".join(f"{k}={shlex.quote(v)}" for k, v in self.env.items())
+        return (f"env {env} " if env else "") + shlex.join(self.command) + (f"   (in {self.cwd})" if self.cwd else "")
 
     def role_of(self, tool: str, read_only: bool) -> str:
         """Who may use ``tool``: the user's choice for it or for the server,
@@ -114,7 +125,7 @@ def parse_option(value: str) -> list[McpServerSpec]:
 
 def parse_config_file(path: Path) -> list[McpServerSpec]:
     """The servers of a Claude Desktop / Claude Code / Cursor configuration file."""
-    data = read_json(path, "mcp configuration file", ConfigError)
+    data = read_json(path, "mcp configuration file", ConfigError, limit=16 * MB)
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a JSON object with mcpServers")
     key = next((k for k in ("mcpServers", "mcp_servers") if k in data), None)
@@ -123,11 +134,15 @@ def parse_config_file(path: Path) -> list[McpServerSpec]:
     return parse_servers(data[key], f"{path}: {key}")
 
 
-def parse_servers(data: object, where: str = "mcp_servers") -> list[McpServerSpec]:
-    """``{"NAME": {"command": ..., "args": [...], "env": {...}} | {"url": ...}}``."""
+def parse_servers(data: object, where: str = "mcp_servers", origin: str = "") -> list[McpServerSpec]:
+    """``{"NAME": {"command": ..., "args": [...], "env": {...}} | {"url": ...}}``;
+    ``origin``: the topic file they come from (their commands then need the user's leave)."""
     if not isinstance(data, dict):
         raise ConfigError(f"{where}: expected an object of NAME: {{command, args, env}} or {{url}}")
-    return [_server(name, entry, f"{where}.{name}") for name, entry in data.items()]
+    specs = [_server(name, entry, f"{where}.{name}") for name, entry in data.items()]
+    for spec in specs:
+        spec.origin = origin
+    return specs
 
 
 def _server(name: str, entry: object, where: str) -> McpServerSpec:

@@ -30,6 +30,7 @@ from ..memory import TeamMemory  # noqa: E402
 from ..memory.layout import agent_folders  # noqa: E402
 from ..options import RunFolder  # noqa: E402
 from ..runlog.status import format_status, read_status  # noqa: E402
+from .config import MAX_SESSIONS, SESSION_TIMEOUT  # noqa: E402
 
 LIST_LIMIT = 25
 MAX_LIST = 500
@@ -127,11 +128,18 @@ def build_server(run_dir: str | Path = ".", agents_dir: str | Path | None = None
 
 
 def serve(run_dir: str | Path = ".", agents_dir: str | Path | None = None, log_dir: str | Path | None = None,
-          read_only: bool = False, http_port: int | None = None, announce=None) -> None:
+          read_only: bool = False, http_port: int | None = None, announce=None, max_sessions: int = MAX_SESSIONS,
+          session_timeout: float = SESSION_TIMEOUT) -> None:
     """Serve over stdio, or Streamable HTTP on 127.0.0.1:``http_port`` (at
-    ``/mcp``), until stopped; ``announce(url)`` is called before HTTP serving starts."""
+    ``/mcp``; at most ``max_sessions`` sessions, each dropped after
+    ``session_timeout`` idle seconds), until stopped; ``announce(url)`` is
+    called before HTTP serving starts."""
     if http_port is not None:
         _check_port(http_port)
+        if isinstance(max_sessions, bool) or not isinstance(max_sessions, int) or max_sessions < 1:
+            raise ConfigError(f"--max-sessions {max_sessions}: expected a number of sessions >= 1")
+        if not session_timeout > 0 or session_timeout == float("inf"):
+            raise ConfigError(f"--session-timeout {session_timeout}: expected seconds > 0")
     server, memory = build_server(run_dir, agents_dir, log_dir, read_only)
     if http_port is not None and announce:
         announce(f"http://127.0.0.1:{http_port}/mcp")
@@ -139,7 +147,8 @@ def serve(run_dir: str | Path = ".", agents_dir: str | Path | None = None, log_d
         if http_port is None:
             server.run("stdio")
         else:
-            server.run("streamable-http", host="127.0.0.1", port=http_port)
+            server.run("streamable-http", host="127.0.0.1", port=http_port, max_sessions=max_sessions,
+                       session_idle_timeout=float(session_timeout))
     except KeyboardInterrupt:
         pass
     finally:

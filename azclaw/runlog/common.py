@@ -11,6 +11,7 @@ from datetime import datetime
 from pathlib import Path
 
 from ..errors import ConfigError
+from ..safetext import one_line, printable  # noqa: F401 - one_line is the runlog's too
 
 CHART_ENGINES = ("auto", "matplotlib", "svg")
 
@@ -68,14 +69,10 @@ def short_duration(seconds: float) -> str:
     return f"{seconds // 3600}h{seconds // 60 % 60:02d}m"
 
 
-def one_line(text, limit: int) -> str:
-    text = " ".join(str(text or "").split())
-    return text if len(text) <= limit else text[: limit - 1] + "…"
-
-
 def escape(value) -> str:
-    """Text for HTML, quotes included: everything a model wrote goes through this."""
-    return html.escape(str(value), quote=True)
+    """Text for HTML, quotes included: everything a model wrote goes through
+    this (no bidi override or control character reorders or hides the page)."""
+    return html.escape(printable(value), quote=True)
 
 
 def chart_engine(charts: str) -> str:

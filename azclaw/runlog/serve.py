@@ -55,6 +55,19 @@ class ReportServer:
     def close(self) -> None:
         self.httpd.server_close()
 
+    def refuses(self, host: str | None, origin: str | None) -> int:
+        """0 for a request addressed to this server by a name of the loopback
+        (127.0.0.1 or localhost, with its port); else the status to refuse it
+        with: 421 for another Host, 403 for another Origin (the rule of
+        ``azclaw mcp --http``)."""
+        port = self.httpd.server_address[1]
+        names = [f"{h}:{port}" for h in (HOST, "localhost")] + ([HOST, "localhost"] if port == 80 else [])
+        if (host or "").strip().lower() not in names:
+            return 421
+        if origin is not None and origin.strip().lower() not in [f"http://{n}" for n in names]:
+            return 403
+        return 0
+
     def version(self) -> str:
         """Changes whenever the page would: cheap (a ``stat``), no rendering."""
         return _digest(repr(self._key_now()))
@@ -102,6 +115,11 @@ def _handler(server: ReportServer):
             pass
 
         def do_GET(self):
+            refused = server.refuses(self.headers.get("Host"), self.headers.get("Origin"))
+            if refused:  # a page of another site, pointed here by DNS rebinding, must not read the run
+                self._send(refused, "text/plain; charset=utf-8",
+                           f"azclaw: the report answers at {server.url} only\n".encode())
+                return
             route = self.path.split("?", 1)[0]
             try:
                 if route in ("/", "/index.html"):

@@ -10,6 +10,7 @@ from typing import Callable, TextIO
 
 from ..errors import ConfigError
 from ..events import ProbeAnswered, RunFinished, RunStarted, TurnFinished
+from ..safetext import one_line
 from ..turn import Turn
 from .live import POLL_SECONDS, Follower, JournalTail
 from .reader import Logged, events, find_journal
@@ -47,7 +48,7 @@ class TranscriptPrinter:
             self._write(probe_text(answer))
 
     def note(self, text: str) -> None:
-        self.out.write(f"--- {text} ---\n\n")
+        self.out.write(f"--- {one_line(text)} ---\n\n")
         self.out.flush()
         self.shown_round = None  # the next turn names its round again
 

@@ -16,6 +16,7 @@ from pathlib import Path
 from ..checkpoint import Checkpoint
 from ..errors import AzclawError
 from ..options import RunFolder
+from ..safetext import printable
 from ..stats import AgentStats, Coherence, agent_table
 from .common import alive, clock, one_line, short_duration, when
 from .reader import RunLog
@@ -154,9 +155,9 @@ def format_status(s: RunStatus) -> str:
         where = f"round {s.current_round}/{s.last_round} in progress ({s.round} done)"
     else:
         where = f"round {s.round}/{s.last_round}"
-    lines = [f"azclaw run {s.topic!r}: {s.title}",
+    lines = [f"azclaw run {s.topic!r}: {one_line(s.title)}",
              f"  state       {state}",
-             f"  progress    {where}" + (f", phase {s.phase}" if s.phase else ""),
+             f"  progress    {where}" + (f", phase {one_line(s.phase)}" if s.phase else ""),
              f"  elapsed     {clock(s.elapsed)}" + (f" over {s.sessions} sessions" if s.sessions > 1 else ""),
              f"  coherence   {s.coherence}",
              f"  journal     {s.journal} (updated {s.updated[:19].replace('T', ' ')} UTC)"]
@@ -172,7 +173,7 @@ def format_status(s: RunStatus) -> str:
         lines.append("")
         lines.append("last errors:")
         lines.extend(f"  round {e['round']} {e['agent']}: {one_line(e['error'], 160)}" for e in s.last_errors)
-    return "\n".join(lines)
+    return printable("\n".join(lines))  # the journal's words reach a terminal: no escape codes
 
 
 # -- helpers ------------------------------------------------------------------

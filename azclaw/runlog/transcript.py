@@ -3,7 +3,9 @@ the HTML transcript of the report.
 
 Both read ``Turn`` records (and the journal's probe answers); tool calls
 come from ``Turn.calls``, the audit trail. In HTML everything a model
-wrote is escaped.
+wrote is escaped; in text it goes through ``azclaw.safetext`` (no terminal
+escapes), and what a model wrote is indented, so that none of its lines can
+pass for a round's header or a speaker's line.
 """
 
 from __future__ import annotations
@@ -12,8 +14,9 @@ import hashlib
 import json
 from dataclasses import dataclass
 
+from ..safetext import indented, one_line, printable
 from ..turn import ToolUse, Turn
-from .common import escape as _e, one_line
+from .common import escape as _e
 
 OPEN_ROUNDS = 3  # the newest rounds of the HTML transcript start open; older ones are one line each
 PREVIEW_CHARS = 90
@@ -36,13 +39,13 @@ class Selection:
 
 def round_header(round_no: int, last_round: int = 0, phase: str | None = None) -> str:
     where = f"round {round_no}/{last_round}" if last_round else f"round {round_no}"
-    return f"=== {where}" + (f", phase {phase}" if phase else "") + " ==="
+    return f"=== {where}" + (f", phase {one_line(phase)}" if phase else "") + " ==="
 
 
 def turn_text(turn: Turn, tools: bool = False) -> str:
     """One turn as ``azclaw show`` prints it: who, what it cost, its tool
     calls (with ``tools``: arguments and results), then its message."""
-    lines = [f"[{turn.agent}] {_turn_meta(turn)}"]
+    lines = [f"[{one_line(turn.agent)}] {_turn_meta(turn)}"]
     if tools and turn.calls:
         for use in turn.calls:
             lines.extend(call_text(use))
@@ -55,14 +58,14 @@ def turn_text(turn: Turn, tools: bool = False) -> str:
 
 def probe_text(answer: dict) -> str:
     correct = {True: "correct", False: "wrong", None: "not scored"}.get(answer.get("correct"), "not scored")
-    return (f"[{answer.get('agent')}] probe: {one_line(answer.get('question'), 200)} ({correct})\n"
-            f"{str(answer.get('answer') or '').strip() or '(no answer)'}\n")
+    return (f"[{one_line(answer.get('agent'))}] probe: {one_line(answer.get('question'), 200)} ({correct})\n"
+            f"{indented(str(answer.get('answer') or '').strip() or '(no answer)')}\n")
 
 
 def call_text(use: ToolUse) -> list[str]:
     """A tool call as indented lines: the tool, each argument, the result."""
     state = "repeat, not run again" if use.duplicate else ("ok" if use.ok else "FAILED")
-    lines = [f"  > {use.tool} ({state}, {use.seconds:.2f} s)"]
+    lines = [f"  > {one_line(use.tool)} ({state}, {use.seconds:.2f} s)"]
     if not use.duplicate:
         for name, value in arguments(use.arguments):
             lines.extend(_block(name, value))
@@ -71,7 +74,7 @@ def call_text(use: ToolUse) -> list[str]:
 
 
 def _block(name: str, value: str) -> list[str]:
-    text = value.rstrip("\n")
+    name, text = one_line(name), printable(value).rstrip("\n")
     if "\n" not in text and len(text) <= 100:
         return [f"    {name}: {text}"]
     return [f"    {name}:"] + [f"      {line}" for line in text.splitlines()]
@@ -89,14 +92,14 @@ def _turn_meta(turn: Turn) -> str:
 
 def _message(turn: Turn) -> str:
     if turn.text.strip():
-        return turn.text.strip()
+        return indented(turn.text.strip())
     if turn.errors:
-        return f"(no message: {one_line(turn.errors[-1], 300)})"
-    return "(empty reply)"
+        return f"  (no message: {one_line(turn.errors[-1], 300)})"
+    return "  (empty reply)"
 
 
 def _call_name(use: ToolUse) -> str:
-    return use.tool + ("" if use.ok else " (failed)") + (" (repeat)" if use.duplicate else "")
+    return one_line(use.tool) + ("" if use.ok else " (failed)") + (" (repeat)" if use.duplicate else "")
 
 
 def arguments(raw: str) -> list[tuple[str, str]]:
@@ -113,8 +116,6 @@ def arguments(raw: str) -> list[tuple[str, str]]:
             for k, v in data.items()]
 
 
-def printable(text: str) -> str:
-    return text.encode("utf-8", "replace").decode("utf-8")
 
 
 # -- HTML -----------------------------------------------------------------------

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import difflib
-import re
 import sys
 import threading
 
 from ..errors import ConfigError
+from ..safetext import printable
 
 PREVIEW_CHARS = 2400
-_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f\x80-\x9f]")
 
 
 def write_preview(path: str, old: str | None, new: str, limit: int = PREVIEW_CHARS - 200) -> str:
@@ -51,7 +50,7 @@ class TerminalApprover:
             if action in self.always:
                 return True
             preview = detail if len(detail) <= PREVIEW_CHARS else detail[:PREVIEW_CHARS] + "\n[...]"
-            preview = _CONTROL.sub(lambda m: repr(m.group())[1:-1], preview)  # no escape codes hide a line
+            preview = printable(preview)  # no escape codes hide a line
             self.stdout.write(f"\n--- approve {action}? ---\n{preview}\n[y]es / [n]o / [a]lways: ")
             self.stdout.flush()
             while True:
