@@ -297,14 +297,19 @@ class Orchestrator:
                     session.client.health_check()
                     session.client.check_model()
                     session.fit_to_server()
+            last = max_rounds or planned or self.topic.last_round or DEFAULT_ROUNDS
+            sweep_temporary(self.log_dir, self.folder.own_files(self.topic.name))
+            console = RunConsole(self.folder.log(self.topic.name), console=self.verbose)
         except BaseException:
             self._lock.release()
             raise
-        last = max_rounds or planned or self.topic.last_round or DEFAULT_ROUNDS
-        sweep_temporary(self.log_dir, self.folder.own_files(self.topic.name))
-        console = RunConsole(self.folder.log(self.topic.name), console=self.verbose)
-        # a resume redoes the turns after the last finished one: their old lines leave the journal
-        self.journal = Journal.open(self.journal_path, resumed_from=self.last_round if resume else None)
+        try:
+            # a resume takes up the turns that had finished: later lines (a version-2 journal) leave the journal
+            self.journal = Journal.open(self.journal_path, resumed_from=self.last_round if resume else None)
+        except BaseException:
+            console.close()
+            self._lock.release()
+            raise
         # git first: a round committed but not yet journaled is found unchanged when a resume ends it again
         trusted = [*git, self.journal, self.state.apply, console]
         self._events = Observers(trusted + default_watchers(self.options), self.observers)

@@ -117,3 +117,25 @@ def test_post_run_commands_read_a_large_journal_in_bounded_memory(workdir):
     page = (workdir / "logs" / "big_report.html").stat().st_size / 2**20
     assert page < 30, page  # the transcript keeps the newest rounds in full and points to `azclaw show` for older
     assert "azclaw show --round 1 --agent architect" in (workdir / "logs" / "big_report.html").read_text()
+
+
+def test_a_journal_path_taken_by_a_pipe_is_one_error_line_and_by_a_link_writes_nothing_elsewhere(
+        fake_llm, azclaw, workdir):
+    fake = fake_llm()
+    logs = workdir / "logs"
+    logs.mkdir()
+    os.mkfifo(logs / "solo_journal.jsonl")  # opening it would wait for a writer or a reader forever
+    args = ("run", "--task", "T", "--name", "solo", "--agents", "solo", "--endpoint", fake.url, "--max-rounds", "1")
+    for extra in ((), ("--resume",)):
+        run = azclaw(*args, *extra)
+        lines = run.stderr.strip().splitlines()
+        assert run.returncode == 1 and len(lines) == 1 and "logs/solo_journal.jsonl" in lines[0], run.stderr
+    assert fake.chats == []
+    (logs / "solo_journal.jsonl").unlink()
+    target = workdir / "elsewhere.txt"
+    target.write_text("keep me\n")
+    (logs / "solo_journal.jsonl").symlink_to(target)  # appending through it would write into its target
+    run = azclaw(*args)
+    assert run.returncode == 0, run.stderr
+    assert target.read_text() == "keep me\n"  # the link was moved aside as an old journal, never written through
+    assert not (logs / "solo_journal.jsonl").is_symlink()

@@ -82,6 +82,7 @@ from pathlib import Path
 
 from ..errors import StorageError
 from ..events import Event
+from ..files import open_append
 from ..numbers import whole
 
 _SURROGATE = re.compile("[\ud800-\udfff]")
@@ -129,7 +130,7 @@ class Journal:
         with self._lock:
             try:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
-                with open(self.path, "a", encoding="utf-8") as fh:
+                with open_append(self.path, "journal") as fh:  # a link or a pipe in its place is refused
                     fh.write(line)
                     fh.flush()
             except OSError as exc:
