@@ -146,6 +146,8 @@ class Orchestrator:
                 else:
                     with self.stop.deferred():  # a round is folded in whole, or not at all
                         self.state.add_round(round_no, turns)
+                        self.memory.archive_round(round_no, [(t.agent, t.text) for t in turns if t.text],
+                                                  on_error=self.progress.warning)  # the rounds are searchable too
                     for probe in self.topic.probes_after(round_no):
                         self._ask_probe(probe, round_no, last)
                     self.journal.write("round_end", round=round_no)

@@ -8,16 +8,20 @@ import time
 import pytest
 
 from azclaw import Agent, TeamMemory
+from azclaw.memory import parse_entries
 from fakellm import call, calls, text
 from helpers import memory_file, orchestrator, team
 
+STAMP = r"[0-9]{4}-[0-9]{2}-[0-9]{2} [0-9]{2}:[0-9]{2}:[0-9]{2}"
 
-def test_remember_writes_the_agentazall_memory_file(fake_llm, workdir):
+
+def test_remember_writes_the_agentazall_memory_file_with_who_stored_it_in_which_round_and_when(fake_llm, workdir):
     fake = fake_llm(per_agent={"alice": [call("remember", {"text": "We use SQLite for storage.",
                                                            "title": "storage-choice"}), text("ok")]})
     orchestrator(team(fake.url, "alice")).run(max_rounds=1)
     path = memory_file(workdir / "agents" / "alice", "alice", "storage-choice")
-    assert path.read_text(encoding="utf-8").strip() == "We use SQLite for storage."
+    assert re.fullmatch(rf"We use SQLite for storage\.\n\[stored by alice in round 1, {STAMP}; the 1 line above\]",
+                        path.read_text(encoding="utf-8"))
 
 
 def test_agentazall_recall_lists_what_the_agent_remembered(fake_llm, agentazall):
@@ -136,7 +140,8 @@ def test_same_title_from_agent_and_agentazall_lands_in_one_file(fake_llm, workdi
     orchestrator(team(fake.url, "alice")).run(max_rounds=1)
     assert agentazall("agents/alice", "remember", "--text", "from a person", "--title", title).returncode == 0
     content = memory_file(workdir / "agents" / "alice", "alice", file_name).read_text(encoding="utf-8")
-    assert content.splitlines() == ["from the agent", "from a person"]
+    assert [(e.text, e.agent, e.round) for e in parse_entries(content)] == [("from the agent", "alice", 1),
+                                                                            ("from a person", None, None)]
 
 
 def test_agent_root_option_places_its_memory_there(fake_llm, workdir, agentazall):
@@ -250,8 +255,10 @@ def test_recall_searches_the_whole_team_and_names_each_author(workdir):
     plant(memory, "bob", "token-signing", "Tokens are signed with Ed25519.", days_ago=3)
     shown = memory.recall("tokens")
     three_days_ago = (date.today() - timedelta(days=3)).isoformat()
-    assert f"## token-ttl (by alice, {date.today().isoformat()})\nTokens expire after 15 minutes." in shown
-    assert f"## token-signing (by bob, {three_days_ago})\nTokens are signed with Ed25519." in shown
+    assert re.search(rf"## token-ttl \(by alice, {date.today().isoformat()} [0-9:]{{5}}\)\n"
+                     "Tokens expire after 15 minutes.", shown)
+    assert re.search(rf"## token-signing \(by a person, in bob's memory, {three_days_ago} [0-9:]{{5}}\)\n"
+                     "Tokens are signed with Ed25519.", shown)
 
 
 def test_recall_can_be_narrowed_to_one_teammate(workdir):
@@ -311,10 +318,12 @@ def test_memories_stored_by_the_agentazall_cli_are_found_while_azclaw_runs(workd
     assert "Seed memory." in memory.recall("seed")  # the index is built and validated
     proc = agentazall("agents/bob", "remember", "--text", "Platypus queue holds 500 jobs.", "--title", "platypus")
     assert proc.returncode == 0, proc.stderr
-    assert "## platypus (by bob," in memory.recall("platypus queue")
+    assert "## platypus (by a person, in bob's memory," in memory.recall("platypus queue")
     proc = agentazall("agents/alice", "remember", "--text", "Numbat appended by hand.", "--title", "seed")
     assert proc.returncode == 0, proc.stderr
-    assert "Seed memory.\nNumbat appended by hand." in memory.recall("numbat"), "an append in place is seen"
+    shown = memory.recall("numbat")
+    assert re.search(r"\)\nNumbat appended by hand.\nearlier \(by alice, [-0-9: ]+\): Seed memory.", shown), \
+        "an append in place is seen, newest first"
     assert memory.counts() == {"alice": 1, "bob": 1, "carol": 0}
 
 
@@ -509,7 +518,7 @@ def test_dropped_memories_release_their_index_files_without_the_garbage_collecto
 
     def open_index_files() -> int:
         return sum(1 for fd in os.listdir("/proc/self/fd")
-                   if "memory-index" in os.path.realpath(f"/proc/self/fd/{fd}"))
+                   if "-index.sqlite3" in os.path.realpath(f"/proc/self/fd/{fd}"))
 
     if not os.path.isdir("/proc/self/fd"):
         pytest.skip("needs /proc")
@@ -520,7 +529,7 @@ def test_dropped_memories_release_their_index_files_without_the_garbage_collecto
             memory.remember("alice", f"note {i}", "notes")
             memory.recall("note")
         del memory
-        assert open_index_files() <= 3  # the last one's database, -wal and -shm at most
+        assert open_index_files() <= 6  # the last one's two databases (memories, messages), -wal and -shm at most
     finally:
         gc.enable()
 

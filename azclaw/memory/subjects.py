@@ -1,0 +1,164 @@
+"""Which memories are about the same subject, so the newer one ranks first.
+
+Models restate a changed fact in many ways: the same title, a reworded one
+("server-port", "API port"), none at all, "Database: SQLite" and later
+"database: PostgreSQL", "The server listens on 8443" and later "Changed the
+server port to 7070". Two memories are taken to be on one subject when
+
+* their texts open with the same key ("Database: ...", "port = ..."), or
+* their titles name the same thing (equal, or two thirds of their words shared), or
+* their words overlap strongly: at least half of the longer one's words are
+  shared (60% when both have titles that do not name the same thing), or
+* one's title or key (at least two words, holding every query word either
+  mentions), or all its words when they are few and it has no title, are
+  all in the other's words and a third of them at least ("retry count: 6"
+  and "Retry count is now 3, because it was slow"),
+
+and, when the query has subject words, the two share one of them: memories
+found for "api server port" are grouped by what they say about that, not
+because both open with "Benchmark:".
+
+Words here are lower-cased, crudely stemmed, without stop words, without
+the words people use to announce a change ("now", "changed", "instead",
+"decision") and without numbers: a value (8443, v2) is what changes, not
+what the memory is about.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Callable, TypeVar
+
+T = TypeVar("T")
+
+MAX_WORDS = 60  # words of a text compared: a long memory is compared by its opening
+TITLE_SHARE = 2 / 3
+TEXT_SHARE = 0.5
+TEXT_SHARE_OTHER_TITLES = 0.6
+TEXT_SHARE_ASKED_APART = 0.75
+CORE_WORDS = 4  # an untitled memory of at most this many words is its own core
+CORE_SHARE = 1 / 3  # a core names the subject of a text when it is a third of its words at least
+_WORD = re.compile(r"[a-z0-9]+")
+_KEY = re.compile(r"\s*([^:=\n]{1,40}?)\s*(?::|=)\s*\S")
+_DIGIT = re.compile(r"[0-9]")
+STOP = frozenset("""
+a about after all also am an and any are as at be been before being but by can could did do does
+doing done for from had has have having he her here hers him his how i if in into is it its itself
+just me more most my no nor not of off on once only or other our ours out over own same she
+should so some such than that the their theirs them then there these they this those through to
+too under until up very was we were what when where which while who whom why will with would you
+your yours us let lets ll ve re because since was were
+""".split())
+# the words that announce a change or a decision, not its subject
+REVISION = frozenset("""
+now new current currently final finally latest update updated updates updating change changed changes
+changing switch switched switching move moved moving instead longer anymore again revised revision
+correction corrected correct fix fixed decision decisions decide decided choice chosen choose chose going
+go use used using uses set note notes agreed agree plan planned will keep kept replace replaced
+""".split())
+# keys that open many unrelated notes ("Summary: ...", "TODO: ..."): no subject by themselves
+GENERIC_KEYS = """
+summary status todo important warning result problem issue question answer context reminder next step
+info fyi tip idea observation finding conclusion progress round phase task goal remember recall
+""".split()
+
+
+def stem(word: str) -> str:
+    """A crude stem, enough to make "listens", "listening" and "listen" one word."""
+    if len(word) <= 3:
+        return word
+    for suffix, repl in (("ies", "y"), ("ing", ""), ("ed", ""), ("es", ""), ("s", "")):
+        if word.endswith(suffix) and len(word) - len(suffix) >= 3 and not word.endswith("ss"):
+            word = word[:-len(suffix)] + repl
+            break
+    return word[:-1] if word.endswith("e") and len(word) > 4 else word
+
+
+def words(text: str, limit: int = MAX_WORDS) -> frozenset[str]:
+    """The subject words of a text (see the module doc)."""
+    found = []
+    for raw in _WORD.findall(text[:limit * 12].lower()):
+        if raw in STOP or raw in REVISION or _DIGIT.search(raw):
+            continue
+        word = stem(raw)
+        if word not in REVISION:
+            found.append(word)
+        if len(found) >= limit:
+            break
+    return frozenset(found)
+
+
+_GENERIC = frozenset(stem(w) for w in GENERIC_KEYS)
+
+
+@dataclass(frozen=True)
+class Subject:
+    """What a memory is about: its title's words (empty for an untitled
+    one), the words of its title and text, and its text's opening key."""
+
+    title: frozenset[str]
+    words: frozenset[str]
+    key: frozenset[str]
+
+
+def subject(title: str, text: str) -> Subject:
+    """The subject of a memory; ``title`` is "" for an untitled one."""
+    title_words = words(title.replace("_", " ").replace("-", " "))
+    match = _KEY.match(text)
+    key = words(match[1]) if match and "://" not in text[:match.end() + 2] else frozenset()
+    return Subject(title_words, title_words | words(text), key - _GENERIC)
+
+
+def _share(a: frozenset, b: frozenset) -> float:
+    return len(a & b) / max(len(a), len(b)) if a and b else 0.0
+
+
+def same_subject(a: Subject, b: Subject, about: frozenset[str] = frozenset()) -> bool:
+    """True when ``a`` and ``b`` are on one subject (``about``: the query's subject words)."""
+    if about and not a.words & b.words & about:
+        return False
+    if a.key and a.key == b.key:
+        return True
+    if _within(a, b, about) or _within(b, a, about):
+        return True
+    if a.title and b.title and len(a.title & b.title) / len(a.title | b.title) >= TITLE_SHARE:
+        return True
+    needed = TEXT_SHARE_OTHER_TITLES if a.title and b.title else TEXT_SHARE
+    if about & (a.words ^ b.words):  # a word asked for that only one mentions: it may name another thing
+        needed = TEXT_SHARE_ASKED_APART
+    return _share(a.words, b.words) >= needed
+
+
+def _within(a: Subject, b: Subject, about: frozenset[str]) -> bool:
+    small = a.words if not a.title and len(a.words) <= CORE_WORDS else frozenset()
+    asked = about & (a.words | b.words)  # a core that leaves out a word asked for names something else
+    return any(len(core) >= max(2, len(b.words) * CORE_SHARE) and asked <= core <= b.words
+               for core in (a.title, a.key, small))
+
+
+def newest_first(hits: list[T], subject_of: Callable[[T], Subject], newness: Callable[[T], tuple],
+                 query: str = "") -> list[tuple[T, T | None]]:
+    """``hits`` (best first, found for ``query``) grouped by subject: a hit
+    joins the first group holding a memory on its subject. Returns (hit,
+    newer) pairs: first the newest hit of every group, in the order of the
+    groups' best hits, then the older ones, each with the newest of its group."""
+    about = words(query)
+    groups: list[list[T]] = []
+    subjects: list[list[Subject]] = []
+    for hit in hits:
+        mine = subject_of(hit)
+        for members, group in zip(subjects, groups):
+            if any(same_subject(other, mine, about) for other in members):
+                group.append(hit)
+                members.append(mine)
+                break
+        else:
+            subjects.append([mine])
+            groups.append([hit])
+    current, older = [], []
+    for group in groups:
+        ordered = sorted(group, key=newness, reverse=True)
+        current.append((ordered[0], None))
+        older += [(hit, ordered[0]) for hit in ordered[1:]]
+    return current + older
