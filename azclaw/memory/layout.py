@@ -162,8 +162,10 @@ def _add(found: list, lines: list[str], agent=None, round_no=None, when=None) ->
 
 
 def _when(text: str) -> datetime | None:
+    """``WHEN`` read back (the pattern has checked the digits; strptime is slow)."""
     try:
-        return datetime.strptime(text, WHEN)
+        return datetime(int(text[:4]), int(text[5:7]), int(text[8:10]), int(text[11:13]), int(text[14:16]),
+                        int(text[17:19]))
     except ValueError:
         return None
 

@@ -3,45 +3,45 @@
 Models restate a changed fact in many ways: the same title, a reworded one
 ("server-port", "API port"), none at all, "Database: SQLite" and later
 "database: PostgreSQL", "The server listens on 8443" and later "Changed the
-server port to 7070". Two memories are taken to be on one subject when
+server port to 7070". Two memories found for a query are taken to be on one
+subject when they share a word the query asked for, and
 
 * their texts open with the same key ("Database: ...", "port = ..."), or
-* their titles name the same thing (equal, or two thirds of their words shared), or
-* their words overlap strongly: at least half of the longer one's words are
-  shared (60% when both have titles that do not name the same thing), or
-* one's title or key (at least two words, holding every query word either
+* one's title or key (two words at least, with every query word either
   mentions), or all its words when they are few and it has no title, are
-  all in the other's words and a third of them at least ("retry count: 6"
-  and "Retry count is now 3, because it was slow"),
+  all in the other's words, and a third of them at least ("retry count: 6"
+  and "Retry count is now 3, because it was slow"), or
+* their titles share two thirds of their words, or
+* 60% of the longer one's words are shared (75% when a query word is in
+  only one of them: "metrics port" is not "API port").
 
-and, when the query has subject words, the two share one of them: memories
-found for "api server port" are grouped by what they say about that, not
-because both open with "Benchmark:".
-
-Words here are lower-cased, crudely stemmed, without stop words, without
-the words people use to announce a change ("now", "changed", "instead",
-"decision") and without numbers: a value (8443, v2) is what changes, not
-what the memory is about.
+An identifier the query asks for (``p1``, ``v2``) that only one of them
+holds keeps them apart. Words here are lower-cased, crudely stemmed, without
+stop words, without the words that announce a change ("now", "changed",
+"instead", "decision") and without numbers: a value (8443, 3.12) is what
+changes, not what the memory is about. The bench ``tests/bench_recall.py``
+measures these rules.
 """
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Callable, TypeVar
 
 T = TypeVar("T")
 
 MAX_WORDS = 60  # words of a text compared: a long memory is compared by its opening
 TITLE_SHARE = 2 / 3
-TEXT_SHARE = 0.5
-TEXT_SHARE_OTHER_TITLES = 0.6
+TEXT_SHARE = 0.6
 TEXT_SHARE_ASKED_APART = 0.75
 CORE_WORDS = 4  # an untitled memory of at most this many words is its own core
 CORE_SHARE = 1 / 3  # a core names the subject of a text when it is a third of its words at least
 _WORD = re.compile(r"[a-z0-9]+")
 _KEY = re.compile(r"\s*([^:=\n]{1,40}?)\s*(?::|=)\s*\S")
 _DIGIT = re.compile(r"[0-9]")
+_IDENTIFIER = re.compile(r"[a-z0-9]*(?:[a-z][0-9]|[0-9][a-z])[a-z0-9]*")  # letters and digits: p1, v2, s3
 STOP = frozenset("""
 a about after all also am an and any are as at be been before being but by can could did do does
 doing done for from had has have having he her here hers him his how i if in into is it its itself
@@ -64,6 +64,7 @@ info fyi tip idea observation finding conclusion progress round phase task goal 
 """.split()
 
 
+@lru_cache(maxsize=65536)
 def stem(word: str) -> str:
     """A crude stem, enough to make "listens", "listening" and "listen" one word."""
     if len(word) <= 3:
@@ -92,49 +93,56 @@ def words(text: str, limit: int = MAX_WORDS) -> frozenset[str]:
 _GENERIC = frozenset(stem(w) for w in GENERIC_KEYS)
 
 
+def identifiers(text: str) -> frozenset[str]:
+    """The tokens of a text that mix letters and digits (``p1``, ``v2``, ``s3``)."""
+    return frozenset(t for t in _WORD.findall(text.lower()) if _IDENTIFIER.fullmatch(t))
+
+
 @dataclass(frozen=True)
 class Subject:
     """What a memory is about: its title's words (empty for an untitled
-    one), the words of its title and text, and its text's opening key."""
+    one), the words of its title and text, its text's opening key, and the
+    identifiers in its title and text."""
 
     title: frozenset[str]
     words: frozenset[str]
     key: frozenset[str]
+    ids: frozenset[str] = frozenset()
 
 
+@lru_cache(maxsize=4096)  # recall after recall meets the same memories
 def subject(title: str, text: str) -> Subject:
     """The subject of a memory; ``title`` is "" for an untitled one."""
     title_words = words(title.replace("_", " ").replace("-", " "))
     match = _KEY.match(text)
     key = words(match[1]) if match and "://" not in text[:match.end() + 2] else frozenset()
-    return Subject(title_words, title_words | words(text), key - _GENERIC)
+    return Subject(title_words, title_words | words(text), key - _GENERIC, identifiers(title + " " + text))
 
 
-def _share(a: frozenset, b: frozenset) -> float:
-    return len(a & b) / max(len(a), len(b)) if a and b else 0.0
-
-
-def same_subject(a: Subject, b: Subject, about: frozenset[str] = frozenset()) -> bool:
-    """True when ``a`` and ``b`` are on one subject (``about``: the query's subject words)."""
-    if about and not a.words & b.words & about:
+def same_subject(a: Subject, b: Subject, about: frozenset[str] = frozenset(),
+                 asked_ids: frozenset[str] = frozenset()) -> bool:
+    """True when ``a`` and ``b`` are on one subject (``about``: the query's
+    subject words, ``asked_ids`` its identifiers)."""
+    shared = a.words & b.words
+    if not shared or about and not shared & about or asked_ids & (a.ids ^ b.ids):
         return False
     if a.key and a.key == b.key:
         return True
-    if _within(a, b, about) or _within(b, a, about):
+    asked = about & (a.words | b.words)  # a core that leaves out a word asked for names something else
+    if _within(a, b.words, asked) or _within(b, a.words, asked):
         return True
     if a.title and b.title and len(a.title & b.title) / len(a.title | b.title) >= TITLE_SHARE:
         return True
-    needed = TEXT_SHARE_OTHER_TITLES if a.title and b.title else TEXT_SHARE
-    if about & (a.words ^ b.words):  # a word asked for that only one mentions: it may name another thing
-        needed = TEXT_SHARE_ASKED_APART
-    return _share(a.words, b.words) >= needed
+    needed = TEXT_SHARE_ASKED_APART if asked - shared else TEXT_SHARE  # a word asked for in one only
+    return len(shared) >= needed * max(len(a.words), len(b.words))
 
 
-def _within(a: Subject, b: Subject, about: frozenset[str]) -> bool:
-    small = a.words if not a.title and len(a.words) <= CORE_WORDS else frozenset()
-    asked = about & (a.words | b.words)  # a core that leaves out a word asked for names something else
-    return any(len(core) >= max(2, len(b.words) * CORE_SHARE) and asked <= core <= b.words
-               for core in (a.title, a.key, small))
+def _within(a: Subject, other: frozenset[str], asked: frozenset[str]) -> bool:
+    least = max(2, len(other) * CORE_SHARE)
+    for core in (a.title, a.key, a.words if not a.title and len(a.words) <= CORE_WORDS else None):
+        if core and len(core) >= least and asked <= core <= other:
+            return True
+    return False
 
 
 def newest_first(hits: list[T], subject_of: Callable[[T], Subject], newness: Callable[[T], tuple],
@@ -143,13 +151,13 @@ def newest_first(hits: list[T], subject_of: Callable[[T], Subject], newness: Cal
     joins the first group holding a memory on its subject. Returns (hit,
     newer) pairs: first the newest hit of every group, in the order of the
     groups' best hits, then the older ones, each with the newest of its group."""
-    about = words(query)
+    about, asked_ids = words(query), identifiers(query)
     groups: list[list[T]] = []
     subjects: list[list[Subject]] = []
     for hit in hits:
         mine = subject_of(hit)
         for members, group in zip(subjects, groups):
-            if any(same_subject(other, mine, about) for other in members):
+            if any(same_subject(other, mine, about, asked_ids) for other in members):
                 group.append(hit)
                 members.append(mine)
                 break
