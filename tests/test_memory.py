@@ -631,7 +631,7 @@ def test_memories_rank_before_messages_and_a_round_archived_again_is_kept_once(w
     memory.remember("carol", "Tokens are cached in Redis for five minutes (wombat).", "token-cache", round=5)
     assert memory.archive_round(4, [("alice", "Let us cache tokens in Redis, say the wombat notes.")]) == 0
     shown = memory.recall("wombat redis")
-    assert shown.startswith("1 memories and 1 messages of past rounds for 'wombat redis'")
+    assert shown.startswith("1 memory and 1 message of past rounds for 'wombat redis'")
     memory_block, message_block = blocks(shown)
     assert memory_block[0].startswith("## token-cache (by carol, round 5, ")
     assert message_block[0].startswith("## [from round 4's messages, alice, ")

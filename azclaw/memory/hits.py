@@ -161,13 +161,17 @@ def render_message(hit: MessageHit, terms: list[str]) -> str:
         excerpt(hit.text, terms, MESSAGE_CHARS)
 
 
+def _count(n: int, one: str, many: str) -> str:
+    return f"{n} {one if n == 1 else many}"
+
+
 def render(query: str, scope: str, memories: list[MemoryHit], messages: list[MessageHit], terms: list[str]) -> str:
     """The text ``recall`` returns for these hits."""
     if not memories and not messages:
         return f"No memories match {query!r}{scope}."
-    counts = [f"{len(memories)} memories"] if memories else []
+    counts = [_count(len(memories), "memory", "memories")] if memories else []
     if messages:
-        counts.append(f"{len(messages)} messages of past rounds")
+        counts.append(_count(len(messages), "message", "messages") + " of past rounds")
     order = "best first, the newest of a subject first" if memories else "best first"
     lines = [f"{' and '.join(counts)} for {query!r}{scope}, {order}:"]
     lines += ["\n" + render_memory(hit, terms) for hit in memories]
