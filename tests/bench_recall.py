@@ -255,17 +255,17 @@ def run(seed: int = 1, rounds: int = 200, others: int = 2000, plain: bool = Fals
                 t = time.perf_counter()
                 memory.recall(query)
                 latencies.append((time.perf_counter() - t) * 1000)
-                pool = memory.hits(query, limit=25)
-                hits = pool[:5]
-                found = [where.get((h.memory.agent, h.memory.day, h.memory.title, h.latest.text)) for h in pool]
+                hits, pool = memory.hits(query), memory.hits(query, limit=25)  # what recall shows; more
+                found = [where.get((h.memory.agent, h.memory.day, h.memory.title, h.latest.text)) for h in hits]
+                deeper = [where.get((h.memory.agent, h.memory.day, h.memory.title, h.latest.text)) for h in pool]
                 current = (i, len(fact.versions) - 1)
                 top = found[0] if found else None
                 outcome = "current" if top == current else "stale" if top and top[0] == i else "other"
-                wrongly_older = sum(1 for f, h in zip(found, pool) if f and h.newer is not None
+                wrongly_older = sum(1 for f, h in zip(deeper, pool) if f and h.newer is not None
                                     and f[1] == len(facts[f[0]].versions) - 1)
-                stale_shown = [h for f, h in zip(found[:5], hits) if f and f[0] == i and f != current]
+                stale_shown = [h for f, h in zip(found, hits) if f and f[0] == i and f != current]
                 outcomes.append({"fact": i, "changes": len(fact.versions) - 1, "style": fact.titles[-1],
-                                 "outcome": outcome, "in_top5": current in found[:5],
+                                 "outcome": outcome, "in_top5": current in found,
                                  "stale_shown": len(stale_shown),
                                  "stale_marked": sum(1 for h in stale_shown if h.newer is not None),
                                  "wrongly_older": wrongly_older, "query": query,

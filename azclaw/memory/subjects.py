@@ -57,6 +57,7 @@ changing switch switched switching move moved moving instead longer anymore agai
 correction corrected correct fix fixed decision decisions decide decided choice chosen choose chose going
 go use used using uses set note notes agreed agree plan planned will keep kept replace replaced
 """.split())
+_SKIP = STOP | REVISION
 # keys that open many unrelated notes ("Summary: ...", "TODO: ..."): no subject by themselves
 GENERIC_KEYS = """
 summary status todo important warning result problem issue question answer context reminder next step
@@ -78,16 +79,20 @@ def stem(word: str) -> str:
 
 def words(text: str, limit: int = MAX_WORDS) -> frozenset[str]:
     """The subject words of a text (see the module doc)."""
+    return frozenset(_subject_words(_WORD.findall(text[:limit * 12].lower()), limit))
+
+
+def _subject_words(tokens: list[str], limit: int = MAX_WORDS) -> list[str]:
     found = []
-    for raw in _WORD.findall(text[:limit * 12].lower()):
-        if raw in STOP or raw in REVISION or _DIGIT.search(raw):
+    for raw in tokens:
+        if raw in _SKIP or _DIGIT.search(raw):
             continue
         word = stem(raw)
         if word not in REVISION:
             found.append(word)
-        if len(found) >= limit:
-            break
-    return frozenset(found)
+            if len(found) >= limit:
+                break
+    return found
 
 
 _GENERIC = frozenset(stem(w) for w in GENERIC_KEYS)
@@ -95,7 +100,11 @@ _GENERIC = frozenset(stem(w) for w in GENERIC_KEYS)
 
 def identifiers(text: str) -> frozenset[str]:
     """The tokens of a text that mix letters and digits (``p1``, ``v2``, ``s3``)."""
-    return frozenset(t for t in _WORD.findall(text.lower()) if _IDENTIFIER.fullmatch(t))
+    return _identifiers(_WORD.findall(text.lower()))
+
+
+def _identifiers(tokens: list[str]) -> frozenset[str]:
+    return frozenset(t for t in tokens if _DIGIT.search(t) and _IDENTIFIER.fullmatch(t))
 
 
 @dataclass(frozen=True)
@@ -113,10 +122,13 @@ class Subject:
 @lru_cache(maxsize=4096)  # recall after recall meets the same memories
 def subject(title: str, text: str) -> Subject:
     """The subject of a memory; ``title`` is "" for an untitled one."""
-    title_words = words(title.replace("_", " ").replace("-", " "))
+    title_tokens = _WORD.findall(title.replace("_", " ").lower())
+    tokens = _WORD.findall(text[:MAX_WORDS * 12].lower())
+    title_words = frozenset(_subject_words(title_tokens))
     match = _KEY.match(text)
     key = words(match[1]) if match and "://" not in text[:match.end() + 2] else frozenset()
-    return Subject(title_words, title_words | words(text), key - _GENERIC, identifiers(title + " " + text))
+    return Subject(title_words, title_words | frozenset(_subject_words(tokens)), key - _GENERIC,
+                   _identifiers(title_tokens + tokens))
 
 
 def same_subject(a: Subject, b: Subject, about: frozenset[str] = frozenset(),

@@ -189,8 +189,11 @@ class TeamMemory:
                     continue
                 path.parent.mkdir(parents=True, exist_ok=True)
                 temp = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # no round-*.txt: never indexed
-                temp.write_bytes(format_message(agent, round_no, when, body).encode("utf-8", "replace"))
-                os.replace(temp, path)
+                try:
+                    temp.write_bytes(format_message(agent, round_no, when, body).encode("utf-8", "replace"))
+                    os.replace(temp, path)
+                finally:
+                    temp.unlink(missing_ok=True)
                 written += 1
             except OSError as exc:
                 problems.append(f"{path}: {exc.strerror or exc}")
@@ -230,7 +233,7 @@ class TeamMemory:
         if not terms:
             return []
         limit = max(0, min(limit, MAX_HITS))
-        pool = min(2 * MAX_HITS, 3 * limit + 10)  # candidates: the newer of a subject may rank lower
+        pool = min(2 * MAX_HITS, 2 * limit + 5)  # candidates: the newer of a subject may rank lower
         found = self._read(lambda: self._index.search(terms, agents, pool), "_index", self._memory_hit)
         ordered = newest_first(found, lambda h: h.subject, lambda h: h.newness, " ".join(terms))
         for hit, newer in ordered:
