@@ -47,13 +47,23 @@ class Memory:
 
 @dataclass
 class MemoryHit:
-    """A memory that matched: its entries (oldest first) and bm25 score;
-    ``newer``: the newest memory on its subject, when that is another."""
+    """A memory that matched: whose it is, its day, title and file, its
+    entries (oldest first) and bm25 score; ``newer``: the newest memory on
+    its subject, when that is another."""
 
-    memory: Memory
+    agent: str
+    day: str
+    title: str
+    file: str
+    mtime: float
     entries: list[MemoryEntry]
     score: float
     newer: MemoryHit | None = None
+
+    @cached_property
+    def memory(self) -> Memory:
+        return Memory(self.agent, self.day, self.title, Path(self.file), self.mtime, self.latest.round,
+                      len(self.entries))
 
     @property
     def latest(self) -> MemoryEntry:
@@ -62,15 +72,15 @@ class MemoryHit:
     @property
     def when(self) -> datetime:
         """When its newest entry was stored (the file's time when azclaw did not say)."""
-        return self.latest.when or datetime.fromtimestamp(self.memory.mtime)
+        return self.latest.when or datetime.fromtimestamp(self.mtime)
 
     @property
     def newness(self) -> tuple:
-        return self.when, self.latest.round or 0, self.memory.mtime
+        return self.when, self.latest.round or 0, self.mtime
 
     @cached_property
     def subject(self) -> Subject:
-        title = "" if is_untitled(self.memory.title) else self.memory.title
+        title = "" if is_untitled(self.title) else self.title
         return subject(title, self.latest.text)
 
 
@@ -134,8 +144,7 @@ def _earlier(hit: MemoryHit, terms: list[str]) -> list[str]:
     shown = sorted((mentions + [p for p in earlier if p not in mentions])[:EARLIER_SHOWN], key=lambda p: -p[0])
     lines = []
     for _, entry in shown:
-        when = entry.when or datetime.strptime(hit.memory.day, "%Y-%m-%d")
-        stamp = _by(entry, hit.memory.agent, when) if entry.when else f"by a person, {hit.memory.day}"
+        stamp = _by(entry, hit.agent, entry.when) if entry.when else f"by a person, {hit.day}"
         lines.append(f"earlier ({stamp}): {_line(entry.text, terms, EARLIER_CHARS)}")
     if len(earlier) > len(shown):
         lines.append(f"(+{len(earlier) - len(shown)} earlier entries)")
@@ -143,13 +152,12 @@ def _earlier(hit: MemoryHit, terms: list[str]) -> list[str]:
 
 
 def render_memory(hit: MemoryHit, terms: list[str]) -> str:
-    memory = hit.memory
-    head = f"## {memory.title} ({_by(hit.latest, memory.agent, hit.when)})"
+    head = f"## {hit.title} ({_by(hit.latest, hit.agent, hit.when)})"
     if hit.newer is None:
         return "\n".join([head, excerpt(hit.latest.text, terms)] + _earlier(hit, terms))
     newer = hit.newer
     since = f"round {newer.latest.round}" if newer.latest.round else _stamp(newer.when)
-    lines = [f"{head} older: superseded by {newer.memory.title!r} ({since})",
+    lines = [f"{head} older: superseded by {newer.title!r} ({since})",
              excerpt(hit.latest.text, terms, OLDER_CHARS)]
     if len(hit.entries) > 1:
         lines.append(f"(+{len(hit.entries) - 1} earlier entries)")

@@ -33,6 +33,7 @@ from typing import Callable, TypeVar
 T = TypeVar("T")
 
 MAX_WORDS = 60  # words of a text compared: a long memory is compared by its opening
+TEXT_WINDOW = MAX_WORDS * 12  # the characters of a text they are looked for in
 TITLE_SHARE = 2 / 3
 TEXT_SHARE = 0.6
 TEXT_SHARE_ASKED_APART = 0.75
@@ -79,7 +80,7 @@ def stem(word: str) -> str:
 
 def words(text: str, limit: int = MAX_WORDS) -> frozenset[str]:
     """The subject words of a text (see the module doc)."""
-    return frozenset(_subject_words(_WORD.findall(text[:limit * 12].lower()), limit))
+    return frozenset(_subject_words(_WORD.findall(text[:TEXT_WINDOW].lower()), limit))
 
 
 def _subject_words(tokens: list[str], limit: int = MAX_WORDS) -> list[str]:
@@ -119,11 +120,15 @@ class Subject:
     ids: frozenset[str] = frozenset()
 
 
-@lru_cache(maxsize=4096)  # recall after recall meets the same memories
 def subject(title: str, text: str) -> Subject:
     """The subject of a memory; ``title`` is "" for an untitled one."""
+    return _subject(title, text[:TEXT_WINDOW])
+
+
+@lru_cache(maxsize=4096)  # recall after recall meets the same memories; keys stay small
+def _subject(title: str, text: str) -> Subject:
     title_tokens = _WORD.findall(title.replace("_", " ").lower())
-    tokens = _WORD.findall(text[:MAX_WORDS * 12].lower())
+    tokens = _WORD.findall(text.lower())
     title_words = frozenset(_subject_words(title_tokens))
     match = _KEY.match(text)
     key = words(match[1]) if match and "://" not in text[:match.end() + 2] else frozenset()

@@ -271,12 +271,15 @@ class TeamMemory:
         return found
 
     def _memory_hit(self, entry: Entry):
-        memory = self._memory(entry)
-        st, content = read_memory(str(memory.path))
+        agent = self._index.agent_of(entry)
+        path = MEMORIES.path(self._index.boxes[agent], entry.day, entry.name)
+        st, content = read_memory(path)
         if st is None or file_sig(st) != entry.sig:
             return None
         entries = parse_entries(content)
-        return MemoryHit(memory, entries, entry.score) if entries else False
+        if not entries:
+            return False
+        return MemoryHit(agent, entry.day, entry.name, path, entry.mtime_ns / 1e9, entries, entry.score)
 
     def _message_hit(self, entry: Entry):
         owner = self._messages.agent_of(entry)
