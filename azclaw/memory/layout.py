@@ -81,18 +81,9 @@ def is_day(name: str) -> bool:
     return bool(_DAY.fullmatch(name))
 
 
-def is_memory_file(name: str) -> bool:
-    return name.endswith(SUFFIX)
-
-
 def memory_name(file_name: str) -> str:
     """The stored name (sanitised title) of a memory file."""
     return file_name[: -len(SUFFIX)]
-
-
-def remember_dir(mailbox: str | Path, day: str) -> str:
-    """The folder of one day's memories in a mailbox."""
-    return os.path.join(mailbox, day, REMEMBER)
 
 
 def memory_path(mailbox: str | Path, day: str, name: str) -> str:
@@ -129,7 +120,12 @@ def format_entry(text: str, agent: str, round_no: int | None, when: datetime) ->
              for ln in text.strip("\n").rstrip().split("\n")]
     where = f" in round {round_no}" if round_no else ""
     count = f"the {len(lines)} line above" if len(lines) == 1 else f"the {len(lines)} lines above"
-    return "\n".join(lines) + f"\n[stored by {agent}{where}, {when.strftime(WHEN)}; {count}]"
+    return "\n".join(lines) + f"\n[stored by {_signer(agent)}{where}, {when.strftime(WHEN)}; {count}]"
+
+
+def _signer(agent: str) -> str:
+    """An agent's name as a trailer or header can hold it."""
+    return re.sub(r"[\[\],;\s]", "_", agent) or "_"
 
 
 def parse_entries(content: str) -> list[MemoryEntry]:
@@ -190,7 +186,7 @@ def round_of(name: str) -> int:
 
 
 def format_message(agent: str, round_no: int, when: datetime, text: str) -> str:
-    return f"[message of {agent} in round {round_no}, {when.strftime(WHEN)}]\n{text.strip()}\n"
+    return f"[message of {_signer(agent)} in round {round_no}, {when.strftime(WHEN)}]\n{text.strip()}\n"
 
 
 def parse_message(content: str) -> MemoryEntry:

@@ -10,7 +10,9 @@ subject when they share a word the query asked for, and
 * one's title or key (two words at least, with every query word either
   mentions), or all its words when they are few and it has no title, are
   all in the other's words, and a third of them at least ("retry count: 6"
-  and "Retry count is now 3, because it was slow"), or
+  and "Retry count is now 3, because it was slow"); when both have titles,
+  a title must be in the other's title ("metrics-port" says the metrics
+  server's port is another subject than "server-port"), or
 * their titles share two thirds of their words, or
 * 60% of the longer one's words are shared (75% when a query word is in
   only one of them: "metrics port" is not "API port").
@@ -146,7 +148,7 @@ def same_subject(a: Subject, b: Subject, about: frozenset[str] = frozenset(),
     if a.key and a.key == b.key:
         return True
     asked = about & (a.words | b.words)  # a core that leaves out a word asked for names something else
-    if _within(a, b.words, asked) or _within(b, a.words, asked):
+    if _within(a, b, asked) or _within(b, a, asked):
         return True
     if a.title and b.title and len(a.title & b.title) / len(a.title | b.title) >= TITLE_SHARE:
         return True
@@ -154,9 +156,14 @@ def same_subject(a: Subject, b: Subject, about: frozenset[str] = frozenset(),
     return len(shared) >= needed * max(len(a.words), len(b.words))
 
 
-def _within(a: Subject, other: frozenset[str], asked: frozenset[str]) -> bool:
+def _within(a: Subject, b: Subject, asked: frozenset[str]) -> bool:
+    """``a``'s title, key or few words name ``b``'s subject; when both have
+    titles, a title names it only inside the other's title."""
+    other = b.title if a.title and b.title else b.words
     least = max(2, len(other) * CORE_SHARE)
-    for core in (a.title, a.key, a.words if not a.title and len(a.words) <= CORE_WORDS else None):
+    small = a.words if not a.title and len(a.words) <= CORE_WORDS else None
+    cores = (a.title,) if a.title and b.title else (a.title, a.key, small)
+    for core in cores:
         if core and len(core) >= least and asked <= core <= other:
             return True
     return False
