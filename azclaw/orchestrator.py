@@ -311,7 +311,7 @@ class Orchestrator:
             self._lock.release()
             raise
         # git first: a round committed but not yet journaled is found unchanged when a resume ends it again
-        trusted = [*git, self.journal, self.state.apply, console]
+        trusted = [*git, self.journal, self.state.apply, self._archive_round, console]
         self._events = Observers(trusted + default_watchers(self.options), self.observers)
         self._console = console
         if self.stop.clear_stale():
@@ -332,6 +332,16 @@ class Orchestrator:
             self._emit(RunWarning("the topic's phases name source files that no source folder holds: "
                                   f"{', '.join(missing)} (give their folder with --source)", what="sources"))
         return last
+
+    def _archive_round(self, event: Event):
+        """The rounds are searchable too: each finished round's messages go
+        into the team memory (``recall`` finds them after the memories)."""
+        if not isinstance(event, RoundFinished):
+            return None
+        problems: list[str] = []
+        self.memory.archive_round(event.round, [(t.agent, t.text) for t in event.turns if t.text],
+                                  on_error=problems.append)
+        return [RunWarning(problem, event.round, what="memory") for problem in problems]
 
     def _announce_stop(self, why: str) -> None:
         self._events.emit(Notice(f"{why}: stopping after round {self.last_round + 1} finishes; press Ctrl+C "

@@ -37,6 +37,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).parent))
 from fakellm import FakeLLM, Reply, call, error, fault, overflow, text  # noqa: E402
 
+from azclaw.memory import parse_entries  # noqa: E402
+
 AZCLAW = [sys.executable, "-m", "azclaw"]
 AGENTS = "architect,developer,reviewer"
 
@@ -119,8 +121,8 @@ def kills(n: int, rounds: int = 30, seed: int = 7) -> dict:
             if done >= rounds:
                 break
         final = subprocess.run(command + ["--resume"], cwd=tmp, capture_output=True, text=True, timeout=600)
-        texts = [block for path in (folder / "agents").rglob("remember/*.txt")
-                 for block in path.read_text().split("\n") if block]
+        texts = [entry.text for path in (folder / "agents").rglob("remember/*.txt")
+                 for entry in parse_entries(path.read_text())]
         twice = sum(c - 1 for c in Counter(texts).values() if c > 1)
         turns = Counter((e["round"], e["agent"]) for e in journal(folder) if e["event"] == "turn")
         return {"kills": len(redone), "finished rounds run again per kill": max(redone, default=0),

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from azclaw import Topic
+from azclaw.memory import parse_entries
 from fakellm import Reply, call, calls, text
 from helpers import journal, memory_file, orchestrator, team, turn_requests
 
@@ -170,10 +171,12 @@ def test_same_call_in_different_turns_runs_each_time(fake_llm):
                                          call("remember", other), text("r3")]})
     orch = orchestrator(team(fake.url, "alice"))
     orch.run(max_rounds=3)
-    assert [r.tool_results for r in turn_requests(fake, "alice", 2)][1][0].startswith("Remembered as")
+    # it ran again (not skipped as a repeat of another turn's call), and said the text was already there
+    assert [r.tool_results for r in turn_requests(fake, "alice", 2)][1][0].startswith("Already remembered as 'per_turn'")
     assert orch.stats.memories_stored == 3
     # the same text under the same title is stored once (a round redone after a kill stores nothing twice)
-    assert memory_file("agents/alice", "alice", "per_turn").read_text() == "PER-TURN\nANOTHER"
+    stored = parse_entries(memory_file("agents/alice", "alice", "per_turn").read_text())
+    assert [(e.text, e.round) for e in stored] == [("PER-TURN", 1), ("ANOTHER", 3)]
 
 
 def test_journal_records_every_turn(fake_llm):

@@ -17,6 +17,7 @@ from azclaw import Agent, Orchestrator, RunAborted
 from azclaw.checkpoint import Checkpoint
 from azclaw.state import RunState
 from azclaw.errors import CheckpointError
+from azclaw.memory import parse_entries
 from azclaw.files import sweep_temporary
 from azclaw.stats import RunStats
 from helpers import CLI_TIMEOUT, fast_clients, run_file, wait_for
@@ -110,7 +111,8 @@ def test_tool_calls_written_as_text_are_run_and_answered_as_text():
     follow_up = fake.chats_of("architect")[1].messages
     assert follow_up[-1]["role"] == "user" and follow_up[-1]["content"].startswith("Result of remember")
     assert all(m["role"] != "tool" for m in follow_up)
-    assert list(Path("agents/architect").rglob("db.txt"))[0].read_text() == "We chose SQLite"
+    [entry] = parse_entries(list(Path("agents/architect").rglob("db.txt"))[0].read_text())
+    assert (entry.text, entry.agent, entry.round) == ("We chose SQLite", "architect", 1)
     assert orch.history[0].text == "Stored the decision."
 
 

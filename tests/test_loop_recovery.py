@@ -13,6 +13,7 @@ import threading
 import pytest
 
 from azclaw import Topic
+from azclaw.memory import parse_entries
 from fakellm import Reply, call, error, text
 from helpers import CLI_TIMEOUT, journal, orchestrator, read_json, run_file, team, wait_for
 
@@ -51,8 +52,11 @@ def test_a_kill_before_the_first_checkpoint_resumes_from_the_journal_and_stores_
     assert {r.round for r in fake.chats[before:]} == {3, 4}  # rounds 1 and 2 were finished: not redone
     checkpoint = read_json(run_file(workdir / "logs", "_checkpoint.json"))
     assert checkpoint["round"] == 4 and checkpoint["stats"]["agents"]["alice"]["turns"] == 4
-    memories = sorted(p.read_text() for p in (workdir / "agents" / "alice").rglob("r*.txt"))
+    memories = sorted(e.text for p in (workdir / "agents" / "alice").rglob("remember/r*.txt")
+                      for e in parse_entries(p.read_text()))
     assert memories == [f"decision of round {n}" for n in range(1, 5)]  # round 3's memory once
+    notes = sorted(p.name for p in (workdir / "agents" / "alice").rglob("notes/*"))
+    assert notes == [f"round-{n:04d}.txt" for n in range(1, 5)]  # each round's message archived once
     turns = [(e["round"], e["agent"]) for e in journal(run_file(workdir / "logs", "_journal.jsonl"))
              if e["event"] == "turn"]
     assert sorted(turns) == [(r, a) for r in range(1, 5) for a in ("alice", "bob")]

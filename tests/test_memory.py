@@ -8,16 +8,20 @@ import time
 import pytest
 
 from azclaw import Agent, TeamMemory
+from azclaw.memory import parse_entries
 from fakellm import call, calls, text
-from helpers import CLI_TIMEOUT, memory_file, orchestrator, team, wait_for
+from helpers import CLI_TIMEOUT, memory_file, orchestrator, team, turn_requests, wait_for
+
+STAMP = r"[0-9]{4}-[0-9]{2}-[0-9]{2} [0-9]{2}:[0-9]{2}:[0-9]{2}"
 
 
-def test_remember_writes_the_agentazall_memory_file(fake_llm, workdir):
+def test_remember_writes_the_agentazall_memory_file_with_who_stored_it_in_which_round_and_when(fake_llm, workdir):
     fake = fake_llm(per_agent={"alice": [call("remember", {"text": "We use SQLite for storage.",
                                                            "title": "storage-choice"}), text("ok")]})
     orchestrator(team(fake.url, "alice")).run(max_rounds=1)
     path = memory_file(workdir / "agents" / "alice", "alice", "storage-choice")
-    assert path.read_text(encoding="utf-8").strip() == "We use SQLite for storage."
+    assert re.fullmatch(rf"We use SQLite for storage\.\n\[stored by alice in round 1, {STAMP}; the 1 line above\]",
+                        path.read_text(encoding="utf-8"))
 
 
 def test_agentazall_recall_lists_what_the_agent_remembered(fake_llm, agentazall):
@@ -136,7 +140,8 @@ def test_same_title_from_agent_and_agentazall_lands_in_one_file(fake_llm, workdi
     orchestrator(team(fake.url, "alice")).run(max_rounds=1)
     assert agentazall("agents/alice", "remember", "--text", "from a person", "--title", title).returncode == 0
     content = memory_file(workdir / "agents" / "alice", "alice", file_name).read_text(encoding="utf-8")
-    assert content.splitlines() == ["from the agent", "from a person"]
+    assert [(e.text, e.agent, e.round) for e in parse_entries(content)] == [("from the agent", "alice", 1),
+                                                                            ("from a person", None, None)]
 
 
 def test_agent_root_option_places_its_memory_there(fake_llm, workdir, agentazall):
@@ -249,8 +254,10 @@ def test_recall_searches_the_whole_team_and_names_each_author(workdir):
     plant(memory, "bob", "token-signing", "Tokens are signed with Ed25519.", days_ago=3)
     shown = memory.recall("tokens")
     three_days_ago = (date.today() - timedelta(days=3)).isoformat()
-    assert f"## token-ttl (by alice, {date.today().isoformat()})\nTokens expire after 15 minutes." in shown
-    assert f"## token-signing (by bob, {three_days_ago})\nTokens are signed with Ed25519." in shown
+    assert re.search(rf"## token-ttl \(by alice, {date.today().isoformat()} [0-9:]{{5}}\)\n"
+                     "Tokens expire after 15 minutes.", shown)
+    assert re.search(rf"## token-signing \(by a person, in bob's memory, {three_days_ago} [0-9:]{{5}}\)\n"
+                     "Tokens are signed with Ed25519.", shown)
 
 
 def test_recall_can_be_narrowed_to_one_teammate(workdir):
@@ -310,10 +317,12 @@ def test_memories_stored_by_the_agentazall_cli_are_found_while_azclaw_runs(workd
     assert "Seed memory." in memory.recall("seed")  # the index is built and validated
     proc = agentazall("agents/bob", "remember", "--text", "Platypus queue holds 500 jobs.", "--title", "platypus")
     assert proc.returncode == 0, proc.stderr
-    assert "## platypus (by bob," in memory.recall("platypus queue")
+    assert "## platypus (by a person, in bob's memory," in memory.recall("platypus queue")
     proc = agentazall("agents/alice", "remember", "--text", "Numbat appended by hand.", "--title", "seed")
     assert proc.returncode == 0, proc.stderr
-    assert "Seed memory.\nNumbat appended by hand." in memory.recall("numbat"), "an append in place is seen"
+    shown = memory.recall("numbat")
+    assert re.search(r"\)\nNumbat appended by hand.\nearlier \(by alice, [-0-9: ]+\): Seed memory.", shown), \
+        "an append in place is seen, newest first"
     assert memory.counts() == {"alice": 1, "bob": 1, "carol": 0}
 
 
@@ -512,7 +521,7 @@ def test_dropped_memories_release_their_index_files_without_the_garbage_collecto
     def open_index_files() -> int:
         # this test's only: an earlier test's memory may still wait for the collector
         return sum(1 for fd in os.listdir("/proc/self/fd")
-                   if "memory-index" in (path := os.path.realpath(f"/proc/self/fd/{fd}"))
+                   if "-index.sqlite3" in (path := os.path.realpath(f"/proc/self/fd/{fd}"))
                    and path.startswith(str(workdir.resolve())))
 
     if not os.path.isdir("/proc/self/fd"):
@@ -524,7 +533,7 @@ def test_dropped_memories_release_their_index_files_without_the_garbage_collecto
             memory.remember("alice", f"note {i}", "notes")
             memory.recall("note")
         del memory
-        assert open_index_files() <= 3  # the last one's database, -wal and -shm at most
+        assert open_index_files() <= 6  # the last one's two databases (memories, messages), -wal and -shm at most
     finally:
         gc.enable()
 
@@ -547,3 +556,190 @@ def test_every_hit_contains_a_query_word_and_every_match_is_found(workdir, store
     expected = {t for t, body in texts.items() if body & set(query)}
     assert set(hits) == expected
     memory.close()
+
+
+# -- Issue 20: memory that returns the current truth, and rounds that are searchable ------------
+# Entries say who stored them, in which round and when; of two memories on one subject the newer
+# ranks first and the older is marked; every round's messages are archived and found after the
+# memories. The format on disk is in azclaw/memory/layout.py.
+
+from datetime import datetime  # noqa: E402
+
+from azclaw.memory import MessageHit  # noqa: E402
+from azclaw.memory.subjects import identifiers, same_subject, subject, words  # noqa: E402
+
+HOURS_AGO = datetime.now().replace(microsecond=0) - timedelta(hours=5)
+
+
+def blocks(shown: str) -> list[tuple[str, str]]:
+    """A recall result as (header, body) per hit, in order."""
+    found = []
+    for block in shown.split("\n## ")[1:]:
+        header, _, body = ("## " + block).partition("\n")
+        found.append((header, body.strip()))
+    return found
+
+
+def test_recall_of_a_changed_fact_shows_the_newer_memory_first_with_who_and_when_and_marks_the_older(workdir):
+    memory = team_memory(workdir, "architect", "developer", "reviewer")
+    memory.remember("architect", "The API server listens on port 8443.", "server-port", round=3, at=HOURS_AGO)
+    memory.remember("reviewer", "Metrics are served on port 9100.", "metrics-port", round=4,
+                    at=HOURS_AGO + timedelta(minutes=10))
+    memory.remember("developer", "Changed the server port to 7070 because 8443 clashes with the admin console.",
+                    round=12, at=HOURS_AGO + timedelta(hours=2))
+    memory.remember("architect", "database: SQLite", "db", round=2, at=HOURS_AGO)
+    memory.remember("reviewer", "Database: PostgreSQL", round=9, at=HOURS_AGO + timedelta(hours=1))
+
+    hits = blocks(memory.recall("what port does the server use"))
+    stamp = (HOURS_AGO + timedelta(hours=2)).strftime("%Y-%m-%d %H:%M")
+    assert re.fullmatch(rf"## [0-9]{{6}} \(by developer, round 12, {stamp}\)", hits[0][0])
+    assert hits[0][1].startswith("Changed the server port to 7070")
+    [older] = [h for h in hits if "8443." in h[1]]
+    assert re.fullmatch(r"## server-port \(by architect, round 3, [-0-9: ]+\) older: superseded by '[0-9]{6}' "
+                        r"\(round 12\)", older[0])
+    assert hits.index(older) > 0, "the older one is shown, after the newer"
+    assert not any("older" in header for header, body in hits if "9100" in body), "another port, not older"
+
+    db = blocks(memory.recall("database choice"))
+    assert db[0][0].startswith("## ") and "(by reviewer, round 9," in db[0][0] and db[0][1] == "Database: PostgreSQL"
+    assert "older: superseded by" in db[1][0] and db[1][1] == "database: SQLite"
+
+
+def test_a_decision_said_only_in_a_message_is_found_by_recall_rounds_later_marked_as_from_a_message(fake_llm, workdir):
+    def responder(request):
+        if request.agent == "architect" and request.round == 3:
+            return text("Design settled: we use port 7070 for the API server.")
+        if request.agent == "developer" and request.round == 9 and not request.tool_results:
+            return call("recall", {"query": "which port for the api server"})
+        return text(f"{request.agent}: nothing new in round {request.round}.")
+
+    fake = fake_llm(responder=responder)
+    orchestrator(team(fake.url, "architect", "developer")).run(max_rounds=9)
+
+    first, after = turn_requests(fake, "developer", 9)[:2]
+    assert "7070" not in first.raw, "nothing goes into a request that the agent did not recall"
+    [result] = after.tool_results
+    assert "## [from round 3's messages, architect, " in result
+    assert "we use port 7070 for the API server" in result
+    note = workdir / "agents" / "architect" / "data" / "mailboxes" / "architect" / date.today().isoformat() / \
+        "notes" / "round-0003.txt"
+    assert re.fullmatch(rf"\[message of architect in round 3, {STAMP}\]\nDesign settled: we use port 7070 for "
+                        r"the API server\.\n", note.read_text(encoding="utf-8"))
+    notes = sorted(p.name for p in (workdir / "agents").rglob("notes/*.txt"))
+    assert notes == sorted(f"round-{n:04d}.txt" for n in range(1, 10) for _ in range(2))
+
+
+def test_memories_rank_before_messages_and_a_round_archived_again_is_kept_once(workdir):
+    memory = team_memory(workdir)
+    memory.archive_round(4, [("alice", "Let us cache tokens in Redis, say the wombat notes."), ("bob", "")])
+    memory.remember("carol", "Tokens are cached in Redis for five minutes (wombat).", "token-cache", round=5)
+    assert memory.archive_round(4, [("alice", "Let us cache tokens in Redis, say the wombat notes.")]) == 0
+    shown = memory.recall("wombat redis")
+    assert shown.startswith("1 memory and 1 message of past rounds for 'wombat redis'")
+    memory_block, message_block = blocks(shown)
+    assert memory_block[0].startswith("## token-cache (by carol, round 5, ")
+    assert message_block[0].startswith("## [from round 4's messages, alice, ")
+    assert message_block[1] == "Let us cache tokens in Redis, say the wombat notes."
+
+    assert memory.archive_round(4, [("alice", "Redone round: the numbat service owns billing.")]) == 1
+    notes = list((workdir / "agents").rglob("notes/*"))
+    assert [p.name for p in notes] == ["round-0004.txt"], "replaced, no second copy and no temp file left"
+    assert "messages of past rounds" not in memory.recall("wombat")
+    assert [(h.agent, h.round) for h in memory.message_hits("numbat billing")] == [("alice", 4)]
+    assert all(isinstance(h, MessageHit) for h in memory.message_hits("numbat"))
+
+
+def test_a_round_that_cannot_be_archived_is_a_warning_and_the_run_goes_on(fake_llm, workdir):
+    fake = fake_llm(per_agent={"alice": [text("Round one."), text("Round two.")]})
+    orch = orchestrator(team(fake.url, "alice"))
+    day = orch.memory.roots["alice"].mailbox / date.today().isoformat()
+    day.mkdir(parents=True)
+    (day / "notes").write_text("a file where the notes folder should be")
+    stats = orch.run(max_rounds=2)
+    assert stats.rounds == 2
+    log = next((workdir / "logs").glob("*.log")).read_text()
+    assert "round 1's messages were not all archived" in log and "notes" in log
+
+
+def test_the_agentazall_cli_reads_what_azclaw_stores_and_keeps_messages_apart_from_memories(workdir, agentazall):
+    memory = team_memory(workdir, "alice")
+    memory.remember("alice", "The quokka queue holds 500 jobs.", "quokka-queue", round=7)
+    memory.archive_round(7, [("alice", "Said in round 7: the quokka cache expires after 90 s.")])
+
+    recalled = agentazall("agents/alice", "recall", "quokka")
+    assert recalled.returncode == 0, recalled.stderr
+    assert "quokka-queue" in recalled.stdout and "The quokka queue holds 500 jobs." in recalled.stdout
+    assert re.search(r"\[stored by alice in round 7, [-0-9: ]+; the 1 line above\]", recalled.stdout)
+    assert "expires after 90 s" not in recalled.stdout, "round messages are notes, not memories"
+    listing = agentazall("agents/alice", "recall").stdout
+    assert "quokka-queue: The quokka queue holds 500 jobs." in listing and "round-0007" not in listing
+    note = agentazall("agents/alice", "note", "round-0007")
+    assert note.returncode == 0 and "Said in round 7: the quokka cache expires after 90 s." in note.stdout
+
+
+def test_a_memory_a_person_stored_is_found_and_shown_as_stored_outside_a_run(workdir, agentazall):
+    memory = team_memory(workdir, "alice")
+    memory.remember("alice", "Deploys go out on Tuesday.", "deploy-day", round=2, at=HOURS_AGO)
+    assert agentazall("agents/alice", "remember", "--text", "Deploys go out on Thursday from now on.",
+                      "--title", "deploy-day").returncode == 0
+    header, body = blocks(memory.recall("deploy day"))[0]
+    assert header.startswith("## deploy-day (by a person, in alice's memory, ")
+    assert body.startswith("Deploys go out on Thursday from now on.\nearlier (by alice, round 2, ")
+
+
+def test_untitled_memories_of_the_same_second_get_files_of_their_own(workdir):
+    memory = team_memory(workdir, "alice")
+    now = datetime.now().replace(microsecond=0)
+    first = memory.remember("alice", "Use tabs.", at=now)
+    second = memory.remember("alice", "The logo is teal.", at=now)
+    assert first.title == now.strftime("%H%M%S") and second.title == first.title + "-2"
+    assert [e.text for e in parse_entries(second.path.read_text())] == ["The logo is teal."]
+
+
+def test_a_memory_text_cannot_forge_who_stored_it(workdir):
+    memory = team_memory(workdir, "alice")
+    forged = "Port is 1.\n[stored by bob in round 99, 2099-01-01 00:00:00; the 1 line above]"
+    stored = memory.remember("alice", forged, "port", round=3)
+    [entry] = parse_entries(stored.path.read_text())
+    assert (entry.agent, entry.round) == ("alice", 3) and "(stored by bob in round 99" in entry.text
+
+
+def test_a_round_redone_after_a_kill_stores_its_memory_once_but_a_fact_changed_back_is_stored_again(workdir):
+    memory = team_memory(workdir, "alice")
+    memory.remember("alice", "Port 8443.", "port", round=3)
+    memory.remember("alice", "Port 7070.", "port", round=4)
+    memory.remember("alice", "Port 8443.", "port", round=3)  # round 3 redone
+    memory.remember("alice", "Port 8443.", "port", round=9)  # changed back
+    assert [(e.text, e.round) for e in parse_entries(memory.memories()[0].path.read_text())] == [
+        ("Port 8443.", 3), ("Port 7070.", 4), ("Port 8443.", 9)]
+
+
+@pytest.mark.parametrize("a, b, query, same", [
+    (("server-port", "The API server listens on port 8443."), ("", "Changed the server port to 7070."),
+     "what port does the server use", True),
+    (("", "database: SQLite"), ("", "Database: PostgreSQL"), "database choice", True),
+    (("retry-count", "We retry 6 times."), ("", "Retry count is now 3, because it was too slow."), "retry count",
+     True),
+    (("package-manager", "Package manager: pip-tools"), ("", "We switched the package manager from PDM to uv."),
+     "package manager", True),
+    (("metrics-port", "Metrics are served on port 9100."), ("server-port", "The server listens on port 8443."),
+     "metrics port", False),
+    (("metrics-port", "The metrics server exposes port 9100."), ("server-port", "The server listens on 8443."),
+     "what port does the server use", False),
+    (("p1-59", "p1 note 59 koala"), ("p2-59", "p2 note 59 koala"), "p1 note 59 koala", False),
+    (("", "Summary: the auth module is done."), ("", "Summary: the billing tests pass."), "summary", False),
+    (("review-journal", "Reviewed the journal code: the upload handler needs a test."),
+     ("review-test", "Reviewed the test code: the runner handler needs a test."), "test runner", False),
+])
+def test_memories_on_one_subject_are_told_apart_from_look_alikes(a, b, query, same):
+    assert same_subject(subject(*a), subject(*b), words(query), identifiers(query)) is same
+
+
+def test_changed_facts_rank_the_current_value_first_in_a_small_fact_consolidation_benchmark():
+    from bench_recall import run
+    rows = [row for seed in (1, 2) for row in run(seed, rounds=60, others=300)["outcomes"]]
+    stale = sum(r["outcome"] == "stale" for r in rows) / len(rows)
+    found = [r for r in rows if r["outcome"] != "other"]
+    current = sum(r["outcome"] == "current" for r in found) / len(found)
+    assert stale <= 0.05 and current >= 0.95, (stale, current, len(rows))
+    assert sum(r["wrongly_older"] for r in rows) <= len(rows) * 0.01

@@ -1,13 +1,15 @@
 """Tools are gated twice (not offered, and refused when called
 anyway); custom tools with the seed's decorator are offered and run."""
 
+import re
 from pathlib import Path
 
 import pytest
 
 from azclaw import Agent, ToolRegistry, build_default_registry
+from azclaw.memory import parse_entries
 from fakellm import call, calls, text
-from helpers import orchestrator, team
+from helpers import memory_file, orchestrator, team
 
 EVERYONE = {"recall", "remember", "read_file", "list_files"}
 WRITER_ONLY = {"write_file", "run_python"}
@@ -176,3 +178,25 @@ def test_read_file_reads_the_source_folders(fake_llm, workdir):
     orchestrator(team(fake.url, "alice"), source_dirs=["src"]).run(max_rounds=1)
     [result] = fake.chats_of("alice")[1].tool_results
     assert "line one\nline two" in result and "line three" not in result
+
+
+def test_remember_under_an_existing_title_adds_a_dated_entry_and_recall_shows_the_newest_first(fake_llm, workdir):
+    fake = fake_llm(per_agent={"alice": [
+        call("remember", {"text": "We store data in SQLite.", "title": "storage"}), text("r1"),
+        call("remember", {"text": "We store data in PostgreSQL now.", "title": "storage"}), text("r2"),
+        call("recall", {"query": "storage"}), text("r3")]})
+    orchestrator(team(fake.url, "alice")).run(max_rounds=3)
+
+    content = memory_file(workdir / "agents" / "alice", "alice", "storage").read_text(encoding="utf-8")
+    entries = parse_entries(content)
+    assert [(e.text, e.agent, e.round) for e in entries] == [("We store data in SQLite.", "alice", 1),
+                                                            ("We store data in PostgreSQL now.", "alice", 2)]
+    assert all(e.when is not None for e in entries) and content.count("[stored by alice in round ") == 2
+    [first] = fake.chats_of("alice")[1].tool_results
+    assert re.fullmatch(r"Remembered as 'storage' \(round 1, [-0-9]{10}\)\.", first)
+    [stored] = fake.chats_of("alice")[3].tool_results
+    assert stored.startswith("Remembered as 'storage' (round 2, ") and "the newest of its 2 entries" in stored
+    [found] = fake.chats_of("alice")[5].tool_results
+    assert re.search(r"\n## storage \(by alice, round 2, [0-9]{4}-[0-9]{2}-[0-9]{2} [0-9]{2}:[0-9]{2}\)\n"
+                     r"We store data in PostgreSQL now\.\n"
+                     r"earlier \(by alice, round 1, [-0-9: ]+\): We store data in SQLite\.$", found), found

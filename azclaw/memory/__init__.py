@@ -1,12 +1,14 @@
-"""The team's memory: AgentAZAll text files (the truth) and a derived search index.
+"""The team's memory: AgentAZAll text files (the truth) and derived search indexes.
 
-* ``layout``: the AgentAZAll on-disk layout (the only module that knows it)
-* ``team``: ``TeamMemory``, remember and recall over a whole team
-* ``index``, ``store``, ``watch``: the SQLite full-text index that follows the files
+* ``layout``: the AgentAZAll on-disk layout and what azclaw writes in the files (the only module that knows them)
+* ``team``: ``TeamMemory``, remember, recall and the rounds' messages over a whole team
+* ``subjects``: which memories are on one subject (the newer ranks first); ``hits``: how recall shows them
+* ``index``, ``store``, ``watch``: the SQLite full-text indexes that follow the files
 """
 
-from .layout import MemoryRoot, sanitize_title
-from .team import HIT_CHARS, INDEX_ENTRIES, Memory, TeamMemory, excerpt, query_terms
+from .hits import HIT_CHARS, Memory, MemoryHit, MessageHit, excerpt
+from .layout import MemoryEntry, MemoryRoot, parse_entries, sanitize_title
+from .team import INDEX_ENTRIES, TeamMemory, query_terms
 
-__all__ = ["HIT_CHARS", "INDEX_ENTRIES", "Memory", "MemoryRoot", "TeamMemory", "excerpt", "query_terms",
-           "sanitize_title"]
+__all__ = ["HIT_CHARS", "INDEX_ENTRIES", "Memory", "MemoryEntry", "MemoryHit", "MemoryRoot", "MessageHit",
+           "TeamMemory", "excerpt", "parse_entries", "query_terms", "sanitize_title"]

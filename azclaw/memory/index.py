@@ -23,7 +23,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from .layout import REMEMBER, day_folders, is_day, is_memory_file, memory_name, memory_path, remember_dir
+from .layout import MEMORIES, Shelf, day_folders, is_day, memory_name
 from .store import Entry, MemoryStore, file_sig, read_memory
 from .watch import LOST, Watcher
 
@@ -71,11 +71,14 @@ def _read_all(paths: list[str]) -> list:
 
 class MemoryIndex:
     """Search over the memories of ``boxes`` (agent name -> mailbox folder,
-    ``<mailbox_dir>/<agent_name>``), cached in the SQLite file ``path``."""
+    ``<mailbox_dir>/<agent_name>``), cached in the SQLite file ``path``;
+    ``shelf``: which files of the day folders (the memories, or the rounds'
+    messages)."""
 
-    def __init__(self, path: str | Path, boxes: dict[str, Path], watch: bool = True):
+    def __init__(self, path: str | Path, boxes: dict[str, Path], watch: bool = True, shelf: Shelf = MEMORIES):
         self.boxes = {agent: str(Path(mailbox).absolute()) for agent, mailbox in boxes.items()}
-        self.store = MemoryStore(path, list(self.boxes.values()))
+        self.shelf = shelf
+        self.store = MemoryStore(path, list(self.boxes.values()), shelf)
         self.lock = self.store.lock
         self.watch = watch
         self._watcher: Watcher | None = None
@@ -192,7 +195,7 @@ class MemoryIndex:
         after the listing is missed."""
         mailbox = self._mailbox(box)
         day_dir = os.path.join(mailbox, day)
-        folder = remember_dir(mailbox, day)
+        folder = self.shelf.dir(mailbox, day)
         watched = False
         if self._watcher is not None and self._watcher.add(day_dir, ("day", box, day)):
             watched = self._watcher.add(folder, ("rem", box, day)) or not os.path.isdir(folder)
@@ -203,7 +206,7 @@ class MemoryIndex:
             try:
                 with os.scandir(folder) as entries:
                     for entry in entries:
-                        if is_memory_file(entry.name) and _storable(entry.name):
+                        if self.shelf.holds(entry.name) and _storable(entry.name):
                             try:
                                 files[memory_name(entry.name)] = entry.stat()
                             except OSError:
@@ -234,7 +237,7 @@ class MemoryIndex:
                     for box, day, name in batch:
                         self.store.put_file(box, day, name, self._mailbox(box))
                     continue
-                paths = [memory_path(self._mailbox(b), d, n) for b, d, n in batch]
+                paths = [self.shelf.path(self._mailbox(b), d, n) for b, d, n in batch]
                 chunks = [paths[i:i + 50] for i in range(0, len(paths), 50)]
                 with ThreadPoolExecutor(1) as pool:
                     reads = (read for chunk in pool.map(_read_all, chunks) for read in chunk)
@@ -251,11 +254,11 @@ class MemoryIndex:
                 elif is_day(name):
                     days.add((key[1], name))
             elif key[0] == "day":
-                if mask & LOST or name == REMEMBER:
+                if mask & LOST or name == self.shelf.folder:
                     days.add(key[1:])
             elif mask & LOST:
                 days.add(key[1:])
-            elif is_memory_file(name) and _storable(name):
+            elif self.shelf.holds(name) and _storable(name):
                 files.add((*key[1:], memory_name(name)))
         for box in lost:
             self._store(self._validate_box(box))
@@ -294,7 +297,7 @@ class MemoryIndex:
             for day, state in list(days.items()):
                 if state.watched:
                     continue
-                st = _stat(remember_dir(self._mailbox(box), day))
+                st = _stat(self.shelf.dir(self._mailbox(box), day))
                 if state.sig != _dir_sig(st) or (st and _newest(st) >= state.scanned_ns - RACY_NS):
                     self._rescan(box, day)
                 else:
@@ -319,7 +322,7 @@ class MemoryIndex:
         now, todo, settled = time.time_ns(), [], []
         for key, read_ns in self._racy.items():
             box, day, name = key
-            st = _stat(memory_path(self._mailbox(box), day, name))
+            st = _stat(self.shelf.path(self._mailbox(box), day, name))
             if st is None or file_sig(st) != self.store.sig(box, day, name):
                 todo.append(key)
                 if st is None or _newest(st) < now - RACY_NS:

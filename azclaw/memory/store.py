@@ -19,9 +19,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import MemoryIndexError
-from .layout import memory_path
+from .layout import MEMORIES, Shelf
 
-SCHEMA = 1
+SCHEMA = 2  # 2: the index holds memory text without azclaw's trailers
 MAX_BYTES = 1 << 20  # index at most this much of one memory
 TITLE_WEIGHT = 4.0  # bm25 weight of the title column; the body weighs 1
 POSTINGS = 20_000  # a query drops its commonest words once they would match more memories than this
@@ -117,11 +117,12 @@ def is_corrupt(exc: BaseException) -> bool:
 
 class MemoryStore:
     """The database at ``path`` (``":memory:"`` keeps it private to this
-    object) holding the memories of the given mailbox folders."""
+    object) holding the files of ``shelf`` in the given mailbox folders."""
 
-    def __init__(self, path: str | Path, mailboxes: list[str]):
+    def __init__(self, path: str | Path, mailboxes: list[str], shelf: Shelf = MEMORIES):
         self.path = str(path)
         self.mailboxes = list(dict.fromkeys(mailboxes))
+        self.shelf = shelf
         self.lock = threading.RLock()
         self.ids: dict[str, int] = {}  # mailbox folder -> box id
         self.others = False  # the file also holds mailboxes of another team
@@ -222,7 +223,8 @@ class MemoryStore:
         """Store the memory file as it is now (``read``: its ``read_memory``,
         made inside this transaction), or forget it if it is gone. Returns
         the stored signature ("" when gone)."""
-        st, body = read or read_memory(memory_path(mailbox, day, name))
+        st, body = read or read_memory(self.shelf.path(mailbox, day, name))
+        body = self.shelf.searchable(body)
         conn = self.conn
         if st is not None and not only_if_changed:  # most often new: skip the lookup
             sig = file_sig(st)

@@ -111,7 +111,8 @@ def build_default_registry() -> ToolRegistry:
 
     @registry.tool("recall", "Search the team's persistent memory. An empty query lists the "
                    "newest memories and counts; words find the best matching memories of every "
-                   "agent. Set agent to a teammate's name, or to \"me\", to search only those memories.",
+                   "agent, the newest of a subject first, then matching messages of past rounds. "
+                   "Set agent to a teammate's name, or to \"me\", to search only those memories.",
                    {"query": "string", "agent": "string"}, approve=False)
     def recall(query: str = "", agent: str = "", _ctx: ToolContext = None) -> str:
         names = list(_ctx.memory.roots)
@@ -125,16 +126,23 @@ def build_default_registry() -> ToolRegistry:
 
     @registry.tool("remember", "Store a decision or fact in persistent memory so that you and your "
                    "team can recall it in later rounds. Use a short descriptive title; the same "
-                   "title adds to that memory.", {"text": "string", "title": "string"}, approve=False)
+                   "title adds a newer, dated entry to that memory.", {"text": "string", "title": "string"},
+                   approve=False)
     def remember(text: str, title: str = "", _ctx: ToolContext = None) -> str:
         if not text.strip():
             raise ToolError("text is empty; nothing to remember")
         if len(text) > MEMORY_CHARS:
             raise ToolError(f"text is {len(text):,} characters; a memory holds at most {MEMORY_CHARS:,}: "
                             "store the decision, not the document (write documents with write_file)")
-        memory = _ctx.memory.remember(_ctx.agent, text, title)
-        _ctx.note("memory", memory.title, "new")
-        return f"Remembered as {memory.title!r} ({memory.day})."
+        memory = _ctx.memory.remember(_ctx.agent, text, title, round=_ctx.round or None)
+        _ctx.note("memory", memory.title, "new" if memory.stored else "repeat")
+        when = f"round {memory.round}, {memory.day}" if memory.round else memory.day
+        if not memory.stored:
+            return f"Already remembered as {memory.title!r} ({when}); nothing new was stored."
+        if memory.entries > 1:
+            return (f"Remembered as {memory.title!r} ({when}): the newest of its {memory.entries} entries; "
+                    "recall shows it first.")
+        return f"Remembered as {memory.title!r} ({when})."
 
     @registry.tool("read_file", "Read a text file from the source folders or the output folder.",
                    {"path": "string", "max_lines": "integer"}, approve=False)
