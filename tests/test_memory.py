@@ -743,3 +743,20 @@ def test_changed_facts_rank_the_current_value_first_in_a_small_fact_consolidatio
     current = sum(r["outcome"] == "current" for r in found) / len(found)
     assert stale <= 0.05 and current >= 0.95, (stale, current, len(rows))
     assert sum(r["wrongly_older"] for r in rows) <= len(rows) * 0.01
+
+
+def test_a_memory_file_or_agent_config_that_is_a_pipe_or_a_device_blocks_nothing(workdir):
+    from azclaw import ConfigError
+    from azclaw.memory import MemoryRoot
+    mem = TeamMemory({"alice": workdir / "agents" / "alice"})
+    mem.remember("alice", "The database is SQLite.", "db", round=1)
+    folder = memory_file("agents/alice", "alice", "db").parent
+    os.mkfifo(folder / "pipe.txt")  # opening it to read would wait for a writer forever
+    (folder / "zero.txt").symlink_to("/dev/zero")  # reading it would never end
+    assert "SQLite" in mem.recall("database")  # the index passes them over
+    mem.close()
+    config = workdir / "bob" / "config.json"
+    config.parent.mkdir()
+    os.mkfifo(config)
+    with pytest.raises(ConfigError, match="config.json"):
+        MemoryRoot.prepare("bob", config.parent)

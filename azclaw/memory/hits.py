@@ -16,6 +16,7 @@ from functools import cached_property
 from pathlib import Path
 
 from .layout import MemoryEntry, is_untitled, without_trailers
+from .store import read_memory
 from .subjects import Subject, subject
 
 HIT_CHARS = 600  # text shown of a memory's newest entry
@@ -40,10 +41,7 @@ class Memory:
 
     def text(self) -> str:
         """Its text as stored, oldest entry first, without azclaw's trailers."""
-        try:
-            return without_trailers(self.path.read_text(encoding="utf-8", errors="replace")).strip()
-        except OSError:
-            return ""
+        return without_trailers(read_memory(str(self.path))[1]).strip()
 
 
 @dataclass

@@ -41,6 +41,7 @@ from pathlib import Path
 from typing import Callable
 
 from ..errors import ConfigError
+from ..files import read_regular
 
 REMEMBER = "remember"  # the folder of one day's memories
 REMEMBER_INDEX = "remember_index.txt"  # AgentAZAll's listing, beside the day folders
@@ -245,9 +246,9 @@ class MemoryRoot:
         root = Path(root)
         config_path = root / "config.json"
         if config_path.exists():
-            try:
-                config = json.loads(config_path.read_text(encoding="utf-8"))
-            except (OSError, ValueError, RecursionError) as exc:
+            try:  # a regular file of at most 1 MB: a pipe or /dev/zero in its place is one error line
+                config = json.loads(read_regular(config_path, "AgentAZAll config", 1 << 20, ConfigError))
+            except (ValueError, RecursionError) as exc:
                 raise ConfigError(f"{config_path}: not a readable AgentAZAll config ({exc})") from None
             if not isinstance(config, dict):
                 raise ConfigError(f"{config_path}: expected a JSON object")

@@ -84,7 +84,7 @@ def read_memory(path: str) -> tuple[os.stat_result | None, str]:
     """A memory file's stat (taken before reading, so that a later change
     shows as a mismatch) and text; (None, "") when it cannot be read."""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)  # a FIFO must not block the reader
     except OSError:
         return None, ""
     try:
