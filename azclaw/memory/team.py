@@ -83,6 +83,7 @@ class Memory:
     title: str
     path: Path
     mtime: float
+    new: bool = True  # False: ``remember`` found this text already stored under the title, and stored nothing
 
     def text(self) -> str:
         try:
@@ -142,7 +143,7 @@ class TeamMemory:
         """Store ``text`` under ``title`` for today; an existing memory of the
         same title and day gets the text appended, as AgentAZAll does. The
         same text under the same title is stored once: a round redone after
-        a kill stores nothing twice."""
+        a kill stores nothing twice: the memory returned then says ``new=False``."""
         root = self._root(agent)
         day = date.today().isoformat()
         name = sanitize_title(title)
@@ -154,7 +155,7 @@ class TeamMemory:
             fcntl.flock(fd, fcntl.LOCK_EX)  # writers of one memory take turns, across processes
             size = os.fstat(fd).st_size
             if body and _holds(os.pread(fd, size, 0) if size <= MAX_DEDUP_BYTES else b"", body):
-                return Memory(agent, day, name, path, os.fstat(fd).st_mtime)
+                return Memory(agent, day, name, path, os.fstat(fd).st_mtime, new=False)
             data = memoryview((b"\n" if size else b"") + body)
             while data:
                 data = data[os.write(fd, data):]

@@ -81,7 +81,8 @@ from ..numbers import whole
 _SURROGATE = re.compile("[\ud800-\udfff]")
 
 VERSION = 4
-ROUND_EVENTS = ("turn_start", "turn", "probe", "round_end", "round_failed", "checkpoint", "tool_mode")
+ROUND_EVENTS = ("turn_start", "turn", "probe", "round_end", "round_failed", "checkpoint", "tool_mode", "progress",
+                "finish_check")
 
 
 class Journal:

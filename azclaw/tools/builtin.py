@@ -133,7 +133,9 @@ def build_default_registry() -> ToolRegistry:
             raise ToolError(f"text is {len(text):,} characters; a memory holds at most {MEMORY_CHARS:,}: "
                             "store the decision, not the document (write documents with write_file)")
         memory = _ctx.memory.remember(_ctx.agent, text, title)
-        _ctx.note("memory", memory.title, "new")
+        _ctx.note("memory", memory.title, "new" if memory.new else "repeat")
+        if not memory.new:  # said plainly: a model storing the same thing every turn is going in circles
+            return f"Already remembered as {memory.title!r} ({memory.day}): this text is stored there; nothing new."
         return f"Remembered as {memory.title!r} ({memory.day})."
 
     @registry.tool("read_file", "Read a text file from the source folders or the output folder.",
