@@ -403,10 +403,11 @@ class Orchestrator:
     def summary(self) -> str:
         """The end-of-run summary (``outcome.py``): why it ended, the totals,
         what was produced and not, what to look at, how to go on."""
-        totals = self.state.summary()
         if self.ending is None:
-            return totals
-        return self._outcome.text(totals, self._totals(), self.ending, self.last_round, agents=self.agents,
+            return self.state.summary()
+        stats = self._totals()  # the turns of a round the run stopped in count too
+        totals = RunState(self.state.round, stats, probe_answers=self.state.probe_answers).summary()
+        return self._outcome.text(totals, stats, self.ending, self.last_round, agents=self.agents,
                                   output=self.output_dir, logs=self.log_dir, topic=self.topic.name,
                                   options=self.options, command=self.command, extra=self._look_at())
 

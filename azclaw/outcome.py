@@ -64,7 +64,8 @@ class Outcome:
         """The summary. ``totals`` is the run state's (stats line, table,
         coherence); ``command`` the ``azclaw`` arguments that started the run
         (None in a program)."""
-        lines = [f"Ended after round {round_no}: {ending}", totals]
+        where = f"after round {round_no}" if round_no else "before its first round finished"
+        lines = [f"Ended {where}: {ending}", totals]
         price = getattr(options, "price", None)
         if price:
             dollars = cost(stats.prompt_tokens, stats.completion_tokens, price)
@@ -93,12 +94,7 @@ class Outcome:
                 + (f" under {_n(len(titles), 'title')}: {named}" if titles else "")]
 
     def _missing(self, stats, agents) -> list[str]:
-        missing = []
-        if stats.files or stats.memories:
-            if any(getattr(a, "can_write", False) for a in agents) and not stats.files:
-                missing.append("no file written")
-            if not stats.memories:
-                missing.append("no memory stored")
+        missing = []  # (no file, no memory: "Produced" says it)
         for name in [getattr(a, "name", a) for a in agents] or list(stats.agents):
             a = stats.agents.get(name)
             if a is None or not a.turns:

@@ -58,8 +58,11 @@ def test_a_token_budget_stops_within_one_turn_and_resume_with_more_goes_on(fake_
 
 def test_a_resumed_run_counts_what_was_already_spent(fake_llm, workdir):
     fake = fake_llm(responder=talking, tokens=(100, 20))
-    orchestrator(team(fake.url, "a"), budget_tokens=250).run(max_rounds=10)
+    first = orchestrator(team(fake.url, "a"), budget_tokens=250)
+    first.run(max_rounds=10)
     assert len(fake.chats) == 3
+    row = next(line.split() for line in first.summary().splitlines() if line.startswith("a "))
+    assert row[1:3] == ["3", "360"], "the summary counts the turn of the round the budget stopped"
     again = orchestrator(team(fake.url, "a"), budget_tokens=250)
     again.run(resume=True)
     assert len(fake.chats) == 3, "the budget was used up before: not one more request"

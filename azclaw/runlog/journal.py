@@ -38,9 +38,17 @@ Events and their fields:
 * ``round_end``: round (every turn of the round and its probe answers are
   in the lines before it: ``--resume`` continues after the last of these)
 * ``checkpoint``: round, path
-* ``stop``: round, reason (the STOP file or signal)
-* ``run_end``: round, reason ("finished", "stopped", "aborted",
-  "interrupted", "error"), stats (``RunStats.to_dict()``)
+* ``stop``: round, reason (the STOP file or signal; journals before version 4)
+* ``progress``: round, calls, failed, files, unchanged, memories, repeats,
+  recalls, found, scored, correct (``events.RoundProgress``: what the round
+  got done, after its ``round_end``)
+* ``finish_check``: round, command, ok, status, output (the finish line's
+  check command ran; ``finish.py``)
+* ``warning``: round, agent, what, message (``events.RunWarning``)
+* ``run_end``: round, reason (one of ``events.REASONS``: done, max_rounds,
+  budget, loop, no_progress, stopped, signal, failed_rounds, error; before
+  version 4 "finished", "stopped", "aborted", "interrupted"), detail,
+  figures, stats (``RunStats.to_dict()``), summary (the final summary's text)
 
 A new version only adds events and fields; readers ignore what they do not
 know, so journals of versions 1 and 2 still read (version 3 added the
