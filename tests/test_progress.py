@@ -10,7 +10,7 @@ from azclaw import Topic
 from azclaw.progress import describe, measure
 from azclaw.tools.registry import Effect
 from azclaw.turn import ToolUse, Turn
-from fakellm import call, calls, text
+from fakellm import calls, text
 from helpers import journal, orchestrator, team, words
 
 PROBED = {"title": "Probed", "coherence_probes": [{"after_round": 2, "question": "Which database?",
