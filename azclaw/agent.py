@@ -43,6 +43,8 @@ class Agent:
     AgentAZAll folder (default ``<agents_dir>/<name>``). ``api_key``
     defaults to $AZCLAW_API_KEY. ``context_budget`` overrides the run's for
     this agent. ``headers`` go with every request (a gateway's own).
+    ``budget_tokens`` ends the run (reason budget) once this agent has used
+    that many tokens, counted over all sessions of the run.
     """
 
     name: str
@@ -70,6 +72,7 @@ class Agent:
                             "text: <tool_call> blocks; constrained: JSON by a schema; auto: native, moving on when "
                             "calls fail; constrained with --local)", metavar="MODE", group="requests")
     headers: dict[str, str] = field(default_factory=dict)
+    budget_tokens: int | None = None  # tokens it may use over the run (prompt + completion); None: no own budget
     endpoints: tuple[Endpoint, ...] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self):
@@ -81,6 +84,10 @@ class Agent:
         if not urls:
             raise ConfigError(f"agent {self.name}: endpoint: at least one URL is needed")
         self.endpoints = tuple(Endpoint.parse(u) for u in urls)
+        if self.budget_tokens is not None and (isinstance(self.budget_tokens, bool)
+                                               or not isinstance(self.budget_tokens, int) or self.budget_tokens < 1):
+            raise ConfigError(f"agent {self.name}: budget_tokens: expected a whole number >= 1, "
+                              f"got {self.budget_tokens!r}")
         check_limits(timeout=self.timeout, stall_timeout=self.stall_timeout, max_outage=self.max_outage,
                      retries=self.retries)
 

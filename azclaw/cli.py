@@ -19,7 +19,7 @@ from pathlib import Path
 
 from .agent import DEFAULT_ENDPOINT, DEFAULT_ROLES, Agent, default_team, is_writer
 from .errors import AzclawError, ConfigError
-from .options import RunFolder, RunOptions, cli_option, given
+from .options import RunFolder, RunOptions, cli_option, given, groups as option_groups
 from .orchestrator import Orchestrator
 from .mcp.config import MAX_SESSIONS, SESSION_TIMEOUT
 from .runlog.compare import format_table
@@ -162,7 +162,8 @@ class TeamConfig:
         team = []
         for s in specs:
             own = {k: v for k, v in (("model", s.model), ("tool_mode", s.tool_mode), ("max_tokens", s.max_tokens),
-                                     ("temperature", s.temperature)) if v not in (None, "")}
+                                     ("temperature", s.temperature), ("budget_tokens", s.budget_tokens))
+                   if v not in (None, "")}
             endpoint = ((endpoints(s.endpoint) if isinstance(s.endpoint, str) else s.endpoint) if s.endpoint
                         else self.by_agent.get(s.name, self.endpoint))
             team.append(Agent(s.name, role=s.role or DEFAULT_ROLES.get(s.name, ""), can_write=s.can_write,
@@ -263,6 +264,7 @@ def run_team(args, config: TeamConfig, topic: Topic | None, servers: list) -> in
                             options=options, verbose=not args.quiet)
         if args.task:
             orch.set_task(args.task, args.name)
+        orch.command = sys.argv[1:] if sys.argv[1:2] == ["run"] else None  # the summary's "to go on" line
         orch.run(max_rounds=args.max_rounds, resume=True if args.resume == "" else args.resume)
     return EXIT_CODES.get(orch.ending.reason, 1)
 
@@ -451,6 +453,8 @@ def make_parser() -> argparse.ArgumentParser:
         "azclaw run --topic todo-api --endpoint http://localhost:8080",
         "azclaw run --task 'Review it' --agents 'designer:http://h:8200,coder:http://h:8201'",
         "azclaw run --topic todo-api --resume logs/todo_api_checkpoint.json",
+        "azclaw run --topic todo-api --budget-tokens 2000000 --max-time 8h --stop-on-no-progress 10",
+        "azclaw run --task 'Write a tested CLI' --done-agent reviewer --finish-check 'python -m pytest -q'",
         "azclaw run --local --task 'Plan a CLI todo app' --max-rounds 2"])
     what = run.add_argument_group("run")
     add_topic_options(what, required=True, purpose="what to work on")
@@ -482,6 +486,8 @@ def make_parser() -> argparse.ArgumentParser:
                        help="how run_python is confined: landlock (default: Landlock, seccomp, namespaces) or "
                             "bwrap (the same inside bubblewrap, which must be installed)")
     add_mcp_option(tools, "offer an MCP server's tools as NAME__TOOL")
+    for title in ("limits", "finish line"):
+        add_fields(run.add_argument_group(title), RunOptions, option_groups(RunOptions)[title])
     add_folder_options(run)
     add_topic_commands_option(tools, "start the MCP servers whose commands the topic names, without asking")
     # the local model's group last, as it reads in --help

@@ -20,9 +20,10 @@ import time
 from pathlib import Path
 from typing import TextIO
 
-from .events import (Event, Notice, ProbeAnswered, ReplyProgress, RoundFailed, RunFinished, RunStarted, RunWarning,
-                     ToolModeChanged, TurnFinished)
+from .events import (Event, FinishChecked, Notice, ProbeAnswered, ReplyProgress, RoundFailed, RoundProgress,
+                     RunFinished, RunStarted, RunWarning, ToolModeChanged, TurnFinished)
 from .files import open_append
+from .progress import describe
 from .safetext import continued, indented, one_line, printable
 
 log = logging.getLogger("azclaw")
@@ -60,6 +61,13 @@ class RunConsole:
         elif isinstance(event, ToolModeChanged):
             self.warning("%s: tool calls now go %s: %s", event.agent, _MODES.get(event.mode, event.mode),
                          event.reason)
+        elif isinstance(event, RoundProgress):
+            self.info("[round %d/%d] %s", event.round, self._last, describe(event))
+        elif isinstance(event, FinishChecked):
+            (self.info if event.ok else self.warning)(
+                "finish check after round %d: `%s` %s (%s)%s", event.round, event.command,
+                "passed" if event.ok else "failed", event.status,
+                "" if event.ok else ": " + (event.output.strip().splitlines() or [""])[-1][:200])
         elif isinstance(event, RoundFailed):
             self.warning("round %d: every turn failed (%s); it runs again", event.round, event.error)
         elif isinstance(event, RunWarning):
@@ -67,12 +75,13 @@ class RunConsole:
         elif isinstance(event, Notice):
             (self.warning if event.level == "warning" else self.info)("%s", event.message)
         elif isinstance(event, RunFinished):
-            if event.ending.reason not in ("max_rounds", "done"):
+            if event.ending.reason not in ("max_rounds", "done") and not event.summary:
                 self.info("run ended after round %d: %s", event.round, event.ending)
             if event.checkpoint:
                 self.info("checkpoint: %s", event.checkpoint)
-            if event.summary:
-                self.info(event.summary)
+            if event.summary:  # last: what a person reads first (it says why the run ended)
+                for line in event.summary.splitlines():  # azclaw's own lines, each made printable on its own
+                    self.info("%s", line)
 
     def _turn(self, turn) -> None:
         if turn.dropped:

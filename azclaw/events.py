@@ -194,6 +194,7 @@ class TurnStarted(Event):
     kind: ClassVar[str] = "turn_start"
     round: int = 0
     agent: str = ""
+    tools: tuple = _local(())  # the names of the tools it is offered
 
 
 @dataclass(frozen=True)
@@ -281,6 +282,63 @@ class RoundFinished(Event):
 
 
 @dataclass(frozen=True)
+class RoundProgress(Event):
+    """What ``round`` got done, measured from its turns (``progress.py``):
+    tool calls that ran and ``failed``, ``files`` created or changed by
+    content (``unchanged``: writes of the bytes already there), ``memories``
+    stored with new text (``repeats``: text already stored), ``recalls``
+    and how many ``found`` something, probe answers ``scored`` and ``correct``."""
+
+    kind: ClassVar[str] = "progress"
+    round: int = 0
+    calls: int = 0
+    failed: int = 0
+    files: tuple = ()
+    unchanged: int = 0
+    memories: tuple = ()
+    repeats: int = 0
+    recalls: int = 0
+    found: int = 0
+    scored: int = 0
+    correct: int = 0
+
+    @property
+    def made(self) -> bool:
+        """Something new: a file created or changed, or a memory with new text."""
+        return bool(self.files or self.memories)
+
+    def to_dict(self) -> dict:
+        return {**super().to_dict(), "files": list(self.files), "memories": list(self.memories)}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "RoundProgress":
+        def names(key):
+            value = data.get(key)
+            return tuple(str(v) for v in value) if isinstance(value, list) else ()
+        return cls(**{f.name: whole(data.get(f.name)) for f in fields(cls) if f.type == "int"},
+                   files=names("files"), memories=names("memories"))
+
+
+@dataclass(frozen=True)
+class FinishChecked(Event):
+    """The finish line's check command ran (after ``round``, or for an
+    agent's ``done`` call): ``ok`` when it succeeded; ``status`` its exit
+    ("exit code 1", "timed out"), ``output`` the end of what it printed."""
+
+    kind: ClassVar[str] = "finish_check"
+    round: int = 0
+    command: str = ""
+    ok: bool = False
+    status: str = ""
+    output: str = ""
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "FinishChecked":
+        return cls(whole(data.get("round")), _text(data.get("command")), data.get("ok") is True,
+                   _text(data.get("status")), _text(data.get("output")))
+
+
+@dataclass(frozen=True)
 class RoundFailed(Event):
     """Every turn of ``round`` failed; the round runs again (``attempt`` of it)."""
 
@@ -326,12 +384,12 @@ class RunFinished(Event):
     round: int = 0
     ending: Ending = field(default_factory=lambda: Ending("max_rounds"))
     stats: RunStats = field(default_factory=RunStats)
-    summary: str = _local("")  # the end-of-run summary a person reads
+    summary: str = ""  # the end-of-run summary a person reads: totals, what was produced, what to look at
     checkpoint: str = _local("")
 
     def to_dict(self) -> dict:
         return {"round": self.round, "reason": self.ending.reason, "detail": self.ending.detail,
-                "figures": dict(self.ending.figures), "stats": self.stats.to_dict()}
+                "figures": dict(self.ending.figures), "stats": self.stats.to_dict(), "summary": self.summary}
 
     @classmethod
     def from_dict(cls, data: dict) -> "RunFinished":
@@ -340,7 +398,7 @@ class RunFinished(Event):
         except (TypeError, ValueError):
             stats = RunStats()
         return cls(whole(data.get("round")), Ending.read(data.get("reason"), data.get("detail"),
-                                                         data.get("figures")), stats)
+                                                         data.get("figures")), stats, _text(data.get("summary")))
 
 
 @dataclass(frozen=True)
@@ -354,7 +412,7 @@ class StopAsked(Event):
 
 KINDS: dict[str, type[Event]] = {cls.kind: cls for cls in (
     RunStarted, TurnStarted, TurnFinished, ProbeAnswered, ToolModeChanged, RoundFinished, RoundFailed,
-    CheckpointWritten, RunWarning, RunFinished, StopAsked)}
+    CheckpointWritten, RunWarning, RunFinished, StopAsked, RoundProgress, FinishChecked)}
 
 
 def parse(record: dict) -> Event | None:
@@ -410,6 +468,7 @@ def _actions(value) -> list:
     return [a for a in items if isinstance(a, (Stop, Nudge, Skip, Event))]
 
 
-__all__ = ["Action", "CheckpointWritten", "Ending", "Event", "Nudge", "Observer", "Notice", "Observers", "ProbeAnswered",
-           "REASONS", "ReplyProgress", "RoundFailed", "RoundFinished", "RunFinished", "RunStarted", "Skip", "Stop",
-           "StopAsked", "ToolModeChanged", "TurnFinished", "TurnStarted", "RunWarning", "number", "parse", "whole"]
+__all__ = ["Action", "CheckpointWritten", "Ending", "Event", "FinishChecked", "Nudge", "Observer", "Notice",
+           "Observers", "ProbeAnswered", "REASONS", "ReplyProgress", "RoundFailed", "RoundProgress", "RoundFinished",
+           "RunFinished", "RunStarted", "Skip", "Stop", "StopAsked", "ToolModeChanged", "TurnFinished", "TurnStarted",
+           "RunWarning", "number", "parse", "whole"]

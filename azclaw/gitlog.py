@@ -404,6 +404,10 @@ class GitLog:
                 return RunWarning(f"git: {self.output / '.git'} not written: {exc}", what="git")
         return None
 
+    def look_at(self) -> list[str]:
+        """For the final summary: where the review is."""
+        return [f"git -C {self.output} log -p (the history of every round that changed files)"] if self.head else []
+
     def _try(self, round_no: int, turns, subject: str = "") -> Event | None:
         try:
             return self.commit(round_no, turns, subject)

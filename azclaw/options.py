@@ -18,6 +18,7 @@ from typing import Any, Callable
 
 from .context import ContextMode
 from .errors import ConfigError
+from .limits import check as check_limits
 from .tools.sandbox import python_mode
 
 JOURNAL_SUFFIX = "_journal.jsonl"
@@ -70,6 +71,41 @@ class RunOptions:
                        "that wrote: the repository is <log-dir>/<topic>.git, out of the agents' reach, and the "
                        "output folder's .git file points to it once the run ends (git log -p is the review)",
                        group="sandbox and tools")
+    # limits: budgets end the run (reason budget), the watchers warn, nudge and stop (watchers.py, budgets.py)
+    budget_tokens: int = option(0, "end the run once the team's tokens (prompt + completion, as the servers "
+                                "counted them, over all sessions of the run) reach N; checked between turns "
+                                "(default 0: none)", metavar="N", group="limits", least=0)
+    max_time: float | str = option(0.0, "end the run once it has run this long over all its sessions: 90s, 30m, "
+                                   "8h, 1h30m (default: no limit)", metavar="DURATION", group="limits", kind=str)
+    until: str | None = option(None, "end the run at this local time of day, HH:MM (tomorrow when it has "
+                               "passed)", metavar="HH:MM", group="limits")
+    price: tuple | str | None = option(None, "US dollars per million prompt and completion tokens, e.g. 3,15: "
+                                       "the summary says what the run cost", metavar="IN,OUT", group="limits")
+    budget_money: float = option(0.0, "end the run once its tokens cost this many US dollars at --price "
+                                 "(default 0: none)", metavar="USD", group="limits")
+    no_tool_turns: int = option(3, "warn when an agent called no tool for N turns in a row while tools were "
+                                "offered (0: never)", metavar="N", group="limits", least=0)
+    loop_turns: int = option(3, "an agent that repeats itself for N turns in a row (the same tool call with the "
+                             "same result, a message nearly the same as one of its last few, memory titles "
+                             "that are timestamps or repeats) is warned and nudged (0: never)", metavar="N",
+                             group="limits", least=0)
+    loop_limit: int = option(0, "after the nudge, N more such turns in a row and the agent is skipped for "
+                             "3 rounds or the run stops, as --on-loop says (0: warn and nudge only)",
+                             metavar="N", group="limits", least=0)
+    on_loop: str = option("skip", "what --loop-limit does: skip (the agent sits out 3 rounds) or stop (the "
+                          "run ends, reason loop)", metavar="skip|stop", group="limits")
+    no_progress_rounds: int = option(5, "warn when N rounds in a row created or changed no file and stored no "
+                                     "new memory (0: never)", metavar="N", group="limits", least=0)
+    stop_on_no_progress: int = option(0, "end the run (reason no_progress) after N rounds in a row without "
+                                      "progress (default 0: warn and go on)", metavar="N", group="limits",
+                                      least=0)
+    done_agent: str | None = option(None, "this agent is offered a done(reason) tool that ends the run "
+                                    "(reason done) at the end of its round; the topic's finish.agent",
+                                    metavar="NAME", group="finish line")
+    finish_check: str | None = option(None, "a command run in the output folder under run_python's sandbox: "
+                                      "after every round that changed the folder, or to confirm a done call "
+                                      "when there is a done agent; it succeeding ends the run (reason done); "
+                                      "the topic's finish.check", metavar="COMMAND", group="finish line")
 
     def __post_init__(self):
         if self.context is not None:  # None: memory, or a resumed run's own mode
@@ -80,6 +116,7 @@ class RunOptions:
             value = getattr(self, f.name)
             if least is not None and (isinstance(value, bool) or not isinstance(value, int) or value < least):
                 raise ConfigError(f"{f.name}: expected a whole number >= {least}, got {value!r}")
+        check_limits(self)
         if self.approve is not None and not callable(self.approve):
             raise ConfigError(f"approve: expected a function approve(tool, preview) -> bool, got {self.approve!r}")
 

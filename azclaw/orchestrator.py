@@ -34,9 +34,11 @@ from .events import (CheckpointWritten, Ending, Event, Notice, Nudge, Observer, 
                      ReplyProgress, RoundFailed, RoundFinished, RunFinished, RunStarted, RunWarning, Skip, Stop,
                      ToolModeChanged, TurnFinished, TurnStarted)
 from .files import RunLock, sweep_temporary
+from .finish import FinishLine
 from .gitlog import GitLog
 from .memory import TeamMemory
 from .options import RunFolder, RunOptions
+from .outcome import Outcome
 from .parallel import in_threads
 from .prompt import CHARS_PER_TOKEN, system_prompt
 from .resume import take_up
@@ -105,6 +107,11 @@ class Orchestrator:
         self.ending: Ending | None = None
         self.sessions: dict[str, AgentSession] = {}
         self.journal: Journal | None = None
+        self.command: list[str] | None = None  # the azclaw arguments that started the run: the summary's "to go on"
+        self.finish_line: FinishLine | None = None
+        self._outcome = Outcome()
+        self._watchers: list = []
+        self._git: list = []
         self._events = Observers()
         self._kept: dict[str, Turn] = {}  # finished turns of the round a resume takes up
 
@@ -215,8 +222,9 @@ class Orchestrator:
 
     def _turn(self, session: AgentSession, round_no: int, last: int) -> Turn:
         agent = session.agent
-        self._emit(TurnStarted(round_no, agent.name))
         tools = self.registry.allowed(agent.can_write, agent.tools)
+        tools += self.finish_line.tools(agent.name) if self.finish_line else []
+        self._emit(TurnStarted(round_no, agent.name, tuple(t.name for t in tools)))
         conversation = self._conversation(session, round_no, last, tools)
         nudge = session.take_nudges()
         user = conversation.text + (f"\n\nNote from the run: {nudge}" if nudge else "")
@@ -287,6 +295,8 @@ class Orchestrator:
             except OSError as exc:
                 raise ConfigError(f"{option} {folder}: {exc.strerror}") from None
         self.ending = None
+        self.finish_line = FinishLine.of(self.topic, self.options, self.agents, self.registry, self.output_dir,
+                                         self.source_dirs)
         self._lock = RunLock(self.folder.lock(self.topic.name), f"topic {self.topic.name!r}").acquire()
         try:
             git = [GitLog.open(self.folder, self.topic.name)] if self.options.git else []
@@ -310,9 +320,12 @@ class Orchestrator:
             console.close()
             self._lock.release()
             raise
+        self._outcome = Outcome()
         # git first: a round committed but not yet journaled is found unchanged when a resume ends it again
-        trusted = [*git, self.journal, self.state.apply, self._archive_round, console]
-        self._events = Observers(trusted + default_watchers(self.options), self.observers)
+        self._git = git
+        trusted = [*git, self.journal, self.state.apply, self._archive_round, console, self._outcome]
+        self._watchers = default_watchers(self.options, self.agents) + ([self.finish_line] if self.finish_line else [])
+        self._events = Observers(trusted + self._watchers, self.observers)
         self._console = console
         if self.stop.clear_stale():
             self._emit(Notice(f"removed a STOP file left from an earlier run: {self.stop.stop_file}"))
@@ -326,7 +339,7 @@ class Orchestrator:
             context_budget=self.options.context_budget, resumed_from=self.last_round if resume else None,
             pid=os.getpid(), host=socket.gethostname(), sandbox=python_sandbox, phases=tuple(self.topic.phases),
             probes=tuple({"after_round": p.after_round, "question": p.question, "expect": p.expect}
-                         for p in self.topic.coherence_probes), stats=copy.deepcopy(self.stats)))
+                         for p in self.topic.coherence_probes), stats=self._totals()))
         missing = self.topic.missing_sources(self.source_dirs)
         if missing:
             self._emit(RunWarning("the topic's phases name source files that no source folder holds: "
@@ -410,7 +423,27 @@ class Orchestrator:
         return totals
 
     def summary(self) -> str:
-        return self.state.summary()
+        """The end-of-run summary (``outcome.py``): why it ended, the totals,
+        what was produced and not, what to look at, how to go on."""
+        if self.ending is None:
+            return self.state.summary()
+        stats = self._totals()  # the turns of a round the run stopped in count too
+        totals = RunState(self.state.round, stats, probe_answers=self.state.probe_answers).summary()
+        return self._outcome.text(totals, stats, self.ending, self.last_round, agents=self.agents,
+                                  output=self.output_dir, logs=self.log_dir, topic=self.topic.name,
+                                  options=self.options, command=self.command, extra=self._look_at())
+
+    def _look_at(self) -> list[str]:
+        """What the run's observers point to (an observer's ``look_at()``)."""
+        lines = []
+        for observer in [*self._git, *self._watchers, *self.observers]:
+            if not callable(getattr(observer, "look_at", None)):
+                continue
+            try:
+                lines += [str(line) for line in observer.look_at()]
+            except Exception as exc:  # a program's observer must not cost the summary
+                self._events.emit(Notice(f"{observer!r}.look_at() raised {exc}", "warning"))
+        return lines
 
 
 def _options(options: RunOptions | None, values: dict) -> RunOptions:

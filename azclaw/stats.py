@@ -39,6 +39,7 @@ class AgentStats:
     tools: dict[str, int] = field(default_factory=dict)  # calls by tool name
     memories: int = 0
     files: list[str] = field(default_factory=list)  # distinct paths it wrote, in order
+    memory_titles: list[str] = field(default_factory=list)  # distinct titles it stored under, in order
     errors: int = 0
     empty: int = 0  # turns that ended with an empty reply
     truncated: int = 0  # replies cut off
@@ -69,6 +70,7 @@ class AgentStats:
             self.tools[name] = self.tools.get(name, 0) + n
         self.memories += len(turn.memories)
         self.files.extend(f for f in dict.fromkeys(turn.files) if f not in self.files)
+        self.memory_titles.extend(t for t in dict.fromkeys(turn.memories) if t not in self.memory_titles)
         self.errors += len(turn.errors)
         self.empty += turn.empty
         self.truncated += turn.truncated
@@ -76,6 +78,7 @@ class AgentStats:
     def to_dict(self) -> dict:
         data = {f.name: getattr(self, f.name) for f in fields(self)}
         data["tools"], data["files"] = dict(self.tools), list(self.files)
+        data["memory_titles"] = list(self.memory_titles)
         data["seconds"] = round(self.seconds, 3)
         data["tokens"] = self.tokens
         data["tokens_per_second"] = round(self.tokens_per_second, 2)
@@ -93,6 +96,8 @@ class AgentStats:
         if not isinstance(files, list):
             raise TypeError(f"stats field 'files': expected a list, got {files!r}")
         stats.files = [str(f) for f in files]
+        titles = data.get("memory_titles") or []
+        stats.memory_titles = [str(t) for t in titles] if isinstance(titles, list) else []
         return stats
 
 
@@ -133,6 +138,11 @@ class RunStats:
     def files(self) -> list[str]:
         """Every distinct file the team wrote, sorted."""
         return sorted({f for a in self.agents.values() for f in a.files})
+
+    @property
+    def memory_titles(self) -> list[str]:
+        """Every distinct title the team stored memories under, agent by agent."""
+        return list(dict.fromkeys(t for a in self.agents.values() for t in a.memory_titles))
 
     # the seed's names
     @property

@@ -10,7 +10,7 @@ once, every problem naming the file and the field::
 
     {"agents": [
       {"name": "planner", "role": "You plan.", "model": "qwen3:8b",
-       "endpoint": "http://gpu:11434", "max_tokens": 1024, "tool_mode": "auto"},
+       "endpoint": "http://gpu:11434", "max_tokens": 1024, "tool_mode": "auto", "budget_tokens": 500000},
       {"name": "coder", "write": true, "endpoint": ["http://a:8080", "http://b:8080"]}
     ]}
 """
@@ -27,7 +27,7 @@ from .files import MB, read_json
 from .toolmodes import MODES
 
 _SPEC = re.compile(r"(?P<name>[^/@:]*)(?:/(?P<marker>[^@:]*))?(?:@(?P<model>.+?))?(?::(?P<url>https?://.+))?")
-_FIELDS = {"name", "role", "write", "model", "endpoint", "max_tokens", "tool_mode", "temperature"}
+_FIELDS = {"name", "role", "write", "model", "endpoint", "max_tokens", "tool_mode", "temperature", "budget_tokens"}
 
 
 @dataclass
@@ -42,6 +42,7 @@ class AgentSpec:
     max_tokens: int | None = None
     tool_mode: str = ""
     temperature: float | None = None
+    budget_tokens: int | None = None
 
 
 def parse_agents(spec: str) -> list[AgentSpec]:
@@ -104,6 +105,9 @@ def _agent(raw, where: str) -> AgentSpec:
     if max_tokens is not None and max_tokens < 1:
         raise ConfigError(f"{where}.max_tokens: expected a whole number >= 1, got {max_tokens}")
     write = get("write", bool, "true or false")
+    budget = get("budget_tokens", int, "a whole number")
+    if budget is not None and budget < 1:
+        raise ConfigError(f"{where}.budget_tokens: expected a whole number >= 1, got {budget}")
     return AgentSpec(name.strip(), is_writer(name) if write is None else write, endpoint,
                      get("model", str, "a string") or "", get("role", str, "a string") or "", max_tokens, mode,
-                     get("temperature", (int, float), "a number"))
+                     get("temperature", (int, float), "a number"), budget)

@@ -17,7 +17,8 @@ from .files import MB, read_json
 from .scoring import score
 
 _TOPIC_FIELDS = {"title", "system_context", "initial_prompt", "phases", "coherence_probes", "agent_roles",
-                 "source_dirs", "mcp_servers"}
+                 "source_dirs", "mcp_servers", "finish"}
+_FINISH_FIELDS = {"agent", "check"}
 _PHASE_FIELDS = {"name", "rounds", "focus", "source_files"}
 _PROBE_FIELDS = {"after_round", "question", "expect"}
 TOPIC_LIMIT = 16 * MB  # bytes of a topic file
@@ -53,6 +54,15 @@ class Probe:
         return score(answer, self.expect)
 
 
+@dataclass(frozen=True)
+class Finish:
+    """When the work is done: ``agent`` may declare it with a ``done`` tool,
+    ``check`` is a command that succeeds once it is (``finish.py``)."""
+
+    agent: str = ""
+    check: tuple[str, ...] = ()
+
+
 @dataclass
 class Topic:
     """A task for the team, with phases, probes and per-role prompts."""
@@ -69,6 +79,7 @@ class Topic:
     name: str = "task"  # the slug that names checkpoints and logs
     source_dirs: list[Path] = field(default_factory=list)  # read when a run names no source folder
     source: str = ""  # the topic file it was read from ("" when built in code)
+    finish: Finish | None = None  # when the work is done (a done tool, a check command)
 
     @classmethod
     def from_task(cls, task: str, name: str | None = None) -> "Topic":
@@ -201,9 +212,26 @@ def _parse(data: object, source: str, name: str) -> Topic:
     roles = _expect(data.get("agent_roles", {}), dict, f"{at}agent_roles", "an object")
     for key, value in roles.items():
         topic.agent_roles[key] = _expect(value, str, f"{at}agent_roles.{key}", "a string")
+    if "finish" in data:
+        topic.finish = _finish(data["finish"], f"{at}finish")
     servers = _expect(data.get("mcp_servers", {}), dict, f"{at}mcp_servers",
                       "an object of NAME: {command, args, env} or {url}")
     for key, value in servers.items():
         _expect(value, dict, f"{at}mcp_servers.{key}", "an object with command (and args, env) or url")
     topic.mcp_servers = dict(servers)
     return topic
+
+
+def _finish(raw, where: str) -> Finish:
+    from .limits import command  # the standard library only, like this module
+    _expect(raw, dict, where, 'an object such as {"agent": "reviewer", "check": "python -m pytest -q"}')
+    _no_unknown(raw, _FINISH_FIELDS, f"{where}.")
+    agent = _expect(raw.get("agent", ""), str, f"{where}.agent", "an agent's name")
+    check = raw.get("check")
+    if check is not None and not isinstance(check, (str, list)):
+        _expect(check, str, f"{where}.check", "a command line (a string or a list of strings)")
+    words = command(check, f"{where}.check") if check is not None else ()
+    if not agent.strip() and not words:
+        raise ConfigError(f"{where}: give agent (who may declare the work done) or check (a command that "
+                          "succeeds once it is done), or both")
+    return Finish(agent.strip(), words)

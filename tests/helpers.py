@@ -90,3 +90,42 @@ def run_file(folder: Path, suffix: str, exclude: str = "") -> Path:
     found = [p for p in Path(folder).glob(f"*{suffix}") if p.name != exclude]
     assert len(found) == 1, (suffix, found)
     return found[0]
+
+
+WORDS = ("schema route handler storage sqlite table index migration validation error status code json body request "
+         "response test fixture port server client todo title due date flag update delete create list paragraph "
+         "record layout field decimal rounding copybook account balance invoice payment reminder report module "
+         "interface function class method file review bug fix plan decision cents postgres overdue email customer "
+         "export tax refund parser format dataclass batch closed reject width digits leading zeros").split()
+
+
+def words(seed: str, n: int = 30) -> str:
+    """``n`` words drawn from ``WORDS``, the same for the same ``seed``."""
+    import random
+    rng = random.Random(seed)
+    return " ".join(rng.choice(WORDS) for _ in range(n)).capitalize() + "."
+
+
+def working_team(request):
+    """A scripted team that works as a real one does, for runs that must trip
+    no watcher: the architect recalls and stores a decision, the developer
+    writes a changed file, the reviewer reads the developer's last file and
+    stores a finding; every message is different. Probe questions (only
+    recall offered) get an answer; a step without tools gets the message."""
+    from fakellm import call, text
+    agent, r, step = request.agent, request.round, len(request.tool_results)
+    say = text(f"{agent}, round {r}: " + words(f"{agent}-{r}-say", 40))
+    if not request.offers_tools or request.tool_names == ["recall"]:
+        return say
+    if agent == "developer":
+        if step == 0:
+            return call("write_file", {"path": f"mod{r % 4}.py",
+                                       "content": f"# round {r}\n# {words(f'{r}-code', 12)}\n"})
+        return say
+    if agent == "reviewer" and step == 0:
+        return call("read_file", {"path": f"mod{(r - 1) % 4}.py"}) if r > 1 else call("list_files", {})
+    if step == 0:
+        return call("recall", {"query": words(f"{agent}-{r}-query", 3)})
+    if step == 1:
+        return call("remember", {"title": f"{agent}-round-{r}", "text": words(f"{agent}-{r}-memory", 20)})
+    return say

@@ -66,3 +66,15 @@ def test_the_cobol_topic_runs_from_the_cli_with_its_sources(fake_llm, azclaw):
     assert "Phase 1 of 4: Discovery (rounds 1-5)" in first.system
     assert "Files to study: cbl/ACCTUPD.cbl, cbl/ACCTREC.cpy" in first.system
     assert "ACCT-BALANCE" in fake.chats_of("architect")[1].tool_results[0]
+
+
+def test_the_stop_condition_example_ends_the_run_when_its_observer_says_so(fake_llm, workdir):
+    def developer(request):
+        if request.tool_results or not request.offers_tools:
+            return text(f"wrote file {request.round}")
+        return call("write_file", {"path": f"f{request.round}.py", "content": "pass\n"})
+    fake = fake_llm(responder=lambda r: developer(r) if r.agent == "developer" else text(f"plan {r.round}"))
+    proc = run_example("stop_condition.py", fake.url, rounds=20)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines()[-1] == "done (three files written: f1.py, f2.py, f3.py)"
+    assert max(r.round for r in fake.chats) == 3

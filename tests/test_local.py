@@ -510,3 +510,31 @@ def test_without_huggingface_hub_a_hub_model_is_one_error_line_naming_the_extra(
     proc = azclaw("run", "--local", "--model", HUB_MODEL, "--task", "x", env=env)
     assert_one_error_line(proc, f"--model {HUB_MODEL}", "needs huggingface_hub", "pip install 'azclaw[hf]'")
     assert not hub.requests
+
+
+@needs_extra
+@pytest.mark.slow
+def test_max_time_ends_a_real_run_on_time_and_the_summary_says_what_was_produced(workdir):
+    # generous: the server's start, two minutes of rounds, at most one turn over and the shutdown, on a busy CPU
+    proc = subprocess.run([sys.executable, "-m", "azclaw", "run", "--local", "--task",
+                           "Plan a command-line todo app in Python", "--max-rounds", "200", "--max-time", "2m"],
+                          cwd=workdir, env=cli_env(), capture_output=True, text=True, timeout=1200,
+                          stdin=subprocess.DEVNULL)
+    assert proc.returncode == 3, proc.stdout[-2000:] + proc.stderr[-2000:]
+    events = journal(run_file(workdir / "logs", "_journal.jsonl"))
+    end = events[-1]
+    assert end["event"] == "run_end" and end["reason"] == "budget" and end["figures"]["budget"] == "time"
+    turns = [e for e in events if e.get("event") in ("turn", "probe")]
+    longest = max(t["seconds"] for t in turns)  # waiting for the model: most of a turn
+    over = end["figures"]["used"] - 120
+    assert 0 <= over <= longest + 10, (over, longest)  # on time: at most one turn past two minutes
+    summary = end["summary"]
+    assert ": budget (time: " in summary.splitlines()[0] and summary in proc.stderr
+    stats = end["stats"]
+    produced = next(line for line in summary.splitlines() if line.startswith("Produced:"))
+    if stats["files"] or stats["memories"]:
+        assert all(f in summary for f in stats["files"][:10]), (produced, stats["files"])
+        assert f"{stats['memories']} memor" in summary
+    else:
+        assert produced == "Produced: nothing: no file written, no memory stored"
+    assert "--resume --max-time 4m00s" in summary, "how to go on"

@@ -134,7 +134,7 @@ def test_a_silent_agent_is_nudged_once_a_turn_reported_and_the_team_goes_on(fake
     assert orch.stats.agents["bob"].empty == 6 and orch.stats.agents["bob"].truncated == 12
     log = (workdir / "logs" / "task.log").read_text()
     assert "bob gave only empty replies for 3 rounds in a row" in log
-    warned = [e for e in journal(orch.journal_path) if e["event"] == "warning"]
+    warned = [e for e in journal(orch.journal_path) if e["event"] == "warning" and e["agent"] == "bob"]
     assert [(w["agent"], w["what"], w["round"]) for w in warned] == [("bob", "silent", 3)]
 
 

@@ -19,8 +19,8 @@ from azclaw.runlog.report import build_report
 from helpers import CLI_TIMEOUT
 from longrun import AGENTS, EXPECTED_SCORE, LAST_ROUND, killed_and_resumed_run
 
-CHART_TITLES = ["Context sent per round", "Generation speed per round", "Memories stored over time",
-                "Tool calls per round"]
+CHART_TITLES = ["Context sent per round", "Progress per round", "Generation speed per round",
+                "Memories stored over time", "Tool calls per round"]
 SVG_NS = "{http://www.w3.org/2000/svg}"
 
 
@@ -47,14 +47,14 @@ def test_the_report_command_writes_one_html_file_with_every_chart_and_table(run)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "azclaw: wrote r.html"
     page = (run.tmp / "r.html").read_text(encoding="utf-8")
-    assert page.count('<figure class="chart">') == 4
+    assert page.count('<figure class="chart">') == 5
     for title in CHART_TITLES:
         assert title in page
     if has_matplotlib():
         images = re.findall(r'src="data:image/png;base64,([A-Za-z0-9+/=]+)"', page)
-        assert len(images) == 4 and all(base64.b64decode(i).startswith(b"\x89PNG") for i in images)
+        assert len(images) == 5 and all(base64.b64decode(i).startswith(b"\x89PNG") for i in images)
     else:
-        assert len(svgs(page)) == 4
+        assert len(svgs(page)) == 5
     assert "http://" not in page.replace("http://www.w3.org/2000/svg", "")  # nothing to fetch
     assert f"Coherence probes: {EXPECTED_SCORE[0]}/{EXPECTED_SCORE[1]} answers correct" in page
     assert page.count('<td class="ok">correct</td>') == EXPECTED_SCORE[0]
@@ -75,8 +75,10 @@ def test_without_matplotlib_the_charts_are_inline_svg_with_a_line_per_agent(run)
     path = build_report(run.logs, run.tmp / "svg.html", charts="svg")
     page = path.read_text(encoding="utf-8")
     assert "<img" not in page and "charts: svg" in page
-    context, speed, memories, tools = svgs(page)
+    context, progress, speed, memories, tools = svgs(page)
     assert context.find(f"{SVG_NS}title").text.startswith("Context sent per round")
+    assert progress.find(f"{SVG_NS}title").text.startswith("Progress per round"), "beside the context chart"
+    assert progress.findall(f"{SVG_NS}rect"), "the rounds' bars"
     for chart in (context, speed):
         lines = chart.findall(f"{SVG_NS}polyline")
         assert len(lines) == len(AGENTS)
@@ -90,7 +92,7 @@ def test_without_matplotlib_the_charts_are_inline_svg_with_a_line_per_agent(run)
 def test_with_matplotlib_the_charts_are_embedded_png(run):
     pytest.importorskip("matplotlib")
     page = build_report(run.logs, charts="matplotlib").read_text(encoding="utf-8")
-    assert page.count('src="data:image/png;base64,') == 4 and "charts: matplotlib" in page
+    assert page.count('src="data:image/png;base64,') == 5 and "charts: matplotlib" in page
 
 
 def test_the_report_goes_beside_the_journal_by_default(run):
@@ -103,7 +105,7 @@ def test_asking_for_matplotlib_without_it_names_the_extra(run, monkeypatch):
     with pytest.raises(ConfigError, match=r"pip install 'azclaw\[report\]'"):
         build_report(run.logs, run.tmp / "x.html", charts="matplotlib")
     page = build_report(run.logs, run.tmp / "auto.html").read_text(encoding="utf-8")
-    assert "charts: svg" in page and len(svgs(page)) == 4
+    assert "charts: svg" in page and len(svgs(page)) == 5
 
 
 def test_a_report_of_a_partial_run_escapes_what_the_agents_wrote(tmp_path):

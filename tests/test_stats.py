@@ -68,7 +68,7 @@ def test_console_shows_progress_and_a_per_agent_summary(fake_llm, capsys):
     for round_no in (1, 2, 3):
         for agent in ("arch", "dev"):
             assert any(f"round {round_no}" in ln and agent in ln for ln in lines), (round_no, agent)
-    tail = "\n".join(lines[-4:])
+    tail = "\n".join(lines[-8:])  # the summary ends with what was produced and what to look at
     assert "arch" in tail and "dev" in tail, "a per-agent summary at the end"
 
 

@@ -9,7 +9,7 @@ import pytest
 from azclaw import Agent, ToolRegistry, build_default_registry
 from azclaw.memory import parse_entries
 from fakellm import call, calls, text
-from helpers import memory_file, orchestrator, team
+from helpers import journal, memory_file, orchestrator, team
 
 EVERYONE = {"recall", "remember", "read_file", "list_files"}
 WRITER_ONLY = {"write_file", "run_python"}
@@ -93,6 +93,20 @@ def test_model_mistakes_become_error_results_and_the_round_goes_on(fake_llm, rep
     assert "ERROR" in result and problem in result
     assert "RECOVERED-3" in [r for r in fake.chats_of("bob") if r.round == 2][0].user
     assert orch.stats.errors == 0, "a model's mistake is not a run error"
+
+
+def test_remembering_a_text_already_stored_says_so_and_stores_nothing(fake_llm, workdir):
+    same = {"text": "We use SQLite.", "title": "db"}
+    fake = fake_llm(per_agent={"alice": [call("remember", same), text("stored"), call("remember", same),
+                                         text("stored again")]})
+    orch = orchestrator(team(fake.url, "alice"))
+    orch.run(max_rounds=2)
+    again = fake.chats_of("alice")[3].tool_results[0]
+    assert again.startswith("Already remembered as 'db'") and "nothing new" in again
+    effects = [u["effect"] for e in journal(orch.journal_path) if e["event"] == "turn" for u in e["calls"]]
+    assert [(e["target"], e["status"]) for e in effects] == [("db", "new"), ("db", "repeat")]
+    stored = parse_entries(memory_file(workdir / "agents" / "alice", "alice", "db").read_text())
+    assert [(e.text, e.round) for e in stored] == [("We use SQLite.", 1)]  # one entry, from round 1
 
 
 # -- custom tools ------------------------------------------------------------

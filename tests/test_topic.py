@@ -39,6 +39,12 @@ BAD_TOPICS = [
     ("source_files not strings", {"title": "t", "phases": [{"name": "A", "rounds": [1, 1], "source_files": [1]}]},
      "phases[0].source_files[0]"),
     ("not an object", ["title"], ""),
+    ("finish not an object", {"title": "t", "finish": "reviewer"}, "finish"),
+    ("finish unknown field", {"title": "t", "finish": {"agent": "r", "when": "done"}}, "finish.when"),
+    ("finish agent not a string", {"title": "t", "finish": {"agent": 5}}, "finish.agent"),
+    ("finish check empty", {"title": "t", "finish": {"check": ""}}, "finish.check"),
+    ("finish check unbalanced quote", {"title": "t", "finish": {"check": "pytest -k 'x"}}, "finish.check"),
+    ("finish says nothing", {"title": "t", "finish": {}}, "finish"),
 ]
 
 
@@ -199,3 +205,10 @@ def test_shipped_topics_load():
 ])
 def test_probe_answers_are_scored_by_whole_words_not_substrings_or_negations(answer, expect, correct):
     assert Probe(1, "q?", expect).score(answer) is correct
+
+
+def test_a_finish_line_reads_as_an_agent_and_a_command():
+    topic = Topic.from_dict({"title": "t", "finish": {"agent": "reviewer", "check": "python -m pytest -q 'a b'"}})
+    assert topic.finish.agent == "reviewer" and topic.finish.check == ("python", "-m", "pytest", "-q", "a b")
+    assert Topic.from_dict({"title": "t", "finish": {"check": ["make", "test"]}}).finish.check == ("make", "test")
+    assert Topic.from_dict({"title": "t"}).finish is None

@@ -2,7 +2,9 @@
 matplotlib (PNG) when it is installed, else as hand-written inline SVG.
 
 Context sent per round (the flat line that is the point of memory-first),
-generation speed per round, memories stored over time, tool calls per round.
+generation speed per round, memories stored over time, tool calls per round,
+and what each round got done (``progress_chart``, from the journal's
+``progress`` lines).
 """
 
 from __future__ import annotations
@@ -73,6 +75,21 @@ def build_charts(turns: list[Turn], agents: list[str], phases: list[tuple[int, s
         Chart("Tool calls per round, by tool", "tool calls", rounds, tools, kind="bars", phases=phases,
               integer=True),
     ]
+
+
+def progress_chart(progress, phases: list[tuple[int, str]] = ()) -> Chart:
+    """What each round got done (``RoundProgress``): files created or changed,
+    memories with new text and recalls that found something, stacked; a round
+    with no bar made nothing."""
+    rounds = sorted(p.round for p in progress)
+    by_round = {p.round: p for p in progress}
+    series = {"files created or changed": [float(len(by_round[r].files)) for r in rounds],
+              "new memories": [float(len(by_round[r].memories)) for r in rounds],
+              "recalls that found": [float(by_round[r].found) for r in rounds]}
+    return Chart("Progress per round: files created or changed, new memories, recalls that found something",
+                 "count", rounds,
+                 {k: v for k, v in series.items() if any(v)} or {"files created or changed": [0.0] * len(rounds)},
+                 kind="bars", phases=list(phases), integer=True)
 
 
 def phases_of(run) -> list[tuple[int, str]]:

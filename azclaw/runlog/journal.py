@@ -25,10 +25,10 @@ resumed run gets a new one); the rest are the fields of the event class in
   run_python's to 65,536), duplicate (a repeat, not run again), effect
   {kind: memory|file|recall, target, status} (what the call changed, as the
   tool told it); a use with an empty tool is a reply whose calls did not
-  parse), errors [messages], empty, truncated, mode, switched, problems,
-  dropped; and, read from the calls for people and jq: tools {name: count},
-  tool_calls, tool_errors, memories [titles], files [paths],
-  tokens_per_second
+  parse, or calls over the cap), errors [messages], empty, truncated, mode,
+  switched, problems, dropped; and, read from the calls for people and jq:
+  tools {name: count}, tool_calls, tool_errors, memories [titles], files
+  [paths], tokens_per_second
 * ``tool_mode`` (``ToolModeChanged``): round, agent, mode, reason
 * ``probe`` (``ProbeAnswered``): the fields of a turn (the answer's cost),
   question, expect [phrases], answer (= text), correct (true/false/null),
@@ -37,11 +37,18 @@ resumed run gets a new one); the rest are the fields of the event class in
   the round failed; it runs again)
 * ``round_end`` (``RoundFinished``): round (every turn of the round and its
   probe answers are in the lines before it)
+* ``progress`` (``RoundProgress``): round, calls, failed, files, unchanged,
+  memories, repeats, recalls, found, scored, correct (what the round got
+  done, after its ``round_end``)
+* ``finish_check`` (``FinishChecked``): round, command, ok, status, output
+  (the finish line's check command ran; ``finish.py``)
 * ``checkpoint`` (``CheckpointWritten``): round, path
-* ``warning`` (``RunWarning``): message, round, agent, what (silent, loop, ...)
+* ``warning`` (``RunWarning``): message, round, agent, what (silent, no_tools,
+  loop, no_progress, memory, skip, ...)
 * ``run_end`` (``RunFinished``): round, reason (done, max_rounds, budget,
   loop, no_progress, stopped, signal, failed_rounds, error), detail (the
-  reason in words), figures {...}, stats (``RunStats.to_dict()``)
+  reason in words), figures {...}, stats (``RunStats.to_dict()``), summary
+  (the final summary's text)
 
 A new version only adds events and fields; readers ignore what they do not
 know, so journals of versions 1-3 still read: their ``turn`` lines carry
@@ -88,7 +95,8 @@ from ..numbers import whole
 _SURROGATE = re.compile("[\ud800-\udfff]")
 
 VERSION = 4
-ROUND_EVENTS = ("turn_start", "turn", "probe", "round_end", "round_failed", "checkpoint", "tool_mode")
+ROUND_EVENTS = ("turn_start", "turn", "probe", "round_end", "round_failed", "checkpoint", "tool_mode", "progress",
+                "finish_check")
 
 
 class Journal:

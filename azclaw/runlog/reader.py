@@ -20,8 +20,9 @@ from pathlib import Path
 from typing import Iterator
 
 from ..errors import ConfigError
-from ..events import (CheckpointWritten, Event, ProbeAnswered, RoundFinished, RunFinished, RunStarted, RunWarning,
-                      StopAsked, ToolModeChanged, TurnFinished, TurnStarted, parse)
+from ..events import (CheckpointWritten, Event, FinishChecked, ProbeAnswered, RoundFinished, RoundProgress,
+                      RunFinished, RunStarted, RunWarning, StopAsked, ToolModeChanged, TurnFinished, TurnStarted,
+                      parse)
 from ..options import JOURNAL_SUFFIX
 from ..state import RunState
 from ..turn import Turn
@@ -152,6 +153,8 @@ class RunLog:
     last_time: str = ""
     last_seen: dict[str, str] = field(default_factory=dict)  # session -> the time of its last line
     texts_cut: int = 0  # turns whose text was left out to bound memory
+    progress: dict[int, RoundProgress] = field(default_factory=dict)  # round -> what it got done
+    checks: list[FinishChecked] = field(default_factory=list)  # the finish line's check runs
 
     @property
     def start(self) -> RunStarted | None:
@@ -211,6 +214,10 @@ class RunLog:
             self.rounds_done.append(event.round)
         elif isinstance(event, CheckpointWritten):
             self.checkpoints.append(event.round)
+        elif isinstance(event, RoundProgress):
+            self.progress[event.round] = event
+        elif isinstance(event, FinishChecked):
+            self.checks.append(event)
         if isinstance(event, TurnFinished):
             self._attempts.setdefault((event.turn.round, event.turn.agent), []).append(event.turn)
             self._hold(event.turn)

@@ -21,7 +21,7 @@ from pathlib import Path
 from ..version import __version__
 from ..errors import ConfigError
 from ..options import RunFolder
-from .charts import build_charts, matplotlib_img, phases_of, svg_chart
+from .charts import build_charts, matplotlib_img, phases_of, progress_chart, svg_chart
 from .reader import RunLog
 from .common import CHART_ENGINES, PAGE_CSS, chart_engine, clock, escape as _e, short_duration
 from .status import RunStatus, status_of
@@ -53,6 +53,8 @@ def render_html(status: RunStatus, run: RunLog, engine: str = "svg", script: str
     (``data-part``, with a ``data-v`` digest) let ``script``, the live
     page's, replace only what changed."""
     charts = build_charts(run.turns, list(status.agents), phases_of(run))
+    if status.progress:  # beside the context chart: what the tokens bought
+        charts.insert(1, progress_chart(status.progress, phases_of(run)))
     draw = matplotlib_img if engine == "matplotlib" else svg_chart
     figures = "\n".join(f'<figure class="chart"><figcaption>{_e(c.title)}</figcaption>{draw(c)}</figure>'
                         for c in charts if c.rounds and c.series) or "<p>No finished turns yet.</p>"
@@ -64,6 +66,7 @@ def render_html(status: RunStatus, run: RunLog, engine: str = "svg", script: str
 <nav><a href="#charts">Charts</a> &middot; <a href="#agents">Agents</a> &middot; <a href="#probes">Probes</a>
 &middot; <a href="#transcript">Transcript</a></nav>"""),
         ("cards", _cards(status)),
+        ("ending", _ending(status)),
         ("charts", f"""<h2>Charts</h2>
 <p class="note">Rounds on the horizontal axis{'; dashed lines mark where a phase begins' if charts and charts[0].phases else ''}.
 A flat first chart means each request stayed the same size however long the run went.</p>
@@ -106,19 +109,33 @@ def _cards(status: RunStatus) -> str:
     elapsed = _e(clock(status.elapsed))
     if status.running:  # the live page counts on from here
         elapsed = f'<span data-elapsed="{status.elapsed:.1f}" data-at="{_e(_now())}">{elapsed}</span>'
-    cards = [("State", _e(status.state)), ("Rounds", _e(f"{status.round} of {status.last_round}")),
+    state = _e(status.state) + (f' <span class="meta">{_e(status.reason)}</span>' if status.reason else "")
+    cards = [("State", state), ("Rounds", _e(f"{status.round} of {status.last_round}")),
              ("Elapsed", elapsed), ("Tokens", f"{sum(a.tokens for a in agents):,}"),
              ("Memories", str(sum(a.memories for a in agents))),
              ("Tool calls", str(sum(a.tool_calls for a in agents))),
              ("Files", str(len({f for a in agents for f in a.files}))),
              ("Errors", str(sum(a.errors for a in agents))),
              ("Coherence", _e(status.coherence))]
+    if status.progress:
+        made = [p.round for p in status.progress if p.made]
+        cards.append(("Last progress", f"round {made[-1]}" if made else "none"))
     if status.working:
         cards.insert(2, ("Working", ", ".join(
             f'{_e(w.agent)} <span class="meta">round {w.round}, for</span> '
             f'<span class="since" data-since="{_e(w.since)}">{short_duration(w.seconds)}</span>'
             for w in status.working)))
     return "".join(f'<div class="card"><div class="k">{_e(k)}</div><div class="v">{v}</div></div>' for k, v in cards)
+
+
+def _ending(status: RunStatus) -> str:
+    """How the run ended and the final summary, when it has ended."""
+    if status.state != "ended":
+        idle = status.idle_rounds
+        return (f'<p class="note">Nothing new (no file created or changed, no new memory) in rounds '
+                f"{idle[0]}-{idle[-1]}.</p>" if len(idle) >= 2 else "")
+    summary = f"<pre>{_e(status.summary)}</pre>" if status.summary else ""
+    return f"<h2>Ended: {_e(status.reason)}</h2>\n<p>{_e(status.reason_detail)}</p>\n{summary}"
 
 
 def _now() -> str:

@@ -9,7 +9,8 @@ from pathlib import Path
 from typing import Callable, TextIO
 
 from ..errors import ConfigError
-from ..events import ProbeAnswered, RunFinished, RunStarted, TurnFinished
+from ..events import FinishChecked, ProbeAnswered, RoundProgress, RunFinished, RunStarted, TurnFinished
+from ..progress import describe
 from ..safetext import one_line
 from ..turn import Turn
 from .live import POLL_SECONDS, Follower, JournalTail
@@ -47,6 +48,22 @@ class TranscriptPrinter:
             self._header(probe.round, answer.get("phase") if isinstance(answer.get("phase"), str) else None)
             self._write(probe_text(answer))
 
+    def progress(self, event: RoundProgress) -> None:
+        """What a round got done, after its turns."""
+        if (self.selection.first is None or event.round >= self.selection.first) and (
+                self.selection.last is None or event.round <= self.selection.last):
+            self.note(f"round {event.round}: {describe(event)}")
+
+    def check(self, event: FinishChecked) -> None:
+        if (self.selection.first is None or event.round >= self.selection.first) and (
+                self.selection.last is None or event.round <= self.selection.last):
+            self.note(f"finish check after round {event.round}: `{event.command}` "
+                      f"{'passed' if event.ok else 'failed'} ({event.status})")
+
+    def ended(self, event: RunFinished) -> None:
+        detail = f": {event.ending.detail}" if event.ending.detail and event.ending.reason != "max_rounds" else ""
+        self.note(f"the run ended ({event.ending.reason}) after round {event.round}{detail}")
+
     def note(self, text: str) -> None:
         self.out.write(f"--- {one_line(text)} ---\n\n")
         self.out.flush()
@@ -65,8 +82,12 @@ class TranscriptPrinter:
                 self.note(f"the run resumed after its round {event.resumed_from}: the rest runs now")
             else:
                 self.note(f"a new run started: {event.title or event.topic}".rstrip(": "))
+        elif isinstance(event, RoundProgress):
+            self.progress(event)
+        elif isinstance(event, FinishChecked):
+            self.check(event)
         elif isinstance(event, RunFinished):
-            self.note(f"the run ended ({event.ending.reason}) after round {event.round}")
+            self.ended(event)
 
     def _header(self, round_no: int, phase: str | None) -> None:
         if round_no != self.shown_round:
@@ -98,6 +119,12 @@ def show(log_dir: str | Path, out: TextIO, selection: Selection = Selection(), t
             printer.turn(logged.event.turn)
         elif isinstance(logged.event, ProbeAnswered):
             printer.probe(logged.event.row())
+        elif isinstance(logged.event, RoundProgress):
+            printer.progress(logged.event)
+        elif isinstance(logged.event, FinishChecked):
+            printer.check(logged.event)
+    if index.end is not None and not follow:
+        printer.ended(index.end)
     shown = Shown(journal=path)
     if follow and not index.ended:
         start = index.start_logged
@@ -124,6 +151,7 @@ class _Index:
     start_logged: Logged | None = None
     agents: list = field(default_factory=list)
     ended: bool = False
+    end: RunFinished | None = None  # how the newest session ended
 
 
 def _index(path: Path) -> _Index:
@@ -134,13 +162,17 @@ def _index(path: Path) -> _Index:
         if isinstance(event, RunStarted):
             if event.resumed_from is None:
                 last.clear()
-            index.start, index.start_logged, index.ended = event, logged, False
+            index.start, index.start_logged, index.ended, index.end = event, logged, False, None
         elif isinstance(event, RunFinished) and index.start_logged and logged.session == index.start_logged.session:
-            index.ended = True
+            index.ended, index.end = True, event
         elif isinstance(event, TurnFinished):
             last[("turn", event.turn.round, event.turn.agent)] = logged.offset
         elif isinstance(event, ProbeAnswered):
             last[("probe", event.turn.round, event.turn.agent, event.question)] = logged.offset
+        elif isinstance(event, RoundProgress):
+            last[("progress", event.round)] = logged.offset
+        elif isinstance(event, FinishChecked):
+            last[("check", event.round, logged.offset)] = logged.offset
     index.shown = set(last.values())
     agents = list(index.start.agents) if index.start else []
     index.agents = agents + sorted({k[2] for k in last if k[0] == "turn"} - set(agents))

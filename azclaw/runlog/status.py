@@ -16,6 +16,7 @@ from pathlib import Path
 from ..checkpoint import Checkpoint
 from ..errors import AzclawError
 from ..options import RunFolder
+from ..progress import describe
 from ..safetext import printable
 from ..stats import AgentStats, Coherence, agent_table
 from .common import alive, clock, one_line, short_duration, when
@@ -47,6 +48,8 @@ class RunStatus:
     state: str = "unknown"  # running, killed, unknown, or ended
     reason: str = ""  # why it ended (events.REASONS): done, max_rounds, budget, stopped, signal, ...
     reason_detail: str = ""  # the figures behind it, in words
+    reason_figures: dict = field(default_factory=dict)  # the figures: budget, option, limit, used...
+    summary: str = ""  # the final summary of an ended run
     running: bool | None = None  # None: cannot tell (another host, or no pid)
     pid: int | None = None
     host: str = ""
@@ -67,16 +70,30 @@ class RunStatus:
     coherence: Coherence = field(default_factory=Coherence)
     working: list[Working] = field(default_factory=list)  # turns in progress (several in a parallel round)
     warnings: list[dict] = field(default_factory=list)  # the run's warnings: {round, agent, what, message}
+    progress: list = field(default_factory=list)  # RoundProgress of every finished round, in order
+    checks: list = field(default_factory=list)  # the finish line's check runs (FinishChecked)
+
+    @property
+    def idle_rounds(self) -> list[int]:
+        """The last rounds in a row that made nothing new."""
+        idle = []
+        for p in reversed(self.progress):
+            if p.made:
+                break
+            idle.insert(0, p.round)
+        return idle
 
     def to_dict(self) -> dict:
         data = {k: getattr(self, k) for k in (
             "journal", "topic", "title", "state", "reason", "reason_detail", "running", "pid", "host", "round",
             "last_round", "current_round", "phase", "started", "updated", "sessions", "stop_reason", "checkpoint",
-            "checkpoint_round", "last_errors", "warnings", "probes")}
+            "checkpoint_round", "last_errors", "warnings", "probes", "reason_figures", "summary")}
         data["elapsed"] = round(self.elapsed, 1)
         data["agents"] = [{"name": name, **a.to_dict()} for name, a in self.agents.items()]
         data["coherence"] = self.coherence.to_dict()
         data["working"] = [w.to_dict() for w in self.working]
+        data["progress"] = [{**p.to_dict(), "made": p.made} for p in self.progress]
+        data["checks"] = [c.to_dict() for c in self.checks]
         return data
 
 
@@ -99,6 +116,7 @@ def status_of(run: RunLog, now: datetime | None = None) -> RunStatus:
     if end is not None:
         status.state, status.running = "ended", False
         status.reason, status.reason_detail = end.ending.reason, end.ending.detail
+        status.reason_figures, status.summary = dict(end.ending.figures), end.summary
     else:
         status.running = alive(status.pid, status.host, when(last.time))
         status.state = {True: "running", False: "killed", None: "unknown"}[status.running]
@@ -119,6 +137,8 @@ def status_of(run: RunLog, now: datetime | None = None) -> RunStatus:
     status.last_errors = status.last_errors[-LAST_ERRORS:]
     status.warnings = [{"round": w.event.round, "agent": w.event.agent, "what": w.event.what,
                         "message": w.event.message} for w in run.warnings][-LAST_ERRORS * 4:]
+    status.progress = [run.progress[r] for r in sorted(run.progress)]
+    status.checks = list(run.checks)
     status.probes = [p.row() for p in run.probes]
     status.coherence = Coherence.of(status.probes)
     status.round = end.round if end is not None else run.state.round
@@ -165,10 +185,31 @@ def format_status(s: RunStatus) -> str:
         lines.insert(3, "  working     " + ", ".join(
             f"{w.agent} for {short_duration(w.seconds)}" for w in s.working)
             + f" (since {s.working[0].since[11:19]} UTC)")
+    if s.progress:
+        last = s.progress[-1]
+        lines.insert(3, f"  last round  {last.round}: {describe(last)}")
+        idle = s.idle_rounds
+        if len(idle) >= 2:
+            lines.insert(4, f"  stalled     nothing new in {len(idle)} rounds ({idle[0]}-{idle[-1]}): no file "
+                            "created or changed, no new memory")
+    if s.checks:
+        check = s.checks[-1]
+        lines.append(f"  finish      `{check.command}` {'passed' if check.ok else 'failed'} after round "
+                     f"{check.round} ({check.status})")
     if s.checkpoint:
         lines.append(f"  checkpoint  {s.checkpoint} (round {s.checkpoint_round})")
     lines.append("")
     lines.append(agent_table(s.agents))
+    outcome = _outcome_lines(s.summary)
+    if outcome:
+        lines.append("")
+        lines.extend(outcome)
+    watch = [w for w in s.warnings if w.get("what") in ("loop", "no_tools", "no_progress", "silent", "skip")]
+    if watch:
+        lines.append("")
+        lines.append("last warnings:")
+        lines.extend(f"  round {w['round']}{' ' + w['agent'] if w['agent'] else ''}: {one_line(w['message'], 160)}"
+                     for w in watch[-LAST_ERRORS:])
     if s.last_errors:
         lines.append("")
         lines.append("last errors:")
@@ -177,6 +218,21 @@ def format_status(s: RunStatus) -> str:
 
 
 # -- helpers ------------------------------------------------------------------
+
+_OUTCOME = ("Cost:", "Produced:", "Not done:", "Look at:", "To go on:")
+
+
+def _outcome_lines(summary: str) -> list[str]:
+    """The final summary's lines that the status does not already say (the totals it has)."""
+    out, keep = [], False
+    for line in summary.splitlines():
+        if line.startswith(_OUTCOME):
+            keep = True
+        elif not line.startswith("          "):
+            keep = False
+        if keep:
+            out.append(line)
+    return out
 
 def _elapsed(run: RunLog, now: datetime | None) -> float:
     """Seconds over the sessions: each from its run_start to its run_end, or

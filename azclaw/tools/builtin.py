@@ -137,8 +137,8 @@ def build_default_registry() -> ToolRegistry:
         memory = _ctx.memory.remember(_ctx.agent, text, title, round=_ctx.round or None)
         _ctx.note("memory", memory.title, "new" if memory.stored else "repeat")
         when = f"round {memory.round}, {memory.day}" if memory.round else memory.day
-        if not memory.stored:
-            return f"Already remembered as {memory.title!r} ({when}); nothing new was stored."
+        if not memory.stored:  # said plainly: a model storing the same thing every turn is going in circles
+            return f"Already remembered as {memory.title!r} ({when}): this text is stored there; nothing new."
         if memory.entries > 1:
             return (f"Remembered as {memory.title!r} ({when}): the newest of its {memory.entries} entries; "
                     "recall shows it first.")

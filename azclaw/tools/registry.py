@@ -246,7 +246,8 @@ class ToolRegistry:
             return ToolResult(call.id, call.name, f"ERROR: {message}", ok=False)
 
         names = [t.name for t in allowed]
-        tool = self._tools.get(call.name)
+        # a tool offered for this run only (the finish line's done) is in ``allowed``, not in the registry
+        tool = next((t for t in allowed if t.name == call.name), None) or self._tools.get(call.name)
         if tool is None:
             return fail(f"unknown tool {call.name!r}; available tools: {', '.join(names)}")
         if tool.name not in names:

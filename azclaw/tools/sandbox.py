@@ -14,6 +14,7 @@ import fnmatch
 import os
 import pwd
 import re
+import sys
 from pathlib import Path
 
 from . import confine
@@ -194,6 +195,18 @@ def run_python(code: str, cwd: Path, timeout: float = PYTHON_TIMEOUT, output_lim
     one quota, no setuid file left behind; kill its whole process tree at
     the time limit and when it ends; return its status and output, cut, and
     what was refused or changed."""
+    outcome, limits = _confined(code, cwd, timeout, output_limit, mode, sources, "run_python did not run the code")
+    text = outcome.output.decode("utf-8", "replace")
+    if len(text) > output_limit or outcome.dropped:
+        more = len(text) - output_limit + outcome.dropped
+        text = text[:output_limit] + f"\n[... {'at least ' if outcome.dropped else ''}{more} more characters cut]"
+    notes = "".join(f"\n[{note}]" for note in _notes(outcome, limits))
+    return (f"[{outcome.status}]\n{text}" if text else f"[{outcome.status}, no output]") + notes
+
+
+def _confined(code: str, cwd: Path, timeout: float, output_limit: int, mode, sources, failed: str):
+    """``code`` run under the sandbox ``mode`` asks for, and its limits;
+    ToolError when it may not run here."""
     mode = python_mode(mode)
     if mode == "off":
         raise ToolError("run_python is turned off for this run")
@@ -205,17 +218,29 @@ def run_python(code: str, cwd: Path, timeout: float = PYTHON_TIMEOUT, output_lim
     limits = confine.Limits(cpu_seconds=int(timeout) + 1, memory_bytes=PYTHON_MEMORY_BYTES,
                             quota_bytes=PYTHON_QUOTA_BYTES, quota_files=PYTHON_QUOTA_FILES)
     try:
-        outcome = confine.run(code, Path(cwd), sources=sources, timeout=timeout, output_bytes=output_limit * 4 + 4,
-                              confine=mode != "unsandboxed", namespaces=names, use_cgroup=bool(level.cgroup),
-                              limits=limits, bwrap=mode == "bwrap", hidden=hidden_from_code)
+        return confine.run(code, Path(cwd), sources=sources, timeout=timeout, output_bytes=output_limit * 4 + 4,
+                           confine=mode != "unsandboxed", namespaces=names, use_cgroup=bool(level.cgroup),
+                           limits=limits, bwrap=mode == "bwrap", hidden=hidden_from_code), limits
     except confine.SetupError as exc:
-        raise ToolError(f"run_python did not run the code: {exc}") from None
+        raise ToolError(f"{failed}: {exc}") from None
+
+
+def run_command(argv, cwd: Path, timeout: float = PYTHON_TIMEOUT, output_limit: int = PYTHON_OUTPUT,
+                mode="sandboxed", sources=()) -> tuple[bool, str, str]:
+    """Run a command line (a list of words) in ``cwd`` under the sandbox of
+    ``run_python`` (a leading ``python`` or ``python3`` is this Python, so
+    the packages installed beside azclaw are there); return (it exited with
+    0, its status, the end of what it printed). Raises ToolError when the
+    sandbox refuses to run anything here."""
+    words = [sys.executable if n == 0 and w in ("python", "python3") else str(w) for n, w in enumerate(argv)]
+    code = (f"import subprocess, sys\nwords = {words!r}\ntry:\n    sys.exit(subprocess.call(words))\n"
+            "except OSError as exc:\n    print('cannot run', words[0] + ':', exc.strerror or exc, flush=True)\n"
+            "    sys.exit(127)\n")
+    outcome, _ = _confined(code, cwd, timeout, output_limit, mode, sources, "the command did not run")
     text = outcome.output.decode("utf-8", "replace")
-    if len(text) > output_limit or outcome.dropped:
-        more = len(text) - output_limit + outcome.dropped
-        text = text[:output_limit] + f"\n[... {'at least ' if outcome.dropped else ''}{more} more characters cut]"
-    notes = "".join(f"\n[{note}]" for note in _notes(outcome, limits))
-    return (f"[{outcome.status}]\n{text}" if text else f"[{outcome.status}, no output]") + notes
+    if len(text) > output_limit:  # the end: a test run says what failed last
+        text = f"[... {len(text) - output_limit} characters cut]\n" + text[-output_limit:]
+    return outcome.exit_code == 0 and not outcome.timed_out, outcome.status, text
 
 
 def _notes(outcome, limits) -> list[str]:
