@@ -10,6 +10,7 @@ import pytest
 from azclaw import Agent, ConfigError, Orchestrator
 from azclaw.team import load_team, parse_agents
 from fakellm import Reply, call, overflow, text
+from azclaw.memory import parse_entries
 from helpers import journal, memory_file, orchestrator, team
 
 
@@ -29,7 +30,7 @@ def test_auto_switches_an_agent_to_constrained_when_its_native_calls_do_not_pars
     fake = fake_llm(responder=constrained_only)
     orch = orchestrator(team(fake.url, "architect"))
     orch.run(max_rounds=2)
-    assert memory_file("agents/architect", "architect", "ledger").read_text() == "Ledger: fixed-width, 80 columns."
+    assert [e.text for e in parse_entries(memory_file("agents/architect", "architect", "ledger").read_text())] == ["Ledger: fixed-width, 80 columns."]
     first, second, *rest = fake.chats
     assert "tools" in first.body and "response_format" not in first.body
     assert all("response_format" in r.body and "tools" not in r.body for r in [second, *rest])
@@ -50,7 +51,7 @@ def test_auto_stays_native_against_a_server_with_native_tool_calls(fake_llm, wor
     fake = fake_llm(script=[call("remember", {"text": "Use SQLite.", "title": "db"}), text("done")])
     orch = orchestrator(team(fake.url, "architect"))
     orch.run(max_rounds=1)
-    assert memory_file("agents/architect", "architect", "db").read_text() == "Use SQLite."
+    assert [e.text for e in parse_entries(memory_file("agents/architect", "architect", "db").read_text())] == ["Use SQLite."]
     assert all("response_format" not in r.body for r in fake.chats)
     assert not [e for e in journal(workdir / "logs" / "task_journal.jsonl") if e["event"] == "tool_mode"]
 
