@@ -20,7 +20,9 @@ Events and their fields:
   requests, as the server reported them), context_tokens (the largest prompt
   of the turn, as reported), context_chars (characters of the largest request
   sent), requests, seconds (waiting for the model), tokens_per_second
-  (completion tokens / seconds), tool_calls {name: count}, tool_errors,
+  (completion tokens / seconds), tool_calls (calls that ran), tools {name:
+  count}, tool_errors (calls that failed or did not parse; a repeat is not
+  another error), repeats (calls skipped as repeats),
   memories [titles], files [paths], errors [messages], text (the agent's
   message, in full), empty (the model answered with nothing), truncated
   (replies cut off at max_tokens), calls (version 3: the audit trail, every
@@ -29,7 +31,9 @@ Events and their fields:
   ok, seconds, step, arguments_chars and result_chars (the full lengths:
   arguments and result are cut to 2,000 characters, run_python's to
   65,536, so the code that ran and what it printed are always there),
-  duplicate (a repeat of an earlier call, not run again)), dropped (messages
+  duplicate (a repeat of an earlier call, not run again; its ok says whether
+  the call it repeats worked), repeat (how it repeats it: same, echo,
+  timestamp or near, ``azclaw/repeats.py``; absent before)), dropped (messages
   of the conversation left out of the turn's request to fit the context
   budget; always 0 in memory mode)
 * ``probe``: the fields of a turn (the answer's cost), plus question,
@@ -38,6 +42,8 @@ Events and their fields:
 * ``round_end``: round (every turn of the round and its probe answers are
   in the lines before it: ``--resume`` continues after the last of these)
 * ``checkpoint``: round, path
+* ``tool_mode``: round, agent, mode, reason (an ``auto`` agent's tool calls
+  go ``mode`` from now on: one line per move)
 * ``stop``: round, reason (the STOP file or signal)
 * ``run_end``: round, reason ("finished", "stopped", "aborted",
   "interrupted", "error"), stats (``RunStats.to_dict()``)

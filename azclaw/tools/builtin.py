@@ -112,13 +112,14 @@ def build_default_registry() -> ToolRegistry:
     @registry.tool("recall", "Search the team's persistent memory. An empty query lists the "
                    "newest memories and counts; words find the best matching memories of every "
                    "agent. Set agent to a teammate's name, or to \"me\", to search only those memories.",
-                   {"query": "string", "agent": "string"}, approve=False)
+                   {"query": "string", "agent": "string"}, approve=False, team_params=("agent",))
     def recall(query: str = "", agent: str = "", _ctx: ToolContext = None) -> str:
         names = list(_ctx.memory.roots)
         if agent.strip().lower() in ("me", "self", "myself"):
             agent = _ctx.agent
         if agent and agent not in names:
-            raise ToolError(f"unknown agent {agent!r}; team: {', '.join(names)}")
+            raise ToolError(f"unknown agent {agent!r}; agent is one of {', '.join(names)} or \"me\", "
+                            "or leave it out to search everyone's memories")
         found = _ctx.memory.recall(query, agent or None)
         _ctx.note("recall", query, "nothing" if _found_nothing(found) else "found")
         return found
