@@ -31,7 +31,7 @@ EXAMPLE = """A good turn, for example (in a team building a library's loan syste
 1. Call recall with the query "loan period". It finds: "Loans last 14 days (by architect)".
 2. Build on what you found: once those 14 days are over, a late fee is needed.
 3. Call remember with the title "late fee rule" and the text "Late fee: 0.25 a day after the 14-day loan, at most 10.00".
-4. End with your message: "Loans stay 14 days, as decided. New: a late fee of 0.25 a day, at most 10.00 (memory 'late fee rule'). Next: the developer adds it to loans.py."
+4. End with your message: "Loans stay 14 days, as decided. New: a late fee of 0.25 a day, at most 10.00 (memory 'late fee rule'). Next: the developer adds the fee."
 Call a tool only when it helps; a turn may also be only your message."""
 FIRST_ROUND = ("Round 1: your turn. Decide what your role can decide now, remember each decision under a title "
                "that names it, and end with your message to the team.")

@@ -4,7 +4,9 @@
 2. If the reply asks for tools, each call runs (a call that repeats one
    already made in this turn, identically or nearly: ``repeats.py``, is
    skipped) and the results go back to the model. The first step, like
-   every other, may answer at once.
+   every other, may answer at once; a constrained step offers only the
+   tools that could do something now (``Tool.is_ready``: no ``recall``
+   before anything is stored, no ``read_file`` in an empty project).
 3. That repeats for at most ``max_steps`` tool steps; after the last one, or
    a step of nothing but repeats, the model is told to answer without tools.
 4. The reply without tool calls is the turn's message to the team.
@@ -257,7 +259,9 @@ def take_turn(session, system: str, user: str, tools: list[Tool], registry: Tool
         if n_step == max_steps and offered:
             messages.append({"role": "user", "content": STEPS_USED})
             offered = []
-        step = Step.of(session.tool_mode, offered, agent.max_tokens)
+        # a constrained step offers what could do something now (its schema is no part of the prompt)
+        fitting = [t for t in offered if t.is_ready(ctx)] if session.tool_mode == "constrained" else offered
+        step = Step.of(session.tool_mode, fitting, agent.max_tokens)
         completion = _call(session, messages, step, turn, on_delta)
         if completion is None:
             break

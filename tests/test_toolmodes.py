@@ -70,9 +70,30 @@ def test_a_constrained_turn_may_answer_at_its_first_step(fake_llm, workdir):
     orch = orchestrator(team(fake.url, "architect", tool_mode="constrained"))
     orch.run(max_rounds=1)
     [request] = fake.chats
-    assert alternatives(request) == ["recall", "remember", "read_file", "list_files", "reply"]
+    assert "reply" in alternatives(request)
     [turn] = [e for e in journal(workdir / "logs" / "task_journal.jsonl") if e["event"] == "turn"]
     assert turn["text"] == "Nothing to look up yet." and turn["calls"] == []
+
+
+def test_a_constrained_step_offers_only_tools_that_could_do_something_now(fake_llm, workdir):
+    def scripted(request):
+        if "Result of remember" not in json.dumps(request.messages):
+            return text(json.dumps({"tool": "remember", "arguments": {"text": "We use SQLite.", "title": "db"}}))
+        return text(json.dumps({"tool": "reply", "arguments": {"message": "Stored."}}))
+    fake = fake_llm(responder=scripted)
+    orchestrator(team(fake.url, "architect", tool_mode="constrained")).run(max_rounds=1)
+    first, second = fake.chats
+    # an empty project: nothing stored to recall, no file to read or list
+    assert alternatives(first) == ["remember", "reply"]
+    assert alternatives(second) == ["recall", "remember", "reply"]
+    # the system prompt still lists every tool: it stays the same from step to step
+    assert "read_file(" in first.system and "list_files(" in first.system
+    (workdir / "src").mkdir()
+    (workdir / "src" / "ledger.cbl").write_text("IDENTIFICATION DIVISION.\n")
+    fake = fake_llm(responder=scripted)
+    orchestrator(team(fake.url, "architect", tool_mode="constrained"), source_dirs=["src"],
+                 agents_dir="agents2", log_dir="logs2").run(max_rounds=1)
+    assert alternatives(fake.chats[0]) == ["remember", "read_file", "list_files", "reply"]
 
 
 def test_the_last_constrained_step_may_only_answer(fake_llm):
@@ -80,7 +101,7 @@ def test_the_last_constrained_step_may_only_answer(fake_llm):
     orch = orchestrator(team(fake.url, "architect", tool_mode="constrained"), max_tool_steps=2)
     orch.run(max_rounds=1)
     names = [alternatives(r) for r in fake.chats]
-    assert "recall" in names[0] and "reply" in names[0]
+    assert "remember" in names[0] and "reply" in names[0]
     assert names[-1] == ["reply"]
 
 

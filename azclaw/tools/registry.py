@@ -96,6 +96,7 @@ class Tool:
     approve: bool = True  # asks the run's approver first (False: the tool changes nothing)
     preview: Callable[..., str] | None = None  # what the approver reads: preview(args, ctx); default the JSON
     team_params: tuple[str, ...] = ()  # arguments that name a teammate: an enum of the run's team (``for_team``)
+    ready: Callable[["ToolContext"], bool] | None = None  # can it do anything now? (None: always; ``is_ready``)
     takes_ctx: bool = field(init=False, default=False)  # the function has a ``_ctx`` parameter
 
     def __post_init__(self):
@@ -134,6 +135,17 @@ class Tool:
         parameters = self.parameters or {"type": "object", "properties": self.params, "required": self.required}
         return {"type": "function", "function": {
             "name": self.name, "description": self.description, "parameters": parameters}}
+
+    def is_ready(self, ctx: "ToolContext") -> bool:
+        """Whether a call could find or do anything now (a recall with no
+        memory stored, a listing with no file, cannot); a check that fails says yes."""
+        if self.ready is None:
+            return True
+        try:
+            return bool(self.ready(ctx))
+        except Exception:  # a broken check must not hide a tool
+            log.debug("tool %r: its ready check raised", self.name, exc_info=True)
+            return True
 
     def signature(self) -> str:
         return f"{self.name}(" + ", ".join(
@@ -204,7 +216,7 @@ class ToolRegistry:
 
     def tool(self, name: str, description: str, params: dict | None = None,
              writer_only: bool = False, approve: bool = True, preview: Callable[..., str] | None = None,
-             team_params: tuple[str, ...] = ()) -> Callable:
+             team_params: tuple[str, ...] = (), ready: Callable[[ToolContext], bool] | None = None) -> Callable:
         """Decorator: register ``func`` as tool ``name``. ``params`` maps each
         argument to a JSON type name (``{"query": "string"}``) or a JSON schema.
         Arguments without a default in the function are required. A function
@@ -212,7 +224,9 @@ class ToolRegistry:
         a person is asked before every call unless ``approve=False`` (a tool
         that only reads); ``preview(args, ctx)`` is what they read (default:
         the arguments). ``team_params`` name arguments that take a
-        teammate's name: each run offers them as an enum of its team and "me"."""
+        teammate's name: each run offers them as an enum of its team and "me".
+        ``ready(ctx)`` says whether a call could do anything now: a
+        constrained step offers the tool only then."""
         def decorate(func: Callable) -> Callable:
             schema = {k: _param_schema(k, v) for k, v in (params or {}).items()}
             _check_declaration(name, func, schema)
@@ -220,7 +234,7 @@ class ToolRegistry:
             if unknown:
                 raise ConfigError(f"tool {name!r}: team_params names {unknown[0]!r}, which is not a parameter")
             self.add(Tool(name, description, schema, _required_from(func, schema), func, writer_only,
-                          approve=approve, preview=preview, team_params=tuple(team_params)))
+                          approve=approve, preview=preview, team_params=tuple(team_params), ready=ready))
             return func
         return decorate
 
