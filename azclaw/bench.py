@@ -166,13 +166,14 @@ def run_bench(team: Callable[[], list[Agent]], modes: list[ContextMode], out: st
     team_of = {str(m): (teams or {}).get(str(m), team) for m in modes}
     lockstep = Lockstep([str(m) for m in modes])
     options["verbose"] = False
+    observers = list(options.pop("observers", ()))
     runs: list[_Mode] = []
     for n, mode in enumerate(modes):
         where = RunFolder.under(folders[str(mode)])
         registry = build_default_registry()
         orch = orchestrator(team_of[str(mode)](), topic=first_topic if n == 0 else topic(), output_dir=where.output,
                             log_dir=where.logs, agents_dir=where.agents, context=mode, registry=registry,
-                            observers=[_progress(str(mode), lockstep, say)], **options)
+                            observers=[*observers, _progress(str(mode), lockstep, say)], **options)
         if task:
             orch.set_task(task)
         runs.append(_Mode(mode, orch))

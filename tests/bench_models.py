@@ -5,16 +5,19 @@ pytest (it needs the ``local`` extra and ~25 minutes on 2 CPU cores):
     python tests/bench_models.py                       # modes and cache, N=20
     python tests/bench_models.py -n 5 --turns 12       # a quick look
     python tests/bench_models.py --part modes --models smollm2
-    python tests/bench_models.py --part turns --runs 5 # the README's first command, 5 times
+    python tests/bench_models.py --part turns          # the README's first command and 4 other tasks
     python tests/bench_models.py --part turns --journals runs/*/logs/*_journal.jsonl
 
 Part ``turns`` runs ``azclaw run --local --task TASK --max-rounds 2`` (the
-README's first command) in fresh folders and reads each journal: per turn,
+README's first command, and four other tasks: ``TASKS``) in fresh folders
+and reads each journal: per turn,
 the tool calls that ran, the failed ones (an error result, or a reply whose
 calls did not parse), and the repeats (calls that repeat an earlier call of
 the turn, identically or nearly, by ``azclaw.repeats``: skipped ones, and
 ones that ran, as they did before near-repeats were skipped). With
-``--journals`` it only reads journals (of an older azclaw, say).
+``--journals`` it only reads journals; ``--code DIR`` runs another checkout
+(an older azclaw, say). The bundled server samples with the same seed each
+time it starts, so a run of one task repeats exactly: the tasks are the sample.
 
 Every request is an azclaw request: azclaw's own system prompt for one of the
 default team (architect, developer, reviewer, in turn), its tools (recall and
@@ -67,6 +70,11 @@ from azclaw.repeats import Made, find_repeat
 from azclaw.tools.registry import _check_arguments
 
 TASK = "Plan a command-line todo app in Python: files, commands and how data is stored."
+TASKS = ("Plan a command-line todo app in Python",  # the README's first command
+         "Design a URL shortener with an SQLite database",
+         "Write a Python script that converts CSV files to JSON",
+         "Plan a chat server in Python with rooms and nicknames",
+         "Build a unit converter library in Python with tests")
 TEAM = [
     ("architect", "You design the solution: components, file layout, data models and interfaces. "
                   "Be specific, and store every decision with remember.", False,
@@ -341,13 +349,14 @@ def tally_journal(path: Path, tally: TurnTally) -> None:
 def part_turns(args) -> None:
     tally = TurnTally()
     journals = [Path(j) for j in args.journals]
-    for n in range(0 if journals else args.runs):
+    code = Path(args.code or Path(__file__).resolve().parents[1]).resolve()
+    for task in ([] if journals else args.tasks):
         folder = Path(tempfile.mkdtemp(prefix="azclaw-turns-"))
         started = time.monotonic()
-        proc = subprocess.run([sys.executable, "-m", "azclaw", "run", "--local", "--task", TASK, "--max-rounds", "2",
+        proc = subprocess.run([sys.executable, "-m", "azclaw", "run", "--local", "--task", task, "--max-rounds", "2",
                                "--quiet"], cwd=folder, capture_output=True, text=True, timeout=args.timeout * 20,
-                              env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])})
-        print(f"run {n + 1}: exit {proc.returncode} in {time.monotonic() - started:.0f} s, {folder}", file=sys.stderr,
+                              env={**os.environ, "PYTHONPATH": str(code)})
+        print(f"{task}: exit {proc.returncode} in {time.monotonic() - started:.0f} s, {folder}", file=sys.stderr,
               flush=True)
         journals += sorted((folder / "logs").glob("*_journal.jsonl"))
     for journal in journals:
@@ -373,7 +382,8 @@ def main(argv=None) -> int:
     parser.add_argument("--temperature", type=float, default=0.7, help="default: azclaw's Agent default")
     parser.add_argument("--samples", type=int, default=0, help="print this many replies per row (stderr)")
     parser.add_argument("--logs", default="bench-logs")
-    parser.add_argument("--runs", type=int, default=5, help="runs of the README's first command (part turns)")
+    parser.add_argument("--tasks", nargs="+", default=list(TASKS), help="the tasks to run once each (part turns)")
+    parser.add_argument("--code", help="the azclaw checkout to run (part turns; default: this one)")
     parser.add_argument("--journals", nargs="*", default=[], help="read these journals instead of running (turns)")
     parser.add_argument("--label", default="this checkout", help="the row's label (part turns)")
     args = parser.parse_args(argv)
