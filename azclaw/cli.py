@@ -9,6 +9,7 @@ never changed after parsing.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import os
@@ -295,13 +296,13 @@ def cmd_bench(args) -> int:
     local = args.local or not (args.endpoint or os.environ.get(ENDPOINT_ENV) or urls)
     config = TeamConfig.of(args)
 
-    def bench(config: TeamConfig) -> int:
+    def bench(config: TeamConfig, teams: dict | None = None) -> int:
         command = "azclaw " + shlex.join(sys.argv[1:]) if sys.argv[1:2] == ["bench"] else ""
         say = (lambda line: None) if args.quiet else (lambda line: print(line, file=sys.stderr, flush=True))
         budget = {"context_budget": config.context_budget} if config.context_budget else {}
         result = run_bench(config.team, modes, args.out, orchestrator=Orchestrator,
                            topic=lambda: load_topic(topic_name), task=args.task, rounds=args.rounds,
-                           charts=args.charts, command=command, say=say, verbose=not args.quiet, **budget)
+                           charts=args.charts, command=command, say=say, teams=teams, **budget)
         print(format_table(result.comparison))
         if result.stopped:
             print(f"azclaw bench: {result.stopped}; the comparison holds what finished", file=sys.stderr)
@@ -310,9 +311,14 @@ def cmd_bench(args) -> int:
 
     if not local:
         return bench(config)
-    with local_server(args, RunFolder.under(args.out).local_server_log) as server:
-        print(f"azclaw: local model server: {server.describe()} at {server.endpoint}", flush=True)
-        return bench(config.served_by(server))
+    with contextlib.ExitStack() as servers:  # the modes run at once: each on servers of its own
+        served = {}
+        for mode in modes:
+            log = RunFolder.under(args.out).local_server_log
+            server = servers.enter_context(local_server(args, log.with_name(f"{log.stem}_{mode.slug}.log")))
+            print(f"azclaw: local model server: {server.describe()} at {server.endpoint}, for mode {mode}", flush=True)
+            served[str(mode)] = config.served_by(server)
+        return bench(next(iter(served.values())), {mode: c.team for mode, c in served.items()})
 
 
 def _mcp_servers(specs: list[str], topic: Topic | None, allowed: bool | None = None,

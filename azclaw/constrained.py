@@ -110,7 +110,8 @@ def _bounded(spec: dict, limit: int) -> dict:
     kind = spec.get("type", "string")
     if kind == "string":
         spec["type"] = "string"
-        spec["maxLength"] = limit
+        if not isinstance(spec.get("enum"), list):  # a choice of names is bounded already
+            spec["maxLength"] = limit
     elif kind == "array":
         items = spec.get("items") if isinstance(spec.get("items"), dict) else {}
         own = spec.get("maxItems")

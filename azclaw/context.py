@@ -98,14 +98,16 @@ class ContextMode:
 
     def conversation(self, round_no: int, history: list[Message], opening: str, room: int,
                      message_chars: int = MESSAGE_CHARS, where: str = "the run journal",
-                     closing: str | None = None) -> Conversation:
+                     closing: str | None = None, focus: str = "") -> Conversation:
         """The user message of a turn in ``round_no``. ``room`` is the
         characters the message may take (the context budget less the system
         prompt); only ``full`` and ``window`` fill it. ``closing`` replaces
-        "Round N: your turn." (a probe's question)."""
+        "Round N: your turn." (a probe's question); ``focus`` follows the
+        opening prompt in round 1 (the same in every mode; later rounds
+        show the opening without it)."""
         opening = Message(0, "", opening.strip() or "Begin.")
         if round_no == 1 and closing is None:
-            return Conversation(opening.text)
+            return Conversation(opening.text + (f"\n\n{focus.strip()}" if focus.strip() else ""))
         if self.kind == "memory":
             if closing is not None:
                 return Conversation(closing)

@@ -31,7 +31,7 @@ from .client.probe import PROBE_TIMEOUT, context_size, entries_of, unserved
 from .options import RunOptions
 from .prompt import CHARS_PER_TOKEN, system_prompt
 from .safetext import one_line
-from .toolmodes import Step, instructions, read_reply, starting_mode, switch_reason
+from .toolmodes import AUTO_PROSE_TURNS, Step, instructions, read_reply, starting_mode, switch_reason
 
 DEFAULTS = RunOptions()
 from .topic import Topic
@@ -337,7 +337,8 @@ def check_tool_calls(endpoint: str, model: str, api_key: str | None, info: Serve
     if best is not None:
         return Check(WARN, "tool calls", f"{where}: with --tool-mode {tool_mode} agents will not call tools "
                      f"({tried})", f"pass --tool-mode {best}"
-                     + (" (auto starts native and switches to constrained only after a call that does not parse)"
+                     + (f" (auto starts native and reaches constrained only after {AUTO_PROSE_TURNS} turns without a "
+                        f"call in native and {AUTO_PROSE_TURNS} in text)"
                         if best == "constrained" and tool_mode == "auto" else ""))
     failed = next((t for m, t in sorted(tries.items(), key=lambda mt: mt[0] != used) if t.state == "failed"), None)
     if failed is not None:  # and no mode works

@@ -40,7 +40,7 @@ from .memory import TeamMemory
 from .options import RunFolder, RunOptions
 from .outcome import Outcome
 from .parallel import in_threads
-from .prompt import CHARS_PER_TOKEN, system_prompt
+from .prompt import CHARS_PER_TOKEN, first_focus, system_prompt
 from .resume import take_up
 from .runlog.journal import Journal
 from .session import AgentSession, ClientFactory, start_sessions
@@ -231,7 +231,7 @@ class Orchestrator:
         turn = self._take_turn(session, round_no, last, user, tools)
         turn.dropped = conversation.dropped
         if turn.switched:
-            self._emit(ToolModeChanged(round_no, agent.name, turn.mode, turn.switched))
+            self._emit(ToolModeChanged(round_no, agent.name, session.tool_mode, turn.switched))
         self._emit(TurnFinished(turn))
         return turn
 
@@ -243,7 +243,7 @@ class Orchestrator:
         history = self.state.history if closing is None else self.state.messages(round_no)
         return self.context.conversation(round_no if closing is None else round_no + 1, history,
                                          self.topic.initial_prompt or self.task, room, self.options.message_chars,
-                                         str(self.journal_path), closing)
+                                         str(self.journal_path), closing, first_focus(self.topic.phase_for(1)))
 
     def _system(self, session: AgentSession, tools, round_no: int, last: int) -> str:
         how = instructions(session.tool_mode, tools, session.agent.max_tokens)

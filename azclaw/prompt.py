@@ -3,10 +3,10 @@ request into the context budget. (The user message, the conversation as
 the context mode has it, is rendered in ``context.py``.)
 
 The system prompt puts everything that stays the same across rounds first
-(context, role, task, team, tools, rules) and what changes last (round,
-phase), so consecutive prompts of one agent share a long identical prefix
-and the server's prompt cache stays warm. It says truthfully what the
-context mode sends.
+(context, role, task, team, rules, tools, a worked example of a good turn)
+and what changes last (round, phase), so consecutive prompts of one agent
+share a long identical prefix and the server's prompt cache stays warm. It
+says truthfully what the context mode sends.
 """
 
 from __future__ import annotations
@@ -23,6 +23,18 @@ _RULES = """How this team works:
 - Anything that must last (decisions, designs, file layouts, open problems) goes into memory with remember(text, title). Use recall(query) to find earlier decisions, yours and your teammates'.
 - Do not repeat a tool call you already made in this turn; work with the results you have.
 - End your turn with a short message to the team (under 300 words): what you did, what you decided, what should happen next."""
+
+
+# a good turn, in words (small models copy a call's syntax into the wrong mode) and from another task
+# (small models copy examples word for word: copied text must be plain to see)
+EXAMPLE = """A good turn, for example (in a team building a library's loan system):
+1. Call recall with the query "loan period". It finds: "Loans last 14 days (by architect)".
+2. Build on what you found: once those 14 days are over, a late fee is needed.
+3. Call remember with the title "late fee rule" and the text "Late fee: 0.25 a day after the 14-day loan, at most 10.00".
+4. End with your message: "Loans stay 14 days, as decided. New: a late fee of 0.25 a day, at most 10.00 (memory 'late fee rule'). Next: the developer adds the fee."
+Call a tool only when it helps; a turn may also be only your message."""
+FIRST_ROUND = ("Round 1: your turn. Decide what your role can decide now, remember each decision under a title "
+               "that names it, and end with your message to the team.")
 
 
 def describe_tools(tools) -> str:
@@ -46,6 +58,8 @@ def stable_part(agent, topic: Topic, task: str, team: list, tools, context: Cont
     parts.append(team_line)
     parts.append(_RULES.format(shown=context.shown()))
     parts.append("Your tools:\n" + (describe_tools(tools) or "- none"))
+    if {"recall", "remember"} <= {t.name for t in tools}:
+        parts.append(EXAMPLE)
     return "\n\n".join(parts)
 
 
@@ -71,6 +85,14 @@ def round_part(round_no: int, last_round: int, phase: Phase | None, topic: Topic
     elif topic.phases:
         lines.append("No phase is planned for this round: finish open work, consolidate and review.")
     return "\n".join(lines)
+
+
+def first_focus(phase: Phase | None) -> str:
+    """What round 1's user message says after the task: the phase's focus
+    (the system prompt has it too, but small models read the user message)."""
+    if phase is not None and phase.focus:
+        return f"Round 1, phase {phase.name}: {phase.focus.strip()}"
+    return FIRST_ROUND
 
 
 def request_chars(messages: list[dict]) -> int:

@@ -36,6 +36,8 @@ class AgentSession:
     cancel: threading.Event = field(default_factory=threading.Event)
     nudges: list[str] = field(default_factory=list)  # said once in the next prompt
     skip_rounds: int = 0  # rounds the agent sits out (a watcher's Skip)
+    prose_turns: int = 0  # an auto agent's turns in a row without a tool call (toolmodes.prose_move)
+    calls_travel: bool = False  # an auto agent's calls have come through in its current mode
 
     def __post_init__(self):
         self.tool_mode = self.tool_mode or starting_mode(self.agent.tool_mode)

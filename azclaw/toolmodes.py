@@ -7,11 +7,21 @@ the reply into calls or a final message, and the messages a step leaves.
 * ``constrained``: the server must answer with JSON matching a schema built
   from the offered tools (``constrained.py``): the way small local models
   call tools at all.
-* ``auto`` (the default): native, switching an agent to constrained for the
-  rest of the run the first time its calls do not parse, its text calls
-  fail, or a reply that should have called a tool is cut off. A constrained
-  reply that is not JSON at all (a server that ignores ``response_format``)
-  is taken as the agent's message.
+* ``auto`` (the default): a ladder, ``native`` -> ``text`` -> ``constrained``,
+  that an agent only goes down, for the rest of the run (``Move``):
+
+  - calls that do not parse, calls written as text that all failed, or a
+    reply cut off at ``max_tokens`` without a call: to ``constrained`` from
+    the next step on (the schema fixes the syntax and bounds the length);
+  - ``AUTO_PROSE_TURNS`` turns in a row without any tool call while tools
+    were offered, before any call came through in the mode: one rung down
+    from the next turn on (``native`` to ``text``: a server that ignores the
+    ``tools`` field still shows the model the tools; ``text`` to
+    ``constrained``). Once calls come through, answering without one is
+    the model's choice.
+
+  A constrained reply that is not JSON at all (a server that ignores
+  ``response_format``) is taken as the agent's message.
 
 Malformed calls are never replayed as ``tool_calls`` (some servers then
 reject every later request): the model gets an error result instead.
@@ -28,6 +38,8 @@ from .errors import ConfigError
 from .tools.registry import Tool, ToolResult
 
 MODES = ("auto", "native", "text", "constrained")
+LADDER = ("native", "text", "constrained")  # the way auto goes, one way only
+AUTO_PROSE_TURNS = 2  # turns in a row without a tool call, tools offered, before auto moves one rung down
 TEXT_INSTRUCTIONS = ("To call a tool, write a block like this in your reply, one per call:\n"
                      '<tool_call>{"name": "recall", "arguments": {"query": "database"}}</tool_call>\n'
                      "You get the results and can answer again. Your reply without a tool call is your "
@@ -130,15 +142,47 @@ def append_step(messages: list[dict], step: Step, completion: Completion, readin
         messages.append({"role": "user", "content": "\n\n".join(f"Result of {r.name}:\n{r.content}" for r in broken)})
 
 
-def switch_reason(step: Step, completion: Completion, reading: Reading, results: list[ToolResult]) -> str:
-    """Why an ``auto`` agent should go constrained after this step, or ''."""
+@dataclass(frozen=True)
+class Move:
+    """An ``auto`` agent's tool calls go another way from now on: ``mode``, and why."""
+
+    mode: str
+    reason: str
+
+
+def step_move(step: Step, completion: Completion, reading: Reading, results: list[ToolResult]) -> Move | None:
+    """Where an ``auto`` agent goes after this step (from the next step on), or None."""
     if step.mode == "constrained" or not step.tools:
-        return ""
+        return None
     bad = [c for c in reading.calls if c.error]  # a call to a tool not offered parsed: a mistake, not a format
     if bad:
-        return f"a tool call that does not parse ({bad[0].name or 'no name'}: {bad[0].error})"
+        return Move("constrained", f"a tool call that does not parse ({bad[0].name or 'no name'}: {bad[0].error})")
     if completion.text_calls and results and all(not r.ok for r in results):
-        return "tool calls written as text that failed"
+        return Move("constrained", "tool calls written as text that failed")
     if not reading.calls and completion.cut_off == "length":
-        return "a reply cut off at max_tokens without a tool call"
-    return ""
+        return Move("constrained", "a reply cut off at max_tokens without a tool call")
+    return None
+
+
+def switch_reason(step: Step, completion: Completion, reading: Reading, results: list[ToolResult]) -> str:
+    """Why an ``auto`` agent should go constrained after this step, or ''."""
+    move = step_move(step, completion, reading, results)
+    return move.reason if move else ""
+
+
+def prose_move(mode: str, turns: int) -> Move | None:
+    """Where an ``auto`` agent goes after ``turns`` turns in a row without a
+    tool call (tools offered), or None."""
+    if turns < AUTO_PROSE_TURNS or mode not in LADDER[:-1]:
+        return None
+    return Move(LADDER[LADDER.index(mode) + 1], f"{turns} turns in a row without a tool call, tools offered")
+
+
+def retold(system: str, old: str, new: str, tools: list[Tool], max_tokens: int) -> str:
+    """The system prompt of a turn that moves from ``old`` to ``new`` mode:
+    ``old``'s instructions out, ``new``'s at the end."""
+    before = instructions(old, tools, max_tokens)
+    if before:
+        system = system.replace("\n" + before, "", 1)
+    after = instructions(new, tools, max_tokens)
+    return system + ("\n\n" + after if after else "")

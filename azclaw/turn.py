@@ -2,10 +2,17 @@
 
 1. The agent is sent its system prompt and one user message.
 2. If the reply asks for tools, each call runs (a call that repeats one
-   already made in this turn is skipped) and the results go back to the model.
+   already made in this turn, identically or nearly: ``repeats.py``, is
+   skipped) and the results go back to the model. The first step, like
+   every other, may answer at once; a constrained step offers only the
+   tools that could do something now (``Tool.is_ready``: no ``recall``
+   before anything is stored, no ``read_file`` in an empty project).
 3. That repeats for at most ``max_steps`` tool steps; after the last one, or
    a step of nothing but repeats, the model is told to answer without tools.
 4. The reply without tool calls is the turn's message to the team.
+5. An ``auto`` agent moves down its ladder of tool modes when a step shows
+   the calls do not travel (``toolmodes.step_move``), or after turns in a
+   row without any call (``toolmodes.prose_move``); ``Turn.switched`` says why.
 
 ``take_turn`` returns a ``Turn``: the one record of a turn. Its ``calls``
 (every tool use, in order) are the truth; the counts (``tool_calls``,
@@ -26,7 +33,8 @@ from .client import Completion
 from .errors import ContextOverflow, EndpointError
 from .numbers import number, whole
 from .prompt import CHARS_PER_TOKEN, fit_messages
-from .toolmodes import Step, append_step, instructions, read_reply, switch_reason
+from .repeats import Made, find_repeat
+from .toolmodes import Move, Step, append_step, prose_move, read_reply, retold, step_move
 from .tools.registry import Effect, Tool, ToolContext, ToolRegistry, ToolResult
 
 log = logging.getLogger("azclaw")
@@ -38,7 +46,6 @@ STEPS_USED = ("You have used all your tool steps for this turn. "
               "Give your final message to the team now, without tools.")
 SAY_SOMETHING = ("Your reply was empty. Write your message to the team now, in a few sentences: what you did, "
                  "what you decided, what should happen next.")
-DUPLICATE = "[duplicate call skipped: its result is already above in this turn]"
 MAX_CALLS_PER_STEP = 16  # tool calls run from one reply; the rest get TOO_MANY, so one reply cannot run for hours
 TOO_MANY = (f"ERROR: not run: one reply may make at most {MAX_CALLS_PER_STEP} tool calls; "
             "this one came after them. Make it again in your next step if you still need it.")
@@ -62,15 +69,16 @@ class ToolUse:
     step: int = 0  # the turn's tool step it belongs to (0 is the first)
     arguments_chars: int = 0
     result_chars: int = 0
-    duplicate: bool = False  # repeated an earlier call of the turn: not run again
+    duplicate: bool = False  # repeated an earlier call of the turn: not run again (``ok``: did that one work)
     effect: Effect | None = None
+    repeat: str = ""  # how it repeated it: same, echo, timestamp, near (repeats.py)
 
     @classmethod
     def of(cls, tool: str, arguments: str, result: str, ok: bool, seconds: float, step: int,
-           duplicate: bool = False, effect: Effect | None = None) -> "ToolUse":
+           duplicate: bool = False, effect: Effect | None = None, repeat: str = "") -> "ToolUse":
         limit = AUDIT_FULL.get(tool, AUDIT_CHARS)
         return cls(tool, _cut(arguments, limit), _cut(result, limit), ok, round(seconds, 3), step, len(arguments),
-                   len(result), duplicate, effect)
+                   len(result), duplicate or bool(repeat), effect, repeat)
 
     @property
     def counted(self) -> bool:
@@ -81,6 +89,8 @@ class ToolUse:
         data = asdict(self)
         if self.effect is None:
             del data["effect"]
+        if not self.repeat:
+            del data["repeat"]
         return data
 
     @classmethod
@@ -90,7 +100,7 @@ class ToolUse:
         return cls(_text(data.get("tool")), _text(data.get("arguments")), _text(data.get("result")),
                    data.get("ok") is not False, number(data.get("seconds")), whole(data.get("step")),
                    whole(data.get("arguments_chars")), whole(data.get("result_chars")), data.get("duplicate") is True,
-                   Effect.from_dict(data.get("effect")))
+                   Effect.from_dict(data.get("effect")), _text(data.get("repeat")))
 
 
 def _cut(text: str, limit: int) -> str:
@@ -143,8 +153,14 @@ class Turn:
 
     @property
     def tool_errors(self) -> int:
-        """Calls that gave the model an error, replies whose calls did not parse included."""
-        return sum(1 for u in self.calls if not u.ok)
+        """Calls that gave the model an error, replies whose calls did not parse included
+        (a repeat of a failed call is a repeat, not another error)."""
+        return sum(1 for u in self.calls if not u.ok and not u.duplicate)
+
+    @property
+    def repeats(self) -> int:
+        """Calls skipped because they repeated an earlier one of the turn."""
+        return sum(1 for u in self.calls if u.duplicate)
 
     @property
     def memories(self) -> list[str]:
@@ -177,7 +193,7 @@ class Turn:
         data["calls"] = [u.to_dict() for u in self.calls]
         # read from the calls, written for people and scripts that read the journal with jq
         data.update(tools=self.tools, tool_calls=self.tool_calls, tool_errors=self.tool_errors,
-                    memories=self.memories, files=self.files, tokens_per_second=round(self.tokens_per_second, 2))
+                    repeats=self.repeats, memories=self.memories, files=self.files, tokens_per_second=round(self.tokens_per_second, 2))
         return data
 
     @classmethod
@@ -237,65 +253,106 @@ def take_turn(session, system: str, user: str, tools: list[Tool], registry: Tool
     agent = session.agent
     turn = Turn(agent.name, ctx.round, phase, probe=probe, mode=session.tool_mode)
     messages = [{"role": "system", "content": system}, {"role": "user", "content": user}]
+    team = list(getattr(ctx.memory, "roots", None) or [])
+    tools = [t.for_team(team) for t in tools] if team else list(tools)  # recall's agent: one of the team
     offered = list(tools)
-    seen: set[str] = set()
+    made: list[Made] = []
     used_ids: set[str] = set()
     for n_step in range(max_steps + 1):
         if n_step == max_steps and offered:
             messages.append({"role": "user", "content": STEPS_USED})
             offered = []
-        # a constrained turn's first step must call a tool: small models otherwise rarely do
-        step = Step.of(session.tool_mode, offered, agent.max_tokens, must_call=n_step == 0 and not probe)
+        # a constrained step offers what could do something now (its schema is no part of the prompt)
+        fitting = [t for t in offered if t.is_ready(ctx)] if session.tool_mode == "constrained" else offered
+        step = Step.of(session.tool_mode, fitting, agent.max_tokens)
         completion = _call(session, messages, step, turn, on_delta)
         if completion is None:
             break
         reading = read_reply(step, completion)
+        results = [] if reading.final else _run_calls(reading, n_step, offered, registry, ctx, turn, made, used_ids)
+        if not reading.final:
+            if reading.error:
+                turn.calls.append(ToolUse.of(NOT_PARSED, completion.text, f"ERROR: {reading.error}", False, 0.0,
+                                             n_step))
+            if len(reading.calls) > MAX_CALLS_PER_STEP:
+                refused = len(reading.calls) - MAX_CALLS_PER_STEP
+                turn.calls.append(ToolUse.of(NOT_PARSED, f"{refused} more calls", TOO_MANY, False, 0.0, n_step))
+                turn.problems.append(f"a reply made {len(reading.calls)} tool calls: the first {MAX_CALLS_PER_STEP} "
+                                     f"were taken, the other {refused} refused")
+            append_step(messages, step, completion, reading, results)
+            if results and all(r.duplicate for r in results):
+                messages.append({"role": "user", "content": ALL_REPEATED})
+                offered = []
+        move = step_move(step, completion, reading, results) if agent.tool_mode == "auto" else None
+        if move:  # from the next step on, and for the rest of the run
+            messages[0] = {"role": "system", "content": retold(messages[0]["content"], session.tool_mode, move.mode,
+                                                               tools, agent.max_tokens)}
+            _move(session, turn, move)
+            if not reading.final:
+                turn.mode = move.mode
         if reading.final:
             turn.text = reading.text
             break
-        results = []
-        for n, call in enumerate(reading.calls):
-            # servers that number calls per reply (call_0 every step) would pair a
-            # result with the wrong call; strict APIs refuse a repeated id outright
-            if call.id in used_ids:
-                call.id = f"{call.id}_s{n_step}_{n}"
-            used_ids.add(call.id)
-            if n >= MAX_CALLS_PER_STEP:  # every call still gets a result: APIs want one per call id
-                results.append(ToolResult(call.id, call.name, TOO_MANY, ok=False))
-                continue
-            arguments = call.raw_arguments if call.arguments is None else json.dumps(call.arguments, sort_keys=True)
-            key = f"{call.name}\x00{arguments}"
-            if key in seen:
-                results.append(ToolResult(call.id, call.name, DUPLICATE, duplicate=True))
-                turn.calls.append(ToolUse.of(call.name, arguments, DUPLICATE, True, 0.0, n_step, duplicate=True))
-                continue
-            seen.add(key)
-            started = time.monotonic()
-            outcome = registry.execute(call, ctx, offered)
-            turn.calls.append(ToolUse.of(call.name, call.raw_arguments or arguments, outcome.content, outcome.ok,
-                                         time.monotonic() - started, n_step, effect=outcome.effect))
-            results.append(outcome)
-        if reading.error:
-            turn.calls.append(ToolUse.of(NOT_PARSED, completion.text, f"ERROR: {reading.error}", False, 0.0, n_step))
-        if len(reading.calls) > MAX_CALLS_PER_STEP:
-            refused = len(reading.calls) - MAX_CALLS_PER_STEP
-            turn.calls.append(ToolUse.of(NOT_PARSED, f"{refused} more calls", TOO_MANY, False, 0.0, n_step))
-            turn.problems.append(f"a reply made {len(reading.calls)} tool calls: the first {MAX_CALLS_PER_STEP} were "
-                                 f"taken, the other {refused} refused")
-        append_step(messages, step, completion, reading, results)
-        if results and all(r.duplicate for r in results):
-            messages.append({"role": "user", "content": ALL_REPEATED})
-            offered = []
-        why = switch_reason(step, completion, reading, results) if agent.tool_mode == "auto" else ""
-        if why:  # from the next step on, and for the rest of the run
-            session.tool_mode = turn.mode = "constrained"
-            turn.switched = why
-            messages[0] = {"role": "system", "content": system + "\n\n" + instructions("constrained", tools,
-                                                                                     agent.max_tokens)}
     if not turn.text and not turn.errors and not probe:
         _nudge_once(session, messages, turn, on_delta)
     turn.empty = not turn.text and not turn.errors
+    if agent.tool_mode == "auto" and tools and not probe and not turn.errors:
+        _count_prose(session, turn)
     return turn
+
+
+def _run_calls(reading, n_step: int, offered: list[Tool], registry: ToolRegistry, ctx: ToolContext, turn: Turn,
+               made: list[Made], used_ids: set[str]) -> list[ToolResult]:
+    """Run a step's calls (repeats skipped); their uses go into ``turn.calls``."""
+    results = []
+    for n, call in enumerate(reading.calls):
+        # servers that number calls per reply (call_0 every step) would pair a
+        # result with the wrong call; strict APIs refuse a repeated id outright
+        if call.id in used_ids:
+            call.id = f"{call.id}_s{n_step}_{n}"
+        used_ids.add(call.id)
+        if n >= MAX_CALLS_PER_STEP:  # every call still gets a result: APIs want one per call id
+            results.append(ToolResult(call.id, call.name, TOO_MANY, ok=False))
+            continue
+        arguments = call.raw_arguments if call.arguments is None else json.dumps(call.arguments, sort_keys=True)
+        repeat = find_repeat(call.name, call.arguments, call.raw_arguments or "", made)
+        if repeat is not None:
+            earlier_ok = made[repeat.of].ok
+            content = repeat.result(earlier_ok)
+            results.append(ToolResult(call.id, call.name, content, ok=earlier_ok, duplicate=True))
+            turn.calls.append(ToolUse.of(call.name, call.raw_arguments or arguments, content, earlier_ok, 0.0, n_step,
+                                         repeat=repeat.kind))
+            continue
+        started = time.monotonic()
+        outcome = registry.execute(call, ctx, offered)
+        turn.calls.append(ToolUse.of(call.name, call.raw_arguments or arguments, outcome.content, outcome.ok,
+                                     time.monotonic() - started, n_step, effect=outcome.effect))
+        made.append(Made(call.name, call.arguments, call.raw_arguments or "", outcome.content, outcome.ok))
+        results.append(outcome)
+    return results
+
+
+def _move(session, turn: Turn, move: Move) -> None:
+    """An auto agent's tool calls go ``move.mode`` from now on, for the rest of the run."""
+    session.tool_mode = move.mode
+    session.prose_turns, session.calls_travel = 0, False
+    turn.switched = move.reason
+
+
+def _count_prose(session, turn: Turn) -> None:
+    """Count the auto agent's turns in a row without a tool call until a
+    call has come through in its mode (then not answering with one is the
+    model's choice); enough of them move it one rung down from its next
+    turn on (``turn.mode`` stays the mode this turn ran in)."""
+    if turn.switched or session.calls_travel:
+        return
+    if any(u.counted for u in turn.calls):
+        session.calls_travel = True
+        return
+    session.prose_turns = 0 if turn.calls else session.prose_turns + 1
+    move = prose_move(session.tool_mode, session.prose_turns)
+    if move:
+        _move(session, turn, move)
 
 
 def _nudge_once(session, messages: list[dict], turn: Turn, on_delta) -> None:

@@ -1,10 +1,23 @@
-"""Which bundled model, which tool-call mode, which cache layout.
-Run by hand, never by pytest (it needs the ``local`` extra and ~25 minutes on
-2 CPU cores):
+"""Which bundled model, which tool-call mode, which cache layout, and how
+well whole turns use their tools. Run by hand, never by pytest (it needs the
+``local`` extra and ~25 minutes on 2 CPU cores):
 
-    python tests/bench_models.py                       # everything, N=20
+    python tests/bench_models.py                       # modes and cache, N=20
     python tests/bench_models.py -n 5 --turns 12       # a quick look
     python tests/bench_models.py --part modes --models smollm2
+    python tests/bench_models.py --part turns          # the README's first command and 4 other tasks
+    python tests/bench_models.py --part turns --journals runs/*/logs/*_journal.jsonl
+
+Part ``turns`` runs ``azclaw run --local --task TASK --max-rounds 2`` (the
+README's first command, and four other tasks: ``TASKS``) in fresh folders
+and reads each journal: per turn,
+the tool calls that ran, the failed ones (an error result, or a reply whose
+calls did not parse), and the repeats (calls that repeat an earlier call of
+the turn, identically or nearly, by ``azclaw.repeats``: skipped ones, and
+ones that ran, as they did before near-repeats were skipped). With
+``--journals`` it only reads journals; ``--code DIR`` runs another checkout
+(an older azclaw, say). The bundled server samples with the same seed each
+time it starts, so a run of one task repeats exactly: the tasks are the sample.
 
 Every request is an azclaw request: azclaw's own system prompt for one of the
 default team (architect, developer, reviewer, in turn), its tools (recall and
@@ -35,8 +48,12 @@ reports; RSS/PSS = the server processes' memory (/proc) after 50 turns
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import statistics
+import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -47,10 +64,17 @@ from azclaw.constrained import instructions, parse_reply, step_format
 from azclaw.errors import EndpointError
 from azclaw.client.llm import fetch_json, parse_completion
 from azclaw.local.server import LocalServer
-from azclaw.prompt import Message, round_message, round_part, stable_part
+from azclaw.context import ContextMode, Message
+from azclaw.prompt import round_part, stable_part
+from azclaw.repeats import Made, find_repeat
 from azclaw.tools.registry import _check_arguments
 
 TASK = "Plan a command-line todo app in Python: files, commands and how data is stored."
+TASKS = ("Plan a command-line todo app in Python",  # the README's first command
+         "Design a URL shortener with an SQLite database",
+         "Write a Python script that converts CSV files to JSON",
+         "Plan a chat server in Python with rooms and nicknames",
+         "Build a unit converter library in Python with tests")
 TEAM = [
     ("architect", "You design the solution: components, file layout, data models and interfaces. "
                   "Be specific, and store every decision with remember.", False,
@@ -140,7 +164,7 @@ class Team:
             step = step_format(tools, max_tokens, allow_reply=mode == "constrained")
             system += "\n\n" + instructions(step)
         system += "\n\n" + round_part(round_no, 99, None, self.topic)
-        user = round_message(round_no, self.previous[-3:], TASK) + "\n\n" + directive
+        user = ContextMode().conversation(round_no, self.previous[-3:], TASK, 0).text + "\n\n" + directive
         payload = {"model": "local", "messages": [{"role": "system", "content": system},
                                                   {"role": "user", "content": user}],
                    "max_tokens": max_tokens, "temperature": self.temperature}
@@ -263,9 +287,88 @@ def part_cache(args, logs: Path) -> None:
         print(tally.row(layout), flush=True)
 
 
+@dataclass
+class TurnTally:
+    """Whole turns of real runs, from their journals."""
+
+    runs: int = 0
+    turns: int = 0
+    calls: int = 0  # that ran
+    failed: int = 0
+    skipped: int = 0  # repeats skipped
+    repeats_ran: int = 0  # repeats that ran (journals of azclaw before near-repeats were skipped)
+    memories: int = 0
+    files: int = 0
+    seconds: float = 0.0
+
+    def per_turn(self, n: int) -> str:
+        return f"{n / self.turns:.2f}" if self.turns else "-"
+
+    def row(self, label: str) -> str:
+        return (f"| {label} | {self.runs} | {self.turns} | {self.per_turn(self.calls)} | {self.per_turn(self.failed)} | "
+                f"{self.per_turn(self.skipped + self.repeats_ran)} ({self.per_turn(self.skipped)} skipped) | "
+                f"{self.memories} | {self.files} | {self.seconds / max(1, self.runs):.0f} |")
+
+
+TURN_HEADER = ("| {} | runs | turns | calls/turn | failed/turn | repeats/turn | memories | files | s/run |\n"
+               "|---|---|---|---|---|---|---|---|---|")
+
+
+def tally_journal(path: Path, tally: TurnTally) -> None:
+    """Add one journal's turns (probes apart) to ``tally``."""
+    events = [json.loads(line) for line in Path(path).read_text(encoding="utf-8").splitlines() if line.strip()]
+    tally.runs += 1
+    for e in events:
+        if e.get("event") == "run_end":
+            tally.seconds += (e.get("stats") or {}).get("elapsed", 0.0)
+        if e.get("event") != "turn":
+            continue
+        tally.turns += 1
+        tally.memories += len(e.get("memories") or [])
+        tally.files += len(e.get("files") or [])
+        made: list[Made] = []
+        for use in e.get("calls") or []:
+            if use.get("duplicate"):
+                tally.skipped += 1
+                continue
+            tally.failed += use.get("ok") is False
+            if not use.get("tool"):
+                continue
+            tally.calls += 1
+            try:
+                arguments = json.loads(use.get("arguments") or "{}")
+            except ValueError:
+                arguments = None
+            arguments = arguments if isinstance(arguments, dict) else None
+            if find_repeat(use["tool"], arguments, use.get("arguments") or "", made):
+                tally.repeats_ran += 1
+            made.append(Made(use["tool"], arguments, use.get("arguments") or "", use.get("result") or "",
+                             use.get("ok") is not False))
+
+
+def part_turns(args) -> None:
+    tally = TurnTally()
+    journals = [Path(j) for j in args.journals]
+    code = Path(args.code or Path(__file__).resolve().parents[1]).resolve()
+    for task in ([] if journals else args.tasks):
+        folder = Path(tempfile.mkdtemp(prefix="azclaw-turns-"))
+        started = time.monotonic()
+        proc = subprocess.run([sys.executable, "-m", "azclaw", "run", "--local", "--task", task, "--max-rounds", "2",
+                               "--quiet"], cwd=folder, capture_output=True, text=True, timeout=args.timeout * 20,
+                              env={**os.environ, "PYTHONPATH": str(code)})
+        print(f"{task}: exit {proc.returncode} in {time.monotonic() - started:.0f} s, {folder}", file=sys.stderr,
+              flush=True)
+        journals += sorted((folder / "logs").glob("*_journal.jsonl"))
+    for journal in journals:
+        tally_journal(journal, tally)
+    print(TURN_HEADER.format("azclaw run --local, 2 rounds"))
+    print(tally.row(args.label))
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--part", choices=("modes", "cache", "all"), default="all")
+    parser.add_argument("--part", choices=("modes", "cache", "turns", "all"), default="all",
+                        help="all: modes and cache")
     parser.add_argument("--models", default="smollm2", type=lambda s: s.split(","))
     parser.add_argument("--modes", default=",".join(MODES), type=lambda s: s.split(","))
     parser.add_argument("--layouts", default=",".join(LAYOUTS), type=lambda s: s.split(","))
@@ -279,15 +382,23 @@ def main(argv=None) -> int:
     parser.add_argument("--temperature", type=float, default=0.7, help="default: azclaw's Agent default")
     parser.add_argument("--samples", type=int, default=0, help="print this many replies per row (stderr)")
     parser.add_argument("--logs", default="bench-logs")
+    parser.add_argument("--tasks", nargs="+", default=list(TASKS), help="the tasks to run once each (part turns)")
+    parser.add_argument("--code", help="the azclaw checkout to run (part turns; default: this one)")
+    parser.add_argument("--journals", nargs="*", default=[], help="read these journals instead of running (turns)")
+    parser.add_argument("--label", default="this checkout", help="the row's label (part turns)")
     args = parser.parse_args(argv)
     logs = Path(args.logs)
-    logs.mkdir(parents=True, exist_ok=True)
+    if args.part != "turns":
+        logs.mkdir(parents=True, exist_ok=True)
     start_time = time.monotonic()
     if args.part in ("modes", "all"):
         part_modes(args, logs)
     if args.part in ("cache", "all"):
         part_cache(args, logs)
-    print(f"\n{time.monotonic() - start_time:.0f} s in all; server logs in {logs}/", flush=True)
+    if args.part == "turns":
+        part_turns(args)
+    else:
+        print(f"\n{time.monotonic() - start_time:.0f} s in all; server logs in {logs}/", flush=True)
     return 0
 
 

@@ -133,7 +133,7 @@ def killed_and_resumed_run(tmp: Path) -> LongRun:
     run = LongRun(tmp=tmp, logs=tmp / "logs", fake=fake)
     command = [sys.executable, "-m", "azclaw", "run", "--topic", str(tmp / "todo-api.json"),
                "--endpoint", fake.base, "--log-dir", "logs", "--output", "out", "--agents-dir", "agents",
-               "--quiet", "--no-run-python"]
+               "--quiet", "--no-run-python", "--tool-mode", "native"]  # a model that calls tools now and then
     try:
         with open(tmp / "first.out", "w") as out:
             first = subprocess.Popen(command, cwd=tmp, stdout=out, stderr=subprocess.STDOUT)

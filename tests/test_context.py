@@ -9,6 +9,7 @@ import pytest
 from azclaw.errors import CheckpointError
 from azclaw import ConfigError, Topic
 from azclaw.context import ContextMode
+from azclaw.prompt import FIRST_ROUND
 from fakellm import text
 from helpers import assert_one_error_line, journal, orchestrator, read_json, team
 
@@ -34,7 +35,9 @@ def carried(request) -> set[int]:
 
 def run(fake, context, rounds, folder=".", **kwargs):
     topic = Topic.from_dict({"title": "Modes", "initial_prompt": OPENING}, name="modes")
-    orch = orchestrator(team(fake.url, *NAMES), topic=topic, context=context, log_dir=f"{folder}/logs",
+    # native: these replies never call a tool, and auto would move the agents to text and constrained
+    # calls after two rounds (what a request carries is the same either way, but the prompts grow)
+    orch = orchestrator(team(fake.url, *NAMES, tool_mode="native"), topic=topic, context=context, log_dir=f"{folder}/logs",
                         output_dir=f"{folder}/output", agents_dir=f"{folder}/agents", **kwargs)
     orch.run(max_rounds=rounds)
     return orch
@@ -55,7 +58,7 @@ def test_round_one_is_the_same_in_every_mode(fake_llm):
         run(fake, mode, 1, folder=mode.replace(":", "-"))
         sent[mode] = [(r.system, r.user) for r in fake.chats]
     assert [u for _, u in sent["memory"]] == [u for _, u in sent["full"]] == [u for _, u in sent["window:2"]]
-    assert sent["memory"][0][1] == OPENING
+    assert sent["memory"][0][1] == OPENING + "\n\n" + FIRST_ROUND  # a topic without phases: what round 1 asks
     # the system prompts differ only in the line that says truthfully what each mode sends
     for mode, told in (("memory", "Nothing older is shown again"), ("full", "whole conversation so far"),
                        ("window:2", "in the last 2 rounds")):
@@ -63,6 +66,23 @@ def test_round_one_is_the_same_in_every_mode(fake_llm):
     assert "Nothing older is shown again" not in sent["full"][0][0]
     strip = lambda text: "\n".join(line for line in text.splitlines() if not line.startswith("- You are shown"))
     assert strip(sent["memory"][0][0]) == strip(sent["full"][0][0]) == strip(sent["window:2"][0][0])
+
+
+def test_round_one_carries_the_phase_focus_in_every_mode_and_later_rounds_show_the_opening_alone(fake_llm):
+    topic = {"title": "Modes", "initial_prompt": OPENING, "phases": [
+        {"name": "Design", "rounds": [1, 3], "focus": "FOCUS-5c2: decide the schema."}]}
+    firsts, seconds = {}, {}
+    for mode in ("memory", "full", "window:2"):
+        fake = fake_llm(responder=marking)
+        folder = mode.replace(":", "-")
+        orchestrator(team(fake.url, *NAMES), topic=Topic.from_dict(topic, name="modes"), context=mode,
+                     log_dir=f"{folder}/logs", output_dir=f"{folder}/output", agents_dir=f"{folder}/agents",
+                     ).run(max_rounds=2)
+        firsts[mode] = [r.user for r in fake.chats if r.round == 1]
+        seconds[mode] = [r.user for r in fake.chats if r.round == 2]
+    assert firsts["memory"] == firsts["full"] == firsts["window:2"]
+    assert firsts["memory"][0] == OPENING + "\n\nRound 1, phase Design: FOCUS-5c2: decide the schema."
+    assert all(OPENING in u and "FOCUS-5c2" not in u for u in seconds["full"])
 
 
 def test_full_requests_grow_with_the_rounds_and_memory_requests_stay_flat(fake_llm):
@@ -147,7 +167,8 @@ def test_probes_come_after_the_conversation_in_full_mode_and_alone_in_memory_mod
              "coherence_probes": [{"after_round": 3, "question": "PROBE-Q which port?", "expect": ["7070"]}]}
     for mode in ("memory", "full"):
         fake = fake_llm(responder=marking)
-        orch = orchestrator(team(fake.url, *NAMES), topic=Topic.from_dict(topic, name="probed"), context=mode,
+        orch = orchestrator(team(fake.url, *NAMES, tool_mode="native"), topic=Topic.from_dict(topic, name="probed"),
+                            context=mode,
                             log_dir=f"{mode}/logs", agents_dir=f"{mode}/agents", output_dir=f"{mode}/out")
         orch.run(max_rounds=3)
         probes = [r for r in fake.chats if "PROBE-Q" in r.user]

@@ -211,14 +211,17 @@ def test_two_real_rounds_of_three_agents(workdir):
     for turn in turns:
         assert turn["requests"] >= 1 and not turn["errors"], turn
         assert turn["completion_tokens"] > 0 and turn["prompt_tokens"] > 0, turn
-        assert turn["mode"] == "constrained" and turn["calls"], turn  # every turn calls a tool
-    # effects, not words: tools ran without an error, and something is on disk (a memory or a file)
-    ran = [c for t in turns for c in t["calls"] if c["ok"] and not c["duplicate"]]
-    assert len(ran) >= 3, [c for t in turns for c in t["calls"]]
+        assert turn["mode"] == "constrained", turn
+    # a turn may answer without a tool (issue 20): the calls it makes are not junk by construction
+    # (before: 5 failed calls and 6 skipped repeats in these 6 turns; here 0 of each)
+    calls = [c for t in turns for c in t["calls"]]
+    assert sum(t["tool_errors"] for t in turns) <= len(turns) // 2, calls
+    assert sum(t["repeats"] for t in turns) <= len(turns) // 2, calls
+    # effects, not words: every memory on disk is one the journal says was stored, every file one it wrote
     memories = list((workdir / "agents").rglob("remember/*.txt"))
     written = [p for p in (workdir / "output").rglob("*") if p.is_file()]
-    assert memories or written, [c for t in turns for c in t["calls"]]
     assert sum(len(t["memories"]) for t in turns) >= len(memories)
+    assert {str(p.relative_to(workdir / "output")) for p in written} <= {f for t in turns for f in t["files"]}
     end = [e for e in events if e.get("event") == "run_end"]
     assert end and end[-1]["round"] == 2 and end[-1]["reason"] == "max_rounds"
     assert read_json(run_file(workdir / "logs", "_checkpoint.json"))["round"] == 2

@@ -614,7 +614,7 @@ def test_a_decision_said_only_in_a_message_is_found_by_recall_rounds_later_marke
         return text(f"{request.agent}: nothing new in round {request.round}.")
 
     fake = fake_llm(responder=responder)
-    orchestrator(team(fake.url, "architect", "developer")).run(max_rounds=9)
+    orchestrator(team(fake.url, "architect", "developer", tool_mode="native")).run(max_rounds=9)
 
     first, after = turn_requests(fake, "developer", 9)[:2]
     assert "7070" not in first.raw, "nothing goes into a request that the agent did not recall"

@@ -15,7 +15,7 @@ from longrun import AGENTS, EXPECTED_SCORE, KILL_ROUND, LAST_ROUND, killed_and_r
 TURN_FIELDS = {"v", "event", "time", "run", "round", "phase", "agent", "prompt_tokens", "completion_tokens",
                "context_tokens", "context_chars", "requests", "seconds", "tokens_per_second", "tool_calls",
                "tool_errors", "memories", "files", "errors", "text", "empty", "truncated", "calls",
-               "cached_tokens", "mode", "switched", "problems", "dropped", "tools"}
+               "cached_tokens", "mode", "switched", "problems", "dropped", "tools", "repeats"}
 
 
 @pytest.fixture(scope="module")

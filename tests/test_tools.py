@@ -214,3 +214,59 @@ def test_remember_under_an_existing_title_adds_a_dated_entry_and_recall_shows_th
     assert re.search(r"\n## storage \(by alice, round 2, [0-9]{4}-[0-9]{2}-[0-9]{2} [0-9]{2}:[0-9]{2}\)\n"
                      r"We store data in PostgreSQL now\.\n"
                      r"earlier \(by alice, round 1, [-0-9: ]+\): We store data in SQLite\.$", found), found
+
+
+@pytest.mark.parametrize("mode", ["native", "constrained"])
+def test_recalls_agent_is_one_of_the_team_or_me_in_every_schema(fake_llm, mode):
+    import json
+
+    def storing(request):  # something to recall first: a constrained step offers recall only then
+        if "Result of remember" in json.dumps(request.messages) or request.tool_results:
+            return text(json.dumps({"tool": "reply", "arguments": {"message": "ok"}}) if mode == "constrained" else "ok")
+        args = {"text": "We use SQLite.", "title": "db"}
+        return text(json.dumps({"tool": "remember", "arguments": args})) if mode == "constrained" else call("remember", args)
+
+    fake = fake_llm(responder=storing)
+    orchestrator(team(fake.url, "architect", "developer", tool_mode=mode)).run(max_rounds=1)
+    recalls = []
+    for request in fake.chats:
+        if mode == "native":
+            recalls += [t["function"]["parameters"] for t in request.body["tools"] if t["function"]["name"] == "recall"]
+        else:
+            schema = request.body["response_format"]["json_schema"]["schema"]
+            recalls += [a["properties"]["arguments"] for a in schema.get("anyOf", [schema])
+                        if a["properties"]["tool"]["enum"] == ["recall"]]
+    assert len(recalls) >= 3
+    for recall in recalls:
+        assert recall["properties"]["agent"]["enum"] == ["architect", "developer", "me"], json.dumps(recall)
+        assert "agent" not in recall["required"]
+
+
+def test_recall_of_someone_not_in_the_team_names_the_choices(fake_llm):
+    fake = fake_llm(script=[call("recall", {"query": "db", "agent": "customers"}), text("ok")])
+    orchestrator(team(fake.url, "architect", "developer")).run(max_rounds=1)
+    assert fake.chats[1].tool_results[0] == ("ERROR: unknown agent 'customers'; agent is one of architect, developer "
+                                             "or \"me\", or leave it out to search everyone's memories")
+
+
+def test_a_team_parameter_that_is_not_a_parameter_is_refused_at_declaration():
+    from azclaw import ConfigError
+    registry = ToolRegistry()
+    with pytest.raises(ConfigError, match="tool 'ask': team_params names 'who', which is not a parameter"):
+        @registry.tool("ask", "Ask a teammate.", {"question": "string"}, team_params=("who",))
+        def ask(question):
+            return question
+
+
+def test_a_custom_tool_with_a_team_parameter_is_offered_the_team(fake_llm):
+    registry = build_default_registry()
+
+    @registry.tool("ask", "Ask a teammate a question.", {"who": "string", "question": "string"}, team_params=("who",))
+    def ask(who, question):
+        return f"{who} says: yes"
+
+    fake = fake_llm()
+    orchestrator(team(fake.url, "architect", "developer"), registry=registry).run(max_rounds=1)
+    ask_schema = next(t["function"]["parameters"] for t in fake.chats[0].body["tools"] if t["function"]["name"] == "ask")
+    assert ask_schema["properties"]["who"] == {"type": "string", "enum": ["architect", "developer", "me"]}
+    assert registry.get("ask").params["who"] == {"type": "string"}, "the registry's tool is not changed"

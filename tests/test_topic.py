@@ -99,7 +99,7 @@ def test_cli_topic_name_finds_topics_folder_in_the_working_directory(fake_llm, a
     fake = fake_llm()
     proc = azclaw("run", "--topic", "my-topic", "--endpoint", fake.url, "--max-rounds", "1", "--quiet")
     assert proc.returncode == 0, proc.stderr
-    assert fake.chats and all(r.user == "LOCAL-TOPIC-PROMPT-3" for r in fake.chats)
+    assert fake.chats and all(r.user.split("\n\n")[0] == "LOCAL-TOPIC-PROMPT-3" for r in fake.chats)
     checkpoint = read_json(workdir / "logs" / "my_topic_checkpoint.json")
     assert checkpoint["topic"]["title"] == "Local topic"
 

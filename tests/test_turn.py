@@ -1,10 +1,108 @@
-"""One agent's turn (azclaw/turn.py): a reply's tool calls are capped."""
+"""One agent's turn (turn.py), through the real HTTP path: the step loop
+skips repeats and near-repeats and ends tool use on a step of nothing but
+repeats; the journal keeps a skipped repeat as a repeat, failed when the
+call it repeats failed; a reply's tool calls are capped."""
 
 from __future__ import annotations
 
+import json
+import re
+
+import pytest
+
+from fakellm import Reply, call, text
 from azclaw.turn import MAX_CALLS_PER_STEP
-from fakellm import Reply, text
-from helpers import journal, run_file
+from helpers import journal, orchestrator, run_file, team
+
+JOURNAL = "logs/task_journal.jsonl"
+
+
+def offered(request) -> list[str]:
+    """The tools a request offers, in any mode."""
+    if request.body.get("tools"):
+        return request.tool_names
+    schema = (request.body.get("response_format") or {}).get("json_schema", {}).get("schema", {})
+    return [alt["properties"]["tool"]["enum"][0] for alt in schema.get("anyOf", [schema]) if schema] 
+
+
+def answer(request, tool: str, arguments: dict) -> Reply:
+    """A call in the request's mode."""
+    if "response_format" in request.body:
+        return text(json.dumps({"tool": tool, "arguments": arguments}))
+    return call(tool, arguments)
+
+
+def final(request, message: str) -> Reply:
+    if "response_format" in request.body:
+        return text(json.dumps({"tool": "reply", "arguments": {"message": message}}))
+    return text(message)
+
+
+def chaining(request) -> Reply:
+    """A small model that stores the title it was given back, again and again."""
+    if "remember" not in offered(request):
+        return final(request, "Stored the plan.")
+    told = re.findall(r"Remembered as '([^']+)'", json.dumps(request.messages))
+    return answer(request, "remember", {"text": told[-1] if told else "152526"})
+
+
+def turn_lines(workdir) -> list[dict]:
+    return [e for e in journal(workdir / JOURNAL) if e["event"] == "turn"]
+
+
+@pytest.mark.parametrize("mode", ["native", "constrained"])
+def test_a_model_that_chains_remember_on_its_own_results_stops_after_the_second_call(fake_llm, workdir, mode):
+    fake = fake_llm(responder=chaining)
+    orchestrator(team(fake.url, "architect", tool_mode=mode)).run(max_rounds=1)
+    first, second, third = fake.chats  # the second call is skipped, and the next step offers no tools
+    assert "remember" in offered(first) and "remember" in offered(second)
+    assert "remember" not in offered(third)
+    assert "Every tool call you just made repeats one" in json.dumps(third.messages)
+    [turn] = turn_lines(workdir)
+    stored, repeat = turn["calls"]
+    assert stored["ok"] and not stored.get("duplicate")
+    assert (repeat["tool"], repeat["duplicate"], repeat["repeat"], repeat["ok"]) == ("remember", True, "echo", True)
+    assert repeat["result"].startswith("[repeat skipped: its arguments are the result of your previous call")
+    assert (turn["tools"], turn["repeats"], turn["tool_errors"]) == ({"remember": 1}, 1, 0)
+    assert turn["text"] == "Stored the plan."
+    assert len(list((workdir / "agents" / "architect").rglob("remember/*.txt"))) == 1
+
+
+def test_a_skipped_repeat_of_a_failed_call_is_journaled_as_a_failed_repeat(fake_llm, workdir, azclaw):
+    fake = fake_llm(script=[call("recall", {"query": "db", "agent": "you"}),
+                            call("recall", {"query": "db", "agent": "you"}), text("No luck.")])
+    orchestrator(team(fake.url, "architect", "developer")).run(max_rounds=1)
+    turn = turn_lines(workdir)[0]
+    failed, repeat = turn["calls"]
+    assert not failed["ok"] and failed["result"].startswith("ERROR: unknown agent 'you'")
+    assert (repeat["duplicate"], repeat["repeat"], repeat["ok"]) == (True, "same", False)
+    assert repeat["result"].startswith("[repeat of a call that failed, skipped")
+    assert (turn["tool_errors"], turn["repeats"], turn["tools"]) == (1, 1, {"recall": 1})
+    assert fake.chats[1].tool_results[-1] == failed["result"]  # the model had the error
+    shown = azclaw("show", "--tools", "--log-dir", "logs")
+    assert shown.returncode == 0, shown.stderr
+    assert "recall (repeat of a failed call, not run again" in shown.stdout
+
+
+def test_near_repeats_in_one_step_are_skipped_and_end_tool_use(fake_llm, workdir):
+    fake = fake_llm(script=[call("recall", {"query": "Database choice"}),
+                            Reply(tool_calls=[("recall", {"query": "database choice?"}),
+                                              ("recall", {"query": "DATABASE CHOICE"})]),
+                            text("Nothing stored yet.")])
+    orchestrator(team(fake.url, "architect")).run(max_rounds=1)
+    turn = turn_lines(workdir)[0]
+    assert [(c["repeat"] if c.get("duplicate") else "ran") for c in turn["calls"]] == ["ran", "near", "near"]
+    assert not fake.chats[2].offers_tools
+    assert turn["text"] == "Nothing stored yet."
+
+
+def test_a_repeat_beside_new_work_does_not_end_tool_use(fake_llm, workdir):
+    fake = fake_llm(script=[call("recall", {"query": "database"}),
+                            Reply(tool_calls=[("recall", {"query": "database"}), ("recall", {"query": "routes"})]),
+                            text("done")])
+    orchestrator(team(fake.url, "architect")).run(max_rounds=1)
+    assert fake.chats[2].offers_tools
+    assert [c.get("repeat", "") for c in turn_lines(workdir)[0]["calls"]] == ["", "same", ""]
 
 
 def test_a_reply_with_a_thousand_tool_calls_runs_only_the_cap_and_the_rest_are_told_why(fake_llm, azclaw,

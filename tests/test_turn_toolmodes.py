@@ -66,14 +66,108 @@ def test_text_mode_describes_the_calls_and_sends_no_tools_field(fake_llm):
     assert fake.chats[1].last["content"].startswith("Result of remember:")
 
 
-def test_a_constrained_first_step_must_call_a_tool_and_the_last_may_only_answer(fake_llm):
+def test_a_constrained_turn_may_answer_at_its_first_step(fake_llm, workdir):
+    fake = fake_llm(script=[text(json.dumps({"tool": "reply", "arguments": {"message": "Nothing to look up yet."}}))])
+    orch = orchestrator(team(fake.url, "architect", tool_mode="constrained"))
+    orch.run(max_rounds=1)
+    [request] = fake.chats
+    assert "reply" in alternatives(request)
+    [turn] = [e for e in journal(workdir / "logs" / "task_journal.jsonl") if e["event"] == "turn"]
+    assert turn["text"] == "Nothing to look up yet." and turn["calls"] == []
+
+
+def test_a_constrained_step_offers_only_tools_that_could_do_something_now(fake_llm, workdir):
+    def scripted(request):
+        if "Result of remember" not in json.dumps(request.messages):
+            return text(json.dumps({"tool": "remember", "arguments": {"text": "We use SQLite.", "title": "db"}}))
+        return text(json.dumps({"tool": "reply", "arguments": {"message": "Stored."}}))
+    fake = fake_llm(responder=scripted)
+    orchestrator(team(fake.url, "architect", tool_mode="constrained")).run(max_rounds=1)
+    first, second = fake.chats
+    # an empty project: nothing stored to recall, no file to read or list
+    assert alternatives(first) == ["remember", "reply"]
+    assert alternatives(second) == ["recall", "remember", "reply"]
+    # the system prompt still lists every tool: it stays the same from step to step
+    assert "read_file(" in first.system and "list_files(" in first.system
+    (workdir / "src").mkdir()
+    (workdir / "src" / "ledger.cbl").write_text("IDENTIFICATION DIVISION.\n")
+    fake = fake_llm(responder=scripted)
+    orchestrator(team(fake.url, "architect", tool_mode="constrained"), source_dirs=["src"],
+                 agents_dir="agents2", log_dir="logs2").run(max_rounds=1)
+    assert alternatives(fake.chats[0]) == ["remember", "read_file", "list_files", "reply"]
+
+
+def test_the_last_constrained_step_may_only_answer(fake_llm):
     fake = fake_llm(responder=lambda r: text(json.dumps({"tool": "recall", "arguments": {"query": f"q{len(r.messages)}"}})))
     orch = orchestrator(team(fake.url, "architect", tool_mode="constrained"), max_tool_steps=2)
     orch.run(max_rounds=1)
-    schemas = [r.body["response_format"]["json_schema"]["schema"] for r in fake.chats]
-    names = [[alt["properties"]["tool"]["enum"][0] for alt in s.get("anyOf", [s])] for s in schemas]
-    assert "reply" not in names[0] and "recall" in names[0]
+    names = [alternatives(r) for r in fake.chats]
+    assert "remember" in names[0] and "reply" in names[0]
     assert names[-1] == ["reply"]
+
+
+def alternatives(request) -> list[str]:
+    schema = request.body["response_format"]["json_schema"]["schema"]
+    return [alt["properties"]["tool"]["enum"][0] for alt in schema.get("anyOf", [schema])]
+
+
+def prose(request):
+    """A model behind a server that drops the tools field: it only ever writes prose."""
+    if "response_format" in request.body:
+        return text(json.dumps({"tool": "remember", "arguments": {"text": "Plan: SQLite.",
+                                                                  "title": f"plan {request.round}"}})
+                    if "Result of remember" not in json.dumps(request.messages) else
+                    json.dumps({"tool": "reply", "arguments": {"message": "Stored the plan."}}))
+    return text(f"I think we should plan the app carefully in round {request.round}.")
+
+
+def test_auto_moves_a_model_that_writes_prose_to_text_and_then_to_constrained_calls(fake_llm, workdir):
+    fake = fake_llm(responder=prose)
+    orchestrator(team(fake.url, "architect")).run(max_rounds=5)
+    by_round = {n: [r for r in fake.chats if r.round == n] for n in range(1, 6)}
+    assert all(r.offers_tools and "<tool_call>" not in r.system for n in (1, 2) for r in by_round[n])
+    assert all(not r.offers_tools and "<tool_call>" in r.system for n in (3, 4) for r in by_round[n])
+    assert all("response_format" in r.body and "<tool_call>" not in r.system for r in by_round[5])
+    events = journal(workdir / "logs" / "task_journal.jsonl")
+    moves = [(e["round"], e["mode"], e["reason"]) for e in events if e["event"] == "tool_mode"]
+    assert moves == [(2, "text", "2 turns in a row without a tool call, tools offered"),
+                     (4, "constrained", "2 turns in a row without a tool call, tools offered")]
+    turns = [e for e in events if e["event"] == "turn"]
+    assert [t["mode"] for t in turns] == ["native", "native", "text", "text", "constrained"]
+    assert turns[-1]["tools"] == {"remember": 1} and turns[-1]["text"] == "Stored the plan."
+    log = (workdir / "logs" / "task.log").read_text()
+    assert log.count("tool calls now go as text") == 1 and log.count("tool calls now go constrained") == 1
+
+
+def test_auto_moves_to_constrained_when_a_native_reply_is_cut_off_without_a_call(fake_llm, workdir):
+    fake = fake_llm(script=[Reply(text="Let me think about the plan " * 20, finish_reason="length")],
+                    default=json.dumps({"tool": "reply", "arguments": {"message": "Planned."}}))
+    orchestrator(team(fake.url, "architect")).run(max_rounds=2)
+    assert fake.chats[0].offers_tools and all("response_format" in r.body for r in fake.chats[1:])
+    events = journal(workdir / "logs" / "task_journal.jsonl")
+    [move] = [e for e in events if e["event"] == "tool_mode"]
+    assert (move["round"], move["mode"], move["reason"]) == (1, "constrained",
+                                                             "a reply cut off at max_tokens without a tool call")
+    turns = [e for e in events if e["event"] == "turn"]
+    assert turns[0]["mode"] == "native" and turns[0]["text"].startswith("Let me think")
+    assert turns[1]["text"] == "Planned."
+
+
+def test_auto_leaves_a_model_alone_once_its_calls_came_through(fake_llm, workdir):
+    fake = fake_llm(script=[call("remember", {"text": "Use SQLite.", "title": "db"}), text("Stored the db choice.")],
+                    default="Nothing to add this round.")
+    orchestrator(team(fake.url, "architect")).run(max_rounds=4)
+    assert all(r.offers_tools for r in fake.chats)
+    assert not [e for e in journal(workdir / "logs" / "task_journal.jsonl") if e["event"] == "tool_mode"]
+
+
+@pytest.mark.parametrize("mode", ["native", "text"])
+def test_a_fixed_tool_mode_never_moves(fake_llm, workdir, mode):
+    fake = fake_llm(default="I think we should plan the app carefully.")
+    orchestrator(team(fake.url, "architect", tool_mode=mode)).run(max_rounds=4)
+    assert all(("<tool_call>" in r.system) == (mode == "text") and r.offers_tools == (mode == "native")
+               for r in fake.chats)
+    assert not [e for e in journal(workdir / "logs" / "task_journal.jsonl") if e["event"] == "tool_mode"]
 
 
 def test_a_context_overflow_is_cut_to_the_servers_limit_and_sent_once_more(fake_llm, workdir):

@@ -246,6 +246,10 @@ class TeamMemory:
         """How many memories each agent has."""
         return self._indexed(self._index.counts)
 
+    def findable(self) -> bool:
+        """Whether ``recall`` could find anything: a memory, or a past round's message."""
+        return any(self.counts().values()) or any(self._indexed(lambda: self._messages.counts(), "_messages").values())
+
     def hits(self, query: str, agent: str | None = None, limit: int = 5) -> list[MemoryHit]:
         """The best matches for the query's words, best first (bm25 over
         title and text, title words weigh more), except that of memories on

@@ -32,9 +32,12 @@ def render_bench_html(cmp: Comparison, engine: str = "svg", command: str = "") -
     overlays = "\n".join(figure(c) for c in overlay_charts(cmp)) if ran else "<p>No mode finished a round.</p>"
     grid = "\n".join(f'<div class="row" style="grid-template-columns: repeat({len(row)}, 1fr)">'
                      + "".join(figure(c) for c in row) + "</div>" for row in side_by_side(cmp)) if ran else ""
-    ratios = "".join(f"<p class=\"ratio\">At round {at}, <b>{_e(m.mode)}</b> took <b>{s:.1f}x</b> the seconds "
-                     f"per turn of <b>{_e(b.mode)}</b> and evaluated <b>{t:.1f}x</b> its prompt tokens per turn.</p>"
-                     for m, b, at, s, t in cmp.ratios())
+    ratios = "".join(
+        f"<p class=\"ratio\">Over rounds {r.first}-{r.last}, <b>{_e(r.mode.mode)}</b> had the server evaluate "
+        f"<b>{r.evaluated:.1f}x</b> the prompt tokens per turn of <b>{_e(r.base.mode)}</b> "
+        f"(<b>{r.evaluated_last:.1f}x</b> at round {r.last}){'' if r.cached_known else ' (the server did not say what it cached: all prompt tokens count)'}; "
+        f"it sent {r.prompt:.1f}x the prompt tokens and took {r.seconds:.1f}x the seconds per turn (seconds follow "
+        "the machine's load; evaluated tokens do not).</p>" for r in cmp.ratios())
     generated = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     return f"""<!DOCTYPE html>
 <html lang="en">
@@ -47,8 +50,8 @@ def render_bench_html(cmp: Comparison, engine: str = "svg", command: str = "") -
 <body>
 <header>
 <h1>azclaw bench: {_e(cmp.title or 'run')}</h1>
-<p class="sub">context modes {_e(', '.join(m.mode for m in cmp.modes))}, one after the other against the same
-endpoint{f' &middot; <code>{_e(command)}</code>' if command else ''}</p>
+<p class="sub">context modes {_e(', '.join(m.mode for m in cmp.modes))}, side by side, round by
+round{f' &middot; <code>{_e(command)}</code>' if command else ''}</p>
 </header>
 {ratios}
 <h2>Modes</h2>
@@ -62,7 +65,8 @@ which a mode had to leave messages out to fit the context budget.</p>
 {overlays}
 </section>
 <h2>Per round</h2>
-<p class="note">Means over the round's turns. Seconds: wall time of a turn, tools included. Gen tok/s: completion
+<p class="note">Means over the round's turns. Eval: prompt tokens the server evaluated, not taken from its
+cache. Seconds: wall time of a turn, tools included. Gen tok/s: completion
 tokens / seconds waiting for the model (the prompt's evaluation included). E2e tok/s: completion tokens / the
 turn's seconds. Dropped: messages left out of a turn's request to fit the context budget.</p>
 {_rounds(cmp)}
@@ -107,7 +111,8 @@ def _rounds(cmp: Comparison) -> str:
             if r is None:
                 cells += ["<td>&ndash;</td>"] * len(columns)
                 continue
-            values = [f"{r.per_turn(r.prompt_tokens):,.0f}", f"{r.per_turn(r.seconds):.1f}",
+            values = [f"{r.per_turn(r.prompt_tokens):,.0f}", f"{r.per_turn(r.evaluated):,.0f}",
+                      f"{r.per_turn(r.seconds):.1f}",
                       f"{r.generation_tps:.1f}", f"{r.end_to_end_tps:.1f}", f"{r.per_turn(r.dropped):,.0f}",
                       f"{r.per_turn(r.context_tokens):,.0f}"]
             if cached:

@@ -2,7 +2,9 @@
 their journals (``azclaw bench`` writes one run per mode folder).
 
 Per round and mode, the mean over the round's turns of: prompt tokens (all
-requests of a turn, as the server counted them), the largest request's
+requests of a turn, as the server counted them), prompt tokens evaluated
+(the prompt tokens less those the server took from its cache: the work a
+request costs, which the machine's load does not change), the largest request's
 prompt tokens, seconds (wall time from the turn's start to its end, tools
 included), generation tokens/s (completion tokens / seconds waiting for
 the model, which holds the prompt's evaluation) and end-to-end tokens/s
@@ -42,6 +44,11 @@ class RoundFigures:
 
     def per_turn(self, value: float) -> float:
         return value / self.turns if self.turns else 0.0
+
+    @property
+    def evaluated(self) -> int:
+        """Prompt tokens the server evaluated (all of them when it does not say what it cached)."""
+        return self.prompt_tokens - (self.cached_tokens or 0)
 
     @property
     def generation_tps(self) -> float:
@@ -93,6 +100,29 @@ class ModeRun:
 
 
 @dataclass
+class Ratio:
+    """A mode against the baseline (the first mode) over the rounds both
+    finished, ``first`` to ``last``: per-turn figures, mode / baseline."""
+
+    mode: ModeRun
+    base: ModeRun
+    first: int
+    last: int
+    evaluated: float  # prompt tokens the server evaluated (the headline: load does not change it)
+    evaluated_last: float  # the same at the last round
+    prompt: float
+    seconds: float  # wall seconds: these follow the machine's load
+    cached_known: bool  # both servers said what they took from their cache
+
+    def line(self) -> str:
+        rounds = f"round {self.last}" if self.first == self.last else f"rounds {self.first}-{self.last}"
+        known = "" if self.cached_known else " (the server did not say what it cached: all prompt tokens)"
+        return (f"{rounds}, {self.mode.mode} against {self.base.mode}: {self.evaluated:.1f}x the prompt tokens "
+                f"evaluated per turn{known}, {self.evaluated_last:.1f}x at round {self.last}; "
+                f"{self.prompt:.1f}x the prompt tokens per turn, {self.seconds:.1f}x the seconds per turn")
+
+
+@dataclass
 class Comparison:
     title: str
     modes: list[ModeRun]
@@ -100,11 +130,8 @@ class Comparison:
     @property
     def common_round(self) -> int | None:
         """The last round that every mode that ran has finished."""
-        ran = [m for m in self.modes if m.rounds]
-        if len(ran) < 2:
-            return None
-        shared = set.intersection(*({r.round for r in m.rounds} for m in ran))
-        return max(shared, default=None)
+        rounds = self.common_rounds
+        return rounds[-1] if rounds else None
 
     def notes(self) -> list[str]:
         """What a reader must know to read the figures right."""
@@ -112,19 +139,36 @@ class Comparison:
                 "not use them), so nothing it answered came from memory" for m in self.modes
                 if m.rounds and not m.memories and not m.tool_calls]
 
-    def ratios(self) -> list[tuple[ModeRun, ModeRun, int, float, float]]:
-        """(mode, baseline, round, seconds-per-turn ratio, prompt-tokens-per-turn
-        ratio) of every mode against the first, at the common last round."""
-        at = self.common_round
+    @property
+    def common_rounds(self) -> list[int]:
+        """The rounds every mode that ran has finished."""
         ran = [m for m in self.modes if m.rounds]
-        if at is None:
+        if len(ran) < 2:
             return []
-        base = ran[0].at(at)
+        return sorted(set.intersection(*({r.round for r in m.rounds} for m in ran)))
+
+    def ratios(self) -> list[Ratio]:
+        """Every mode against the first, over the rounds all of them finished."""
+        rounds = self.common_rounds
+        ran = [m for m in self.modes if m.rounds]
+        if not rounds:
+            return []
+
+        def per_turn(m: ModeRun, value) -> float:
+            figures = [m.at(n) for n in rounds]
+            turns = sum(r.turns for r in figures)
+            return sum(value(r) for r in figures) / turns if turns else 0.0
+
+        base, last = ran[0], rounds[-1]
         out = []
         for m in ran[1:]:
-            r = m.at(at)
-            out.append((m, ran[0], at, _ratio(r.per_turn(r.seconds), base.per_turn(base.seconds)),
-                        _ratio(r.per_turn(r.prompt_tokens), base.per_turn(base.prompt_tokens))))
+            a, b = m.at(last), base.at(last)
+            out.append(Ratio(m, base, rounds[0], last,
+                             _ratio(per_turn(m, lambda r: r.evaluated), per_turn(base, lambda r: r.evaluated)),
+                             _ratio(a.per_turn(a.evaluated), b.per_turn(b.evaluated)),
+                             _ratio(per_turn(m, lambda r: r.prompt_tokens), per_turn(base, lambda r: r.prompt_tokens)),
+                             _ratio(per_turn(m, lambda r: r.seconds), per_turn(base, lambda r: r.seconds)),
+                             m.cached_tokens is not None and base.cached_tokens is not None))
         return out
 
 
@@ -181,7 +225,7 @@ def read_mode(mode: str, folder: Path) -> ModeRun:
 
 # -- the console table ------------------------------------------------------------
 
-COLUMNS = ("prompt/turn", "s/turn", "gen tok/s", "e2e tok/s", "dropped")
+COLUMNS = ("prompt/turn", "eval/turn", "s/turn", "gen tok/s", "e2e tok/s", "dropped")
 
 
 def shown_rounds(cmp: Comparison, most: int = 8) -> list[int]:
@@ -199,10 +243,11 @@ def shown_rounds(cmp: Comparison, most: int = 8) -> list[int]:
 def format_table(cmp: Comparison) -> str:
     """The comparison as plain text: figures per round, then per mode."""
     ran = [m for m in cmp.modes if m.rounds]
-    lines = [f"azclaw bench: {cmp.title or 'run'}; per turn: the mean over the round's turns"]
+    lines = [f"azclaw bench: {cmp.title or 'run'}; per turn: the mean over the round's turns; eval: prompt tokens "
+             "the server evaluated (not from its cache)"]
     if not ran:
         return "\n".join(lines + ["no mode finished a round"])
-    width = [12, 7, 10, 10, 8]
+    width = [12, 10, 7, 10, 10, 8]
     head1 = "round " + " | ".join(f"{m.mode:<{sum(width) + len(width) - 1}}" for m in ran)
     head2 = "      " + " | ".join(" ".join(f"{c:>{w}}" for c, w in zip(COLUMNS, width)) for _ in ran)
     lines += ["", head1.rstrip(), head2]
@@ -213,7 +258,8 @@ def format_table(cmp: Comparison) -> str:
             if r is None:
                 cells.append(" ".join(f"{'-':>{w}}" for w in width))
                 continue
-            values = (f"{r.per_turn(r.prompt_tokens):,.0f}", f"{r.per_turn(r.seconds):.1f}",
+            values = (f"{r.per_turn(r.prompt_tokens):,.0f}", f"{r.per_turn(r.evaluated):,.0f}",
+                      f"{r.per_turn(r.seconds):.1f}",
                       f"{r.generation_tps:.1f}", f"{r.end_to_end_tps:.1f}", f"{r.per_turn(r.dropped):,.0f}")
             cells.append(" ".join(f"{v:>{w}}" for v, w in zip(values, width)))
         mark = " <- " + ", ".join(m.mode for m in ran if m.limit_round == n) + " hit the context limit" \
@@ -221,9 +267,7 @@ def format_table(cmp: Comparison) -> str:
         lines.append(f"{n:>5} " + " | ".join(cells) + mark)
     lines += ["", summary_head()]
     lines += [summary_row(m) for m in cmp.modes]
-    for m, base, at, seconds, tokens in cmp.ratios():
-        lines.append(f"round {at}, {m.mode} against {base.mode}: {seconds:.1f}x the seconds per turn, "
-                     f"{tokens:.1f}x the prompt tokens per turn")
+    lines += [ratio.line() for ratio in cmp.ratios()]
     lines += [f"note: {note}" for note in cmp.notes()]
     return "\n".join(lines)
 
@@ -271,6 +315,8 @@ def overlay_charts(cmp: Comparison) -> list[Chart]:
     return [
         Chart("Prompt tokens per turn, by context mode", "prompt tokens", rounds,
               series(lambda r: r.per_turn(r.prompt_tokens)), phases=phases),
+        Chart("Prompt tokens the server evaluated per turn (not from its cache)", "prompt tokens", rounds,
+              series(lambda r: r.per_turn(r.evaluated)), phases=phases),
         Chart("Seconds per turn, by context mode", "seconds", rounds, series(lambda r: r.per_turn(r.seconds)),
               phases=phases),
         Chart("End-to-end tokens/s (completion tokens / turn seconds)", "tokens / second", rounds,

@@ -22,12 +22,15 @@ resumed run gets a new one); the rest are the fields of the event class in
   text the model sent), result (what the model got back, ``ERROR: ...`` when
   ``ok`` is false), ok, seconds, step, arguments_chars and result_chars (the
   full lengths: arguments and result are cut to 2,000 characters,
-  run_python's to 65,536), duplicate (a repeat, not run again), effect
+  run_python's to 65,536), duplicate (a repeat of an earlier call of the
+  turn, not run again; its ok says whether the call it repeats worked),
+  repeat (how it repeats it: same, echo, timestamp or near,
+  ``azclaw/repeats.py``), effect
   {kind: memory|file|recall, target, status} (what the call changed, as the
   tool told it); a use with an empty tool is a reply whose calls did not
   parse, or calls over the cap), errors [messages], empty, truncated, mode,
   switched, problems, dropped; and, read from the calls for people and jq:
-  tools {name: count}, tool_calls, tool_errors, memories [titles], files
+  tools {name: count}, tool_calls, tool_errors, repeats, memories [titles], files
   [paths], tokens_per_second
 * ``tool_mode`` (``ToolModeChanged``): round, agent, mode, reason
 * ``probe`` (``ProbeAnswered``): the fields of a turn (the answer's cost),

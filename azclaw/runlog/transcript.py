@@ -64,7 +64,8 @@ def probe_text(answer: dict) -> str:
 
 def call_text(use: ToolUse) -> list[str]:
     """A tool call as indented lines: the tool, each argument, the result."""
-    state = "repeat, not run again" if use.duplicate else ("ok" if use.ok else "FAILED")
+    state = (("repeat, not run again" if use.ok else "repeat of a failed call, not run again") if use.duplicate
+             else "ok" if use.ok else "FAILED")
     lines = [f"  > {one_line(use.tool)} ({state}, {use.seconds:.2f} s)"]
     if not use.duplicate:
         for name, value in arguments(use.arguments):
@@ -184,7 +185,8 @@ def _turn_html(turn: Turn, n: int) -> str:
 
 
 def _call_html(use: ToolUse, key: str) -> str:
-    state = ('<span class="note">repeat, not run</span>' if use.duplicate
+    state = ('<span class="note">repeat, not run</span>' if use.duplicate and use.ok
+             else '<span class="bad">repeat of a failed call, not run</span>' if use.duplicate
              else '<span class="ok">ok</span>' if use.ok else '<span class="bad">error</span>')
     pairs = arguments(use.arguments)
     preview = one_line(", ".join(f"{k}: {v}" for k, v in pairs), PREVIEW_CHARS)

@@ -79,6 +79,23 @@ def _in_output(path: Path, ctx: ToolContext) -> bool:
     return path == out or out in path.parents
 
 
+def _has_memories(ctx: ToolContext) -> bool:
+    findable = getattr(ctx.memory, "findable", None)  # a memory, or a past round's message
+    return findable() if findable is not None else any(ctx.memory.counts().values())
+
+
+def _has_files(ctx: ToolContext) -> bool:
+    """A file or folder (not hidden) at the top of a readable folder."""
+    for root in _readable_roots(ctx):
+        try:
+            with os.scandir(root) as entries:
+                if any(not e.name.startswith(".") for e in entries):
+                    return True
+        except OSError:
+            continue
+    return False
+
+
 def _found_nothing(recalled: str) -> bool:
     return recalled.startswith("No memories") or recalled.endswith("has no memories yet.")
 
@@ -113,13 +130,15 @@ def build_default_registry() -> ToolRegistry:
                    "newest memories and counts; words find the best matching memories of every "
                    "agent, the newest of a subject first, then matching messages of past rounds. "
                    "Set agent to a teammate's name, or to \"me\", to search only those memories.",
-                   {"query": "string", "agent": "string"}, approve=False)
+                   {"query": "string", "agent": "string"}, approve=False, team_params=("agent",),
+                   ready=_has_memories)
     def recall(query: str = "", agent: str = "", _ctx: ToolContext = None) -> str:
         names = list(_ctx.memory.roots)
         if agent.strip().lower() in ("me", "self", "myself"):
             agent = _ctx.agent
         if agent and agent not in names:
-            raise ToolError(f"unknown agent {agent!r}; team: {', '.join(names)}")
+            raise ToolError(f"unknown agent {agent!r}; agent is one of {', '.join(names)} or \"me\", "
+                            "or leave it out to search everyone's memories")
         found = _ctx.memory.recall(query, agent or None)
         _ctx.note("recall", query, "nothing" if _found_nothing(found) else "found")
         return found
@@ -145,7 +164,7 @@ def build_default_registry() -> ToolRegistry:
         return f"Remembered as {memory.title!r} ({when})."
 
     @registry.tool("read_file", "Read a text file from the source folders or the output folder.",
-                   {"path": "string", "max_lines": "integer"}, approve=False)
+                   {"path": "string", "max_lines": "integer"}, approve=False, ready=_has_files)
     def read_file(path: str, max_lines: int = 200, _ctx: ToolContext = None) -> str:
         max_lines = max(1, min(int(max_lines), 2000))
         lines: list[str] = []
@@ -161,7 +180,7 @@ def build_default_registry() -> ToolRegistry:
 
     @registry.tool("list_files", "List the files in a folder of the sources or the output. "
                    "An empty directory lists the top of every folder you may read.",
-                   {"directory": "string"}, approve=False)
+                   {"directory": "string"}, approve=False, ready=_has_files)
     def list_files(directory: str = "", _ctx: ToolContext = None) -> str:
         if directory.strip() in ("", "."):
             folders = [r.resolve() for r in _readable_roots(_ctx) if r.is_dir()]

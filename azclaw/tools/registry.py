@@ -16,7 +16,7 @@ from __future__ import annotations
 import inspect
 import logging
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -95,10 +95,23 @@ class Tool:
     parameters: dict | None = None  # the whole JSON schema of a tool described elsewhere (from_schema)
     approve: bool = True  # asks the run's approver first (False: the tool changes nothing)
     preview: Callable[..., str] | None = None  # what the approver reads: preview(args, ctx); default the JSON
+    team_params: tuple[str, ...] = ()  # arguments that name a teammate: an enum of the run's team (``for_team``)
+    ready: Callable[["ToolContext"], bool] | None = None  # can it do anything now? (None: always; ``is_ready``)
     takes_ctx: bool = field(init=False, default=False)  # the function has a ``_ctx`` parameter
 
     def __post_init__(self):
         self.takes_ctx = "_ctx" in _parameters(self.func)
+
+    def for_team(self, names: list[str]) -> "Tool":
+        """The tool as one run offers it: each of ``team_params`` is one of
+        ``names`` or ``"me"`` in its schema (a model cannot name someone
+        who is not there)."""
+        if not self.team_params:
+            return self
+        choices = list(dict.fromkeys([*names, "me"]))
+        params = {n: ({**spec, "type": "string", "enum": choices} if n in self.team_params else spec)
+                  for n, spec in self.params.items()}
+        return replace(self, params=params)
 
 
     @classmethod
@@ -122,6 +135,17 @@ class Tool:
         parameters = self.parameters or {"type": "object", "properties": self.params, "required": self.required}
         return {"type": "function", "function": {
             "name": self.name, "description": self.description, "parameters": parameters}}
+
+    def is_ready(self, ctx: "ToolContext") -> bool:
+        """Whether a call could find or do anything now (a recall with no
+        memory stored, a listing with no file, cannot); a check that fails says yes."""
+        if self.ready is None:
+            return True
+        try:
+            return bool(self.ready(ctx))
+        except Exception:  # a broken check must not hide a tool
+            log.debug("tool %r: its ready check raised", self.name, exc_info=True)
+            return True
 
     def signature(self) -> str:
         return f"{self.name}(" + ", ".join(
@@ -191,19 +215,26 @@ class ToolRegistry:
         self.result_limit = RESULT_LIMIT
 
     def tool(self, name: str, description: str, params: dict | None = None,
-             writer_only: bool = False, approve: bool = True, preview: Callable[..., str] | None = None) -> Callable:
+             writer_only: bool = False, approve: bool = True, preview: Callable[..., str] | None = None,
+             team_params: tuple[str, ...] = (), ready: Callable[[ToolContext], bool] | None = None) -> Callable:
         """Decorator: register ``func`` as tool ``name``. ``params`` maps each
         argument to a JSON type name (``{"query": "string"}``) or a JSON schema.
         Arguments without a default in the function are required. A function
         parameter named ``_ctx`` receives the ToolContext. With ``--approve``
         a person is asked before every call unless ``approve=False`` (a tool
         that only reads); ``preview(args, ctx)`` is what they read (default:
-        the arguments)."""
+        the arguments). ``team_params`` name arguments that take a
+        teammate's name: each run offers them as an enum of its team and "me".
+        ``ready(ctx)`` says whether a call could do anything now: a
+        constrained step offers the tool only then."""
         def decorate(func: Callable) -> Callable:
             schema = {k: _param_schema(k, v) for k, v in (params or {}).items()}
             _check_declaration(name, func, schema)
+            unknown = [p for p in team_params if p not in schema]
+            if unknown:
+                raise ConfigError(f"tool {name!r}: team_params names {unknown[0]!r}, which is not a parameter")
             self.add(Tool(name, description, schema, _required_from(func, schema), func, writer_only,
-                          approve=approve, preview=preview))
+                          approve=approve, preview=preview, team_params=tuple(team_params), ready=ready))
             return func
         return decorate
 
