@@ -1,7 +1,7 @@
 """A run's options, as one frozen value, and the folder it keeps its files in.
 
 ``RunOptions`` holds how a run goes (context mode, budgets, limits, tool
-steps, sandbox, approval); it is checked once, when it is made, and every
+steps, sandbox, approval, how requests find their servers); it is checked once, when it is made, and every
 problem names the option. The CLI builds its flags, defaults and help from
 these fields (``cli_option``), so a default is written in one place.
 
@@ -16,6 +16,8 @@ from dataclasses import MISSING, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Callable
 
+from .client.endpoint import HEADER_NAME
+from .client.pool import ROUTING_HEADER
 from .context import ContextMode
 from .errors import ConfigError
 from .tools.sandbox import python_mode
@@ -57,12 +59,21 @@ class RunOptions:
     stop_on_silent_agent: int = option(0, "stop the run when one agent gave only empty replies for N rounds in a "
                                        "row (0: report it and go on)", metavar="N", least=0)
     parallel: bool = option(False, "run the agents of a round at the same time")
+    max_concurrency: int = option(0, "with --parallel, at most N turns at once (0: the whole round)", metavar="N",
+                                  least=0)
     python: str = option("sandboxed", "how run_python runs model-written code: sandboxed (Landlock, seccomp, "
                          "namespaces; off where no sandbox works), bwrap (the same inside bubblewrap), "
                          "unsandboxed (as you, with your files and network), off", cli=False)
     approve: Callable[[str, str], bool] | None = option(None, "asks before every tool that changes something: "
                                                         "approve(tool, preview) -> bool", cli=False)
     check_health: bool = option(True, "check every endpoint (and its model) before round 1", cli=False)
+    per_server: int = option(0, "requests at once per server of --endpoints where the server does not tell its "
+                             "slots (llama.cpp does, in /props); 0: no limit", metavar="N",
+                             group="team and endpoints", least=0)
+    routing_header: str = option(ROUTING_HEADER, "the header that carries each request's routing key "
+                                 "(azclaw-<run>-<agent>), so a router keeps an agent on one worker",
+                                 metavar="NAME", group="team and endpoints")
+    routing_key: bool = option(True, "send the routing key (--no-routing-key: do not)", cli=False)
 
     def __post_init__(self):
         if self.context is not None:  # None: memory, or a resumed run's own mode
@@ -73,6 +84,8 @@ class RunOptions:
             value = getattr(self, f.name)
             if least is not None and (isinstance(value, bool) or not isinstance(value, int) or value < least):
                 raise ConfigError(f"{f.name}: expected a whole number >= {least}, got {value!r}")
+        if not isinstance(self.routing_header, str) or not HEADER_NAME.fullmatch(self.routing_header):
+            raise ConfigError(f"routing_header: {self.routing_header!r} is not a header name")
         if self.approve is not None and not callable(self.approve):
             raise ConfigError(f"approve: expected a function approve(tool, preview) -> bool, got {self.approve!r}")
 
