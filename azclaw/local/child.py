@@ -5,14 +5,17 @@ ASGI layer over llama-cpp-python's server, and a watchdog on azclaw.
 
 Nothing here runs in azclaw's own process (it imports llama_cpp).
 
-The ASGI layer does two things llama-cpp-python's server does not:
+The ASGI layer does three things llama-cpp-python's server does not:
 
 * it accepts OpenAI's ``response_format`` shape ``{"type": "json_schema",
   "json_schema": {"schema": ...}}`` (llama-cpp-python validates only
   ``{"type": "json_object", "schema": ...}`` and answers 422 otherwise), so
   azclaw sends one shape to every server;
 * it reports the prompt tokens served from the KV cache, as llama.cpp's
-  server and vLLM do: ``usage.prompt_tokens_details.cached_tokens``.
+  server and vLLM do: ``usage.prompt_tokens_details.cached_tokens``;
+* it answers ``GET /health`` as llama.cpp's server does (``{"status": "ok"}``
+  once the model is loaded), which routers such as sglang-router require of
+  a worker before they send it anything.
 """
 
 from __future__ import annotations
@@ -118,6 +121,13 @@ class Shim:
         self.app = app
 
     async def __call__(self, scope, receive, send):
+        if scope.get("type") == "http" and scope.get("method") in ("GET", "HEAD") and scope.get("path") == "/health":
+            body = b'{"status": "ok"}'
+            await send({"type": "http.response.start", "status": 200,
+                        "headers": [(b"content-type", b"application/json"),
+                                    (b"content-length", str(len(body)).encode())]})
+            await send({"type": "http.response.body", "body": body if scope["method"] == "GET" else b""})
+            return
         if scope.get("type") != "http" or scope.get("method") != "POST" \
                 or not scope.get("path", "").endswith("/chat/completions"):
             return await self.app(scope, receive, send)
