@@ -21,7 +21,7 @@ from azclaw import Agent
 from azclaw.client.llm import Outages
 from azclaw.client.pool import ROUTING_HEADER, Pool, ServerPool, routing_key
 from azclaw.errors import ConfigError
-from azclaw.events import RoundFinished
+from azclaw.events import RoundFinished, RunStarted
 from fakellm import FakeLLM, Reply
 from helpers import CLI_TIMEOUT, fast_clients, journal, orchestrator, run_file, wait_for
 from relay import Relay
@@ -144,6 +144,21 @@ def test_a_server_that_dies_hands_its_agents_to_the_others_and_takes_them_back(f
             assert {s for r in range(1, 7) for s in rounds[(a.name, r)]} == rounds[(a.name, 1)]
     turns = turns_of(workdir)
     assert len(turns) == 9 * 6 and not any(t["errors"] for t in turns)
+
+
+def test_a_server_down_before_round_one_starts_its_agents_on_stand_ins(fake_llm, dead_url, workdir):
+    up = [fake_llm(), fake_llm()]
+    pool = Pool([up[0].url, dead_url, up[1].url])
+    team = [Agent(f"agent{i}", endpoint=pool) for i in range(6)]
+    orch = orchestrator(team, parallel=True)
+    down_at_start = []
+    orch.observers.append(lambda e: down_at_start.append(orch.sessions["agent0"].client.outages.is_down(dead_url))
+                          if isinstance(e, RunStarted) else None)
+    orch.run(max_rounds=2)
+    assert down_at_start == [True]  # found by the check before round 1, not by a turn's request
+    assert sorted(len(f.chats) for f in up) == [6, 6]  # its two agents went to the two others, one each
+    assert all(len(s) == 1 for s in servers_of(up).values())
+    assert not any(t["errors"] for t in turns_of(workdir))
 
 
 def test_with_every_server_down_a_request_knocks_at_home_first():

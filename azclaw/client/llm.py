@@ -468,7 +468,7 @@ class LLMClient:
         for endpoint in self.endpoints:
             root, url = endpoint.root, endpoint.chat
             model = self._model_for.get(url, self.model)
-            offered = unserved(model, model_entries(root, self.api_key, timeout=min(self.timeout, PROBE_TIMEOUT)))
+            offered = unserved(model, self._model_entries(root))
             if not offered:
                 continue
             shown = ", ".join(offered[:20]) + (f" (and {len(offered) - 20} more)" if len(offered) > 20 else "")
@@ -477,11 +477,25 @@ class LLMClient:
             raise ConfigError(f"model {model!r}: {what}; it serves: {shown} "
                               "(name one with --model, or as the agent's model)")
 
+    def _model_entries(self, root: str) -> list[dict] | None:
+        """``/v1/models`` of ``root``, asked once per pool (the clients of a pool share it)."""
+        if self.pool is None:
+            return model_entries(root, self.api_key, timeout=min(self.timeout, PROBE_TIMEOUT))
+        return self.pool.once(("models", root), lambda: model_entries(root, self.api_key,
+                                                                       timeout=min(self.timeout, PROBE_TIMEOUT)))
+
     def health_check(self, wait: float = 0.0, loading_wait: float = LOADING_WAIT) -> str:
         """Check that at least one endpoint answers ``/health`` or
         ``/v1/models``; return the URL that answered. ``wait`` seconds are
         spent retrying a server that is not reachable yet; a server answering
-        503 (loading its model) is waited for up to ``loading_wait`` seconds."""
+        503 (loading its model) is waited for up to ``loading_wait`` seconds.
+        On a pool the check is made once for all its clients, and the servers
+        that do not answer start the run marked down."""
+        if self.pool is not None:
+            return self.pool.checked(lambda: self._health_check(wait, loading_wait))
+        return self._health_check(wait, loading_wait)
+
+    def _health_check(self, wait: float, loading_wait: float) -> str:
         start = time.monotonic()
         announced = False
         while True:

@@ -123,6 +123,8 @@ class ServerPool:
         self._asking = {url: threading.Lock() for url in self._by_url}
         self._closed = threading.Event()
         self._checker: threading.Thread | None = None
+        self._once: dict = {}  # what the clients asked of the servers once (health, models)
+        self._once_lock = threading.Lock()
 
     # -- where an agent's requests go ------------------------------------------------
     def assign(self, keys: list[str]) -> None:
@@ -234,6 +236,27 @@ class ServerPool:
                 if not any(self.outages.is_down(url) for url in self._by_url):
                     self._checker = None
                     return
+
+    def once(self, key, ask):
+        """``ask()``'s answer for ``key``, asked once for every client of the pool."""
+        with self._once_lock:
+            if key not in self._once:
+                self._once[key] = ask()
+            return self._once[key]
+
+    def checked(self, check) -> str:
+        """The health check before a run, made once for the pool: ``check()``
+        (which raises when no server answers), then every server asked once
+        more; the ones that do not answer are marked down, so their agents
+        start on stand-ins rather than wait on them."""
+        def whole() -> str:
+            answered = check()
+            for url, endpoint in self._by_url.items():
+                if not answers(endpoint.root, self.api_key, timeout=self.probe_timeout):
+                    self.outages.mark_down(url, "it did not answer before round 1")
+                    self.note_down(url)
+            return answered
+        return self.once("health", whole)
 
     def close(self) -> None:
         """End the checks of servers that are down; wake requests waiting for a slot."""
