@@ -119,7 +119,6 @@ def test_a_server_that_dies_hands_its_agents_to_the_others_and_takes_them_back(f
     pool = Pool([f.url for f in fakes])
     team = [Agent(f"agent{i}", endpoint=pool) for i in range(9)]
     orch = orchestrator(team, parallel=True)
-    servers = {}
 
     def back() -> None:
         fakes.append(fake_llm(port=port))  # the same server, started again on its port
@@ -266,7 +265,7 @@ class Router:
                    "--assignment-mode", "min_group", "--prometheus-host", "127.0.0.1",
                    "--prometheus-port", str(free_port()), "--log-level", "warn",
                    "--health-check-interval-secs", "1", "--health-failure-threshold", "2",
-                   "--health-check-timeout-secs", "30"]
+                   "--health-check-timeout-secs", "30", "--shutdown-grace-period-secs", "1"]
         self.process = subprocess.Popen(command, stdout=open(log_path, "w"), stderr=subprocess.STDOUT,
                                         stdin=subprocess.DEVNULL)
         try:
