@@ -45,7 +45,6 @@ sys.path.insert(0, str(Path(__file__).parent))
 from fakellm import FakeLLM  # noqa: E402
 
 from azclaw import Agent, Orchestrator  # noqa: E402
-from azclaw.client.pool import Pool  # noqa: E402
 
 _SCRATCH = tempfile.TemporaryDirectory(prefix="azclaw-bench-scale-")
 
@@ -130,6 +129,7 @@ def one_way(name: str, endpoint, agents: int, rounds: int, max_tokens: int) -> d
 
 
 def servers_part(agents: int, rounds: int, max_tokens: int) -> None:
+    from azclaw.client.pool import Pool
     from azclaw.local.server import LocalServer
     print(f"\n{agents} agents on 2 local servers (the bundled model, llama-cpp-python --cache True), "
           f"{rounds} rounds, parallel, one request per turn (no tools), max_tokens {max_tokens}:")
@@ -174,23 +174,22 @@ def scripted_server() -> tuple[subprocess.Popen, str]:
     return proc, f"http://127.0.0.1:{port}/v1/chat/completions"
 
 
-def sample_bodies(agents: int) -> list[bytes]:
+def sample_bodies(agents: int) -> list[dict]:
     """What azclaw sends in a round of this team (recorded by an in-process server)."""
     os.chdir(_scratch())
     with FakeLLM() as fake:
         Orchestrator([Agent(f"agent{i:02d}", endpoint=fake.url) for i in range(agents)], verbose=False,
                      check_health=False).run(max_rounds=2)
-        return [json.dumps({k: v for k, v in r.body.items() if k not in ("stream", "stream_options")}).encode()
+        return [{k: v for k, v in r.body.items() if k not in ("stream", "stream_options")}
                 for r in fake.chats if r.round == 2]
 
 
-def bare(url: str, bodies: list[bytes], n: int, stream: bool) -> tuple[float, float]:
-    """A bare urllib client: (wall, CPU) seconds for ``n`` requests."""
+def bare(url: str, bodies: list[dict], n: int, stream: bool) -> tuple[float, float]:
+    """A bare urllib client (it encodes each request, as any client must):
+    (wall, CPU) seconds for ``n`` requests."""
     wall, cpu = time.perf_counter(), time.process_time()
     for i in range(n):
-        body = bodies[i % len(bodies)]
-        if stream:
-            body = body[:-1] + b', "stream": true}'
+        body = json.dumps(dict(bodies[i % len(bodies)], stream=stream)).encode()
         req = urllib.request.Request(url, data=body, headers={"Content-Type": "application/json"})
         with urllib.request.urlopen(req) as resp:
             if stream:
