@@ -132,31 +132,42 @@ def servers_part(agents: int, rounds: int, max_tokens: int) -> None:
     from azclaw.client.pool import Pool
     from azclaw.local.server import LocalServer
     print(f"\n{agents} agents on 2 local servers (the bundled model, llama-cpp-python --cache True), "
-          f"{rounds} rounds, parallel, one request per turn (no tools), max_tokens {max_tokens}:")
-    args = ("--cache", "True")
-    with LocalServer(max_tokens=max_tokens, server_args=args) as a, \
-            LocalServer(max_tokens=max_tokens, server_args=args) as b:
-        results = [one_way("sticky pool (--endpoints)", Pool([a.endpoint, b.endpoint]), agents, rounds, max_tokens)]
+          f"{rounds} rounds, parallel, one request per turn (no tools), max_tokens {max_tokens}; "
+          "two new servers for each way, so no way finds another's prompts in their caches:")
+
+    def pooled(a, b):
+        return one_way("sticky pool (--endpoints)", Pool([a.endpoint, b.endpoint]), agents, rounds, max_tokens)
+
+    def round_robin(a, b):
         balancer = RoundRobin([a.base, b.base])
         try:
             result = one_way("round-robin balancer", balancer.url, agents, rounds, max_tokens)
             result["sent"] = dict(balancer.sent)
-            results.append(result)
+            return result
         finally:
             balancer.stop()
-        if importlib.util.find_spec("sglang_router") is not None:
-            from relay import Relay
-            from test_pool import Router
-            relays = [Relay(a.base), Relay(b.base)]
-            gateway = Router([r.base for r in relays], _scratch() / "router.log")
-            try:
-                result = one_way("sglang-router manual + key", gateway.url, agents, rounds, max_tokens)
-                result["sent"] = {r.base: len(r.chats()) for r in relays}
-                results.append(result)
-            finally:
-                gateway.stop()
-                for r in relays:
-                    r.stop()
+
+    def router(a, b):
+        from relay import Relay
+        from test_pool import Router
+        relays = [Relay(a.base), Relay(b.base)]
+        gateway = Router([r.base for r in relays], _scratch() / "router.log")
+        try:
+            result = one_way("sglang-router manual + key", gateway.url, agents, rounds, max_tokens)
+            result["sent"] = {r.base: len(r.chats()) for r in relays}
+            return result
+        finally:
+            gateway.stop()
+            for r in relays:
+                r.stop()
+
+    ways = [pooled, round_robin] + ([router] if importlib.util.find_spec("sglang_router") is not None else [])
+    results = []
+    for way in ways:
+        args = ("--cache", "True")
+        with LocalServer(max_tokens=max_tokens, server_args=args) as a, \
+                LocalServer(max_tokens=max_tokens, server_args=args) as b:
+            results.append(way(a, b))
     print(f"  {'way':<28}{'prompt tok':>11}{'from cache':>12}{'share':>7}{'s/round':>9}   requests per server")
     for r in results:
         share = r["cached"] / r["prompt"] if r["prompt"] else 0
