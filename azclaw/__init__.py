@@ -11,6 +11,7 @@ import logging
 logging.getLogger("azclaw").addHandler(logging.NullHandler())
 
 from .agent import Agent, default_team  # noqa: E402
+from .client.pool import Pool  # noqa: E402
 from .errors import AzclawError, ConfigError, RunAborted, ToolError  # noqa: E402
 from .events import Stop  # noqa: E402
 from .memory import TeamMemory  # noqa: E402
@@ -20,6 +21,6 @@ from .tools import ToolContext, ToolRegistry, build_default_registry  # noqa: E4
 from .topic import Topic  # noqa: E402
 from .version import __version__  # noqa: E402
 
-__all__ = ["Agent", "AzclawError", "ConfigError", "Orchestrator", "RunAborted", "RunFolder", "RunOptions", "Stop",
-           "TeamMemory", "ToolContext", "ToolError", "ToolRegistry", "Topic", "build_default_registry",
+__all__ = ["Agent", "AzclawError", "ConfigError", "Orchestrator", "Pool", "RunAborted", "RunFolder", "RunOptions",
+           "Stop", "TeamMemory", "ToolContext", "ToolError", "ToolRegistry", "Topic", "build_default_registry",
            "default_team", "__version__"]

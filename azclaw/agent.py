@@ -12,7 +12,8 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .client.endpoint import Endpoint
+from .client.endpoint import Endpoint, check_headers
+from .client.pool import Pool
 from .client.llm import DEFAULT_MAX_OUTAGE, DEFAULT_STALL_TIMEOUT, DEFAULT_TIMEOUT, check_limits
 from .errors import ConfigError
 from .options import option
@@ -37,7 +38,8 @@ class Agent:
     """One member of the team.
 
     ``endpoint`` may be a list: the agent fails over to the next URL when one
-    is down (``endpoints`` holds them parsed). ``tools`` narrows the tools
+    is down (``endpoints`` holds them parsed); or a ``Pool`` the team shares:
+    a run keeps the agent on one of its servers while that one is up. ``tools`` narrows the tools
     the agent is offered (None: every tool its role allows); only
     ``can_write`` agents get write_file and run_python. ``root`` is its
     AgentAZAll folder (default ``<agents_dir>/<name>``). ``api_key``
@@ -49,7 +51,7 @@ class Agent:
 
     name: str
     role: str = ""
-    endpoint: str | list[str] = DEFAULT_ENDPOINT
+    endpoint: str | list[str] | Pool = DEFAULT_ENDPOINT
     model: str = "default"
     tools: list[str] | None = None
     max_tokens: int = option(DEFAULT_MAX_TOKENS, "reply limit per request (256 with --local)", metavar="TOKENS",
@@ -80,16 +82,26 @@ class Agent:
             raise ConfigError(f"agent name {self.name!r}: use letters, digits, '_', '-' or '.' "
                               "(up to 64 characters, starting with a letter or digit)")
         check_mode(self.tool_mode, f"agent {self.name}: tool_mode")
-        urls = [self.endpoint] if isinstance(self.endpoint, (str, Endpoint)) else list(self.endpoint)
-        if not urls:
-            raise ConfigError(f"agent {self.name}: endpoint: at least one URL is needed")
-        self.endpoints = tuple(Endpoint.parse(u) for u in urls)
+        if isinstance(self.endpoint, Pool):
+            self.endpoints = self.endpoint.endpoints
+        else:
+            urls = [self.endpoint] if isinstance(self.endpoint, (str, Endpoint)) else list(self.endpoint)
+            if not urls:
+                raise ConfigError(f"agent {self.name}: endpoint: at least one URL is needed")
+            self.endpoints = tuple(Endpoint.parse(u) for u in urls)
+        self.headers = check_headers(self.headers, f"agent {self.name}: headers")
         if self.budget_tokens is not None and (isinstance(self.budget_tokens, bool)
                                                or not isinstance(self.budget_tokens, int) or self.budget_tokens < 1):
             raise ConfigError(f"agent {self.name}: budget_tokens: expected a whole number >= 1, "
                               f"got {self.budget_tokens!r}")
         check_limits(timeout=self.timeout, stall_timeout=self.stall_timeout, max_outage=self.max_outage,
                      retries=self.retries)
+
+
+    @property
+    def pool(self) -> Pool | None:
+        """The team's pool the agent is on (None: its own endpoint or fail-over list)."""
+        return self.endpoint if isinstance(self.endpoint, Pool) else None
 
 
 def is_writer(name: str) -> bool:

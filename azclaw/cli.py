@@ -19,6 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .agent import DEFAULT_ENDPOINT, DEFAULT_ROLES, Agent, default_team, is_writer
+from .client.endpoint import check_headers
+from .client.pool import Pool
 from .errors import AzclawError, ConfigError
 from .options import RunFolder, RunOptions, cli_option, given, groups as option_groups
 from .orchestrator import Orchestrator
@@ -28,7 +30,7 @@ from .runlog.common import CHART_ENGINES
 from .runlog.report import build_report
 from .runlog.status import format_status, read_status
 from .safetext import one_line
-from .team import AgentSpec, load_team, parse_agents
+from .team import AgentSpec, TeamSpec, parse_agents, read_team
 from .tools.approval import TerminalApprover
 from .version import __version__
 from .topic import Topic, find_topic, slug
@@ -58,10 +60,18 @@ def add_team_options(parser: argparse.ArgumentParser, what: str) -> None:
     team = parser.add_argument_group("team and endpoints")
     team.add_argument("--endpoint", help=f"OpenAI-compatible URL {what}; url|url fails over "
                                          f"(default: ${ENDPOINT_ENV} or {DEFAULT_ENDPOINT})")
+    team.add_argument("--endpoints", metavar="URL,URL,...",
+                      help="a pool of servers the team shares: each agent stays on one while it is up (its prompt "
+                           "prefix stays in that server's cache), moves while it is down, comes back when it "
+                           "returns; an agent's own URL (--agents, --team) wins")
+    team.add_argument("--header", action="append", default=[], metavar="NAME=VALUE",
+                      help="a header sent with every request (a gateway's own); repeatable; a team file's headers "
+                           "of an agent win")
     team.add_argument("--agents", help="team as name[/write|/read][@model][:url[|url]],... (developer, dev and "
                                        "coder write unless marked /read)")
     team.add_argument("--team", metavar="FILE", help="team file: per agent name, role, write, model, endpoint, "
-                                                     "max_tokens, tool_mode, temperature (see README)")
+                                                     "max_tokens, tool_mode, temperature, headers; the team's "
+                                                     "endpoints (a pool) and headers (see README)")
     team.add_argument("--model", default="default",
                       help="model name sent to the server; with --local: smollm2 (the bundled model), a .gguf "
                            "file, or hf:OWNER/REPO/FILE.gguf[@sha256:HEX] (downloaded once)")
@@ -73,6 +83,15 @@ def add_team_options(parser: argparse.ArgumentParser, what: str) -> None:
     context = parser.add_argument_group("context")
     add_fields(context, RunOptions, ["context_budget"])
     add_local_options(parser)
+
+
+def add_routing_options(parser: argparse.ArgumentParser) -> None:
+    """How a run's requests find their servers (run)."""
+    group = next(g for g in parser._action_groups if g.title == "team and endpoints")
+    add_fields(group, RunOptions, ["per_server", "routing_header"])
+    group.add_argument("--no-routing-key", action="store_true",
+                       help="send no routing key (by default every request carries azclaw-<run>-<agent> in the "
+                            "routing header)")
 
 
 def add_request_options(parser: argparse.ArgumentParser) -> None:
@@ -151,9 +170,12 @@ class TeamConfig:
         if getattr(args, "no_stream", False):
             settings["stream"] = False
         settings.update(fixed)
-        return cls(endpoint=endpoints(args.endpoint or os.environ.get(ENDPOINT_ENV) or DEFAULT_ENDPOINT),
-                   agents=team_specs(args), model=args.model, settings=settings,
-                   context_budget=getattr(args, "context_budget", None))
+        spec = team_file(args)
+        headers = {**(spec.headers if spec else {}), **header_options(getattr(args, "header", []))}
+        if headers:
+            settings["headers"] = headers
+        return cls(endpoint=team_endpoint(args, spec), agents=spec.agents if spec else team_specs(args),
+                   model=args.model, settings=settings, context_budget=getattr(args, "context_budget", None))
 
     def team(self) -> list[Agent]:
         options = dict(self.settings)
@@ -165,6 +187,8 @@ class TeamConfig:
             own = {k: v for k, v in (("model", s.model), ("tool_mode", s.tool_mode), ("max_tokens", s.max_tokens),
                                      ("temperature", s.temperature), ("budget_tokens", s.budget_tokens))
                    if v not in (None, "")}
+            if s.headers:  # the agent's own headers win over the team's
+                own["headers"] = {**options.get("headers", {}), **s.headers}
             endpoint = ((endpoints(s.endpoint) if isinstance(s.endpoint, str) else s.endpoint) if s.endpoint
                         else self.by_agent.get(s.name, self.endpoint))
             team.append(Agent(s.name, role=s.role or DEFAULT_ROLES.get(s.name, ""), can_write=s.can_write,
@@ -183,12 +207,46 @@ class TeamConfig:
 
 def team_specs(args) -> list[AgentSpec] | None:
     """The agents of --team or --agents (None: the default team)."""
+    spec = team_file(args)
+    if spec:
+        return spec.agents
+    agents = getattr(args, "agents", None)
+    return parse_agents(agents) if agents else None
+
+
+def team_file(args) -> TeamSpec | None:
+    """The team file of --team (None without one)."""
     team, agents = getattr(args, "team", None), getattr(args, "agents", None)
     if team and agents:
         raise ConfigError("--team and --agents both name the team: give one of them")
-    if team:
-        return load_team(team)
-    return parse_agents(agents) if agents else None
+    return read_team(team) if team else None
+
+
+def team_endpoint(args, spec: TeamSpec | None = None) -> str | list[str] | Pool:
+    """Where the agents without a URL of their own go: --endpoint (a URL or a
+    fail-over list), --endpoints (a pool), the team file's pool, $AZCLAW_ENDPOINT."""
+    endpoint, pool = getattr(args, "endpoint", None), getattr(args, "endpoints", None)
+    if endpoint and pool:
+        raise ConfigError("--endpoint and --endpoints both name the team's servers: give one of them "
+                          "(--endpoint url|url: a fail-over list; --endpoints url,url: a pool)")
+    if pool:
+        return Pool.parse(pool)
+    if endpoint:
+        return endpoints(endpoint)
+    if spec and spec.pool:
+        return spec.pool
+    return endpoints(os.environ.get(ENDPOINT_ENV) or DEFAULT_ENDPOINT)
+
+
+def header_options(values: list[str]) -> dict[str, str]:
+    """The headers of ``--header NAME=VALUE`` (repeated)."""
+    headers = {}
+    for value in values or []:
+        name, sep, text = value.partition("=")
+        if not sep or not name.strip():
+            raise ConfigError(f"--header {value!r}: expected NAME=VALUE")
+        headers[name.strip()] = text.strip()
+    return check_headers(headers, "--header")
 
 
 def endpoints(value: str) -> str | list[str]:
@@ -205,6 +263,8 @@ def load_topic(name: str | None) -> Topic | None:
 def run_options(args, config: TeamConfig) -> RunOptions:
     """The run's options: what the command line gave, over the defaults."""
     values = given(RunOptions, args)
+    if getattr(args, "no_routing_key", False):
+        values["routing_key"] = False
     if config.context_budget:
         values["context_budget"] = config.context_budget
     values["python"] = python_mode(args)
@@ -218,11 +278,14 @@ def local_server(args: argparse.Namespace, log_path=None, team: bool = True):
     started): one server per agent (LocalTeamServer) unless ``team`` is False."""
     from .local.server import DEFAULT_MAX_TOKENS as LOCAL_MAX_TOKENS, LocalServer
     from .local.team import LocalTeamServer
-    if getattr(args, "endpoint", None):
-        raise ConfigError("--local starts its own server: leave out --endpoint")
+    for flag in ("endpoint", "endpoints"):
+        if getattr(args, flag, None):
+            raise ConfigError(f"--local starts its own server: leave out --{flag}")
     specs = team_specs(args)
     if specs and any(s.endpoint for s in specs):
         raise ConfigError("--local points every agent at its own server: name the agents without URLs")
+    if getattr(args, "team", None) and team_file(args).pool:
+        raise ConfigError(f"--local points every agent at its own server: leave out the endpoints of {args.team}")
     model = None if args.model in (None, "default") else args.model
     options = dict(model=model, chat_format=args.chat_format, n_ctx=args.ctx,
                    max_tokens=args.max_tokens or LOCAL_MAX_TOKENS, threads=args.threads,
@@ -292,8 +355,9 @@ def cmd_bench(args) -> int:
     check_fresh(mode_folders(Path(args.out), modes))
     topic_name = args.topic or (None if args.task else BENCH_TOPIC)
     load_topic(topic_name)  # a bad topic fails before a local server starts
-    urls = any(spec.endpoint for spec in team_specs(args) or [])
-    local = args.local or not (args.endpoint or os.environ.get(ENDPOINT_ENV) or urls)
+    spec = team_file(args)
+    urls = any(agent.endpoint for agent in team_specs(args) or []) or bool(spec and spec.pool)
+    local = args.local or not (args.endpoint or args.endpoints or os.environ.get(ENDPOINT_ENV) or urls)
     config = TeamConfig.of(args)
 
     def bench(config: TeamConfig, teams: dict | None = None) -> int:
@@ -458,6 +522,7 @@ def make_parser() -> argparse.ArgumentParser:
         "azclaw run --task 'Build a CLI todo app' --max-rounds 10",
         "azclaw run --topic todo-api --endpoint http://localhost:8080",
         "azclaw run --task 'Review it' --agents 'designer:http://h:8200,coder:http://h:8201'",
+        "azclaw run --topic todo-api --endpoints http://gpu1:8080,http://gpu2:8080 --parallel",
         "azclaw run --topic todo-api --resume logs/todo_api_checkpoint.json",
         "azclaw run --topic todo-api --budget-tokens 2000000 --max-time 8h --stop-on-no-progress 10",
         "azclaw run --task 'Write a tested CLI' --done-agent reviewer --finish-check 'python -m pytest -q'",
@@ -470,9 +535,11 @@ def make_parser() -> argparse.ArgumentParser:
                                                                   "last phase, else 10)")
     what.add_argument("--resume", nargs="?", const="", metavar="CHECKPOINT",
                       help="continue from a checkpoint (default: this topic's in --log-dir)")
-    add_fields(what, RunOptions, ["checkpoint_every", "max_failed_rounds", "stop_on_silent_agent", "parallel"])
+    add_fields(what, RunOptions, ["checkpoint_every", "max_failed_rounds", "stop_on_silent_agent", "parallel",
+                                  "max_concurrency"])
     what.add_argument("--quiet", action="store_true", help="no progress on the console")
     add_team_options(run, "for every agent")
+    add_routing_options(run)
     add_request_options(run)
     context = next(g for g in run._action_groups if g.title == "context")
     add_fields(context, RunOptions, ["context", "message_chars"])

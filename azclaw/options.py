@@ -1,7 +1,7 @@
 """A run's options, as one frozen value, and the folder it keeps its files in.
 
 ``RunOptions`` holds how a run goes (context mode, budgets, limits, tool
-steps, sandbox, approval); it is checked once, when it is made, and every
+steps, sandbox, approval, how requests find their servers); it is checked once, when it is made, and every
 problem names the option. The CLI builds its flags, defaults and help from
 these fields (``cli_option``), so a default is written in one place.
 
@@ -16,6 +16,8 @@ from dataclasses import MISSING, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Callable
 
+from .client.endpoint import HEADER_NAME
+from .client.pool import ROUTING_HEADER
 from .context import ContextMode
 from .errors import ConfigError
 from .limits import check as check_limits
@@ -61,6 +63,8 @@ class RunOptions:
     allow_secret_sources: bool = option(False, "accept a source folder that is /, holds your home folder or a "
                                         "folder of keys (.ssh, .aws ...); their secret files stay hidden from "
                                         "agents and their code", group="sandbox and tools")
+    max_concurrency: int = option(0, "with --parallel, at most N turns at once (0: the whole round)", metavar="N",
+                                  least=0)
     python: str = option("sandboxed", "how run_python runs model-written code: sandboxed (Landlock, seccomp, "
                          "namespaces; off where no sandbox works), bwrap (the same inside bubblewrap), "
                          "unsandboxed (as you, with your files and network), off", cli=False)
@@ -106,6 +110,13 @@ class RunOptions:
                                       "after every round that changed the folder, or to confirm a done call "
                                       "when there is a done agent; it succeeding ends the run (reason done); "
                                       "the topic's finish.check", metavar="COMMAND", group="finish line")
+    per_server: int = option(0, "requests at once per server of --endpoints where the server does not tell its "
+                             "slots (llama.cpp does, in /props); 0: no limit", metavar="N",
+                             group="team and endpoints", least=0)
+    routing_header: str = option(ROUTING_HEADER, "the header that carries each request's routing key "
+                                 "(azclaw-<run>-<agent>), so a router keeps an agent on one worker",
+                                 metavar="NAME", group="team and endpoints")
+    routing_key: bool = option(True, "send the routing key (--no-routing-key: do not)", cli=False)
 
     def __post_init__(self):
         if self.context is not None:  # None: memory, or a resumed run's own mode
@@ -116,6 +127,8 @@ class RunOptions:
             value = getattr(self, f.name)
             if least is not None and (isinstance(value, bool) or not isinstance(value, int) or value < least):
                 raise ConfigError(f"{f.name}: expected a whole number >= {least}, got {value!r}")
+        if not isinstance(self.routing_header, str) or not HEADER_NAME.fullmatch(self.routing_header):
+            raise ConfigError(f"routing_header: {self.routing_header!r} is not a header name")
         check_limits(self)
         if self.approve is not None and not callable(self.approve):
             raise ConfigError(f"approve: expected a function approve(tool, preview) -> bool, got {self.approve!r}")

@@ -43,7 +43,7 @@ from .parallel import in_threads
 from .prompt import CHARS_PER_TOKEN, first_focus, system_prompt
 from .resume import take_up
 from .runlog.journal import Journal
-from .session import AgentSession, ClientFactory, start_sessions
+from .session import AgentSession, ClientFactory, start_sessions, stop_sessions
 from .state import HISTORY_KEEP, RunState
 from .stats import RunStats
 from .stopping import StopControl
@@ -211,7 +211,7 @@ class Orchestrator:
                 continue
             jobs.append(lambda s=session: self._turn(s, round_no, last))
         if self.options.parallel and len(jobs) > 1:
-            turns = in_threads(jobs)
+            turns = [t for t in in_threads(jobs, self.options.max_concurrency, lambda: self.ending is not None) if t]
         else:
             turns = []
             for job in jobs:
@@ -301,7 +301,10 @@ class Orchestrator:
         try:
             git = [GitLog.open(self.folder, self.topic.name)] if self.options.git else []
             planned = self._restore(resume) if resume else None
-            self.sessions = start_sessions(self.agents, self.options.context_budget, self.client_factory)
+            routing = self.options.routing_header if self.options.routing_key else None
+            self.sessions = start_sessions(self.agents, self.options.context_budget, self.client_factory,
+                                           run=self.topic.name, per_server=self.options.per_server,
+                                           routing_header=routing)
             if self.options.check_health:
                 for session in self.sessions.values():
                     session.client.health_check()
@@ -411,6 +414,7 @@ class Orchestrator:
             if self.ending.reason not in ("error", "signal"):  # else the error that ended the run is the one to tell
                 raise
         finally:
+            stop_sessions(self.sessions)
             self.memory.close()  # the index reopens itself if the orchestrator runs again
             self._console.close()
             self._lock.release()

@@ -3,23 +3,32 @@
 from __future__ import annotations
 
 import threading
+from typing import Callable
 
 
-def in_threads(jobs: list) -> list:
-    """Run ``jobs`` at once and return their results in order. Daemon
-    threads, so a second Ctrl+C can end the process without waiting for
-    requests still in flight."""
+def in_threads(jobs: list, limit: int = 0, stop: Callable[[], bool] | None = None) -> list:
+    """Run ``jobs`` at once, at most ``limit`` at a time (0: all), and return
+    their results in order. Once ``stop()`` is true no further job starts
+    (its result is None). Daemon threads, so a second Ctrl+C can end the
+    process without waiting for requests still in flight."""
     results: list = [None] * len(jobs)
     failures: list = [None] * len(jobs)
+    lock = threading.Lock()
+    queue = iter(range(len(jobs)))
 
-    def work(i: int) -> None:
-        try:
-            results[i] = jobs[i]()
-        except BaseException as exc:  # re-raised in the caller's thread
-            failures[i] = exc
+    def work() -> None:
+        while True:
+            with lock:
+                i = next(queue, None)
+            if i is None or (stop is not None and stop()):
+                return
+            try:
+                results[i] = jobs[i]()
+            except BaseException as exc:  # re-raised in the caller's thread
+                failures[i] = exc
 
-    threads = [threading.Thread(target=work, args=(i,), daemon=True, name=f"azclaw-turn-{i}")
-               for i in range(len(jobs))]
+    workers = len(jobs) if not limit else min(limit, len(jobs))
+    threads = [threading.Thread(target=work, daemon=True, name=f"azclaw-turn-{n}") for n in range(workers)]
     for t in threads:
         t.start()
     for t in threads:

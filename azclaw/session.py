@@ -3,6 +3,11 @@ the context its server allows, and the nudges and skips the run's watchers
 asked for. ``Agent`` holds settings; a session is made for each run from a
 client factory (the seam for tests and other backends):
 ``client_factory(agent, outages) -> LLMClient``.
+
+``start_sessions`` gives every client the run's routing key for its agent
+(``azclaw-<run>-<agent>`` in the routing header, unless the agent's own
+headers name it) and puts the agents whose endpoint is a ``Pool`` on one
+``ServerPool`` per pool, shared by their clients.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ from typing import Callable
 
 from .agent import Agent
 from .client.llm import LLMClient, Outages
+from .client.pool import ROUTING_HEADER, ServerPool, routing_key
 from .toolmodes import starting_mode
 
 ClientFactory = Callable[[Agent, Outages], LLMClient]
@@ -59,9 +65,34 @@ class AgentSession:
         return text
 
 
-def start_sessions(agents: list[Agent], context_budget: int,
-                   factory: ClientFactory | None = None) -> dict[str, AgentSession]:
-    """A session for every agent of a run; their clients share one ``Outages``."""
+def start_sessions(agents: list[Agent], context_budget: int, factory: ClientFactory | None = None, *,
+                   run: str = "run", routing_header: str | None = ROUTING_HEADER,
+                   per_server: int = 0) -> dict[str, AgentSession]:
+    """A session for every agent of run ``run``; their clients share one
+    ``Outages`` and, for agents on a pool, one ``ServerPool`` per pool.
+    ``routing_header`` None: no routing key is sent."""
     outages = Outages()
     make = factory or default_client
-    return {a.name: AgentSession(a, make(a, outages), a.context_budget or context_budget) for a in agents}
+    pools: dict = {}
+    sessions = {}
+    for agent in agents:
+        client = make(agent, outages)
+        key = routing_key(run, agent.name)
+        if routing_header and not any(h.lower() == routing_header.lower() for h in client.headers):
+            client.headers[routing_header] = key
+        if agent.pool is not None:
+            if agent.pool not in pools:
+                pools[agent.pool] = ServerPool(agent.pool, outages, per_server=per_server or None,
+                                               api_key=client.api_key)
+            client.use_pool(pools[agent.pool], key)
+        sessions[agent.name] = AgentSession(agent, client, agent.context_budget or context_budget)
+    for pool in pools.values():  # homes in team order: the same team gets the same homes in every run
+        pool.assign([s.client.key for s in sessions.values() if s.client.pool is pool])
+    return sessions
+
+
+def stop_sessions(sessions: dict[str, AgentSession]) -> None:
+    """End what a run's sessions keep going (the pools' checks of servers that are down)."""
+    for pool in {id(s.client.pool): s.client.pool for s in sessions.values()
+                 if getattr(s.client, "pool", None) is not None}.values():
+        pool.close()

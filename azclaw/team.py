@@ -8,26 +8,39 @@ starts with http:// or https://.
 A team file (``--team team.json``) says more per agent and is validated
 once, every problem naming the file and the field::
 
-    {"agents": [
+    {"endpoints": ["http://gpu1:8080", "http://gpu2:8080"],
+     "headers": {"X-Team": "ledger"},
+     "agents": [
       {"name": "planner", "role": "You plan.", "model": "qwen3:8b",
        "endpoint": "http://gpu:11434", "max_tokens": 1024, "tool_mode": "auto", "budget_tokens": 500000},
-      {"name": "coder", "write": true, "endpoint": ["http://a:8080", "http://b:8080"]}
+      {"name": "coder", "write": true, "endpoint": ["http://a:8080", "http://b:8080"],
+       "headers": {"X-Gateway-Route": "code"}},
+      {"name": "reviewer"}
     ]}
+
+``endpoints`` is the team's pool: agents without an ``endpoint`` of their
+own are spread over it and each stays on one server while it is up. An
+agent's ``endpoint`` list is its own fail-over list, tried in order.
+``headers`` go with every request of the team; an agent's own win.
 """
 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from .agent import is_writer
+from .client.endpoint import check_headers
+from .client.pool import Pool
 from .errors import ConfigError
 from .files import MB, read_json
 from .toolmodes import MODES
 
 _SPEC = re.compile(r"(?P<name>[^/@:]*)(?:/(?P<marker>[^@:]*))?(?:@(?P<model>.+?))?(?::(?P<url>https?://.+))?")
-_FIELDS = {"name", "role", "write", "model", "endpoint", "max_tokens", "tool_mode", "temperature", "budget_tokens"}
+_FIELDS = {"name", "role", "write", "model", "endpoint", "max_tokens", "tool_mode", "temperature", "budget_tokens",
+           "headers"}
+_TEAM_FIELDS = ("agents", "endpoints", "headers")
 
 
 @dataclass
@@ -43,6 +56,16 @@ class AgentSpec:
     tool_mode: str = ""
     temperature: float | None = None
     budget_tokens: int | None = None
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class TeamSpec:
+    """What a team file says: its agents, the team's pool (None: none) and the team's headers."""
+
+    agents: list[AgentSpec]
+    pool: Pool | None = None
+    headers: dict[str, str] = field(default_factory=dict)
 
 
 def parse_agents(spec: str) -> list[AgentSpec]:
@@ -66,14 +89,30 @@ def parse_agents(spec: str) -> list[AgentSpec]:
 
 def load_team(path: str | Path) -> list[AgentSpec]:
     """The agents of a team file."""
+    return read_team(path).agents
+
+
+def read_team(path: str | Path) -> TeamSpec:
+    """A team file: its agents, pool and headers."""
     data = read_json(Path(path), "team file", ConfigError, limit=MB)
     where = str(path)
     if not isinstance(data, dict) or not isinstance(data.get("agents"), list) or not data["agents"]:
         raise ConfigError(f"{where}: agents: expected a list of at least one agent")
-    unknown = sorted(set(data) - {"agents"})
+    unknown = sorted(set(data) - set(_TEAM_FIELDS))
     if unknown:
-        raise ConfigError(f"{where}: {unknown[0]}: unknown field; valid fields: agents")
-    return [_agent(raw, f"{where}: agents[{i}]") for i, raw in enumerate(data["agents"])]
+        raise ConfigError(f"{where}: {unknown[0]}: unknown field; valid fields: {', '.join(_TEAM_FIELDS)}")
+    pool = None
+    if "endpoints" in data:
+        urls = data["endpoints"]
+        if not isinstance(urls, list) or not urls or \
+                not all(isinstance(u, str) and u.startswith(("http://", "https://")) for u in urls):
+            raise ConfigError(f"{where}: endpoints: expected a list of http(s):// URLs (the team's pool)")
+        try:
+            pool = Pool(tuple(urls))
+        except ConfigError as exc:
+            raise ConfigError(f"{where}: {exc}") from None
+    headers = check_headers(data.get("headers", {}), f"{where}: headers")
+    return TeamSpec([_agent(raw, f"{where}: agents[{i}]") for i, raw in enumerate(data["agents"])], pool, headers)
 
 
 def _agent(raw, where: str) -> AgentSpec:
@@ -108,6 +147,7 @@ def _agent(raw, where: str) -> AgentSpec:
     budget = get("budget_tokens", int, "a whole number")
     if budget is not None and budget < 1:
         raise ConfigError(f"{where}.budget_tokens: expected a whole number >= 1, got {budget}")
+    headers = check_headers(raw.get("headers", {}), f"{where}.headers")
     return AgentSpec(name.strip(), is_writer(name) if write is None else write, endpoint,
                      get("model", str, "a string") or "", get("role", str, "a string") or "", max_tokens, mode,
-                     get("temperature", (int, float), "a number"), budget)
+                     get("temperature", (int, float), "a number"), budget, headers)

@@ -256,6 +256,9 @@ class FakeLLM:
         self.tokens = tokens  # (prompt, completion) reported for every reply when set
         self.requests: list[Recorded] = []
         self.lock = threading.Lock()
+        self.connections: set = set()  # open client connections (kill() cuts them)
+        self.in_flight = 0  # chat requests being answered now
+        self.most_at_once = 0  # the most chat requests it was answering at one time
         self.server = _Server(("127.0.0.1", port), self._handler())
         self.server.daemon_threads = True
         # a short poll keeps stop() quick: shutdown() waits for the next poll
@@ -286,6 +289,18 @@ class FakeLLM:
         self.server.shutdown()
         self.server.server_close()
 
+    def kill(self) -> None:
+        """Stop as a killed server does: the kept-alive connections (a
+        router's) are cut too, not served on by their threads."""
+        self.stop()
+        with self.lock:
+            open_now, self.connections = list(self.connections), set()
+        for sock in open_now:
+            try:
+                sock.shutdown(2)
+            except OSError:
+                pass
+
     def __enter__(self):
         return self.start()
 
@@ -309,6 +324,24 @@ class FakeLLM:
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
             disable_nagle_algorithm = True  # streamed events go out at once, as real servers send them
+
+            def setup(self):
+                super().setup()
+                with fake.lock:
+                    if fake.stopping.is_set():
+                        self.close_connection = True
+                    fake.connections.add(self.connection)
+
+            def finish(self):
+                with fake.lock:
+                    fake.connections.discard(self.connection)
+                super().finish()
+
+            def handle_one_request(self):
+                if fake.stopping.is_set():  # a stopped server serves no kept-alive connection
+                    self.close_connection = True
+                    return
+                super().handle_one_request()
 
             def log_message(self, *args):
                 pass
@@ -395,6 +428,25 @@ class FakeLLM:
                     self._send(404, json.dumps({"error": "not found"}))
 
             def do_POST(self):
+                with fake.lock:
+                    fake.in_flight += 1
+                    fake.most_at_once = max(fake.most_at_once, fake.in_flight)
+                self.counted = True
+                try:
+                    self._post()
+                finally:
+                    self._answered()
+
+            def _answered(self):
+                """The request is no longer worked on (its reply goes out now):
+                counted before the reply leaves, so the client's next request
+                never overlaps it in ``most_at_once``."""
+                if self.counted:
+                    self.counted = False
+                    with fake.lock:
+                        fake.in_flight -= 1
+
+            def _post(self):
                 length = int(self.headers.get("Content-Length") or 0)
                 raw = self.rfile.read(length)
                 try:
@@ -416,6 +468,7 @@ class FakeLLM:
                     reply.gate.wait(GATE_TIMEOUT)
                 if reply.delay or fake.delay:
                     time.sleep(reply.delay or fake.delay)
+                self._answered()
                 if reply.drop:
                     self.close_connection = True
                     self.connection.shutdown(2)

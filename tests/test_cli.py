@@ -245,3 +245,49 @@ def test_topic_that_is_a_folder_or_not_text_is_one_error_line(fake_llm, azclaw, 
 def test_stop_into_a_missing_folder_is_one_error_line(azclaw):
     proc = azclaw("stop", "--dir", "no-such-dir")
     assert_one_error_line(proc, "no-such-dir")
+
+
+# -- many servers: --endpoints, --header, the routing key ---------------------------------------
+
+def test_endpoints_spread_the_team_over_a_pool_and_every_request_carries_its_headers(fake_llm, azclaw):
+    a, b = fake_llm(), fake_llm()
+    proc = azclaw("run", "--task", "x", "--endpoints", f"{a.url},{b.base}", "--agents", "p,q,r,s",
+                  "--header", "X-Team=blue", "--header", "X-Gateway-Route = code", "--parallel",
+                  "--max-rounds", "2", "--name", "pooled", "--quiet")
+    assert proc.returncode == 0, proc.stderr
+    where = {r.agent: {f.base for f in (a, b) if r in f.chats} for r in a.chats + b.chats}
+    assert sorted(where) == ["p", "q", "r", "s"] and all(len(s) == 1 for s in where.values())
+    assert len(a.chats) == len(b.chats) == 4  # two agents on each, two rounds
+    for r in a.chats + b.chats:
+        assert (r.header("x-smg-routing-key"), r.header("X-Team"), r.header("X-Gateway-Route")) == \
+            (f"azclaw-pooled-{r.agent}", "blue", "code")
+
+
+def test_routing_header_renames_the_key_and_no_routing_key_leaves_it_out(fake_llm, azclaw):
+    fake = fake_llm()
+    proc = azclaw("run", "--task", "x", "--endpoint", fake.url, "--agents", "solo", "--max-rounds", "1",
+                  "--routing-header", "X-Session-Id", "--name", "night", "--quiet")
+    assert proc.returncode == 0, proc.stderr
+    assert [(r.header("X-Session-Id"), r.header("x-smg-routing-key")) for r in fake.chats] == \
+        [("azclaw-night-solo", None)]
+    proc = azclaw("run", "--task", "x", "--endpoint", fake.url, "--agents", "solo", "--max-rounds", "1",
+                  "--no-routing-key", "--name", "day", "--quiet")
+    assert proc.returncode == 0, proc.stderr
+    assert [(r.header("X-Session-Id"), r.header("x-smg-routing-key")) for r in fake.chats[1:]] == [(None, None)]
+
+
+@pytest.mark.parametrize("args, named", [
+    (["--endpoint", "http://127.0.0.1:9", "--endpoints", "http://127.0.0.1:8,http://127.0.0.1:7"],
+     "--endpoint and --endpoints"),
+    (["--endpoints", "http://127.0.0.1:8,ftp://x"], "--endpoints: endpoint 'ftp://x'"),
+    (["--endpoints", "http://127.0.0.1:8,http://127.0.0.1:8/v1"], "named twice"),
+    (["--endpoint", "http://127.0.0.1:9", "--header", "X-Team"], "--header 'X-Team': expected NAME=VALUE"),
+    (["--endpoint", "http://127.0.0.1:9", "--header", "Bad Name=x"], "'Bad Name' is not a header name"),
+    (["--endpoint", "http://127.0.0.1:9", "--header", "Host=x"], "Host is set by azclaw itself"),
+    (["--endpoint", "http://127.0.0.1:9", "--routing-header", "x:y"], "routing_header: 'x:y'"),
+    (["--endpoint", "http://127.0.0.1:9", "--per-server", "-1"], "per_server: expected a whole number >= 0"),
+    (["--endpoint", "http://127.0.0.1:9", "--parallel", "--max-concurrency", "-2"], "max_concurrency"),
+    (["--local", "--endpoints", "http://127.0.0.1:8"], "leave out --endpoints"),
+])
+def test_bad_pool_and_header_options_are_one_error_line(azclaw, args, named):
+    assert_one_error_line(azclaw("run", "--task", "x", "--max-rounds", "1", *args), named)

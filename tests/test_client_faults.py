@@ -225,6 +225,37 @@ def test_no_proxy_sends_the_request_directly(fake_llm, dead_url, monkeypatch):
     assert quick(fake.url, retries=0).chat(HI).text == "direct"
 
 
+
+PROXY_VARIABLES = ("http_proxy", "HTTP_PROXY", "https_proxy", "HTTPS_PROXY", "no_proxy", "NO_PROXY",
+                   "REQUEST_METHOD")
+
+
+@pytest.mark.parametrize("env", [
+    {},
+    {"http_proxy": "http://p:1"},
+    {"HTTP_PROXY": "http://P:2"},
+    {"http_proxy": "http://p:1", "HTTP_PROXY": "http://P:2"},
+    {"http_proxy": "", "HTTP_PROXY": "http://P:2"},  # an empty lower-case name means no proxy
+    {"HTTP_PROXY": "http://P:2", "REQUEST_METHOD": "GET"},  # a CGI request may not set the proxy
+    {"http_proxy": "http://p:1", "no_proxy": "model.example"},
+    {"http_proxy": "http://p:1", "NO_PROXY": ".example"},
+    {"http_proxy": "http://p:1", "no_proxy": "other.example,*"},
+    {"https_proxy": "http://s:3", "no_proxy": "elsewhere"},
+])
+def test_the_proxy_is_the_one_urllib_would_use(monkeypatch, env):
+    import urllib.request
+    from azclaw.client.transport import proxy_for
+    for name in PROXY_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    for scheme in ("http", "https"):
+        expected = urllib.request.getproxies().get(scheme)
+        if expected and urllib.request.proxy_bypass("model.example"):
+            expected = None
+        assert proxy_for(scheme, "model.example") == (expected or None), (scheme, env)
+
+
 CLOSE_HEAD = b"HTTP/1.1 200 OK\r\nContent-Type: %s\r\nConnection: close\r\n\r\n"
 
 

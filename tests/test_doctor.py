@@ -459,3 +459,12 @@ def test_local_without_the_extra_fails_with_the_install_line(azclaw):
     assert "pip install 'azclaw[local]'" in line and "GGML_NATIVE=OFF" in line
     run = azclaw("run", "--local", "--task", "x")
     assert_one_error_line(run, "pip install 'azclaw[local]'")
+
+
+def test_command_checks_every_server_of_a_pool_once(fake_llm, dead_url, azclaw):
+    up = fake_llm(script=[REMEMBER], routes=props(32768))
+    proc = azclaw("doctor", "--endpoints", f"{up.url},{dead_url}", "--agents", "a,b,c")
+    assert proc.returncode == 1, proc.stdout + proc.stderr  # one server of the pool does not answer
+    reachable = [ln for ln in proc.stdout.splitlines() if " reachable: " in ln]
+    assert len(reachable) == 2 and reachable[0].startswith("OK ") and up.url in reachable[0]
+    assert reachable[1].startswith("FAIL reachable: nothing answers at " + dead_url)

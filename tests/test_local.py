@@ -23,7 +23,7 @@ from azclaw.errors import LocalServerError
 from azclaw.tools.builtin import build_default_registry
 from azclaw.constrained import instructions, parse_reply, step_format
 from azclaw.client.llm import fetch_json
-from azclaw.local.child import _REQUEST, Shim, chatml_turns, openai_response_format
+from azclaw.local.child import _REQUEST, Shim, chatml_turns, openai_response_format, openai_token_limit
 from azclaw.local.models import parse_model
 from azclaw.local.server import BUNDLED, LocalServer, bundled_model
 from azclaw.local.team import LocalTeamServer
@@ -97,6 +97,35 @@ def test_the_openai_response_format_is_rewritten_for_llama_cpp_python():
     assert json.loads(openai_response_format(body))["response_format"] == {"type": "json_object", "schema": schema}
     for kept in (b'{"messages": []}', b'{"response_format": {"type": "json_object"}}', b"not json"):
         assert openai_response_format(kept) == kept
+
+
+@pytest.mark.parametrize("given, limit", [
+    ({"max_completion_tokens": 16}, 16),  # as sglang-router passes max_tokens on
+    ({"max_tokens": 8, "max_completion_tokens": 16}, 8),
+    ({"max_tokens": 8}, 8),
+])
+def test_max_completion_tokens_limits_the_reply_as_max_tokens_does(given, limit):
+    body = json.dumps({"messages": [], **given}).encode()
+    data = json.loads(openai_token_limit(body))
+    assert data["max_tokens"] == limit and "max_completion_tokens" not in data
+
+
+def test_the_shim_answers_health_as_llama_cpp_does_and_passes_the_rest_on():
+    passed = []
+
+    async def app(scope, receive, send):
+        passed.append(scope["path"])
+
+    sent = []
+
+    async def send(message):
+        sent.append(message)
+
+    asyncio.run(Shim(app)({"type": "http", "method": "GET", "path": "/health"}, None, send))
+    asyncio.run(Shim(app)({"type": "http", "method": "GET", "path": "/v1/models"}, None, send))
+    start, body = sent
+    assert start["status"] == 200 and json.loads(body["body"]) == {"status": "ok"}
+    assert passed == ["/v1/models"]
 
 
 def test_the_shim_passes_the_rewritten_request_on_and_reports_cached_tokens():

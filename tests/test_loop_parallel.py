@@ -133,3 +133,39 @@ def test_sigterm_during_a_parallel_round_still_finishes_the_round(tmp_path):
     checkpoint = Checkpoint.load(run_file(tmp_path / "logs", "_checkpoint.json"))
     assert 2 <= checkpoint.round < 30
     assert [m.round for m in checkpoint.history].count(checkpoint.round) == 3
+
+
+def test_max_concurrency_bounds_the_turns_in_flight(fake_llm, workdir):
+    fake = fake_llm(delay=0.2)
+    team = [Agent(f"agent{i}", endpoint=fake.url) for i in range(7)]
+    Orchestrator(team, parallel=True, max_concurrency=3, verbose=False).run(max_rounds=2)
+    assert len(fake.chats) == 14 and fake.most_at_once <= 3
+    turns = [json.loads(line) for line in run_file(workdir / "logs", "_journal.jsonl").read_text().splitlines()]
+    assert sorted((e["round"], e["agent"]) for e in turns if e["event"] == "turn") == \
+        sorted((r, a.name) for r in (1, 2) for a in team)
+
+
+def remember_each_turn(request) -> Reply:
+    """Every turn of every agent: remember once, then answer."""
+    if not request.tool_results:
+        return call("remember", {"text": f"{request.agent} in round {request.round}",
+                                 "title": f"{request.agent}-r{request.round}"})
+    return text(f"{request.agent} remembered round {request.round}")
+
+
+def test_fifty_agents_for_twenty_rounds_in_parallel_keep_every_turn_and_memory(fake_llm, workdir):
+    fake = fake_llm(responder=remember_each_turn)
+    names = [f"agent{i:02d}" for i in range(50)]
+    orch = Orchestrator([Agent(n, endpoint=fake.url) for n in names], parallel=True, max_concurrency=25,
+                        checkpoint_every=10, verbose=False)
+    stats = orch.run(max_rounds=20)
+    events = [json.loads(line) for line in run_file(workdir / "logs", "_journal.jsonl").read_text().splitlines()]
+    turns = [e for e in events if e["event"] == "turn"]
+    assert sorted((t["round"], t["agent"]) for t in turns) == sorted((r, n) for r in range(1, 21) for n in names)
+    assert not any(t["errors"] for t in turns)
+    assert all(t["memories"] == [f"{t['agent']}-r{t['round']}"] for t in turns)
+    assert [e["round"] for e in events if e["event"] == "round_end"] == list(range(1, 21))
+    assert orch.memory.counts() == {n: 20 for n in names}
+    assert stats.memories_stored == 1000 and stats.agents["agent07"].turns == 20
+    checkpoint = Checkpoint.load(run_file(workdir / "logs", "_checkpoint.json"))
+    assert checkpoint.round == 20 and checkpoint.memory_counts == {n: 20 for n in names}

@@ -8,6 +8,9 @@ What it does about servers as they are:
 * replies stream (``"stream": true``) when the endpoint supports it; an
   endpoint that refuses (an HTTP 4xx that names "stream"), or answers with a
   plain body, gets plain requests from then on;
+* with a ``ServerPool`` (``pool.py``) every attempt goes where the pool
+  says: the agent's home server while it is up, a stand-in while it is
+  down; each request holds one of its server's slots;
 * outages are waited out in time: connection errors, timeouts, a stalled
   stream, HTTP 408/409/425/429/5xx are retried with backoff (honouring
   ``Retry-After``) until the endpoints have been down for ``max_outage``
@@ -31,20 +34,22 @@ import os
 import random
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import nullcontext
 
 from .completion import (MAX_SCAN, Completion, ToolCall, Usage, context_overflow, error_message,
                          parse_completion)
 from ..errors import ConfigError, ContextOverflow, EndpointError
 from .endpoint import Endpoint
+from .pool import Pool, ServerPool
 from .probe import PROBE_TIMEOUT, context_size as probe_context_size, model_entries, served_models, unserved
 from .sse import Assembler, Progress, StreamError, assemble
 from .transport import (MAX_REPLY_BYTES, Exchange, Failure, HttpReply, decode_text, fetch_json, parse_json,
                         retry_after)
 
 __all__ = ["API_KEY_ENV", "Completion", "ContextOverflow", "DEFAULT_MAX_OUTAGE", "DEFAULT_STALL_TIMEOUT",
-           "DEFAULT_TIMEOUT", "Endpoint", "HttpReply", "LLMClient", "MAX_REPLY_BYTES", "Outages", "Progress",
-           "ToolCall", "Usage", "fetch_json", "normalize_endpoint", "parse_completion"]
+           "DEFAULT_TIMEOUT", "Endpoint", "HttpReply", "LLMClient", "MAX_REPLY_BYTES", "Outages", "Pool", "Progress",
+           "ServerPool", "ToolCall", "Usage", "fetch_json", "normalize_endpoint", "parse_completion"]
 
 log = logging.getLogger("azclaw")
 
@@ -147,7 +152,9 @@ def check_limits(*, timeout: float, stall_timeout: float, max_outage: float, ret
 
 class LLMClient:
     """A chat-completions client for one agent: one or more endpoints, tried
-    in order, the last one that worked first.
+    in order, the last one that worked first; or, with ``pool`` (a
+    ``ServerPool`` shared by a run's clients) and ``key`` (the agent's
+    routing key), the server the pool picks for the agent.
 
     ``timeout`` bounds one request as a whole (connect and every read);
     ``stall_timeout`` ends a streamed reply that stops arriving. A failing
@@ -162,12 +169,13 @@ class LLMClient:
                  max_backoff: float = 60.0, *, max_outage: float = DEFAULT_MAX_OUTAGE,
                  stall_timeout: float = DEFAULT_STALL_TIMEOUT, stream: bool = True,
                  cancel: threading.Event | None = None, outages: Outages | None = None,
-                 headers: dict[str, str] | None = None):
+                 headers: dict[str, str] | None = None, pool: ServerPool | None = None, key: str = ""):
+        if isinstance(endpoints, Pool):
+            endpoints = list(endpoints.endpoints)
         urls = [endpoints] if isinstance(endpoints, (str, Endpoint)) else list(endpoints)
-        if not urls:
+        if not urls and pool is None:
             raise ConfigError("endpoint: at least one URL is needed")
-        self.endpoints = [Endpoint.parse(u) for u in urls]
-        self._roots = {e.chat: e.root for e in self.endpoints}
+        self._set_endpoints([Endpoint.parse(u) for u in urls])
         check_limits(timeout=timeout, stall_timeout=stall_timeout, max_outage=max_outage, retries=retries)
         self.model = model
         self.api_key = api_key if api_key is not None else os.environ.get(API_KEY_ENV) or None
@@ -185,6 +193,21 @@ class LLMClient:
         self._no_stream: set[str] = set()  # endpoints that do not stream
         self._model_for: dict[str, str] = {}  # the model name an endpoint was found to serve
         self._context: dict[str, int | None] = {}  # endpoint -> context size in tokens (None: unknown)
+        self.pool: ServerPool | None = None
+        self.key = key
+        if pool is not None:
+            self.use_pool(pool, key)
+
+    def _set_endpoints(self, endpoints: list[Endpoint]) -> None:
+        self.endpoints = endpoints
+        self._roots = {e.chat: e.root for e in endpoints}
+        self._index = {e.chat: i for i, e in enumerate(endpoints)}
+
+    def use_pool(self, pool: ServerPool, key: str) -> None:
+        """Send every request where ``pool`` puts the agent of routing key ``key``."""
+        self.pool, self.key = pool, key
+        self._set_endpoints(list(pool.endpoints))
+        self._context = pool.contexts  # one probe per server, not one per agent
 
     # -- one request -----------------------------------------------------------------
     def _headers(self) -> dict:
@@ -320,9 +343,25 @@ class LLMClient:
         base = min(self.backoff * (2 ** min(attempt, 30)), self.max_backoff)
         return base / 2 + random.uniform(0, base / 2)
 
-    def _order(self) -> list[int]:
-        n = len(self.endpoints)
-        return [(self._preferred + i) % n for i in range(n)]
+    def _targets(self) -> Iterator[str]:
+        """The endpoints of one round of attempts: the fail-over list from the
+        last one that worked, or what the pool picks, asked anew after each
+        failure (the pool then knows the server is down)."""
+        if self.pool is None:
+            n = len(self.endpoints)
+            for i in range(n):
+                yield self.endpoints[(self._preferred + i) % n].chat
+            return
+        tried: set[str] = set()
+        while True:
+            url = self.pool.pick(self.key, tried)
+            if url is None:
+                return
+            tried.add(url)
+            yield url
+
+    def _slot(self, url: str):
+        return self.pool.slot(url, self.cancel) if self.pool is not None else nullcontext()
 
     def _wait(self, seconds: float) -> bool:
         """Sleep; False when ``cancel`` was set."""
@@ -361,22 +400,24 @@ class LLMClient:
         first_failure: float | None = None
         while True:
             wait_hint = None
-            for index in self._order():
-                url = self.endpoints[index].chat
+            for url in self._targets():
                 requests += 1
                 try:
-                    completion = self._one(url, payload, want_stream, on_delta)
+                    with self._slot(url):
+                        completion = self._one(url, payload, want_stream, on_delta)
                 except _Retry as exc:
                     errors.append(exc)
                     if exc.outage:
                         self.outages.mark_down(url, _why(str(exc), url))
+                        if self.pool is not None:
+                            self.pool.note_down(url)
                     else:
                         bad += 1
                     if exc.retry_after is not None:
                         wait_hint = max(wait_hint or 0.0, exc.retry_after)
                     continue
                 self.outages.mark_up(url)
-                self._preferred = index
+                self._preferred = self._index.get(url, 0)
                 completion.attempts = requests
                 return completion
             rounds += 1
@@ -427,7 +468,7 @@ class LLMClient:
         for endpoint in self.endpoints:
             root, url = endpoint.root, endpoint.chat
             model = self._model_for.get(url, self.model)
-            offered = unserved(model, model_entries(root, self.api_key, timeout=min(self.timeout, PROBE_TIMEOUT)))
+            offered = unserved(model, self._model_entries(root))
             if not offered:
                 continue
             shown = ", ".join(offered[:20]) + (f" (and {len(offered) - 20} more)" if len(offered) > 20 else "")
@@ -436,11 +477,25 @@ class LLMClient:
             raise ConfigError(f"model {model!r}: {what}; it serves: {shown} "
                               "(name one with --model, or as the agent's model)")
 
+    def _model_entries(self, root: str) -> list[dict] | None:
+        """``/v1/models`` of ``root``, asked once per pool (the clients of a pool share it)."""
+        if self.pool is None:
+            return model_entries(root, self.api_key, timeout=min(self.timeout, PROBE_TIMEOUT))
+        return self.pool.once(("models", root), lambda: model_entries(root, self.api_key,
+                                                                       timeout=min(self.timeout, PROBE_TIMEOUT)))
+
     def health_check(self, wait: float = 0.0, loading_wait: float = LOADING_WAIT) -> str:
         """Check that at least one endpoint answers ``/health`` or
         ``/v1/models``; return the URL that answered. ``wait`` seconds are
         spent retrying a server that is not reachable yet; a server answering
-        503 (loading its model) is waited for up to ``loading_wait`` seconds."""
+        503 (loading its model) is waited for up to ``loading_wait`` seconds.
+        On a pool the check is made once for all its clients, and the servers
+        that do not answer start the run marked down."""
+        if self.pool is not None:
+            return self.pool.checked(lambda: self._health_check(wait, loading_wait))
+        return self._health_check(wait, loading_wait)
+
+    def _health_check(self, wait: float, loading_wait: float) -> str:
         start = time.monotonic()
         announced = False
         while True:

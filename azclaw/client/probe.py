@@ -18,6 +18,11 @@ Where each server says its context size, in the order asked:
   trained for, not what Ollama runs it with (2048-4096 tokens unless told),
   so it is not taken.
 
+How many requests a server works on at once (``slots``): llama.cpp's
+``GET /props`` -> ``total_slots`` (its ``--parallel``); None elsewhere.
+Whether a server is up again (``answers``): ``GET /health`` (llama.cpp,
+vLLM, SGLang, the routers), or ``/v1/models`` where there is no ``/health``.
+
 Which model names a server takes (``unserved``): the ones ``/v1/models``
 lists (for Ollama also ``NAME`` for ``NAME:latest``); any name at all on
 llama.cpp's ``llama-server`` with one model and on llama-cpp-python (they
@@ -132,3 +137,23 @@ def context_size(root: str, model: str, api_key: str | None,
                     and positive(m.get("context_length")):
                 return ContextSize(m["context_length"], "/api/ps context_length")
     return None
+
+
+def slots(root: str, api_key: str | None, timeout: float = PROBE_TIMEOUT) -> int | None:
+    """How many requests the server at ``root`` works on at once, where it
+    tells (llama.cpp ``/props`` ``total_slots``); None when it does not."""
+    props = _get(root + "/props", api_key, timeout=timeout)
+    return positive(props.get("total_slots")) if props is not None else None
+
+
+def answers(root: str, api_key: str | None, timeout: float = PROBE_TIMEOUT) -> bool:
+    """Is the server at ``root`` up and ready: ``/health`` answers 2xx (a
+    server loading its model answers 503), or, where it has no ``/health``,
+    ``/v1/models`` does."""
+    try:
+        reply = fetch_json(root + "/health", timeout=timeout, api_key=api_key)
+        if reply.status in (404, 405):
+            reply = fetch_json(root + "/v1/models", timeout=timeout, api_key=api_key)
+    except EndpointError:
+        return False
+    return reply.ok

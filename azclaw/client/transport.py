@@ -18,10 +18,14 @@
 from __future__ import annotations
 
 import base64
+import heapq
 import http.client
+import itertools
 import json
 import math
+import os
 import socket
+import sys
 import threading
 import time
 import urllib.parse
@@ -93,6 +97,95 @@ def _kind(exc: BaseException) -> str:
     return "down"
 
 
+class Watchdog:
+    """One thread that ends every exchange whose deadline passed. A thread
+    per exchange cost about a millisecond to start on a busy machine, on
+    every request; this one sleeps until the next deadline."""
+
+    def __init__(self):
+        self._lock = threading.Condition()
+        self._heap: list[list] = []  # [when, seq, callback or None (cancelled)]
+        self._seq = itertools.count()
+        self._cancelled = 0
+        self._thread: threading.Thread | None = None
+        if hasattr(os, "register_at_fork"):  # a child starts with no watchdog thread and a fresh lock
+            os.register_at_fork(after_in_child=self._reset)
+
+    def _reset(self) -> None:
+        self._lock = threading.Condition()
+        self._heap, self._cancelled, self._thread = [], 0, None
+
+    def add(self, seconds: float, callback) -> list:
+        """Call ``callback()`` in ``seconds``; returns what ``cancel`` takes."""
+        entry = [time.monotonic() + seconds, next(self._seq), callback]
+        with self._lock:
+            heapq.heappush(self._heap, entry)
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._run, daemon=True, name="azclaw-watchdog")
+                self._thread.start()
+            elif self._heap[0] is entry:
+                self._lock.notify()
+        return entry
+
+    def cancel(self, entry: list) -> None:
+        with self._lock:
+            if entry[2] is None:
+                return
+            entry[2] = None
+            self._cancelled += 1
+            if self._cancelled > 64 and self._cancelled * 2 > len(self._heap):  # cancelled ones leave in a batch
+                self._heap = [e for e in self._heap if e[2] is not None]
+                heapq.heapify(self._heap)
+                self._cancelled = 0
+
+    def _run(self) -> None:
+        while True:
+            with self._lock:
+                while self._heap and self._heap[0][2] is None:
+                    heapq.heappop(self._heap)
+                    self._cancelled -= 1
+                if not self._heap:
+                    self._lock.wait()
+                    continue
+                wait = self._heap[0][0] - time.monotonic()
+                if wait > 0:
+                    self._lock.wait(wait)
+                    continue
+                entry = heapq.heappop(self._heap)
+                callback, entry[2] = entry[2], None
+            try:
+                callback()
+            except Exception:  # a deadline's callback only shuts a socket; nothing to tell
+                pass
+
+
+WATCHDOG = Watchdog()
+
+
+def proxy_for(scheme: str, host: str) -> str | None:
+    """The proxy of $http_proxy / $https_proxy for ``host``, unless $no_proxy
+    names it: urllib's rules, read from the few variables that matter
+    (urllib walks the whole environment twice per request)."""
+    if not sys.platform.startswith("linux"):  # other systems may keep proxies outside the environment
+        proxy = urllib.request.getproxies().get(scheme)
+        return proxy if proxy and not urllib.request.proxy_bypass(host) else None
+    env = os.environ
+
+    def variable(name: str, upper_ok: bool = True) -> str | None:
+        lower = env.get(name + "_proxy")
+        if lower is not None:  # the lower-case name wins, and an empty one means none
+            return lower or None
+        return (env.get(name.upper() + "_PROXY") or None) if upper_ok else None
+
+    proxy = variable(scheme, upper_ok=not (scheme == "http" and "REQUEST_METHOD" in env))
+    if not proxy:
+        return None
+    no = variable("no")
+    if no and urllib.request.proxy_bypass_environment(host, {"no": no}):
+        return None
+    return proxy
+
+
 def origin(url: str) -> tuple[str, str, int | None]:
     parsed = urllib.parse.urlsplit(url)
     port = parsed.port or (443 if parsed.scheme == "https" else 80)
@@ -121,8 +214,7 @@ class Exchange:
         self._sock: socket.socket | None = None
         self._resp: http.client.HTTPResponse | None = None
         self._lock = threading.Lock()
-        self._watchdog = threading.Timer(max(timeout, 0.0), self._expire)
-        self._watchdog.daemon = True
+        self._watchdog: list | None = None
 
     # -- the watchdog ----------------------------------------------------------
     def _expire(self) -> None:
@@ -144,7 +236,7 @@ class Exchange:
 
     # -- open --------------------------------------------------------------------
     def __enter__(self) -> "Exchange":
-        self._watchdog.start()
+        self._watchdog = WATCHDOG.add(max(self.timeout, 0.0), self._expire)
         try:
             self._open()
         except BaseException:
@@ -156,7 +248,8 @@ class Exchange:
         self.close()
 
     def close(self) -> None:
-        self._watchdog.cancel()
+        if self._watchdog is not None:
+            WATCHDOG.cancel(self._watchdog)
         with self._lock:
             conn, self._conn = self._conn, None
             sock, self._sock = self._sock, None
@@ -185,8 +278,8 @@ class Exchange:
         parsed = urllib.parse.urlsplit(url)
         target = (parsed.path or "/") + (f"?{parsed.query}" if parsed.query else "")
         left = max(self.deadline.left, 0.001)
-        proxy = urllib.request.getproxies().get(scheme)
-        if proxy and not urllib.request.proxy_bypass(host):
+        proxy = proxy_for(scheme, host)
+        if proxy:
             via = urllib.parse.urlsplit(proxy if "://" in proxy else "http://" + proxy)
             headers = {}
             if via.username is not None:

@@ -5,14 +5,20 @@ ASGI layer over llama-cpp-python's server, and a watchdog on azclaw.
 
 Nothing here runs in azclaw's own process (it imports llama_cpp).
 
-The ASGI layer does two things llama-cpp-python's server does not:
+The ASGI layer does four things llama-cpp-python's server does not:
 
 * it accepts OpenAI's ``response_format`` shape ``{"type": "json_schema",
   "json_schema": {"schema": ...}}`` (llama-cpp-python validates only
   ``{"type": "json_object", "schema": ...}`` and answers 422 otherwise), so
   azclaw sends one shape to every server;
 * it reports the prompt tokens served from the KV cache, as llama.cpp's
-  server and vLLM do: ``usage.prompt_tokens_details.cached_tokens``.
+  server and vLLM do: ``usage.prompt_tokens_details.cached_tokens``;
+* it takes OpenAI's ``max_completion_tokens`` as ``max_tokens`` (routers such
+  as sglang-router pass ``max_tokens`` on under that name, and
+  llama-cpp-python 0.3 would otherwise not limit the reply at all);
+* it answers ``GET /health`` as llama.cpp's server does (``{"status": "ok"}``
+  once the model is loaded), which routers such as sglang-router require of
+  a worker before they send it anything.
 """
 
 from __future__ import annotations
@@ -97,6 +103,20 @@ def openai_response_format(body: bytes) -> bytes:
     return json.dumps(data).encode("utf-8")
 
 
+def openai_token_limit(body: bytes) -> bytes:
+    """``max_completion_tokens`` (OpenAI's newer name) as ``max_tokens``, the
+    name llama-cpp-python reads; a request that names both keeps ``max_tokens``."""
+    try:
+        data = json.loads(body)
+    except ValueError:
+        return body
+    if not isinstance(data, dict) or "max_completion_tokens" not in data:
+        return body
+    limit = data.pop("max_completion_tokens")
+    data.setdefault("max_tokens", limit)
+    return json.dumps(data).encode("utf-8")
+
+
 def with_cached_tokens(body: bytes, cached: int | None) -> bytes:
     if cached is None:
         return body
@@ -118,6 +138,13 @@ class Shim:
         self.app = app
 
     async def __call__(self, scope, receive, send):
+        if scope.get("type") == "http" and scope.get("method") in ("GET", "HEAD") and scope.get("path") == "/health":
+            body = b'{"status": "ok"}'
+            await send({"type": "http.response.start", "status": 200,
+                        "headers": [(b"content-type", b"application/json"),
+                                    (b"content-length", str(len(body)).encode())]})
+            await send({"type": "http.response.body", "body": body if scope["method"] == "GET" else b""})
+            return
         if scope.get("type") != "http" or scope.get("method") != "POST" \
                 or not scope.get("path", "").endswith("/chat/completions"):
             return await self.app(scope, receive, send)
@@ -127,7 +154,7 @@ class Shim:
             body += message.get("body", b"")
             if not message.get("more_body"):
                 break
-        body = openai_response_format(body)
+        body = openai_token_limit(openai_response_format(body))
         replayed = False
 
         async def replay():
