@@ -14,6 +14,7 @@ import os
 import sqlite3
 import stat
 import threading
+import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -156,7 +157,7 @@ class MemoryStore:
         conn = sqlite3.connect(self.path, timeout=60, isolation_level=None, check_same_thread=False)
         try:
             if self.path != ":memory:":
-                conn.execute("PRAGMA journal_mode=WAL")
+                _wal(conn)
             conn.execute("PRAGMA synchronous=OFF")  # a crash costs a rebuild, never a memory
             conn.execute("PRAGMA cache_size=-16000")
             with self.transaction(conn):
@@ -338,3 +339,17 @@ class MemoryStore:
 
     def counts(self, boxes: list[int]) -> dict[int, int]:
         return dict(self.conn.execute(f"SELECT id, n FROM boxes WHERE id IN ({','.join('?' * len(boxes))})", boxes))
+
+
+def _wal(conn: sqlite3.Connection, tries: int = 50) -> None:
+    """Put the database in WAL mode. Changing the mode takes the whole file,
+    and SQLite answers "database is locked" at once (its busy timeout does
+    not apply) while another process opens the same file: try again then."""
+    for attempt in range(tries):
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or attempt == tries - 1:
+                raise
+            time.sleep(0.02 * (attempt + 1))
