@@ -164,13 +164,15 @@ class Turn:
 
     @property
     def memories(self) -> list[str]:
-        """Titles stored with remember."""
-        return [u.effect.target for u in self.calls if u.effect and u.effect.kind == "memory"]
+        """Titles stored with remember (not a repeat of text already stored: that stores nothing)."""
+        return [u.effect.target for u in self.calls
+                if u.effect and u.effect.kind == "memory" and u.effect.status != "repeat"]
 
     @property
     def files(self) -> list[str]:
-        """Paths written in the output folder."""
-        return [u.effect.target for u in self.calls if u.effect and u.effect.kind == "file"]
+        """Paths written in the output folder (not a rewrite with the same bytes: that changes nothing)."""
+        return [u.effect.target for u in self.calls
+                if u.effect and u.effect.kind == "file" and u.effect.status != "unchanged"]
 
     @property
     def failed(self) -> bool:
@@ -193,7 +195,8 @@ class Turn:
         data["calls"] = [u.to_dict() for u in self.calls]
         # read from the calls, written for people and scripts that read the journal with jq
         data.update(tools=self.tools, tool_calls=self.tool_calls, tool_errors=self.tool_errors,
-                    repeats=self.repeats, memories=self.memories, files=self.files, tokens_per_second=round(self.tokens_per_second, 2))
+                    repeats=self.repeats, memories=self.memories, files=self.files,
+                    tokens_per_second=round(self.tokens_per_second, 2))
         return data
 
     @classmethod

@@ -3,7 +3,7 @@
 from azclaw.stats import RunStats
 from azclaw import Topic
 from fakellm import call, calls, error, text
-from helpers import orchestrator, read_json, team
+from helpers import journal, orchestrator, read_json, run_file, team
 
 TOKENS = (50, 5)
 
@@ -101,3 +101,17 @@ def test_probe_answers_count_their_requests_tokens_and_tool_calls(fake_llm):
     assert (arch.turns, arch.requests, arch.tool_calls) == (1, 3, 1)
     assert (stats.prompt_tokens, stats.completion_tokens) == (3 * TOKENS[0], 3 * TOKENS[1])
     assert orch.probe_answers[0]["correct"] is True
+
+
+def test_a_rewrite_with_the_same_bytes_and_a_repeated_memory_count_as_calls_not_as_work(fake_llm, workdir):
+    same = {"path": "app.py", "content": "print('hi')\n"}
+    note = {"text": "Use REST.", "title": "api-style"}
+    fake = fake_llm(per_agent={"dev": [calls(("write_file", same), ("remember", note)), text("r1"),
+                                       calls(("write_file", same), ("remember", note)), text("r2")]})
+    orch = orchestrator(team(fake.url, "dev", writers=("dev",)))
+    stats = orch.run(max_rounds=2)
+    assert stats.tool_calls == 4 and stats.tool_errors == 0
+    assert stats.files_written == 1 and stats.memories_stored == 1
+    turns = [e for e in journal(run_file(workdir / "logs", "_journal.jsonl")) if e["event"] == "turn"]
+    assert [(t["files"], t["memories"], t["tool_calls"]) for t in turns] == [(["app.py"], ["api-style"], 2),
+                                                                            ([], [], 2)]
