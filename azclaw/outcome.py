@@ -28,6 +28,7 @@ from pathlib import Path
 from .budgets import cost
 from .events import Ending, Event, RoundProgress, RunStarted, RunWarning
 from .limits import short
+from .progress import idle_rounds
 from .tools import safeopen
 
 SHOWN_FILES = 10
@@ -52,12 +53,7 @@ class Outcome:
 
     def idle_rounds(self) -> list[int]:
         """The rounds at the end of this session that made nothing new."""
-        idle = []
-        for p in reversed(self.progress):
-            if p.made:
-                break
-            idle.insert(0, p.round)
-        return idle
+        return idle_rounds(self.progress)
 
     def text(self, totals: str, stats, ending: Ending, round_no: int, *, agents=(), output: Path = Path("output"),
              logs: Path = Path("logs"), topic: str = "", options=None, command=None, extra=()) -> str:

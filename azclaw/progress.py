@@ -70,6 +70,16 @@ class Progress:
         return None
 
 
+def idle_rounds(progress) -> list[int]:
+    """The last rounds in a row (of ``progress``, RoundProgress in order) that made nothing new."""
+    idle = []
+    for p in reversed(progress):
+        if p.made:
+            break
+        idle.insert(0, p.round)
+    return idle
+
+
 def describe(p: RoundProgress) -> str:
     """One line for people: "2 files created or changed (app.py, db.py), 1 new memory, 9 tool calls (1 failed)"."""
     parts = []

@@ -138,7 +138,8 @@ def _echoes(args: dict, previous: Made) -> bool:
     said = {normal(a or b) for a, b in _QUOTED.findall(previous.result)} | {normal(previous.result)}
     said.discard("")
     before = previous.arguments or {}
-    return any(isinstance(v, str) and normal(v) in said and normal(v) != normal(before.get(k, "")) for k, v in args.items())
+    return any(isinstance(v, str) and normal(v) in said and normal(v) != normal(before.get(k, ""))
+               for k, v in args.items())
 
 
 def _same_words(args: dict, before: dict) -> bool:

@@ -16,7 +16,7 @@ from pathlib import Path
 from ..checkpoint import Checkpoint
 from ..errors import AzclawError
 from ..options import RunFolder
-from ..progress import describe
+from ..progress import describe, idle_rounds
 from ..safetext import printable
 from ..stats import AgentStats, Coherence, agent_table
 from .common import alive, clock, one_line, short_duration, when
@@ -76,12 +76,7 @@ class RunStatus:
     @property
     def idle_rounds(self) -> list[int]:
         """The last rounds in a row that made nothing new."""
-        idle = []
-        for p in reversed(self.progress):
-            if p.made:
-                break
-            idle.insert(0, p.round)
-        return idle
+        return idle_rounds(self.progress)
 
     def to_dict(self) -> dict:
         data = {k: getattr(self, k) for k in (

@@ -61,25 +61,19 @@ class SandboxLevel:
 
     @property
     def text(self) -> str:
-        parts = ["bwrap (mount, pid, net, ipc, uts namespaces)"] if self.mode == "bwrap" else []
-        if self.landlock:
-            parts.append(f"landlock ABI {self.landlock}")
-        if self.seccomp:
-            parts.append("seccomp net")
-        if self.namespaces:
-            parts.append(f"namespaces {','.join(self.namespaces)}")
-        if self.cgroup:
-            parts.append(f"cgroup {','.join(self.cgroup)}")
-        if self.rlimits:
-            parts.append("rlimits")
-        if self.quota:
-            parts.append(f"write quota {DEFAULT_LIMITS.quota_bytes >> 20} MB/{DEFAULT_LIMITS.quota_files} files")
-        if self.setuid_refused:
-            parts.append("no setuid files")
-        if self.uid > 0 and os.geteuid() == 0:
-            parts.append(f"runs as uid {self.uid}")
-        elif self.uid == 0 and self.mode != "unsandboxed":
-            parts.append("runs as root without capabilities")
+        named = (
+            (self.mode == "bwrap", "bwrap (mount, pid, net, ipc, uts namespaces)"),
+            (self.landlock, f"landlock ABI {self.landlock}"),
+            (self.seccomp, "seccomp net"),
+            (self.namespaces, f"namespaces {','.join(self.namespaces)}"),
+            (self.cgroup, f"cgroup {','.join(self.cgroup)}"),
+            (self.rlimits, "rlimits"),
+            (self.quota, f"write quota {DEFAULT_LIMITS.quota_bytes >> 20} MB/{DEFAULT_LIMITS.quota_files} files"),
+            (self.setuid_refused, "no setuid files"),
+            (self.uid > 0 and os.geteuid() == 0, f"runs as uid {self.uid}"),
+            (self.uid == 0 and self.mode != "unsandboxed", "runs as root without capabilities"),
+        )
+        parts = [words for present, words in named if present]
         text = "rlimits only" if parts == ["rlimits"] else " + ".join(parts) or "none"
         if self.mode == "bwrap" and not self.confined:
             text = text.replace("bwrap (mount, pid, net, ipc, uts namespaces)", "bwrap not working")
