@@ -184,42 +184,60 @@ def bench(sizes: list[int], watch: bool) -> None:
 
 
 # -- ranking quality -----------------------------------------------------------------
-# (agent, title, text, days ago); the queries below name the title that should come first.
-LABELLED = [
-    ("architect", "database-choice", "We chose PostgreSQL 16 for user data; SQLite only for tests.", 40),
-    ("architect", "session-storage", "Sessions are stored in Redis with a 30 minute sliding expiry.", 35),
-    ("developer", "password-hashing", "Passwords are hashed with argon2id, memory cost 64 MB, 3 iterations.", 30),
-    ("reviewer", "sql-injection-finding", "The search endpoint built SQL by string concatenation; "
-                                          "fixed with bound parameters in PR 212.", 12),
-    ("architect", "api-versioning", "Public API versions go in the URL path (/v1/, /v2/); headers are not used.", 50),
-    ("developer", "logging-format", "Logs are JSON lines with ts, level, msg and request_id fields.", 20),
-    ("developer", "retry-policy", "HTTP calls retry three times with exponential backoff starting at 200 ms "
-                                  "and jitter; never retry a POST without an idempotency key.", 18),
-    ("architect", "message-queue", "Background jobs go through RabbitMQ; Kafka was rejected as too heavy "
-                                   "for our volume.", 60),
-    ("reviewer", "test-coverage-rule", "Every pull request keeps line coverage at or above 85 percent.", 25),
-    ("developer", "frontend-framework", "The dashboard is written in Svelte; we dropped the React prototype.", 45),
-    ("architect", "deployment-target", "Production runs on two Hetzner machines behind Caddy, no Kubernetes.", 55),
-    ("developer", "timezone-handling", "Store every timestamp in UTC; convert to the user's zone only in the UI.", 15),
-    ("reviewer", "race-condition-uploads", "Two uploads of the same file raced on the temp name; "
-                                           "now each upload gets a uuid4 temp file.", 8),
-    ("architect", "auth-tokens", "Access tokens are JWTs valid 15 minutes; refresh tokens last 30 days "
-                                 "and rotate on use.", 33),
-    ("developer", "config-loading", "Configuration comes from environment variables first, then config.toml.", 28),
-    ("reviewer", "naming-convention", "Functions use snake_case verbs; classes are nouns in CamelCase.", 22),
-    ("architect", "backup-schedule", "Nightly pg_dump at 02:00 UTC to object storage; keep 14 days.", 38),
-    ("developer", "email-provider", "Transactional email is sent through Postmark; Mailgun is the fallback.", 26),
-    ("reviewer", "dependency-policy", "New third-party packages need a second reviewer and a licence check.", 14),
-    ("architect", "rate-limiting", "Each API key may make 100 requests per minute; the limiter is a token bucket "
-                                   "in Redis.", 31),
-    ("developer", "pagination", "List endpoints use cursor pagination with an opaque base64 cursor; "
-                                "no offsets.", 17),
-    ("reviewer", "error-messages", "User-facing error messages say what failed and what to do next; "
-                                   "no stack traces.", 11),
-    ("architect", "release-date", "Version 2 ships on 3 March.", 9),
-    ("architect", "release-date", "Version 2 ships on 10 March.", 2),  # newer, same wording: must win
-    ("developer", "feature-flags", "Feature flags live in the flags table and are read once per request.", 19),
-]
+# agent, title, days ago, text (a line that starts with spaces goes on with the text above);
+# the queries below name the title that should come first. Of the two release-date memories the newer,
+# in the same wording, must win.
+LABELLED_TABLE = """
+architect database-choice          40  We chose PostgreSQL 16 for user data; SQLite only for tests.
+architect session-storage          35  Sessions are stored in Redis with a 30 minute sliding expiry.
+developer password-hashing         30  Passwords are hashed with argon2id, memory cost 64 MB, 3 iterations.
+reviewer  sql-injection-finding    12  The search endpoint built SQL by string concatenation; fixed with bound
+                                       parameters in PR 212.
+architect api-versioning           50  Public API versions go in the URL path (/v1/, /v2/); headers are not
+                                       used.
+developer logging-format           20  Logs are JSON lines with ts, level, msg and request_id fields.
+developer retry-policy             18  HTTP calls retry three times with exponential backoff starting at 200
+                                       ms and jitter; never retry a POST without an idempotency key.
+architect message-queue            60  Background jobs go through RabbitMQ; Kafka was rejected as too heavy
+                                       for our volume.
+reviewer  test-coverage-rule       25  Every pull request keeps line coverage at or above 85 percent.
+developer frontend-framework       45  The dashboard is written in Svelte; we dropped the React prototype.
+architect deployment-target        55  Production runs on two Hetzner machines behind Caddy, no Kubernetes.
+developer timezone-handling        15  Store every timestamp in UTC; convert to the user's zone only in the
+                                       UI.
+reviewer  race-condition-uploads    8  Two uploads of the same file raced on the temp name; now each upload
+                                       gets a uuid4 temp file.
+architect auth-tokens              33  Access tokens are JWTs valid 15 minutes; refresh tokens last 30 days
+                                       and rotate on use.
+developer config-loading           28  Configuration comes from environment variables first, then config.toml.
+reviewer  naming-convention        22  Functions use snake_case verbs; classes are nouns in CamelCase.
+architect backup-schedule          38  Nightly pg_dump at 02:00 UTC to object storage; keep 14 days.
+developer email-provider           26  Transactional email is sent through Postmark; Mailgun is the fallback.
+reviewer  dependency-policy        14  New third-party packages need a second reviewer and a licence check.
+architect rate-limiting            31  Each API key may make 100 requests per minute; the limiter is a token
+                                       bucket in Redis.
+developer pagination               17  List endpoints use cursor pagination with an opaque base64 cursor; no
+                                       offsets.
+reviewer  error-messages           11  User-facing error messages say what failed and what to do next; no
+                                       stack traces.
+architect release-date              9  Version 2 ships on 3 March.
+architect release-date              2  Version 2 ships on 10 March.
+developer feature-flags            19  Feature flags live in the flags table and are read once per request.
+"""
+
+
+def table(text: str) -> list[tuple[str, str, str, int]]:
+    rows: list[list] = []
+    for line in text.strip("\n").splitlines():
+        if line.startswith(" "):
+            rows[-1][2] += " " + line.strip()
+        else:
+            agent, title, days, words = line.split(maxsplit=3)
+            rows.append([agent, title, words, int(days)])
+    return [tuple(r) for r in rows]
+
+
+LABELLED = table(LABELLED_TABLE)
 DISTRACTORS = [
     ("developer", "standup-notes", "Talked about the database migration, the session cleanup and tokens in "
                                    "general; nothing decided yet about any database.", 3),

@@ -23,9 +23,7 @@ from __future__ import annotations
 
 import argparse
 import cProfile
-import http.client
 import importlib.util
-import itertools
 import json
 import os
 import pstats
@@ -33,11 +31,9 @@ import socket
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import urllib.request
 from collections import Counter
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -60,55 +56,6 @@ def free_port() -> int:
 
 
 # -- 1. sticky against spread, on two real servers -----------------------------------------
-
-class RoundRobin:
-    """A plain load balancer: each request to the next server in turn."""
-
-    def __init__(self, targets: list[str]):
-        self.targets = [urllib.request.urlparse(t) for t in targets]
-        self.turn = itertools.count()
-        self.sent = Counter()
-        balancer = self
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, *args):
-                pass
-
-            def _pass(self):
-                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                target = balancer.targets[next(balancer.turn) % len(balancer.targets)]
-                if self.path.endswith("/chat/completions"):
-                    balancer.sent[f"{target.hostname}:{target.port}"] += 1
-                conn = http.client.HTTPConnection(target.hostname, target.port, timeout=900)
-                try:
-                    conn.request(self.command, self.path, body=body or None,
-                                 headers={"Content-Type": "application/json"})
-                    resp = conn.getresponse()
-                    status, data, kind = resp.status, resp.read(), resp.getheader("Content-Type", "application/json")
-                finally:
-                    conn.close()
-                self.send_response(status)
-                self.send_header("Content-Type", kind)
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            do_GET = do_POST = _pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.server.server_address[1]}"
-
-    def stop(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-
 
 def one_way(name: str, endpoint, agents: int, rounds: int, max_tokens: int) -> dict:
     os.chdir(_scratch())
@@ -139,10 +86,11 @@ def servers_part(agents: int, rounds: int, max_tokens: int) -> None:
         return one_way("sticky pool (--endpoints)", Pool([a.endpoint, b.endpoint]), agents, rounds, max_tokens)
 
     def round_robin(a, b):
-        balancer = RoundRobin([a.base, b.base])
+        from relay import Relay
+        balancer = Relay([a.base, b.base], timeout=900)  # a plain load balancer: each request to the next server
         try:
-            result = one_way("round-robin balancer", balancer.url, agents, rounds, max_tokens)
-            result["sent"] = dict(balancer.sent)
+            result = one_way("round-robin balancer", balancer.base, agents, rounds, max_tokens)
+            result["sent"] = dict(Counter(p.target for p in balancer.chats()))
             return result
         finally:
             balancer.stop()

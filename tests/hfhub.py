@@ -25,8 +25,10 @@ import hashlib
 import threading
 import urllib.parse
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from pathlib import Path
+
+from relay import Quiet
 
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
 
@@ -98,44 +100,30 @@ class StandInHub:
     def _hub_handler(self):
         hub = self
 
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, *args):
-                pass
-
-            def _answer(self, status: int, headers: dict, body: bytes = b"") -> None:
-                self.send_response(status)
-                for key, value in headers.items():
-                    self.send_header(key, str(value))
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                if self.command != "HEAD":
-                    self.wfile.write(body)
-
+        class Handler(Quiet):
             def do_HEAD(self):
                 path = urllib.parse.unquote(urllib.parse.urlsplit(self.path).path)
                 with hub.lock:
                     hub.requests.append((self.command, path))
                 parts = path.lstrip("/").split("/")
                 if len(parts) < 5 or parts[2] != "resolve":
-                    return self._answer(404, {"Content-Type": "application/json"}, b'{"error": "Not Found"}')
+                    return self.answer(404, {"Content-Type": "application/json"}, b'{"error": "Not Found"}')
                 repo, filename = "/".join(parts[:2]), "/".join(parts[4:])
                 if repo in hub.gated:
-                    return self._answer(401, {"X-Error-Code": "GatedRepo", "X-Error-Message": "Access to model "
+                    return self.answer(401, {"X-Error-Code": "GatedRepo", "X-Error-Message": "Access to model "
                                               f"{repo} is restricted.", "Content-Type": "application/json"},
                                         b'{"error": "gated"}')
                 if not any(r == repo for r, _ in hub.files):
-                    return self._answer(401, {"X-Error-Code": "RepoNotFound", "X-Error-Message":
+                    return self.answer(401, {"X-Error-Code": "RepoNotFound", "X-Error-Message":
                                               "Invalid username or password.", "Content-Type": "application/json"},
                                         b'{"error": "Repository not found"}')
                 found = hub.files.get((repo, filename))
                 if found is None:
-                    return self._answer(404, {"X-Error-Code": "EntryNotFound", "X-Error-Message": "Entry not found",
+                    return self.answer(404, {"X-Error-Code": "EntryNotFound", "X-Error-Message": "Entry not found",
                                               "X-Repo-Commit": COMMIT, "Content-Type": "application/json"},
                                         b'{"error": "Entry not found"}')
                 # an LFS file: a redirect to its blob elsewhere, the metadata on the redirect
-                self._answer(302, {"Location": f"{hub.cdn_url}/blobs/{found.sha256}?download=true",
+                self.answer(302, {"Location": f"{hub.cdn_url}/blobs/{found.sha256}?download=true",
                                    "X-Repo-Commit": COMMIT, "X-Linked-Etag": f'"{found.sha256}"',
                                    "X-Linked-Size": found.size, "ETag": '"0a1b2c3d"', "Accept-Ranges": "bytes"})
 
@@ -146,30 +134,16 @@ class StandInHub:
     def _cdn_handler(self):
         hub = self
 
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, *args):
-                pass
-
+        class Handler(Quiet):
             def do_GET(self):
                 path = urllib.parse.urlsplit(self.path).path
                 with hub.lock:
                     hub.cdn_requests.append((self.command, path))
                 found = hub._by_sha(path.rsplit("/", 1)[-1])
                 if found is None:
-                    self.send_response(404)
-                    self.send_header("Content-Length", "0")
-                    self.end_headers()
-                    return
-                data = found.path.read_bytes()
-                self.send_response(200)
-                self.send_header("Content-Type", "application/octet-stream")
-                self.send_header("Content-Length", str(len(data)))
-                self.send_header("ETag", f'"{found.sha256}"')
-                self.end_headers()
-                if self.command == "GET":
-                    self.wfile.write(data)
+                    return self.answer(404, {})
+                self.answer(200, {"Content-Type": "application/octet-stream", "ETag": f'"{found.sha256}"'},
+                            found.path.read_bytes())
 
             do_HEAD = do_GET
 

@@ -1,11 +1,14 @@
-"""A recording relay on 127.0.0.1 in front of one real server: every request
-is passed on as it came, and its method, path and routing key are kept, so
-a test counts what reached each worker behind a router (a real model
-server keeps no such record). A server that does not answer is a 502."""
+"""A recording relay on 127.0.0.1 in front of one real server, or of several
+taken in turn (a plain round-robin balancer): every request is passed on as
+it came, and its method, path, routing key and target are kept, so a test
+counts what reached each worker behind a router (a real model server keeps
+no such record). A server that does not answer is a 502. ``Quiet`` is the
+request handler the test servers here share."""
 
 from __future__ import annotations
 
 import http.client
+import itertools
 import threading
 import urllib.parse
 from dataclasses import dataclass
@@ -20,11 +23,31 @@ class Passed:
     path: str
     key: str | None  # the request's x-smg-routing-key
     status: int
+    target: str = ""  # host:port it was passed to
+
+
+class Quiet(BaseHTTPRequestHandler):
+    """HTTP/1.1, no log lines, and ``answer`` for a whole reply."""
+
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, *args):
+        pass
+
+    def answer(self, status: int, headers: dict, body: bytes = b"") -> None:
+        self.send_response(status)
+        for key, value in headers.items():
+            self.send_header(key, str(value))
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(body)
 
 
 class Relay:
-    def __init__(self, target: str, header: str = "x-smg-routing-key", timeout: float = 600.0):
-        self.target = urllib.parse.urlsplit(target)
+    def __init__(self, target: str | list[str], header: str = "x-smg-routing-key", timeout: float = 600.0):
+        self.targets = [urllib.parse.urlsplit(t) for t in ([target] if isinstance(target, str) else target)]
+        self._turn = itertools.count()
         self.header = header
         self.timeout = timeout
         self.passed: list[Passed] = []
@@ -49,17 +72,13 @@ class Relay:
     def _handler(self):
         relay = self
 
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, *args):
-                pass
-
+        class Handler(Quiet):
             def _pass(self):
                 body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
                 headers = {k: v for k, v in self.headers.items() if k.lower() not in _HOP}
                 status, reply_headers, data = 502, {"Content-Type": "application/json"}, b'{"error": "no answer"}'
-                conn = http.client.HTTPConnection(relay.target.hostname, relay.target.port, timeout=relay.timeout)
+                target = relay.targets[next(relay._turn) % len(relay.targets)]
+                conn = http.client.HTTPConnection(target.hostname, target.port, timeout=relay.timeout)
                 try:
                     conn.request(self.command, self.path, body=body or None, headers=headers)
                     resp = conn.getresponse()
@@ -70,13 +89,9 @@ class Relay:
                 finally:
                     conn.close()
                 with relay.lock:
-                    relay.passed.append(Passed(self.command, self.path, self.headers.get(relay.header), status))
-                self.send_response(status)
-                for k, v in reply_headers.items():
-                    self.send_header(k, v)
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
+                    relay.passed.append(Passed(self.command, self.path, self.headers.get(relay.header), status,
+                                               f"{target.hostname}:{target.port}"))
+                self.answer(status, reply_headers, data)
 
             do_GET = do_POST = _pass
 

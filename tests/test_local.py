@@ -227,12 +227,10 @@ def test_a_missing_model_file_is_named(workdir):
 
 @needs_extra
 @pytest.mark.slow
-def test_two_real_rounds_of_three_agents(workdir):
+def test_two_real_rounds_of_three_agents(workdir, azclaw):
     # the README's first command, as a newcomer runs it (the default team is TEAM)
-    proc = subprocess.run([sys.executable, "-m", "azclaw", "run", "--local", "--task",
-                           "Plan a command-line todo app in Python", "--max-rounds", "2"],
-                          cwd=workdir, env=cli_env(), capture_output=True, text=True, timeout=MODEL_TIMEOUT,
-                          stdin=subprocess.DEVNULL)
+    proc = azclaw("run", "--local", "--task", "Plan a command-line todo app in Python", "--max-rounds", "2",
+                  timeout=MODEL_TIMEOUT)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     events = journal(run_file(workdir / "logs", "_journal.jsonl"))
     turns = [e for e in events if e.get("event") == "turn"]
@@ -263,9 +261,9 @@ def test_two_real_rounds_of_three_agents(workdir):
     assert all(gone(pid) for pid in pids)
 
 
-@needs_extra
-@pytest.mark.slow
-def test_serve_prints_the_endpoint_and_sigterm_stops_the_server(workdir):
+def serve_local(workdir: Path) -> tuple[subprocess.Popen, Path, int, int]:
+    """``azclaw serve --local`` started, once its server has a pid: the
+    process, its output file, the port and the server's pid."""
     out = workdir / "serve.txt"
     proc = subprocess.Popen([sys.executable, "-m", "azclaw", "serve", "--local"], cwd=workdir, env=cli_env(),
                             stdout=open(out, "w"), stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
@@ -274,9 +272,19 @@ def test_serve_prints_the_endpoint_and_sigterm_stops_the_server(workdir):
                  "the endpoint line")
         port = int(ENDPOINT.search(out.read_text()).group(1))
         log = Path(re.search(r"log: (\S+);", out.read_text()).group(1))
-        assert listening(port)
         wait_for(lambda: "Started server process" in log.read_text(), what="the server's pid")
-        pid = server_pid(log)
+        return proc, out, port, server_pid(log)
+    except BaseException:
+        proc.kill()
+        raise
+
+
+@needs_extra
+@pytest.mark.slow
+def test_serve_prints_the_endpoint_and_sigterm_stops_the_server(workdir):
+    proc, out, port, pid = serve_local(workdir)
+    try:
+        assert listening(port)
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=CLI_TIMEOUT) == 0
         assert "stopped" in out.read_text()
@@ -289,18 +297,9 @@ def test_serve_prints_the_endpoint_and_sigterm_stops_the_server(workdir):
 @needs_extra
 @pytest.mark.slow
 def test_a_killed_azclaw_leaves_no_server_behind(workdir):
-    out = workdir / "serve.txt"
-    proc = subprocess.Popen([sys.executable, "-m", "azclaw", "serve", "--local"], cwd=workdir, env=cli_env(),
-                            stdout=open(out, "w"), stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-    try:
-        wait_for(lambda: "endpoint:" in out.read_text() or proc.poll() is not None, MODEL_TIMEOUT,
-                 "the endpoint line")
-        log = Path(re.search(r"log: (\S+);", out.read_text()).group(1))
-        wait_for(lambda: "Started server process" in log.read_text(), what="the server's pid")
-        pid = server_pid(log)
-    finally:
-        proc.kill()  # SIGKILL: azclaw gets no chance to stop the server
-        proc.wait(timeout=CLI_TIMEOUT)
+    proc, _, _, pid = serve_local(workdir)
+    proc.kill()  # SIGKILL: azclaw gets no chance to stop the server
+    proc.wait(timeout=CLI_TIMEOUT)
     try:
         wait_for(lambda: gone(pid), what=f"the server {pid} to end with its killed parent")
     except AssertionError:
@@ -310,10 +309,8 @@ def test_a_killed_azclaw_leaves_no_server_behind(workdir):
 
 @needs_extra
 @pytest.mark.slow
-def test_doctor_local_starts_checks_and_stops_the_server(workdir):
-    proc = subprocess.run([sys.executable, "-m", "azclaw", "doctor", "--local", "--max-tokens", "48"],
-                          cwd=workdir, env=cli_env(), capture_output=True, text=True, timeout=MODEL_TIMEOUT,
-                          stdin=subprocess.DEVNULL)
+def test_doctor_local_starts_checks_and_stops_the_server(workdir, azclaw):
+    proc = azclaw("doctor", "--local", "--max-tokens", "48", timeout=MODEL_TIMEOUT)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     lines = proc.stdout.splitlines()
     assert lines[0].startswith("OK   local server: SmolLM2-135M-Instruct.Q4_1.gguf")
@@ -330,15 +327,11 @@ def test_doctor_local_starts_checks_and_stops_the_server(workdir):
 
 @needs_extra
 @pytest.mark.slow
-def test_an_error_after_the_server_started_stops_it(workdir):
-    topic = subprocess.run([sys.executable, "-m", "azclaw", "run", "--local", "--topic", "no-such-topic"],
-                           cwd=workdir, env=cli_env(), capture_output=True, text=True, timeout=MODEL_TIMEOUT,
-                           stdin=subprocess.DEVNULL)
+def test_an_error_after_the_server_started_stops_it(workdir, azclaw):
+    topic = azclaw("run", "--local", "--topic", "no-such-topic", timeout=MODEL_TIMEOUT)
     assert topic.returncode == 1 and "no-such-topic" in topic.stderr
     assert not (workdir / "logs" / "local_server.log").exists(), "a bad topic fails before the server starts"
-    proc = subprocess.run([sys.executable, "-m", "azclaw", "run", "--local", "--task", "x", "--resume",
-                           "no-such-checkpoint.json"], cwd=workdir, env=cli_env(), capture_output=True, text=True,
-                          timeout=MODEL_TIMEOUT, stdin=subprocess.DEVNULL)
+    proc = azclaw("run", "--local", "--task", "x", "--resume", "no-such-checkpoint.json", timeout=MODEL_TIMEOUT)
     assert proc.returncode == 1 and "azclaw: error: " in proc.stderr and "no-such-checkpoint.json" in proc.stderr
     log = workdir / "logs" / "local_server.log"
     assert "Finished server process" in log.read_text()
@@ -546,12 +539,10 @@ def test_without_huggingface_hub_a_hub_model_is_one_error_line_naming_the_extra(
 
 @needs_extra
 @pytest.mark.slow
-def test_max_time_ends_a_real_run_on_time_and_the_summary_says_what_was_produced(workdir):
+def test_max_time_ends_a_real_run_on_time_and_the_summary_says_what_was_produced(workdir, azclaw):
     # generous: the server's start, two minutes of rounds, at most one turn over and the shutdown, on a busy CPU
-    proc = subprocess.run([sys.executable, "-m", "azclaw", "run", "--local", "--task",
-                           "Plan a command-line todo app in Python", "--max-rounds", "200", "--max-time", "2m"],
-                          cwd=workdir, env=cli_env(), capture_output=True, text=True, timeout=1200,
-                          stdin=subprocess.DEVNULL)
+    proc = azclaw("run", "--local", "--task", "Plan a command-line todo app in Python", "--max-rounds", "200",
+                  "--max-time", "2m", timeout=1200)
     assert proc.returncode == 3, proc.stdout[-2000:] + proc.stderr[-2000:]
     events = journal(run_file(workdir / "logs", "_journal.jsonl"))
     end = events[-1]
