@@ -73,6 +73,7 @@ class TeamMemory:
         boxes = {n: r.mailbox for n, r in self.roots.items()}
         self._index = MemoryIndex(self.index_path, boxes, watch)
         self._messages = MemoryIndex(self.messages_path, boxes, watch, MESSAGES)
+        self._findable = False
 
     def _root(self, agent: str) -> MemoryRoot:
         try:
@@ -209,7 +210,8 @@ class TeamMemory:
                 if path.is_file() and parse_message(path.read_text(encoding="utf-8", errors="replace")).text == \
                         parse_message(format_message(agent, round_no, when, body)).text:
                     continue
-                path.parent.mkdir(parents=True, exist_ok=True)
+                if not path.parent.is_dir():  # one stat; mkdir with parents tries every level
+                    path.parent.mkdir(parents=True, exist_ok=True)
                 temp = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # no round-*.txt: never indexed
                 try:
                     temp.write_bytes(format_message(agent, round_no, when, body).encode("utf-8", "replace"))
@@ -247,8 +249,13 @@ class TeamMemory:
         return self._indexed(self._index.counts)
 
     def findable(self) -> bool:
-        """Whether ``recall`` could find anything: a memory, or a past round's message."""
-        return any(self.counts().values()) or any(self._indexed(lambda: self._messages.counts(), "_messages").values())
+        """Whether ``recall`` could find anything: a memory, or a past round's
+        message. Asked before every constrained step, so once the answer is
+        yes it stays yes (a team's memory does not empty itself)."""
+        if not self._findable:
+            self._findable = any(self.counts().values()) or \
+                any(self._indexed(lambda: self._messages.counts(), "_messages").values())
+        return self._findable
 
     def hits(self, query: str, agent: str | None = None, limit: int = 5) -> list[MemoryHit]:
         """The best matches for the query's words, best first (bm25 over
