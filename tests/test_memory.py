@@ -565,7 +565,7 @@ def test_every_hit_contains_a_query_word_and_every_match_is_found(workdir, store
 
 from datetime import datetime  # noqa: E402
 
-from azclaw.memory import MessageHit  # noqa: E402
+from azclaw.memory import MessageHit, query_terms  # noqa: E402
 from azclaw.memory.subjects import identifiers, same_subject, subject, words  # noqa: E402
 
 HOURS_AGO = datetime.now().replace(microsecond=0) - timedelta(hours=5)
@@ -730,9 +730,56 @@ def test_a_round_redone_after_a_kill_stores_its_memory_once_but_a_fact_changed_b
     (("", "Summary: the auth module is done."), ("", "Summary: the billing tests pass."), "summary", False),
     (("review-journal", "Reviewed the journal code: the upload handler needs a test."),
      ("review-test", "Reviewed the test code: the runner handler needs a test."), "test runner", False),
+    (("", "We switched the port of the API server from 24939 to 8443."), ("", "API port: 7070 (changed from 8443)."),
+     "api server port", True),
+    (("", "Cache backend: Redis"), ("", "We now cache in Valkey instead of Redis."), "cache backend", True),
+    (("", "Test database: an in-memory SQLite"), ("", "Database engine: MariaDB (changed from SQLite)."),
+     "which database do the tests use", False),
+    (("http-request-timeout", "The HTTP request timeout is 30 seconds."),
+     ("", "Bug: the env timeout leaks a https when the request is cancelled."), "http request timeout", False),
+    (("", "Use 10 March as the date of the release."), ("", "Moved the tag from release to main."), "release date",
+     False),
 ])
 def test_memories_on_one_subject_are_told_apart_from_look_alikes(a, b, query, same):
     assert same_subject(subject(*a), subject(*b), words(query), identifiers(query)) is same
+
+
+def test_a_memory_holding_the_query_words_as_a_phrase_ranks_before_one_that_holds_them_apart(workdir):
+    memory = team_memory(workdir, "alice", "bob")
+    memory.remember("alice", "Lists show 50 items per page.", round=6, at=HOURS_AGO + timedelta(minutes=9))
+    memory.remember("bob", "Benchmark: the page handles 1200 items per second.", "benchmark-page", round=3,
+                    at=HOURS_AGO)
+    hits = memory.hits("how many items per page")
+    assert [h.latest.text for h in hits] == ["Lists show 50 items per page.",
+                                             "Benchmark: the page handles 1200 items per second."]
+
+
+def test_a_how_question_searches_for_what_it_asks_about_not_for_its_measure():
+    assert query_terms("how many items per page") == ["items", "page"]
+    assert query_terms("how long may a background job run") == ["background", "job", "run"]
+    assert query_terms("long polling interval") == ["long", "polling", "interval"]
+
+
+def test_a_memory_that_says_what_the_value_was_supersedes_the_memory_that_states_it(workdir):
+    memory = team_memory(workdir, "alice", "bob")
+    memory.remember("alice", "We switched the port of the API server from 24939 to 8443.", round=3, at=HOURS_AGO)
+    memory.remember("bob", "API port: 7070 (changed from 8443).", round=9, at=HOURS_AGO + timedelta(hours=1))
+    memory.remember("bob", "Metrics port: 9100", "metrics-port", round=4, at=HOURS_AGO + timedelta(hours=2))
+    hits = memory.hits("api server port")
+    assert hits[0].latest.text == "API port: 7070 (changed from 8443)." and hits[0].newer is None
+    [older] = [h for h in hits if "24939" in h.latest.text]
+    assert older.newer is hits[0]
+    assert all(h.newer is None for h in hits if "9100" in h.latest.text), "another port, not older"
+
+
+def test_a_newer_note_that_only_scatters_a_facts_words_does_not_supersede_it(workdir):
+    memory = team_memory(workdir, "alice", "bob")
+    memory.remember("bob", "The HTTP request timeout is 30 seconds.", "http-request-timeout", round=5, at=HOURS_AGO)
+    memory.remember("alice", "Bug: the env timeout leaks a https when the request is cancelled.", round=12,
+                    at=HOURS_AGO + timedelta(hours=3))
+    hits = memory.hits("http request timeout")
+    assert hits[0].latest.text == "The HTTP request timeout is 30 seconds." and hits[0].newer is None
+    assert hits[1].newer is None
 
 
 def test_changed_facts_rank_the_current_value_first_in_a_small_fact_consolidation_benchmark():

@@ -2,6 +2,7 @@
 
 * ``layout``: the AgentAZAll on-disk layout and what azclaw writes in the files (the only module that knows them)
 * ``team``: ``TeamMemory``, remember, recall and the rounds' messages over a whole team
+* ``rank``: the query's word pairs a memory holds as phrases (before bm25's order)
 * ``subjects``: which memories are on one subject (the newer ranks first); ``hits``: how recall shows them
 * ``index``, ``store``, ``watch``: the SQLite full-text indexes that follow the files
 """

@@ -80,7 +80,7 @@ class MemoryHit:
     @cached_property
     def subject(self) -> Subject:
         title = "" if is_untitled(self.title) else self.title
-        return subject(title, self.latest.text)
+        return subject(title, self.latest.text, "\n".join(e.text for e in self.entries[-4:-1]))
 
 
 @dataclass

@@ -17,6 +17,16 @@ subject when they share a word the query asked for, and
 * 60% of the longer one's words are shared (75% when a query word is in
   only one of them: "metrics port" is not "API port").
 
+They are also on one subject when they share a word the query asked for and
+one says what the value was before, in the words models write a change with
+("(was 8443)", "changed from 8443", "from Kafka to NATS", "instead of
+Kafka", "replaces Kafka", "Kafka is no longer used"), and the other states
+that value as a value of its own ("Database: SQLite", not "an in-memory SQLite
+container"): "API port: 7070 (changed from 8443)" follows "We switched the
+port of the API server to 8443", whatever their other words. Only the newer
+of the two can say so, and a value that is a word the query asks about is
+the subject, not a value.
+
 An identifier the query asks for (``p1``, ``v2``) that only one of them
 holds keeps them apart. Words here are lower-cased, crudely stemmed, without
 stop words, without the words that announce a change ("now", "changed",
@@ -44,6 +54,16 @@ CORE_SHARE = 1 / 3  # a core names the subject of a text when it is a third of i
 _WORD = re.compile(r"[a-z0-9]+")
 _KEY = re.compile(r"\s*([^:=\n]{1,40}?)\s*(?::|=)\s*\S")
 _DIGIT = re.compile(r"[0-9]")
+_END = r"(?=\s+(?:because|since|as|after|to)\b|[(),;:!?]|\.(?:\s|$)|$)"
+# how a memory says what a value was before it changed
+_WAS = [re.compile(p, re.IGNORECASE) for p in (
+    r"\((?:was|previously|formerly|before|changed from|switched from|moved from)\s+([^()]{1,40}?)\)",
+    r"\b(?:changed|switched|moved|migrated|went|changing|switching|moving|migrating)\b[^.;:!?]{0,40}?\bfrom\s+"
+    r"(.{1,40}?)" + _END,
+    r"\bfrom\s+(.{1,40}?)\s+to\s",
+    r"\binstead of\s+(.{1,40}?)" + _END,
+    r"\b(?:replaces|replaced|replacing)\s+(.{1,40}?)" + _END,
+    r"(?:^|[.;:!?]\s+)(?:the\s+)?([^.;:!?]{1,40}?)\s+is no longer\b")]
 _IDENTIFIER = re.compile(r"[a-z0-9]*(?:[a-z][0-9]|[0-9][a-z])[a-z0-9]*")  # letters and digits: p1, v2, s3
 STOP = frozenset("""
 a about after all also am an and any are as at be been before being but by can could did do does
@@ -120,32 +140,75 @@ class Subject:
     words: frozenset[str]
     key: frozenset[str]
     ids: frozenset[str] = frozenset()
+    was: frozenset[str] = frozenset()  # the values its text says were before, lower-cased
+    runs: tuple[tuple[str, ...], ...] = ()  # its title's and its text's words, in order
+    said: str = ""  # its text, lower-cased, one space between words, in spaces
 
 
-def subject(title: str, text: str) -> Subject:
-    """The subject of a memory; ``title`` is "" for an untitled one."""
-    return _subject(title, text[:TEXT_WINDOW])
+def subject(title: str, text: str, earlier: str = "") -> Subject:
+    """The subject of a memory; ``title`` is "" for an untitled one;
+    ``earlier``: the text of its earlier entries, whose changes from a value
+    count as its own ("from Kafka to NATS", then "Now Redis (was NATS)")."""
+    return _subject(title, text[:TEXT_WINDOW], earlier[-TEXT_WINDOW:])
 
 
 @lru_cache(maxsize=4096)  # recall after recall meets the same memories; keys stay small
-def _subject(title: str, text: str) -> Subject:
+def _subject(title: str, text: str, earlier: str = "") -> Subject:
     title_tokens = _WORD.findall(title.replace("_", " ").lower())
     tokens = _WORD.findall(text.lower())
-    title_words = frozenset(_subject_words(title_tokens))
+    title_run, text_run = tuple(_subject_words(title_tokens)), tuple(_subject_words(tokens))
+    title_words = frozenset(title_run)
     match = _KEY.match(text)
     key = words(match[1]) if match and "://" not in text[:match.end() + 2] else frozenset()
-    return Subject(title_words, title_words | frozenset(_subject_words(tokens)), key - _GENERIC,
-                   _identifiers(title_tokens + tokens))
+    return Subject(title_words, title_words | frozenset(text_run), key - _GENERIC,
+                   _identifiers(title_tokens + tokens), was=_was(text) | _was(earlier), runs=(title_run, text_run),
+                   said=f" {' '.join(text.lower().split())} ")
+
+
+def _was(text: str) -> frozenset[str]:
+    """The values ``text`` says were before (see the module doc); only those
+    with a letter or digit outside stop words, so "the old one" is no value."""
+    found = set()
+    for pattern in _WAS:
+        for match in pattern.finditer(text):
+            value = " ".join(match[1].lower().split()).strip(" '\"`")
+            value = value[4:] if value.startswith("the ") else value
+            if value and any(w not in STOP for w in _WORD.findall(value)):
+                found.add(value)
+    return frozenset(found)
+
+
+def _names_before(a: Subject, b: Subject, about: frozenset[str]) -> bool:
+    """``a`` says it changed from a value that ``b`` states; a value that
+    names what the query asks about ("from release to main" for "release
+    date") is the subject, not a value."""
+    return any(not words(value) & about and _states(b.said, value) for value in a.was)
+
+
+def _states(said: str, value: str) -> bool:
+    """``said`` holds ``value`` as a value of its own, not inside a longer
+    name: "Database: SQLite" and "the port is 8443" state SQLite and 8443,
+    "an in-memory SQLite" and "8443 clashes with" do not."""
+    for match in re.finditer(rf"(?<![a-z0-9]){re.escape(value)}(?![a-z0-9])", said):
+        before = re.search(r"([a-z0-9]+) $", said[:match.start()])
+        after = re.match(r" ([a-z0-9]+)", said[match.end():])
+        if all(m is None or m[1] in _SKIP or _DIGIT.search(m[1]) for m in (before, after)):
+            return True
+    return False
 
 
 def same_subject(a: Subject, b: Subject, about: frozenset[str] = frozenset(),
-                 asked_ids: frozenset[str] = frozenset()) -> bool:
+                 asked_ids: frozenset[str] = frozenset(), a_newer: bool | None = None) -> bool:
     """True when ``a`` and ``b`` are on one subject (``about``: the query's
-    subject words, ``asked_ids`` its identifiers)."""
+    subject words, ``asked_ids`` its identifiers; ``a_newer``: which one is
+    newer, when known: only the newer can say it changed from what the older
+    one states)."""
     shared = a.words & b.words
     if not shared or about and not shared & about or asked_ids & (a.ids ^ b.ids):
         return False
     if a.key and a.key == b.key:
+        return True
+    if a_newer is not False and _names_before(a, b, about) or a_newer is not True and _names_before(b, a, about):
         return True
     asked = about & (a.words | b.words)  # a core that leaves out a word asked for names something else
     if _within(a, b, asked) or _within(b, a, asked):
@@ -164,9 +227,17 @@ def _within(a: Subject, b: Subject, asked: frozenset[str]) -> bool:
     small = a.words if not a.title and len(a.words) <= CORE_WORDS else None
     cores = (a.title,) if a.title and b.title else (a.title, a.key, small)
     for core in cores:
-        if core and len(core) >= least and asked <= core <= other:
+        if core and len(core) >= least and asked <= core <= other and _together(core, b):
             return True
     return False
+
+
+def _together(core: frozenset[str], b: Subject) -> bool:
+    """The words of ``core`` stand next to each other (in any order) in
+    ``b``'s title or text: "timeout for HTTP requests" names an HTTP request
+    timeout, "the env timeout leaks a https when the request ..." does not."""
+    n = len(core)
+    return any(frozenset(run[i:i + n]) == core for run in b.runs for i in range(len(run) - n + 1))
 
 
 def newest_first(hits: list[T], subject_of: Callable[[T], Subject], newness: Callable[[T], tuple],
@@ -179,9 +250,10 @@ def newest_first(hits: list[T], subject_of: Callable[[T], Subject], newness: Cal
     groups: list[list[T]] = []
     subjects: list[list[Subject]] = []
     for hit in hits:
-        mine = subject_of(hit)
+        mine, when = subject_of(hit), newness(hit)
         for members, group in zip(subjects, groups):
-            if any(same_subject(other, mine, about, asked_ids) for other in members):
+            if any(same_subject(other, mine, about, asked_ids, newness(member) > when)
+                   for other, member in zip(members, group)):
                 group.append(hit)
                 members.append(mine)
                 break

@@ -30,7 +30,9 @@ from ..errors import ConfigError, StorageError
 from .hits import Memory, MemoryHit, MessageHit, render
 from .index import MemoryIndex
 from .layout import (MEMORIES, MESSAGES, MemoryRoot, default_index_path, format_entry, format_message,
-                     messages_index_path, parse_entries, parse_message, round_name, round_of, sanitize_title)
+                     is_untitled, messages_index_path, parse_entries, parse_message, round_name, round_of,
+                     sanitize_title)
+from .rank import by_phrases
 from .store import Entry, file_sig, is_corrupt, read_memory, require_fts
 from .subjects import newest_first
 
@@ -46,14 +48,18 @@ doing done for from had has have having he her here hers him his how i if in int
 just me more most my no nor not now of off on once only or other our ours out over own same she
 should so some such than that the their theirs them then there these they this those through to
 too under until up very was we were what when where which while who whom why will with would you
-your yours use used uses using
+your yours use used uses using may might must shall per many much
 """.split())
+# "how long", "how big", "how often": the word after "how" asks for a measure, it is not what is asked about
+MEASURES = frozenset("long many much big large small often old far soon fast slow high low wide".split())
 
 def query_terms(query: str) -> list[str]:
-    """The words a query searches for: stop words only count when the query
-    has nothing else."""
-    words = list(dict.fromkeys(w.lower() for w in _TERM.findall(query)))
-    content = [w for w in words if w not in STOPWORDS]
+    """The words a query searches for: stop words (and the measure a "how"
+    asks for) only count when the query has nothing else."""
+    said = [w.lower() for w in _TERM.findall(query)]
+    asked = {w for before, w in zip(said, said[1:]) if before == "how" and w in MEASURES}
+    words = list(dict.fromkeys(said))
+    content = [w for w in words if w not in STOPWORDS and w not in asked]
     return (content or words)[:MAX_TERMS]
 
 
@@ -259,15 +265,18 @@ class TeamMemory:
 
     def hits(self, query: str, agent: str | None = None, limit: int = 5) -> list[MemoryHit]:
         """The best matches for the query's words, best first (bm25 over
-        title and text, title words weigh more), except that of memories on
-        one subject the newest comes first and the older ones come after
-        every newest, each with ``newer`` set (``subjects``)."""
+        title and text, title words weigh more; a memory holding more of the
+        query's adjacent word pairs in order comes first, ``rank``), except
+        that of memories on one subject the newest comes first and the older
+        ones come after every newest, each with ``newer`` set (``subjects``)."""
         terms, agents = query_terms(query), self._agents(agent)
         if not terms:
             return []
         limit = max(0, min(limit, MAX_HITS))
-        pool = min(2 * MAX_HITS, 2 * limit + 5)  # candidates: the newer of a subject may rank lower
+        pool = min(2 * MAX_HITS, 4 * limit + 5)  # candidates: the newer of a subject, or a phrase, may rank lower
         found = self._read(lambda: self._index.search(terms, agents, pool), "_index", self._memory_hit)
+        found = by_phrases(found, terms, lambda h: "" if is_untitled(h.title) else h.title,
+                           lambda h: "\n".join(e.text for e in h.entries), STOPWORDS)
         ordered = newest_first(found, lambda h: h.subject, lambda h: h.newness, " ".join(terms))
         for hit, newer in ordered:
             hit.newer = newer
