@@ -116,15 +116,7 @@ def open_regular(path: str | Path, what: str, error: type[AzclawError] = Storage
         if exc.errno == errno.ELOOP and not follow:
             raise error(f"{path}: is a symbolic link, not a {what}") from None
         raise error(f"{path}: cannot read {what} ({exc.strerror})") from None
-    try:
-        mode = os.fstat(fd).st_mode
-        if not stat.S_ISREG(mode):
-            raise error(f"{path}: is {_kind(mode)}, not a {what}")
-        os.set_blocking(fd, True)
-        return os.fdopen(fd, "rb")
-    except BaseException:
-        os.close(fd)
-        raise
+    return _regular(fd, path, what, error, "", "rb")
 
 
 def open_append(path: str | Path, what: str, error: type[AzclawError] = StorageError) -> TextIO:
@@ -142,12 +134,18 @@ def open_append(path: str | Path, what: str, error: type[AzclawError] = StorageE
         if exc.errno == errno.ENXIO:  # a named pipe nobody reads
             raise error(f"{path}: is a named pipe (FIFO), not a {what}; remove it") from None
         raise error(f"{path}: cannot write the {what} ({exc.strerror})") from None
+    return _regular(fd, path, what, error, "; remove it", "a", encoding="utf-8", errors="replace")
+
+
+def _regular(fd: int, path: Path, what: str, error: type[AzclawError], hint: str, *mode, **text):
+    """``fd`` as a file object when it is a regular file (blocking again), else
+    closed and one ``error`` naming what it is."""
     try:
-        mode = os.fstat(fd).st_mode
-        if not stat.S_ISREG(mode):
-            raise error(f"{path}: is {_kind(mode)}, not a {what}; remove it")
+        kind = os.fstat(fd).st_mode
+        if not stat.S_ISREG(kind):
+            raise error(f"{path}: is {_kind(kind)}, not a {what}{hint}")
         os.set_blocking(fd, True)
-        return os.fdopen(fd, "a", encoding="utf-8", errors="replace")
+        return os.fdopen(fd, *mode, **text)
     except BaseException:
         os.close(fd)
         raise
