@@ -209,7 +209,7 @@ def response_format(schema: dict, style: str = "json_schema") -> dict:
 def _first_object(text: str) -> tuple[object, str]:
     """The JSON value at the start of ``text`` (after a ```json fence) and
     an error ('' when it parsed)."""
-    text = strip_thinking(text or "").strip()
+    text = strip_thinking(text or "", keep_json=True).strip()
     fenced = _FENCE.match(text)
     if fenced:
         text = fenced.group(1)

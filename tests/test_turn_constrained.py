@@ -186,3 +186,11 @@ def test_every_call_the_schema_allows_reads_back_as_itself(call, spaced):
     text = json.dumps({"tool": name, "arguments": args}, indent=2 if spaced else None, ensure_ascii=spaced)
     reply = parse_reply(text, step_format(TOOLS))
     assert [(c.name, c.arguments) for c in reply.calls] == [(name, args)] and not reply.error
+
+
+def test_a_json_reply_whose_text_holds_a_think_tag_reads_back_as_sent():
+    args = {"text": "The model wrote </think> in its notes.", "title": "tags"}
+    for text in (json.dumps({"tool": "remember", "arguments": args}),
+                 "<think>store it</think>" + json.dumps({"tool": "remember", "arguments": args})):
+        reply = parse_reply(text, step_format(TOOLS))
+        assert [(c.name, c.arguments) for c in reply.calls] == [("remember", args)] and not reply.error, text

@@ -26,11 +26,13 @@ class TextCall:
     arguments: object
 
 
-def strip_thinking(text: str) -> str:
+def strip_thinking(text: str, keep_json: bool = False) -> str:
     """Drop ``<think>…</think>`` blocks, and a reasoning prefix whose opening
-    tag was in the prompt template (only ``</think>`` appears)."""
+    tag was in the prompt template (only ``</think>`` appears). With
+    ``keep_json``, what starts as JSON after the blocks is the answer, a
+    ``</think>`` in one of its strings included."""
     text = _drop_think_blocks(text)
-    if "</think>" in text:
+    if "</think>" in text and not (keep_json and text.lstrip().startswith(("{", "[", "```"))):
         text = text.rsplit("</think>", 1)[1]
     if text.lstrip().startswith("<think>"):
         # Cut off mid-thought: nothing after it is an answer.
