@@ -31,7 +31,7 @@ from .client.probe import PROBE_TIMEOUT, context_size, entries_of, unserved
 from .options import RunOptions
 from .prompt import CHARS_PER_TOKEN, system_prompt
 from .safetext import one_line
-from .toolmodes import AUTO_PROSE_TURNS, Step, instructions, read_reply, starting_mode, switch_reason
+from .toolmodes import AUTO_PROSE_TURNS, Step, instructions, read_reply, starting_mode, step_move
 
 DEFAULTS = RunOptions()
 from .topic import Topic
@@ -288,7 +288,7 @@ def try_mode(client: LLMClient, mode: str, max_tokens: int) -> ModeTry:
             return ModeTry("busy", "no reply in time", str(exc))
         return ModeTry("failed", f"failed ({' '.join(str(exc).split())[:80]})", str(exc))
     reading = read_reply(step, completion)
-    switches = bool(switch_reason(step, completion, reading, []))
+    switches = step_move(step, completion, reading, []) is not None
     names = ", ".join(dict.fromkeys(c.name for c in reading.calls if c.name))
     if any(c.name == "remember" and c.arguments is not None for c in reading.calls):
         how = ("tool calls as text, and azclaw parses them" if completion.text_calls

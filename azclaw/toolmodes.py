@@ -164,12 +164,6 @@ def step_move(step: Step, completion: Completion, reading: Reading, results: lis
     return None
 
 
-def switch_reason(step: Step, completion: Completion, reading: Reading, results: list[ToolResult]) -> str:
-    """Why an ``auto`` agent should go constrained after this step, or ''."""
-    move = step_move(step, completion, reading, results)
-    return move.reason if move else ""
-
-
 def prose_move(mode: str, turns: int) -> Move | None:
     """Where an ``auto`` agent goes after ``turns`` turns in a row without a
     tool call (tools offered), or None."""

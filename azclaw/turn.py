@@ -75,10 +75,10 @@ class ToolUse:
 
     @classmethod
     def of(cls, tool: str, arguments: str, result: str, ok: bool, seconds: float, step: int,
-           duplicate: bool = False, effect: Effect | None = None, repeat: str = "") -> "ToolUse":
+           effect: Effect | None = None, repeat: str = "") -> "ToolUse":
         limit = AUDIT_FULL.get(tool, AUDIT_CHARS)
         return cls(tool, _cut(arguments, limit), _cut(result, limit), ok, round(seconds, 3), step, len(arguments),
-                   len(result), duplicate or bool(repeat), effect, repeat)
+                   len(result), bool(repeat), effect, repeat)
 
     @property
     def counted(self) -> bool:
@@ -277,11 +277,6 @@ def take_turn(session, system: str, user: str, tools: list[Tool], registry: Tool
             if reading.error:
                 turn.calls.append(ToolUse.of(NOT_PARSED, completion.text, f"ERROR: {reading.error}", False, 0.0,
                                              n_step))
-            if len(reading.calls) > MAX_CALLS_PER_STEP:
-                refused = len(reading.calls) - MAX_CALLS_PER_STEP
-                turn.calls.append(ToolUse.of(NOT_PARSED, f"{refused} more calls", TOO_MANY, False, 0.0, n_step))
-                turn.problems.append(f"a reply made {len(reading.calls)} tool calls: the first {MAX_CALLS_PER_STEP} "
-                                     f"were taken, the other {refused} refused")
             append_step(messages, step, completion, reading, results)
             if results and all(r.duplicate for r in results):
                 messages.append({"role": "user", "content": ALL_REPEATED})
@@ -306,7 +301,8 @@ def take_turn(session, system: str, user: str, tools: list[Tool], registry: Tool
 
 def _run_calls(reading, n_step: int, offered: list[Tool], registry: ToolRegistry, ctx: ToolContext, turn: Turn,
                made: list[Made], used_ids: set[str]) -> list[ToolResult]:
-    """Run a step's calls (repeats skipped); their uses go into ``turn.calls``."""
+    """Run a step's calls (repeats skipped, those past ``MAX_CALLS_PER_STEP``
+    refused); their uses go into ``turn.calls``."""
     results = []
     for n, call in enumerate(reading.calls):
         # servers that number calls per reply (call_0 every step) would pair a
@@ -332,6 +328,11 @@ def _run_calls(reading, n_step: int, offered: list[Tool], registry: ToolRegistry
                                      time.monotonic() - started, n_step, effect=outcome.effect))
         made.append(Made(call.name, call.arguments, call.raw_arguments or "", outcome.content, outcome.ok))
         results.append(outcome)
+    if len(reading.calls) > MAX_CALLS_PER_STEP:  # one entry in the audit trail for all the refused
+        refused = len(reading.calls) - MAX_CALLS_PER_STEP
+        turn.calls.append(ToolUse.of(NOT_PARSED, f"{refused} more calls", TOO_MANY, False, 0.0, n_step))
+        turn.problems.append(f"a reply made {len(reading.calls)} tool calls: the first {MAX_CALLS_PER_STEP} "
+                             f"were taken, the other {refused} refused")
     return results
 
 
