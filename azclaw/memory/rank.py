@@ -21,7 +21,7 @@ from .subjects import stem
 
 T = TypeVar("T")
 
-_TOKEN = re.compile(r"[^\W_]+")  # what the full-text tokenizer calls a word
+WORD = re.compile(r"[^\W_]+")  # what the full-text tokenizer calls a word (also how a query is split)
 MAX_TEXT = 4000  # characters of a memory looked at: a long memory is judged by its opening
 
 
@@ -38,7 +38,7 @@ def phrase_pairs(title: str, text: str, wanted: list[tuple[str, str]], stop: fro
         return 0
     held = set()
     for part in (title.replace("_", " "), text[:MAX_TEXT]):
-        seq = [stem(t) for t in _TOKEN.findall(part.lower()) if t not in stop]
+        seq = [stem(t) for t in WORD.findall(part.lower()) if t not in stop]
         held.update(zip(seq, seq[1:]))
     return sum(1 for pair in wanted if pair in held)
 

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import fcntl
 import os
-import re
 import sqlite3
 from datetime import datetime
 from pathlib import Path
@@ -32,7 +31,7 @@ from .index import MemoryIndex
 from .layout import (MEMORIES, MESSAGES, MemoryRoot, default_index_path, format_entry, format_message,
                      is_untitled, messages_index_path, parse_entries, parse_message, round_name, round_of,
                      sanitize_title)
-from .rank import by_phrases
+from .rank import WORD, by_phrases
 from .store import Entry, file_sig, is_corrupt, read_memory, require_fts
 from .subjects import newest_first
 
@@ -41,7 +40,6 @@ INDEX_ENTRIES = 25  # recall("") never lists more than this many memories
 MAX_HITS = 50
 MAX_TERMS = 32
 MESSAGE_HITS = 2  # messages of past rounds shown after the memories, at least
-_TERM = re.compile(r"[^\W_]+")  # what the full-text tokenizer calls a word
 STOPWORDS = frozenset("""
 a about after all also am an and any are as at be been before being but by can could did do does
 doing done for from had has have having he her here hers him his how i if in into is it its itself
@@ -56,7 +54,7 @@ MEASURES = frozenset("long many much big large small often old far soon fast slo
 def query_terms(query: str) -> list[str]:
     """The words a query searches for: stop words (and the measure a "how"
     asks for) only count when the query has nothing else."""
-    said = [w.lower() for w in _TERM.findall(query)]
+    said = [w.lower() for w in WORD.findall(query)]
     asked = {w for before, w in zip(said, said[1:]) if before == "how" and w in MEASURES}
     words = list(dict.fromkeys(said))
     content = [w for w in words if w not in STOPWORDS and w not in asked]
