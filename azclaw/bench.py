@@ -138,6 +138,10 @@ class _Mode:
     def name(self) -> str:
         return str(self.mode)
 
+    def stopped_by_user(self) -> bool:
+        """Ended by ``azclaw stop`` (the STOP file the modes watch too), not by a failure or a limit."""
+        return self.error is None and self.orch.ending is not None and self.orch.ending.reason == "stopped"
+
     def ended(self) -> str:
         """Why the mode's run ended early ('' when it reached its last round or still runs)."""
         ending = self.orch.ending
@@ -246,7 +250,10 @@ def _watch(runs: list[_Mode], control: StopControl) -> str:
             stopped = f"stopped ({control.reason})"
             _stop_all(runs, control.reason, control.kind)
         early = next((r for r in runs if not r.thread.is_alive() and r.ended()), None)
-        if not stopped and early is not None:
+        if not stopped and early is not None and early.stopped_by_user():  # it saw the STOP file first
+            stopped = f"stopped ({early.ended()})"
+            _stop_all(runs, early.ended())
+        elif not stopped and early is not None:
             stopped = f"mode {early.name} stopped ({early.ended()})"
             _stop_all(runs, f"mode {early.name} stopped")
     if not stopped:
